@@ -1,0 +1,3 @@
+//! Transport: what the proxy learns from and does with sockets.
+
+pub mod orig_dst;
