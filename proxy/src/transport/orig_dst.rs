@@ -20,11 +20,17 @@ pub struct SoOriginalDst;
 
 impl OrigDstAddr for SoOriginalDst {
     /// `local` is the accepted socket's local address; its family decides
-    /// which socket option to ask (an IPv6 listener sees IPv6 connections).
+    /// which socket option to ask. A dual-stack listener sees IPv4
+    /// connections with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`),
+    /// whose original destination only the IPv4 option knows.
     fn orig_dst_addr(&self, socket: &dyn AsFd, local: SocketAddr) -> io::Result<SocketAddr> {
         let fd = socket.as_fd();
         let sock = SockRef::from(&fd);
-        let addr = if local.is_ipv4() {
+        let ipv4 = match local {
+            SocketAddr::V4(_) => true,
+            SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+        };
+        let addr = if ipv4 {
             sock.original_dst_v4()?
         } else {
             sock.original_dst_v6()?

@@ -1,0 +1,84 @@
+//! weft's test harness: isolated network namespaces that play a Kubernetes
+//! node and its pods, processes run inside them, and the helpers the
+//! end-to-end scenarios in `tests/tests/` share. See `tests/README.md` for
+//! the testing levels and the rules these tests follow.
+#![forbid(unsafe_code)]
+
+pub mod netns;
+pub mod process;
+pub mod require;
+
+pub use netns::{Node, Pod};
+pub use process::{bin, Proc};
+pub use require::netns_or_skip;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+/// How long a test waits for a process to say something it must say.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure that something does *not* happen.
+pub const QUIET: Duration = Duration::from_millis(400);
+
+/// The proxy's uid, whose traffic weft-init never redirects.
+pub const PROXY_UID: u32 = 2102;
+/// An ordinary application uid.
+pub const APP_UID: u32 = 1000;
+
+/// Runs `weft-init ARGS` as root in `pod`.
+pub fn weft_init(pod: &Pod, args: &[&str]) -> Output {
+    pod.run(None, &bin("weft-init"), args)
+        .expect("weft-init runs")
+}
+
+/// Runs `weft-init ARGS` and fails the test unless it succeeded.
+pub fn install(pod: &Pod, args: &[&str]) {
+    let out = weft_init(pod, args);
+    assert!(
+        out.status.success(),
+        "weft-init {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts `weft-netprobe listen ADDR` as `uid` in `pod` and waits until it listens.
+pub fn listen(pod: &Pod, uid: u32, addr: &str) -> Proc {
+    let p = pod
+        .spawn(Some(uid), &bin("weft-netprobe"), &["listen", addr])
+        .expect("netprobe starts");
+    let line = p.line(WAIT).expect("netprobe says it listens");
+    assert!(line.starts_with("LISTENING"), "{line}");
+    p
+}
+
+/// `weft-netprobe connect ADDR` as `uid` in `pod`: its stdout, and whether it
+/// connected and got the listener's answer.
+pub fn connect(pod: &Pod, uid: u32, addr: &str) -> (bool, String) {
+    let out = pod
+        .run(Some(uid), &bin("weft-netprobe"), &["connect", addr, "2000"])
+        .expect("netprobe runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The `key=value` field of a netprobe line.
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// Stderr of a finished process, trimmed.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_owned()
+}
+
+/// The path of a program on `PATH`.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| Path::new(p).is_file())
+}

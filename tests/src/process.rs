@@ -1,0 +1,105 @@
+//! Processes the tests start, killed and reaped when dropped (also on panic).
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The path of a binary of this workspace, next to the test executable
+/// (`target/debug/weft-init` for `target/debug/deps/scenario-…`). Cargo builds
+/// every workspace binary before running integration tests of a package that
+/// depends on them... for its own binaries only, so the test command builds
+/// the workspace first (see the README).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// A running process whose stdout is read line by line.
+#[derive(Debug)]
+pub struct Proc {
+    name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Result<Self> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {name}: {cmd:?}"))?;
+        let stdout: ChildStdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            lines,
+        })
+    }
+
+    /// The next line the process prints, waiting at most `timeout`.
+    pub fn line(&self, timeout: Duration) -> Result<String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => Ok(line),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                bail!("{} printed nothing within {timeout:?}", self.name)
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("{} closed its output", self.name),
+        }
+    }
+
+    /// Waits for a line starting with `prefix`, skipping others.
+    pub fn expect_line(&self, prefix: &str, timeout: Duration) -> Result<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .line(left)
+                .with_context(|| format!("waiting for a line starting with {prefix:?}"))?;
+            if line.starts_with(prefix) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// Whether a line arrives within `timeout` (for asserting that nothing came).
+    pub fn try_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
