@@ -41,7 +41,10 @@ impl Installed {
                 }
             } else if let Some(rule) = line.strip_prefix("-A ") {
                 let chain = rule.split_whitespace().next().unwrap_or("");
-                let target = rule.split_whitespace().skip_while(|w| *w != "-j" && *w != "-g").nth(1);
+                let target = rule
+                    .split_whitespace()
+                    .skip_while(|w| *w != "-j" && *w != "-g")
+                    .nth(1);
                 if !chain.starts_with(CHAIN_PREFIX)
                     && target.is_some_and(|t| t.starts_with(CHAIN_PREFIX))
                 {

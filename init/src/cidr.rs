@@ -21,11 +21,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(ip) & mask == u32::from(net)
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(ip) & mask == u128::from(net)
             }
             _ => false,
@@ -84,10 +88,22 @@ mod tests {
 
     #[test]
     fn parses_and_normalises() {
-        assert_eq!("10.0.0.0/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!("10.1.2.3/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!("10.1.2.3".parse::<Cidr>().unwrap().to_string(), "10.1.2.3/32");
-        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().to_string(), "0.0.0.0/0");
+        assert_eq!(
+            "10.0.0.0/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            "10.1.2.3/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            "10.1.2.3".parse::<Cidr>().unwrap().to_string(),
+            "10.1.2.3/32"
+        );
+        assert_eq!(
+            "0.0.0.0/0".parse::<Cidr>().unwrap().to_string(),
+            "0.0.0.0/0"
+        );
         assert_eq!("fd00::1/8".parse::<Cidr>().unwrap().to_string(), "fd00::/8");
         assert_eq!("::1".parse::<Cidr>().unwrap().to_string(), "::1/128");
         assert!(!"fd00::/8".parse::<Cidr>().unwrap().is_ipv4());

@@ -80,24 +80,51 @@ pub struct InitArgs {
     pub admin_port: u16,
 
     /// Inbound ports to redirect: `*` for every port, or a list.
-    #[arg(long, env = "WEFT_INIT_INBOUND_PORTS", value_name = "PORTS", value_delimiter = ',', default_value = "*")]
+    #[arg(
+        long,
+        env = "WEFT_INIT_INBOUND_PORTS",
+        value_name = "PORTS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
     pub inbound_ports: Vec<PortSelector>,
 
     /// Inbound ports never redirected (the admin port is always added).
-    #[arg(long, env = "WEFT_INIT_SKIP_INBOUND_PORTS", value_name = "PORTS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "WEFT_INIT_SKIP_INBOUND_PORTS",
+        value_name = "PORTS",
+        value_delimiter = ','
+    )]
     pub skip_inbound_ports: Vec<PortRange>,
 
     /// Outbound destination ports never redirected (e.g. 25,3306).
-    #[arg(long, env = "WEFT_INIT_SKIP_OUTBOUND_PORTS", value_name = "PORTS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "WEFT_INIT_SKIP_OUTBOUND_PORTS",
+        value_name = "PORTS",
+        value_delimiter = ','
+    )]
     pub skip_outbound_ports: Vec<PortRange>,
 
     /// Outbound destinations to redirect: `*` for all, or a CIDR list (e.g.
     /// the cluster's pod and service CIDRs, to leave everything else alone).
-    #[arg(long, env = "WEFT_INIT_OUTBOUND_CIDRS", value_name = "CIDRS", value_delimiter = ',', default_value = "*")]
+    #[arg(
+        long,
+        env = "WEFT_INIT_OUTBOUND_CIDRS",
+        value_name = "CIDRS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
     pub outbound_cidrs: Vec<CidrSelector>,
 
     /// Outbound destinations never redirected (e.g. 169.254.169.254/32).
-    #[arg(long, env = "WEFT_INIT_SKIP_OUTBOUND_CIDRS", value_name = "CIDRS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "WEFT_INIT_SKIP_OUTBOUND_CIDRS",
+        value_name = "CIDRS",
+        value_delimiter = ','
+    )]
     pub skip_outbound_cidrs: Vec<Cidr>,
 
     /// Redirect inbound traffic at all.
@@ -138,7 +165,12 @@ pub struct ValidateArgs {
 
     /// Addresses to connect to; repeat for IPv6. The default is in TEST-NET-1
     /// (RFC 5737), which no network routes, so a failed redirect sends nothing anywhere.
-    #[arg(long = "target", env = "WEFT_INIT_VALIDATE_TARGETS", value_delimiter = ',', default_value = "192.0.2.1:20001")]
+    #[arg(
+        long = "target",
+        env = "WEFT_INIT_VALIDATE_TARGETS",
+        value_delimiter = ',',
+        default_value = "192.0.2.1:20001"
+    )]
     pub targets: Vec<SocketAddr>,
 
     /// How long to wait for the redirected connection, in milliseconds.
@@ -281,10 +313,14 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_flag_and_the_reason() {
-        let err = parse(&["--skip-inbound-ports=70000"]).unwrap_err().to_string();
+        let err = parse(&["--skip-inbound-ports=70000"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--skip-inbound-ports"), "{err}");
         assert!(err.contains("port 70000 is out of range 1-65535"), "{err}");
-        let err = parse(&["--skip-outbound-cidrs=10.0.0.0/33"]).unwrap_err().to_string();
+        let err = parse(&["--skip-outbound-cidrs=10.0.0.0/33"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("prefix length '33' must be 0-32"), "{err}");
         let err = parse(&["--inbound-port=4140"]).unwrap();
         assert!(err.init.redirect().unwrap_err().contains("both 4140"));
@@ -294,7 +330,13 @@ mod tests {
 
     #[test]
     fn validate_takes_targets() {
-        let cli = parse(&["validate", "--target", "[2001:db8::1]:20001", "--timeout-ms=50"]).unwrap();
+        let cli = parse(&[
+            "validate",
+            "--target",
+            "[2001:db8::1]:20001",
+            "--timeout-ms=50",
+        ])
+        .unwrap();
         let Some(Command::Validate(v)) = cli.command else {
             panic!("not validate")
         };

@@ -192,7 +192,10 @@ COMMIT
             skip_inbound_ports: vec![PortRange::single(4191), "9000-9010".parse().unwrap()],
             inbound_ports: Some(vec![PortRange::single(8080)]),
             skip_outbound_ports: vec![PortRange::single(25)],
-            skip_outbound_cidrs: vec!["169.254.0.0/16".parse().unwrap(), "fd00::/8".parse().unwrap()],
+            skip_outbound_cidrs: vec![
+                "169.254.0.0/16".parse().unwrap(),
+                "fd00::/8".parse().unwrap(),
+            ],
             outbound_cidrs: Some(vec!["10.96.0.0/12".parse().unwrap()]),
             ..defaults()
         };

@@ -107,7 +107,10 @@ impl Validate {
             .read_exact(&mut got)
             .context("reading the token on the redirected connection")?;
         if got != token {
-            bail!("the connection on port {} is not the one validate made", self.outbound_port);
+            bail!(
+                "the connection on port {} is not the one validate made",
+                self.outbound_port
+            );
         }
         Ok(original)
     }
