@@ -7,11 +7,10 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The path of a binary of this workspace, next to the test executable
-/// (`target/debug/weft-init` for `target/debug/deps/scenario-…`). Cargo builds
-/// every workspace binary before running integration tests of a package that
-/// depends on them... for its own binaries only, so the test command builds
-/// the workspace first (see the README).
+/// The path of a binary of this workspace, next to the running executable
+/// (`target/debug/weft-init` for `target/debug/deps/interception-…`). Cargo
+/// builds only a package's own binaries before its integration tests, so the
+/// test command (`scripts/test`) builds the whole workspace first.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
