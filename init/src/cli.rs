@@ -49,8 +49,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Proves that outbound TCP is redirected: connects to an address nothing
-    /// serves and checks that the connection lands on a listener it holds on
+    /// Prove that outbound TCP really is redirected to the proxy's port.
+    ///
+    /// Connects to an address nothing serves and checks that the connection lands on a listener it holds on
     /// the outbound port with that address as original destination. Run it
     /// after the rules are installed, as a uid other than the proxy's. Exits
     /// 0 when every target was redirected, 1 with the failing part otherwise.

@@ -170,20 +170,25 @@ pub struct Pod {
 }
 
 impl Pod {
-    /// `program args...` inside this pod, as root or as `uid` (and gid `uid`,
-    /// no supplementary groups). A program run as another uid is first copied
-    /// where that uid can execute it.
+    /// `program` inside this pod, as root or as `uid` (with gid `uid`, no
+    /// supplementary groups).
     pub fn command(&self, uid: Option<u32>, program: &Path) -> Command {
+        self.command_as(uid.map(|u| (u, u)), program)
+    }
+
+    /// `program` inside this pod, as root or as `(uid, gid)`. A program run
+    /// as another user is first copied where that user can execute it.
+    pub fn command_as(&self, ids: Option<(u32, u32)>, program: &Path) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name]);
-        match uid {
-            None | Some(0) => {
+        match ids {
+            None | Some((0, 0)) => {
                 cmd.arg(program);
             }
-            Some(uid) => {
+            Some((uid, gid)) => {
                 cmd.arg("setpriv")
                     .arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={uid}"))
+                    .arg(format!("--regid={gid}"))
                     .args(["--clear-groups", "--"])
                     .arg(staged(program));
             }

@@ -163,3 +163,64 @@ fn skipped_outbound_ports_and_cidrs_go_direct() {
     let line = accepted(&proxy);
     assert_eq!(field(&line, "orig"), format!("{}:8080", peer.ip), "{line}");
 }
+
+#[test]
+fn the_proxy_gid_is_not_redirected() {
+    if netns_or_skip("proxy_gid") {
+        return;
+    }
+    let node = Node::new().unwrap();
+    let meshed = node.pod().unwrap();
+    let peer = node.pod().unwrap();
+    install(&meshed, &["--proxy-gid=2103"]);
+    let proxy = listen(&meshed, PROXY_UID, "0.0.0.0:4140");
+    let app = listen(&peer, APP_UID, "0.0.0.0:8080");
+    let target = format!("{}:8080", peer.ip);
+
+    // uid 1000 with the proxy's gid: straight to the peer.
+    let out = meshed
+        .command_as(Some((APP_UID, 2103)), &bin("weft-netprobe"))
+        .args(["connect", &target, "2000"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    accepted(&app);
+    assert_quiet(&proxy, "the outbound listener (proxy gid)");
+
+    // The same uid with its own gid: redirected.
+    assert_connects(&meshed, APP_UID, &target);
+    assert_eq!(field(&accepted(&proxy), "orig"), target);
+}
+
+#[test]
+fn include_lists_redirect_only_what_they_name() {
+    if netns_or_skip("include_lists") {
+        return;
+    }
+    let node = Node::new().unwrap();
+    let client = node.pod().unwrap();
+    let server = node.pod().unwrap();
+    install(&server, &["--inbound-ports=8080", "--ipv6=false"]);
+    install(&client, &["--outbound-cidrs=10.96.0.0/16", "--ipv6=false"]);
+    let inbound = listen(&server, PROXY_UID, "0.0.0.0:4143");
+    let direct = listen(&server, APP_UID, "0.0.0.0:8081");
+    let outbound = listen(&client, PROXY_UID, "0.0.0.0:4140");
+
+    // 8080 is included inbound; the server's pod IP is outside the
+    // client's included CIDRs, so the client does not redirect it.
+    assert_connects(&client, APP_UID, &format!("{}:8080", server.ip));
+    let line = accepted(&inbound);
+    assert_eq!(field(&line, "orig"), format!("{}:8080", server.ip));
+    assert_connects(&client, APP_UID, &format!("{}:8081", server.ip));
+    accepted(&direct);
+    assert_quiet(&inbound, "the inbound listener (port not included)");
+    assert_quiet(&outbound, "the outbound listener (CIDR not included)");
+
+    assert_connects(&client, APP_UID, "10.96.3.4:443");
+    let line = accepted(&outbound);
+    assert_eq!(field(&line, "orig"), "10.96.3.4:443");
+}
