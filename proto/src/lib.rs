@@ -1,0 +1,54 @@
+//! The weft control-plane API: the gRPC services that proxies call on the
+//! control plane (port 8086), as protobuf and the Rust generated from it.
+//!
+//! | module | package | service |
+//! |---|---|---|
+//! | [`discovery::v1`] | `weft.discovery.v1` | `Discovery.Watch`: the endpoints and metadata of one destination, streamed |
+//! | [`identity::v1`] | `weft.identity.v1` | `Identity.Certify`: a certificate for the proxy's SPIFFE identity |
+//! | [`policy::v1`] | `weft.policy.v1` | `Policy.WatchInbound`: who may call a pod port, streamed |
+//!
+//! The `.proto` files under `proto/weft/` are the API reference: every message
+//! and field is documented there, and the same text is on the generated
+//! types. Each package is versioned; `v1` only ever grows compatibly.
+//!
+//! Each module has the messages, a client (`<service>_client::<Service>Client`)
+//! and a server (`<service>_server::{<Service>, <Service>Server}`). Servers
+//! can offer gRPC reflection from [`FILE_DESCRIPTOR_SET`].
+//!
+//! This crate holds nothing but the API and small conversions between its
+//! messages and standard types (see [`discovery::v1::AddrError`]).
+
+#![forbid(unsafe_code)]
+
+/// The encoded `google.protobuf.FileDescriptorSet` of every weft package and
+/// the well-known types they import, with source comments, for gRPC
+/// reflection (e.g. `tonic_reflection`'s `register_encoded_file_descriptor_set`).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/weft_descriptor.bin"));
+
+/// The discovery API: which endpoints stand behind a destination.
+pub mod discovery {
+    /// Version 1 of `weft.discovery`.
+    pub mod v1 {
+        tonic::include_proto!("weft.discovery.v1");
+
+        mod addr;
+        pub use self::addr::AddrError;
+    }
+}
+
+/// The identity API: certificates for proxies.
+pub mod identity {
+    /// Version 1 of `weft.identity`.
+    pub mod v1 {
+        tonic::include_proto!("weft.identity.v1");
+    }
+}
+
+/// The policy API: inbound authorization of pod ports.
+pub mod policy {
+    /// Version 1 of `weft.policy`.
+    pub mod v1 {
+        tonic::include_proto!("weft.policy.v1");
+    }
+}
