@@ -1,0 +1,195 @@
+//! The proxy's configuration: every setting is a flag and a `WEFT_PROXY_*`
+//! environment variable (the injector sets the variables), typed, with a
+//! default that is right for a sidecar.
+
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How the proxy logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Where inbound connections are forwarded to, inside the pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InboundTarget {
+    /// 127.0.0.1:<original port> (or [::1] for IPv6 connections): the app
+    /// listens on all addresses or on loopback.
+    Loopback,
+    /// <original destination address>:<port>: the app binds only to the pod IP.
+    PodIp,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// Outbound listener: the app's connections, redirected by weft-init.
+    #[arg(long, env = "WEFT_PROXY_OUTBOUND_ADDR", default_value = "[::]:4140")]
+    pub outbound_addr: SocketAddr,
+
+    /// Inbound listener: connections to the pod, redirected by weft-init.
+    #[arg(long, env = "WEFT_PROXY_INBOUND_ADDR", default_value = "[::]:4143")]
+    pub inbound_addr: SocketAddr,
+
+    /// Admin server: /live, /ready, /metrics, /config, /shutdown.
+    #[arg(long, env = "WEFT_PROXY_ADMIN_ADDR", default_value = "[::]:4191")]
+    pub admin_addr: SocketAddr,
+
+    /// Where inbound connections go inside the pod.
+    #[arg(
+        long,
+        env = "WEFT_PROXY_INBOUND_TARGET",
+        value_enum,
+        default_value = "loopback"
+    )]
+    pub inbound_target: InboundTarget,
+
+    /// Ports whose traffic is opaque TCP: protocol detection is skipped
+    /// (comma separated; e.g. server-speaks-first protocols like 3306,25).
+    #[arg(
+        long,
+        env = "WEFT_PROXY_OPAQUE_PORTS",
+        value_delimiter = ',',
+        value_name = "PORTS"
+    )]
+    pub opaque_ports: Vec<u16>,
+
+    /// How long protocol detection waits for the client's first bytes before
+    /// treating the connection as opaque TCP (server-speaks-first protocols).
+    #[arg(long, env = "WEFT_PROXY_DETECT_TIMEOUT", value_parser = duration, default_value = "1s")]
+    pub detect_timeout: Duration,
+
+    /// Connect timeout to a destination; past it HTTP gets 504.
+    #[arg(long, env = "WEFT_PROXY_CONNECT_TIMEOUT", value_parser = duration, default_value = "1s")]
+    pub connect_timeout: Duration,
+
+    /// An opaque TCP connection with no bytes either way for this long is closed.
+    #[arg(long, env = "WEFT_PROXY_TCP_IDLE_TIMEOUT", value_parser = duration, default_value = "1h")]
+    pub tcp_idle_timeout: Duration,
+
+    /// A client must send a request's headers within this (slowloris guard);
+    /// also the idle time after which a keep-alive HTTP/1 connection is closed.
+    #[arg(long, env = "WEFT_PROXY_HEADER_READ_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+
+    /// Largest HTTP/1 request head (request line and headers), in bytes;
+    /// beyond it the client gets 431. At least 8192.
+    #[arg(long, env = "WEFT_PROXY_MAX_HEADER_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(8192..=16 * 1024 * 1024))]
+    pub max_header_bytes: u32,
+
+    /// Most headers in one HTTP/1 request.
+    #[arg(long, env = "WEFT_PROXY_MAX_HEADERS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_headers: u32,
+
+    /// Most HTTP/2 streams open at once on one client connection.
+    #[arg(
+        long,
+        env = "WEFT_PROXY_H2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 1000
+    )]
+    pub h2_max_concurrent_streams: u32,
+
+    /// Most client-reset HTTP/2 streams pending at once before the
+    /// connection is closed (rapid-reset, CVE-2023-44487).
+    #[arg(long, env = "WEFT_PROXY_H2_MAX_PENDING_RESETS", default_value_t = 20)]
+    pub h2_max_pending_resets: usize,
+
+    /// Most connections open at once (inbound and outbound); further clients
+    /// wait in the kernel's accept queue.
+    #[arg(long, env = "WEFT_PROXY_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Idle upstream HTTP/1 connections kept per destination for reuse.
+    #[arg(long, env = "WEFT_PROXY_POOL_MAX_IDLE", default_value_t = 16)]
+    pub pool_max_idle: usize,
+
+    /// How long an idle pooled upstream connection is kept.
+    #[arg(long, env = "WEFT_PROXY_POOL_IDLE_TIMEOUT", value_parser = duration, default_value = "90s")]
+    pub pool_idle_timeout: Duration,
+
+    /// On SIGTERM or /shutdown: how long in-flight requests and connections
+    /// may take to finish before they are closed.
+    #[arg(long, env = "WEFT_PROXY_SHUTDOWN_GRACE", value_parser = duration, default_value = "30s")]
+    pub shutdown_grace: Duration,
+
+    /// Threads serving connections. One is right for a sidecar of a typical
+    /// pod: it keeps the proxy's CPU and memory small and avoids cross-thread
+    /// wake-ups; raise it for pods that move a lot of traffic.
+    #[arg(long, env = "WEFT_PROXY_WORKERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "WEFT_PROXY_LOG_FORMAT",
+        value_enum,
+        default_value = "plain"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing syntax, e.g. `info,weft_proxy=debug`); WEFT_LOG or
+    /// RUST_LOG are read when this is not set.
+    #[arg(long, env = "WEFT_PROXY_LOG")]
+    pub log: Option<String>,
+}
+
+/// `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (like 250ms, 10s, 5m, 1h)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            return Err(format!(
+                "'{s}' has an unknown unit '{unit}' (use ms, s, m or h)"
+            ))
+        }
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(duration("ten").unwrap_err().contains("not a duration"));
+        assert!(duration("5d").unwrap_err().contains("unknown unit 'd'"));
+    }
+
+    #[test]
+    fn defaults_are_a_sidecar() {
+        let c = Cli::try_parse_from(["weft-proxy"]).unwrap().config;
+        assert_eq!(c.outbound_addr.port(), 4140);
+        assert_eq!(c.inbound_addr.port(), 4143);
+        assert_eq!(c.admin_addr.port(), 4191);
+        assert_eq!(c.inbound_target, InboundTarget::Loopback);
+        assert!(Cli::try_parse_from(["weft-proxy", "--max-header-bytes=100"]).is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! The proxy's errors, and the one place they become responses.
+//!
+//! Every response the proxy makes itself carries `weft-proxy-error: <reason>`
+//! so that a client (and an operator reading its logs) can tell the proxy's
+//! answer from the application's. gRPC requests get a gRPC status instead of
+//! an HTTP error, as gRPC clients expect.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Names the header that marks proxy-generated responses.
+pub const PROXY_ERROR_HEADER: &str = "weft-proxy-error";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("connection to {0} refused")]
+    ConnectRefused(SocketAddr),
+    #[error("connection to {0} timed out after {1:?}")]
+    ConnectTimeout(SocketAddr, Duration),
+    #[error("connection to {0} failed: {1}")]
+    Connect(SocketAddr, #[source] std::io::Error),
+    #[error("HTTP handshake with {0} failed: {1}")]
+    Handshake(SocketAddr, #[source] hyper::Error),
+    #[error("upstream {0} failed: {1}")]
+    Upstream(SocketAddr, #[source] hyper::Error),
+}
+
+impl ProxyError {
+    /// The short reason in the header and the metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::ConnectRefused(_) => "connect refused",
+            ProxyError::ConnectTimeout(..) => "connect timeout",
+            ProxyError::Connect(..) => "connect failed",
+            ProxyError::Handshake(..) => "handshake failed",
+            ProxyError::Upstream(..) => "upstream failed",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::ConnectTimeout(..) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// gRPC status: UNAVAILABLE, or DEADLINE_EXCEEDED for a timeout.
+    fn grpc_status(&self) -> &'static str {
+        match self {
+            ProxyError::ConnectTimeout(..) => "4",
+            _ => "14",
+        }
+    }
+
+    /// The response a client gets for this error.
+    pub fn to_response(&self, grpc: bool) -> Response<Bytes> {
+        let reason = HeaderValue::from_static(self.reason());
+        let mut rsp = Response::new(Bytes::new());
+        if !grpc {
+            *rsp.status_mut() = self.status();
+            *rsp.body_mut() = Bytes::from(format!("{self}\n"));
+        }
+        let h = rsp.headers_mut();
+        h.insert(PROXY_ERROR_HEADER, reason.clone());
+        if grpc {
+            // A trailers-only gRPC response: HTTP 200 with the status in the headers.
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            h.insert("grpc-status", HeaderValue::from_static(self.grpc_status()));
+            h.insert("grpc-message", reason);
+        } else {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        }
+        rsp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_and_grpc_responses() {
+        let dst: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let rsp = ProxyError::ConnectRefused(dst).to_response(false);
+        assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], "connect refused");
+        let rsp = ProxyError::ConnectTimeout(dst, Duration::from_secs(1)).to_response(false);
+        assert_eq!(rsp.status(), StatusCode::GATEWAY_TIMEOUT);
+        let rsp = ProxyError::ConnectRefused(dst).to_response(true);
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(rsp.headers()["grpc-status"], "14");
+    }
+}

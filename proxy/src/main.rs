@@ -1,0 +1,116 @@
+//! weft-proxy: the sidecar. See `weft-proxy --help` and the README.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+use weft_proxy::config::{Config, LogFormat};
+use weft_proxy::run::{run, Bound};
+use weft_proxy::transport::orig_dst::SoOriginalDst;
+
+const LONG_ABOUT: &str = "\
+weft's sidecar proxy. weft-init redirects the pod's TCP traffic to it: outbound
+connections to the outbound listener, inbound ones to the inbound listener. For
+each connection it reads the original destination, detects the protocol
+(HTTP/1, HTTP/2, or opaque TCP) and forwards it: outbound to the original
+destination, inbound to the application on 127.0.0.1:<port>. HTTP is proxied
+per request over reused upstream connections; everything else byte for byte.
+
+It must run as the uid weft-init exempts (2102), so that its own connections
+are not redirected back to it.
+
+Every flag is also an environment variable (shown below). Durations take
+ms, s, m or h. Exit codes: 0 after a clean shutdown, 64 for an invalid
+configuration, 1 when a listener cannot be bound.";
+
+#[derive(Debug, Parser)]
+#[command(name = "weft-proxy", version, about = "weft's sidecar proxy", long_about = LONG_ABOUT)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+}
+
+fn main() -> ExitCode {
+    let config = match Cli::try_parse() {
+        Ok(cli) => cli.config,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let msg = e.to_string();
+            let line = msg.lines().next().unwrap_or("invalid configuration");
+            eprintln!(
+                "weft-proxy: {} (see weft-proxy --help)",
+                line.strip_prefix("error: ").unwrap_or(line)
+            );
+            return ExitCode::from(64);
+        }
+    };
+    if let Err(e) = init_tracing(&config) {
+        eprintln!("weft-proxy: {e}");
+        return ExitCode::from(64);
+    }
+    tracing::info!(?config, "starting");
+
+    let bound = match Bound::bind(&config) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("weft-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.workers.into())
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config, bound, SoOriginalDst, terminated()));
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM (what the kubelet sends) or SIGINT.
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_tracing(config: &Config) -> Result<(), String> {
+    let filter = match &config.log {
+        Some(f) => {
+            EnvFilter::try_new(f).map_err(|e| format!("invalid WEFT_PROXY_LOG '{f}': {e}"))?
+        }
+        None => EnvFilter::try_from_env("WEFT_LOG")
+            .or_else(|_| EnvFilter::try_from_default_env())
+            .unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}

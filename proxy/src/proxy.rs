@@ -1,0 +1,124 @@
+//! One accepted connection, inbound or outbound, from accept to close:
+//! original destination → loop check → protocol detection → HTTP or opaque
+//! forwarding to the target.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, Span};
+
+use crate::config::{Config, InboundTarget};
+use crate::http::HttpServer;
+use crate::opaque;
+use crate::telemetry::{Direction, Metrics, Protocol};
+use crate::transport::io::{Counted, Prefixed};
+use crate::transport::orig_dst::OrigDstAddr;
+
+/// What every connection handler needs, built once.
+#[derive(Debug)]
+pub struct Shared<O> {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub http: HttpServer,
+    pub orig_dst: O,
+    pub shutdown: CancellationToken,
+    /// The proxy's own listening ports: a connection "to" one of them that
+    /// was not redirected would loop.
+    pub own_ports: [u16; 3],
+}
+
+impl<O: OrigDstAddr> Shared<O> {
+    /// Where a connection to `orig` is forwarded.
+    fn target(&self, direction: Direction, orig: SocketAddr) -> SocketAddr {
+        match (direction, self.config.inbound_target) {
+            (Direction::Outbound, _) | (Direction::Inbound, InboundTarget::PodIp) => orig,
+            (Direction::Inbound, InboundTarget::Loopback) => {
+                let ip = match orig.ip() {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+                        IpAddr::V4(Ipv4Addr::LOCALHOST)
+                    }
+                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                };
+                SocketAddr::new(ip, orig.port())
+            }
+        }
+    }
+
+    /// A connection whose original destination is the proxy itself was not
+    /// redirected (someone connected to a proxy port directly): forwarding
+    /// it would connect the proxy to itself.
+    fn is_loop(&self, orig: SocketAddr, local: SocketAddr) -> bool {
+        let same_ip = orig.ip() == local.ip()
+            || orig.ip().is_loopback()
+            || match local.ip() {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4) == Some(orig.ip()),
+                IpAddr::V4(_) => false,
+            };
+        same_ip && self.own_ports.contains(&orig.port())
+    }
+}
+
+pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, direction: Direction, tcp: TcpStream) {
+    let Ok(local) = tcp.local_addr() else { return };
+    let orig = match shared.orig_dst.orig_dst_addr(&tcp, local) {
+        Ok(orig) => orig,
+        Err(error) => {
+            debug!(%error, "no original destination: refused");
+            shared.metrics.refused(direction, "no_orig_dst");
+            return;
+        }
+    };
+    if shared.is_loop(orig, local) {
+        debug!(%orig, "connection to the proxy itself: refused");
+        shared.metrics.refused(direction, "loop");
+        return;
+    }
+    let target = shared.target(direction, orig);
+    Span::current().record("dst", tracing::field::display(orig));
+
+    let metrics = shared.metrics.conn(direction, orig);
+    let io = Counted::new(tcp, metrics.read.clone(), metrics.write.clone());
+    let activity = io.activity();
+    let (protocol, io) = if shared.config.opaque_ports.contains(&orig.port()) {
+        (Protocol::OpaquePort, Prefixed::new(bytes::Bytes::new(), io))
+    } else {
+        match crate::detect::detect(io, shared.config.detect_timeout).await {
+            Ok(detected) => detected,
+            Err(error) => {
+                debug!(%error, "client went away during detection");
+                return;
+            }
+        }
+    };
+    shared.metrics.detected(direction, protocol);
+    debug!(?protocol, %target, "forwarding");
+
+    let shutdown = shared.shutdown.clone();
+    match protocol {
+        Protocol::Http1 => {
+            shared
+                .http
+                .serve_h1(io, target, metrics.http(), shutdown)
+                .await
+        }
+        Protocol::Http2 => {
+            shared
+                .http
+                .serve_h2(io, target, metrics.http(), shutdown)
+                .await
+        }
+        Protocol::Opaque | Protocol::OpaqueTimeout | Protocol::OpaquePort => {
+            opaque::forward(
+                io,
+                activity,
+                target,
+                shared.config.connect_timeout,
+                shared.config.tcp_idle_timeout,
+            )
+            .await
+        }
+    }
+    drop(metrics);
+}

@@ -1,0 +1,152 @@
+//! Start-up and shutdown: bind every listener first (a port in use fails
+//! start-up, not the first request), serve until a signal or `/shutdown`,
+//! then drain: stop accepting, let connections in flight finish within the
+//! grace period, close the rest.
+
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::admin::{self, Admin};
+use crate::config::Config;
+use crate::http::HttpServer;
+use crate::proxy::{self, Shared};
+use crate::telemetry::{Direction, Metrics};
+use crate::transport::listen::{accept_loop, bind};
+use crate::transport::orig_dst::OrigDstAddr;
+
+/// The three listeners, bound.
+#[derive(Debug)]
+pub struct Bound {
+    outbound: std::net::TcpListener,
+    inbound: std::net::TcpListener,
+    admin: std::net::TcpListener,
+}
+
+impl Bound {
+    pub fn bind(config: &Config) -> Result<Self, String> {
+        let one = |name: &str, addr: SocketAddr| {
+            bind(addr).map_err(|e| format!("cannot listen on {addr} ({name}): {e}"))
+        };
+        Ok(Self {
+            outbound: one("outbound", config.outbound_addr)?,
+            inbound: one("inbound", config.inbound_addr)?,
+            admin: one("admin", config.admin_addr)?,
+        })
+    }
+
+    /// The bound addresses (outbound, inbound, admin), for tests that bind port 0.
+    pub fn addrs(&self) -> std::io::Result<[SocketAddr; 3]> {
+        Ok([
+            self.outbound.local_addr()?,
+            self.inbound.local_addr()?,
+            self.admin.local_addr()?,
+        ])
+    }
+}
+
+/// Runs the proxy until `signal` completes or `/shutdown` is called, then drains.
+pub async fn run<O>(config: Config, bound: Bound, orig_dst: O, signal: impl Future<Output = ()>)
+where
+    O: OrigDstAddr + Send + Sync + 'static,
+{
+    let shutdown = CancellationToken::new();
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let ports = bound
+        .addrs()
+        .map(|a| a.map(|a| a.port()))
+        .unwrap_or_default();
+    let grace = config.shutdown_grace;
+    let limit = Arc::new(Semaphore::new(config.max_connections as usize));
+    let admin = Arc::new(Admin {
+        registry,
+        ready: false.into(),
+        config_dump: format!("{config:#?}\n"),
+        shutdown: shutdown.clone(),
+    });
+    let shared = Arc::new(Shared {
+        http: HttpServer::new(&config),
+        config,
+        metrics,
+        orig_dst,
+        shutdown: shutdown.clone(),
+        own_ports: ports,
+    });
+
+    let listeners = (|| {
+        Ok::<_, std::io::Error>((
+            TcpListener::from_std(bound.outbound)?,
+            TcpListener::from_std(bound.inbound)?,
+            TcpListener::from_std(bound.admin)?,
+        ))
+    })();
+    let (outbound, inbound, admin_listener) = match listeners {
+        Ok(l) => l,
+        Err(error) => {
+            warn!(%error, "cannot register the listeners with the runtime");
+            return;
+        }
+    };
+
+    let tracker = TaskTracker::new();
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(
+        admin.clone(),
+        admin_listener,
+        admin_stop.clone(),
+    ));
+    let mut accepting = Vec::new();
+    for (name, direction, listener) in [
+        ("outbound", Direction::Outbound, outbound),
+        ("inbound", Direction::Inbound, inbound),
+    ] {
+        let shared = shared.clone();
+        accepting.push(tokio::spawn(accept_loop(
+            name,
+            listener,
+            limit.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+            move |tcp, _peer| proxy::serve(shared.clone(), direction, tcp),
+        )));
+    }
+    admin.ready.store(true, Ordering::Release);
+    info!(
+        outbound = %ports[0], inbound = %ports[1], admin = %ports[2],
+        "weft-proxy ready"
+    );
+
+    tokio::select! {
+        _ = signal => info!("termination signal: draining"),
+        _ = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+    admin.ready.store(false, Ordering::Release);
+    for task in accepting {
+        let _ = task.await;
+    }
+    tracker.close();
+    let open = tracker.len();
+    info!(
+        open,
+        ?grace,
+        "no longer accepting; waiting for open connections"
+    );
+    match tokio::time::timeout(grace, tracker.wait()).await {
+        Ok(()) => info!("drained"),
+        Err(_) => warn!(
+            open = tracker.len(),
+            "grace period over: closing the connections still open"
+        ),
+    }
+    admin_stop.cancel();
+    let _ = admin_task.await;
+}

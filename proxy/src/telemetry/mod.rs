@@ -1,0 +1,8 @@
+//! What the proxy tells operators: Prometheus metrics (served by the admin
+//! server) and logs.
+
+pub mod histogram;
+pub mod metrics;
+pub mod process;
+
+pub use metrics::{ConnMetrics, Direction, HttpMetrics, Metrics, Protocol};
