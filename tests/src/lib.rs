@@ -4,10 +4,12 @@
 //! the testing levels and the rules these tests follow.
 #![forbid(unsafe_code)]
 
+pub mod mesh;
 pub mod netns;
 pub mod process;
 pub mod require;
 
+pub use mesh::{eventually, metric, start_proxy};
 pub use netns::{Node, Pod};
 pub use process::{bin, Proc};
 pub use require::netns_or_skip;

@@ -265,6 +265,10 @@ pub fn normalise_save(save: &str) -> String {
 /// program and test process (the build directory may sit under a home that
 /// other uids cannot enter).
 fn staged(program: &Path) -> PathBuf {
+    // A bare name (`curl`) is found on PATH, where every user can run it.
+    if program.components().count() == 1 {
+        return program.to_owned();
+    }
     static STAGED: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
     let mut staged = STAGED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, copy)) = staged.iter().find(|(orig, _)| orig == program) {

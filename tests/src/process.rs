@@ -65,6 +65,51 @@ impl Proc {
         })
     }
 
+    /// The process id of the program (`ip netns exec` and `setpriv` exec it,
+    /// so it is the child itself).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits at most `timeout` for the process to exit;
+    /// returns its exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", self.child.id());
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("{} did not exit within {timeout:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process's current and peak resident memory in bytes (VmRSS, VmHWM).
+    pub fn memory(&self) -> Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb = |key: &str| -> Result<u64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .with_context(|| format!("no {key} in /proc status"))?;
+            let n: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .context("no value")?
+                .parse()?;
+            Ok(n * 1024)
+        };
+        Ok((kb("VmRSS:")?, kb("VmHWM:")?))
+    }
+
     /// The next line the process prints, waiting at most `timeout`.
     pub fn line(&self, timeout: Duration) -> Result<String> {
         match self.lines.recv_timeout(timeout) {

@@ -17,7 +17,14 @@ pub fn netns_unavailable() -> Option<String> {
     if euid != "0" {
         return Some(format!("not root (euid {euid})"));
     }
-    for tool in ["ip", "iptables", "ip6tables", "iptables-save", "setpriv"] {
+    for tool in [
+        "ip",
+        "iptables",
+        "ip6tables",
+        "iptables-save",
+        "setpriv",
+        "curl",
+    ] {
         let found = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| Path::new(&d).join(tool).is_file()))
             .unwrap_or(false);
@@ -39,7 +46,7 @@ pub fn netns_or_skip(test: &str) -> bool {
         panic!("{test}: network-namespace tests are required ({REQUIRE_ENV}=1) but cannot run: {reason}");
     }
     eprintln!(
-        "SKIPPED {test}: network-namespace tests need root, ip, iptables and setpriv: {reason}"
+        "SKIPPED {test}: network-namespace tests need root, ip, iptables, setpriv and curl: {reason}"
     );
     true
 }

@@ -6,13 +6,12 @@
 use http::header::{self, HeaderMap, HeaderName};
 
 /// Hop-by-hop headers beyond those `Connection` lists.
-const HOP_BY_HOP: [HeaderName; 6] = [
+const HOP_BY_HOP: [HeaderName; 5] = [
     header::CONNECTION,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
-    header::TRAILER,
 ];
 
 /// Whether an HTTP/1 request asks to switch protocols (WebSocket, h2c).

@@ -1,0 +1,73 @@
+//! weft-testapp: the application the proxy tests put behind weft, and the
+//! clients they need beyond curl.
+//!
+//! ```text
+//! weft-testapp http ADDR          HTTP/1.1 + HTTP/2 (prior knowledge) server:
+//!     GET  /hello                 "hello from ADDR"
+//!     POST /echo                  the request body, streamed back
+//!     POST /count                 the number of body bytes received
+//!     GET  /bytes?n=N             N bytes, streamed
+//!     GET  /slow?ms=N             answers after N ms
+//!     GET  /trailers              a body followed by trailers (x-checksum)
+//!     GET  /ws                    WebSocket (RFC 6455) echo
+//! weft-testapp banner ADDR        TCP: the server speaks first ("220 weft banner"),
+//!                                 then echoes lines
+//! weft-testapp halfclose ADDR     TCP: reads to EOF, then answers with the byte
+//!                                 count and closes
+//! weft-testapp ws-client ADDR MSG WebSocket round trip of MSG through ADDR
+//! weft-testapp tcp-client ADDR MODE  client of banner/halfclose
+//! ```
+//!
+//! Servers print `LISTENING ADDR` once bound; clients print `OK ...` lines
+//! or `FAILED reason` and exit 1.
+#![forbid(unsafe_code)]
+
+mod http;
+mod tcp;
+mod ws;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let addr = |i: usize| -> SocketAddr {
+        args.get(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| usage())
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(async {
+        match args.first().map(String::as_str) {
+            Some("http") => http::serve(addr(1)).await,
+            Some("banner") => tcp::banner(addr(1)).await,
+            Some("halfclose") => tcp::halfclose(addr(1)).await,
+            Some("ws-client") => ws::client(addr(1), args.get(2).map_or("hello", |s| s)).await,
+            Some("tcp-client") => tcp::client(addr(1), args.get(2).map_or("", |s| s)).await,
+            _ => usage(),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("FAILED {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: weft-testapp http|banner|halfclose ADDR | ws-client ADDR MSG | tcp-client ADDR banner|halfclose");
+    std::process::exit(64)
+}
+
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
