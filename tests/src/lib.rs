@@ -84,3 +84,9 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
         .map(|d| d.join(program))
         .find(|p| Path::new(p).is_file())
 }
+
+/// The test-only gRPC echo service (`proto/weft/test/v1/echo.proto`).
+#[allow(missing_debug_implementations)]
+pub mod echo {
+    tonic::include_proto!("weft.test.v1");
+}

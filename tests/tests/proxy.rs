@@ -9,8 +9,8 @@ use weft_tests::mesh::admin_get;
 use weft_tests::*;
 
 /// A node with a meshed client pod and a meshed server pod running the
-/// test app (HTTP on 8080, a server-speaks-first protocol on 3306, a
-/// half-close peer on 7000).
+/// test app (HTTP on 8080, gRPC on 9090, a server-speaks-first protocol on
+/// 3306, a half-close peer on 7000).
 struct Mesh {
     client: Pod,
     server: Pod,
@@ -28,6 +28,7 @@ fn mesh(client_env: &[(&str, &str)], server_env: &[(&str, &str)]) -> Mesh {
     let mut apps = Vec::new();
     for args in [
         ["http", "0.0.0.0:8080"],
+        ["grpc", "0.0.0.0:9090"],
         ["banner", "0.0.0.0:3306"],
         ["halfclose", "0.0.0.0:7000"],
     ] {
@@ -190,6 +191,29 @@ fn http2_prior_knowledge_is_multiplexed_end_to_end() {
     )
     .unwrap();
     assert_eq!(h2, 1.0);
+}
+
+#[test]
+fn grpc_unary_status_and_a_long_bidi_stream() {
+    if netns_or_skip("proxy_grpc") {
+        return;
+    }
+    let m = mesh(&[], &[]);
+    // 100 messages, 50 ms apart: a stream that lives 5 s through both proxies.
+    let out = m.testapp(&["grpc-client", &format!("{}:9090", m.server.ip), "100", "50"]);
+    assert!(
+        out.contains("OK unary=ok status=NOT_FOUND bidi=100"),
+        "{out}"
+    );
+    let series = format!(
+        "weft_response_total{{direction=\"inbound\",dst=\"{}:9090\",status_class=\"2xx\"}}",
+        m.server.ip
+    );
+    assert_eq!(
+        metric(&m.server, &series).unwrap(),
+        3.0,
+        "three calls, all HTTP 200"
+    );
 }
 
 #[test]

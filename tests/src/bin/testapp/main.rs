@@ -10,6 +10,9 @@
 //!     GET  /slow?ms=N             answers after N ms
 //!     GET  /trailers              a body followed by trailers (x-checksum)
 //!     GET  /ws                    WebSocket (RFC 6455) echo
+//! weft-testapp grpc ADDR          gRPC Echo service (Unary, Bidi)
+//! weft-testapp grpc-client ADDR [N] [GAP_MS]
+//!                                 unary, failing unary, bidi stream of N messages
 //! weft-testapp banner ADDR        TCP: the server speaks first ("220 weft banner"),
 //!                                 then echoes lines
 //! weft-testapp halfclose ADDR     TCP: reads to EOF, then answers with the byte
@@ -22,6 +25,7 @@
 //! or `FAILED reason` and exit 1.
 #![forbid(unsafe_code)]
 
+mod grpc;
 mod http;
 mod tcp;
 mod ws;
@@ -44,6 +48,15 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match args.first().map(String::as_str) {
             Some("http") => http::serve(addr(1)).await,
+            Some("grpc") => grpc::serve(addr(1)).await,
+            Some("grpc-client") => {
+                let num = |i: usize, d: u64| {
+                    args.get(i)
+                        .map_or(Ok(d), |s| s.parse())
+                        .unwrap_or_else(|_| usage())
+                };
+                grpc::client(addr(1), num(2, 20), num(3, 10)).await
+            }
             Some("banner") => tcp::banner(addr(1)).await,
             Some("halfclose") => tcp::halfclose(addr(1)).await,
             Some("ws-client") => ws::client(addr(1), args.get(2).map_or("hello", |s| s)).await,
@@ -55,6 +68,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             println!("FAILED {e:#}");
+            eprintln!("weft-testapp: {e:#}");
             ExitCode::FAILURE
         }
     }
