@@ -448,3 +448,87 @@ fn errors_are_marked_and_loops_refused() {
         .unwrap()
         .contains("outbound_addr"));
 }
+
+#[test]
+fn admin_port_serves_scrapes_and_guards_shutdown() {
+    if netns_or_skip("proxy_admin") {
+        return;
+    }
+    let mut m = mesh(&[("WEFT_PROXY_LOG_FORMAT", "json")], &[]);
+    let (ok, _, err) = m.curl(&[&m.url("/hello")]);
+    assert!(ok, "{err}");
+    // Prometheus in another pod scrapes the admin port (never redirected).
+    let (ok, out, err) = m.curl(&[&format!("http://{}:4191/metrics", m.server.ip)]);
+    assert!(ok, "{err}");
+    for family in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "# TYPE weft_response_latency_ms histogram",
+    ] {
+        assert!(out.contains(family), "no {family} in /metrics");
+    }
+    // /shutdown from another pod is refused; the proxy keeps serving.
+    let (ok, out, _) = m.curl(&[
+        "-X",
+        "POST",
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        &format!("http://{}:4191/shutdown", m.server.ip),
+    ]);
+    assert!(ok);
+    assert_eq!(out, "403");
+    assert!(admin_get(&m.server, "/ready").is_ok());
+    // From loopback it drains and stops the proxy (whose logs are JSON).
+    let out = m
+        .client
+        .command(None, Path::new("curl"))
+        .args(["-sS", "-X", "POST", "http://127.0.0.1:4191/shutdown"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "shutting down\n");
+    let code = eventually(WAIT, || {
+        match m.client_proxy.terminate(Duration::from_millis(100)) {
+            Ok(code) => Ok(code),
+            Err(e) => Err(e),
+        }
+    });
+    assert_eq!(code.unwrap(), Some(0));
+}
+
+#[test]
+fn inbound_reaches_an_app_bound_to_the_pod_ip_only() {
+    if netns_or_skip("proxy_pod_ip") {
+        return;
+    }
+    let node = Node::new().unwrap();
+    let client = node.pod().unwrap();
+    let server = node.pod().unwrap();
+    let app = server
+        .spawn(
+            Some(APP_UID),
+            &bin("weft-testapp"),
+            &["http", &format!("{}:8080", server.ip)],
+        )
+        .unwrap();
+    app.expect_line("LISTENING", WAIT).unwrap();
+    let _server_proxy = start_proxy(&server, &[], &[("WEFT_PROXY_INBOUND_TARGET", "pod-ip")]);
+    let out = client
+        .command(Some(APP_UID), Path::new("curl"))
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{}:8080/hello", server.ip),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("hello from {}:8080 via HTTP/1.1\n", server.ip),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
