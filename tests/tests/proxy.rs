@@ -532,3 +532,21 @@ fn inbound_reaches_an_app_bound_to_the_pod_ip_only() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn http2_rapid_reset_is_cut_off() {
+    if netns_or_skip("proxy_rapid_reset") {
+        return;
+    }
+    let m = mesh(&[], &[]);
+    let out = m.testapp(&["rapid-reset", &format!("{}:8080", m.server.ip), "5000"]);
+    assert!(out.starts_with("OK closed after"), "{out}");
+    // The flood reached the app as a trickle at most, and the proxy still serves.
+    let upstream = metric(&m.server, &m.series("weft_request_total", "inbound", "")).unwrap();
+    assert!(
+        upstream < 100.0,
+        "{upstream} cancelled requests reached the server side"
+    );
+    let (ok, out, _) = m.curl(&[&m.url("/hello")]);
+    assert!(ok && out.starts_with("hello from"), "{out}");
+}

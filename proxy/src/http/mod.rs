@@ -42,7 +42,7 @@ impl HttpServer {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
-            .max_buf_size(config.max_header_bytes as usize)
+            .max_header_size(config.max_header_bytes as usize)
             .max_headers(config.max_headers as usize);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())

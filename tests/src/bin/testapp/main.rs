@@ -13,6 +13,8 @@
 //! weft-testapp grpc ADDR          gRPC Echo service (Unary, Bidi)
 //! weft-testapp grpc-client ADDR [N] [GAP_MS]
 //!                                 unary, failing unary, bidi stream of N messages
+//! weft-testapp rapid-reset ADDR [N]
+//!                                 HTTP/2 client opening and cancelling N streams
 //! weft-testapp banner ADDR        TCP: the server speaks first ("220 weft banner"),
 //!                                 then echoes lines
 //! weft-testapp halfclose ADDR     TCP: reads to EOF, then answers with the byte
@@ -27,6 +29,7 @@
 
 mod grpc;
 mod http;
+mod rapid_reset;
 mod tcp;
 mod ws;
 
@@ -56,6 +59,13 @@ fn main() -> ExitCode {
                         .unwrap_or_else(|_| usage())
                 };
                 grpc::client(addr(1), num(2, 20), num(3, 10)).await
+            }
+            Some("rapid-reset") => {
+                let n = args
+                    .get(2)
+                    .map_or(Ok(10_000), |s| s.parse())
+                    .unwrap_or_else(|_| usage());
+                rapid_reset::client(addr(1), n).await
             }
             Some("banner") => tcp::banner(addr(1)).await,
             Some("halfclose") => tcp::halfclose(addr(1)).await,
