@@ -72,8 +72,9 @@ where
         config_dump: format!("{config:#?}\n"),
         shutdown: shutdown.clone(),
     });
+    let tracker = TaskTracker::new();
     let shared = Arc::new(Shared {
-        http: HttpServer::new(&config),
+        http: HttpServer::new(&config, tracker.clone()),
         config,
         metrics,
         orig_dst,
@@ -96,7 +97,6 @@ where
         }
     };
 
-    let tracker = TaskTracker::new();
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         admin.clone(),

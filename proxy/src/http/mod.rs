@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
 use crate::config::Config;
@@ -35,10 +36,13 @@ pub struct HttpServer {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     pub upstream: Arc<Upstream>,
+    /// Upgraded (WebSocket, h2c) connections outlive the HTTP connection
+    /// they came from: they are tracked here so that a drain waits for them.
+    tracker: TaskTracker,
 }
 
 impl HttpServer {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, tracker: TaskTracker) -> Self {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
@@ -61,6 +65,7 @@ impl HttpServer {
                 config.pool_max_idle,
                 config.pool_idle_timeout,
             )),
+            tracker,
         }
     }
 
@@ -81,6 +86,7 @@ impl HttpServer {
             session: H1Session::new(target, self.upstream.clone()),
             h2: Mutex::new(None),
             upstream: self.upstream.clone(),
+            tracker: self.tracker.clone(),
         });
         let service = service_fn(move |req| {
             let fwd = fwd.clone();
@@ -118,6 +124,7 @@ impl HttpServer {
             session: H1Session::new(target, self.upstream.clone()),
             h2: Mutex::new(None),
             upstream: self.upstream.clone(),
+            tracker: self.tracker.clone(),
         });
         let service = service_fn(move |req| {
             let fwd = fwd.clone();
@@ -157,6 +164,7 @@ struct Forward {
     session: H1Session,
     h2: Mutex<Option<hyper::client::conn::http2::SendRequest<Incoming>>>,
     upstream: Arc<Upstream>,
+    tracker: TaskTracker,
 }
 
 impl Forward {
@@ -222,7 +230,7 @@ impl Forward {
             .map_err(|e| ProxyError::Upstream(self.target, e))?;
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let server_side = hyper::upgrade::on(&mut rsp);
-            tokio::spawn(async move {
+            self.tracker.spawn(async move {
                 match tokio::try_join!(client_side, server_side) {
                     Ok((c, s)) => {
                         let (mut c, mut s) = (TokioIo::new(c), TokioIo::new(s));
