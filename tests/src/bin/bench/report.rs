@@ -1,0 +1,290 @@
+//! The tables `weft-bench run` prints: direct and meshed side by side, the
+//! difference, our targets and linkerd2-proxy's published figures next to
+//! them. Pure formatting, no I/O.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::hist::Outcome;
+
+/// Our target for the latency the two proxies add at p99 at 1,000 rps.
+pub const TARGET_ADDED_P99: Duration = Duration::from_millis(1);
+/// Our target for each proxy's resident memory under that load.
+pub const TARGET_RSS: u64 = 20 * 1000 * 1000;
+
+/// What the server and the proxies of one path cost during its runs.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    /// CPU time of the benchmark server, for scale.
+    pub server_cpu: Duration,
+    /// CPU time of both proxies together (none on the direct path).
+    pub proxy_cpu: Duration,
+    /// Peak resident memory seen, per proxy (role, bytes).
+    pub rss_peak: Vec<(&'static str, u64)>,
+}
+
+impl Usage {
+    /// Adds another run's usage: times add up, peaks take the maximum.
+    pub fn merge(&mut self, other: &Self) {
+        self.server_cpu += other.server_cpu;
+        self.proxy_cpu += other.proxy_cpu;
+        for &(role, bytes) in &other.rss_peak {
+            match self.rss_peak.iter_mut().find(|(r, _)| *r == role) {
+                Some((_, peak)) => *peak = (*peak).max(bytes),
+                None => self.rss_peak.push((role, bytes)),
+            }
+        }
+    }
+}
+
+/// One measurement: the direct path, and the meshed one when there is a proxy.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub direct: (Outcome, Usage),
+    pub meshed: Option<(Outcome, Usage)>,
+}
+
+/// `85 µs`, `1.24 ms`, `2.00 s`.
+pub fn latency(ns: u64) -> String {
+    match ns {
+        0..=9_999 => format!("{:.1} µs", ns as f64 / 1e3),
+        10_000..=999_999 => format!("{} µs", (ns + 500) / 1000),
+        1_000_000..=999_999_999 => format!("{:.2} ms", ns as f64 / 1e6),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
+    }
+}
+
+/// `+218 µs` / `-12 µs`: meshed minus direct.
+pub fn added(direct: u64, meshed: u64) -> String {
+    if meshed >= direct {
+        format!("+{}", latency(meshed - direct))
+    } else {
+        format!("-{}", latency(direct - meshed))
+    }
+}
+
+/// `6.2 MB` (10^6 bytes).
+pub fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+fn row(out: &mut String, label: &str, direct: &str, meshed: &str, delta: &str, note: &str) {
+    let line = format!("  {label:<16}{direct:>14}{meshed:>14}{delta:>12}   {note}");
+    let _ = writeln!(out, "{}", line.trim_end());
+}
+
+/// CPU time per successful request, `12.3 µs/req`.
+fn per_request(cpu: Duration, o: &Outcome) -> String {
+    format!(
+        "{:.1} µs/req",
+        cpu.as_nanos() as f64 / 1e3 / o.ok.max(1) as f64
+    )
+}
+
+/// The CPU rows (server on both paths, proxies on the meshed one) and the
+/// proxies' memory, judged against [`TARGET_RSS`] if `rss_target`.
+fn usage_rows(out: &mut String, c: &Comparison, rss_target: bool) {
+    let (d, d_usage) = &c.direct;
+    let Some((m, usage)) = &c.meshed else {
+        let server = per_request(d_usage.server_cpu, d);
+        row(out, "server CPU", &server, "—", "", "");
+        return;
+    };
+    let server = [
+        per_request(d_usage.server_cpu, d),
+        per_request(usage.server_cpu, m),
+    ];
+    row(
+        out,
+        "server CPU",
+        &server[0],
+        &server[1],
+        "",
+        "the app alone, for scale",
+    );
+    let proxies = per_request(usage.proxy_cpu, m);
+    row(out, "proxy CPU", "", &proxies, "", "both proxies together");
+    let peaks: Vec<String> = usage
+        .rss_peak
+        .iter()
+        .map(|(role, b)| format!("{role} {}", megabytes(*b)))
+        .collect();
+    let mut rss = peaks.join(", ");
+    if rss_target {
+        let ok = usage.rss_peak.iter().all(|(_, b)| *b < TARGET_RSS);
+        let _ = write!(rss, "; target < {}: {}", megabytes(TARGET_RSS), verdict(ok));
+    }
+    row(out, "proxy RSS peak", "", "", "", &rss);
+}
+
+/// The table of a fixed-rate (open-loop) measurement.
+pub fn fixed_rate(title: &str, c: &Comparison) -> String {
+    let mut out = format!("{title}\n");
+    let meshed = c.meshed.as_ref().map(|(m, _)| m);
+    row(&mut out, "", "direct", "meshed", "added", "");
+    for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+        let d = c.direct.0.at(q);
+        let (m, delta) = meshed.map_or(("—".into(), String::new()), |m| {
+            (latency(m.at(q)), added(d, m.at(q)))
+        });
+        let note = match (q == 0.99, meshed) {
+            (true, Some(m)) => {
+                let extra = Duration::from_nanos(m.at(q).saturating_sub(d));
+                format!(
+                    "target < 1 ms: {}; linkerd2-proxy ≈ +0.5 ms per hop",
+                    verdict(extra < TARGET_ADDED_P99)
+                )
+            }
+            (true, None) => "target: < 1 ms added; linkerd2-proxy ≈ +0.5 ms per hop".into(),
+            _ => String::new(),
+        };
+        row(&mut out, label, &latency(d), &m, &delta, &note);
+    }
+    counts(&mut out, c);
+    usage_rows(&mut out, c, true);
+    let lag = |o: &Outcome| latency(u64::try_from(o.lag_p99.as_nanos()).unwrap_or(u64::MAX));
+    let m_lag = meshed.map_or("—".into(), lag);
+    row(
+        &mut out,
+        "send lag p99",
+        &lag(&c.direct.0),
+        &m_lag,
+        "",
+        "the generator's own lateness, included above",
+    );
+    out
+}
+
+/// The table of a saturating (closed-loop) measurement.
+pub fn saturating(title: &str, c: &Comparison) -> String {
+    let mut out = format!("{title}\n");
+    let meshed = c.meshed.as_ref().map(|(m, _)| m);
+    row(&mut out, "", "direct", "meshed", "ratio", "");
+    let rps = |o: &Outcome| format!("{:.0} rps", o.rps());
+    let (m, ratio) = meshed.map_or(("—".into(), String::new()), |m| {
+        (
+            rps(m),
+            format!("{:.2}×", m.rps() / c.direct.0.rps().max(f64::MIN_POSITIVE)),
+        )
+    });
+    row(
+        &mut out,
+        "throughput",
+        &rps(&c.direct.0),
+        &m,
+        &ratio,
+        "linkerd2-proxy ≈ 0.1× direct",
+    );
+    for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+        let m = meshed.map_or("—".into(), |m| latency(m.at(q)));
+        row(&mut out, label, &latency(c.direct.0.at(q)), &m, "", "");
+    }
+    counts(&mut out, c);
+    usage_rows(&mut out, c, false);
+    out
+}
+
+fn counts(out: &mut String, c: &Comparison) {
+    let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
+    let m = c.meshed.as_ref().map_or("—".into(), |(m, _)| n(m));
+    row(out, "ok/errors", &n(&c.direct.0), &m, "", "");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hist;
+
+    fn outcome(us: &[u64], secs: u64) -> Outcome {
+        let mut o = Outcome::empty();
+        for &u in us {
+            hist::record(&mut o.latency, Duration::from_micros(u));
+        }
+        o.ok = us.len() as u64;
+        o.elapsed = Duration::from_secs(secs);
+        o
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(latency(8_500), "8.5 µs");
+        assert_eq!(latency(85_400), "85 µs");
+        assert_eq!(latency(1_240_000), "1.24 ms");
+        assert_eq!(latency(2_000_000_000), "2.00 s");
+        assert_eq!(added(100_000, 318_000), "+218 µs");
+        assert_eq!(added(100_000, 88_000), "-12 µs");
+        assert_eq!(megabytes(6_200_000), "6.2 MB");
+    }
+
+    #[test]
+    fn fixed_rate_table_judges_the_targets() {
+        let direct = Usage {
+            server_cpu: Duration::from_millis(2),
+            ..Usage::default()
+        };
+        let mut meshed = Usage {
+            server_cpu: Duration::from_millis(1),
+            proxy_cpu: Duration::from_millis(2),
+            rss_peak: vec![("outbound", 6_000_000), ("inbound", 5_000_000)],
+        };
+        meshed.merge(&Usage {
+            proxy_cpu: Duration::from_millis(1),
+            rss_peak: vec![("outbound", 5_000_000), ("inbound", 25_000_000)],
+            ..Usage::default()
+        });
+        let c = Comparison {
+            direct: (outcome(&[100; 100], 1), direct),
+            meshed: Some((outcome(&[400; 100], 1), meshed)),
+        };
+        let t = fixed_rate("== HTTP/1.1", &c);
+        let line = |start: &str| {
+            let found = t.lines().find(|l| l.trim_start().starts_with(start));
+            found
+                .unwrap_or_else(|| panic!("no {start:?} in\n{t}"))
+                .to_owned()
+        };
+        let p99 = line("p99 ");
+        assert!(
+            p99.contains("+300 µs") && p99.contains("target < 1 ms: ok"),
+            "{t}"
+        );
+        let server = line("server CPU");
+        assert!(
+            server.contains(" 20.0 µs/req") && server.contains(" 10.0 µs/req"),
+            "{t}"
+        );
+        assert!(line("proxy CPU").contains("30.0 µs/req"), "{t}");
+        let rss = line("proxy RSS peak");
+        assert!(
+            rss.contains("outbound 6.0 MB, inbound 25.0 MB; target < 20.0 MB: MISSED"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn direct_only_and_saturating_tables() {
+        let c = Comparison {
+            direct: (outcome(&[100; 100], 2), Usage::default()),
+            meshed: None,
+        };
+        let t = fixed_rate("== direct only", &c);
+        assert!(t.contains("—") && !t.contains("proxy CPU"), "{t}");
+        let c = Comparison {
+            direct: (outcome(&[100; 1000], 1), Usage::default()),
+            meshed: Some((outcome(&[400; 250], 1), Usage::default())),
+        };
+        let t = saturating("== HTTP/2", &c);
+        assert!(
+            t.contains("1000 rps") && t.contains("250 rps") && t.contains("0.25×"),
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! `weft-bench run`: builds the topology, then for each protocol measures a
+//! fixed rate and a saturating load, direct and meshed in alternating rounds
+//! (direct first in even rounds, meshed first in odd ones) so that a noisy
+//! neighbour on the machine hits both paths alike. During meshed runs it
+//! reads both proxies' CPU time and samples their memory from `/proc`.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use weft_tests::{require, APP_UID, WAIT};
+
+use crate::hist::Outcome;
+use crate::load::Spec;
+use crate::opts::{Args, Proto};
+use crate::procfs;
+use crate::report::{self, Comparison, Usage};
+use crate::topology::{Pair, Proxy, Topology};
+
+/// How often memory is sampled during a meshed run.
+const SAMPLE: Duration = Duration::from_millis(100);
+
+/// The options of `weft-bench run`.
+#[derive(Debug, Clone)]
+pub struct RunOpts {
+    /// Fixed-rate time per path (split over the rounds).
+    pub duration: Duration,
+    /// Saturating time per path (split over the rounds).
+    pub saturate: Duration,
+    pub rate: u64,
+    /// HTTP/1.1 connections at the fixed rate.
+    pub connections: usize,
+    /// HTTP/2 streams in flight at most at the fixed rate.
+    pub streams: usize,
+    /// Concurrent requests when saturating.
+    pub concurrency: usize,
+    pub rounds: u32,
+    /// Unmeasured load on each path before each protocol's measurements.
+    pub warmup: Duration,
+    pub protos: Vec<Proto>,
+    pub direct_only: bool,
+}
+
+impl RunOpts {
+    pub fn parse(mut args: Args) -> Result<Self> {
+        let quick = args.flag("--quick");
+        let mut o = Self {
+            duration: Duration::from_secs(if quick { 2 } else { 10 }),
+            saturate: Duration::from_secs(if quick { 1 } else { 6 }),
+            rate: 1000,
+            connections: 4,
+            streams: 32,
+            concurrency: 16,
+            rounds: if quick { 1 } else { 2 },
+            warmup: Duration::from_millis(if quick { 500 } else { 1000 }),
+            protos: vec![Proto::H1, Proto::H2],
+            direct_only: args.flag("--direct-only"),
+        };
+        o.duration = args.duration("--duration")?.unwrap_or(o.duration);
+        o.saturate = args.duration("--saturate")?.unwrap_or(o.saturate);
+        o.rate = args.value("--rate")?.unwrap_or(o.rate);
+        o.connections = args.value("--connections")?.unwrap_or(o.connections);
+        o.streams = args.value("--streams")?.unwrap_or(o.streams);
+        o.concurrency = args.value("--concurrency")?.unwrap_or(o.concurrency);
+        o.rounds = args.value("--rounds")?.unwrap_or(o.rounds);
+        o.warmup = args.duration("--warmup")?.unwrap_or(o.warmup);
+        if let Some(list) = args.value::<String>("--protocols")? {
+            o.protos = list.split(',').map(str::parse).collect::<Result<_>>()?;
+        }
+        if let Some(extra) = args.finish()?.first() {
+            bail!("unexpected argument {extra:?}");
+        }
+        let counts = [o.connections, o.streams, o.concurrency];
+        if o.rate == 0 || o.rounds == 0 || counts.iter().any(|n| !(1..=10_000).contains(n)) {
+            bail!("--rate and --rounds must be above 0, --connections/--streams/--concurrency within 1..=10000");
+        }
+        Ok(o)
+    }
+}
+
+/// Runs the whole benchmark and prints its tables.
+pub fn main(opts: &RunOpts) -> Result<()> {
+    if let Some(reason) = require::netns_unavailable() {
+        bail!("weft-bench run makes network namespaces and needs root, ip, iptables and setpriv: {reason}");
+    }
+    let bench = weft_tests::bin("weft-bench");
+    let proxy_path = bench.with_file_name("weft-proxy");
+    let proxy: Option<PathBuf> = if opts.direct_only {
+        println!("--direct-only: measuring the direct path alone");
+        None
+    } else if proxy_path.is_file() {
+        Some(proxy_path)
+    } else {
+        println!(
+            "weft-proxy is not built ({} does not exist): measuring the direct path alone.\n\
+             Build it next to weft-bench for the meshed path: cargo build --release -p weft-proxy -p weft-init",
+            proxy_path.display()
+        );
+        None
+    };
+    let topo = Topology::build(&bench, proxy.as_ref())?;
+    println!("{}", topo.describe());
+    println!(
+        "1 KiB responses; fixed rate {} rps for {:?} per path, saturating for {:?} per path, \
+         in {} interleaved round(s), after a {:?} warm-up;\n{} CPUs, shared by the load generator, \
+         the server{}",
+        opts.rate,
+        opts.duration,
+        opts.saturate,
+        opts.rounds,
+        opts.warmup,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        if topo.proxies.is_empty() {
+            ""
+        } else {
+            " and the proxies"
+        }
+    );
+    if !topo.proxies.is_empty() {
+        let idle: Vec<String> = topo
+            .proxies
+            .iter()
+            .map(|p| {
+                Ok(format!(
+                    "{} {}",
+                    p.role,
+                    report::megabytes(procfs::rss(p.pid)?)
+                ))
+            })
+            .collect::<Result<_>>()?;
+        println!("proxy RSS at idle: {}", idle.join(", "));
+    }
+    for &proto in &opts.protos {
+        let (workers, what) = match proto {
+            Proto::H1 => (opts.connections, "connections"),
+            Proto::H2 => (opts.streams, "streams on one connection"),
+        };
+        let fixed = Spec {
+            addr: topo.direct.target(),
+            proto,
+            duration: opts.duration,
+            rate: Some(opts.rate),
+            workers,
+        };
+        // Warm up both paths (connection pools, allocators, caches); discarded.
+        let warmup = Spec {
+            duration: opts.warmup,
+            ..fixed.clone()
+        };
+        measure(&topo, &bench, &warmup, 1)?;
+        let c = measure(&topo, &bench, &fixed, opts.rounds)?;
+        let title = format!(
+            "\n== {proto}, fixed rate {} rps (open loop, latency from intended send time; {workers} {what})",
+            opts.rate
+        );
+        print!("{}", report::fixed_rate(&title, &c));
+
+        let saturating = Spec {
+            duration: opts.saturate,
+            rate: None,
+            workers: opts.concurrency,
+            ..fixed
+        };
+        let c = measure(&topo, &bench, &saturating, opts.rounds)?;
+        let what = match proto {
+            Proto::H1 => "connections",
+            Proto::H2 => "streams on one connection",
+        };
+        let title = format!(
+            "\n== {proto}, saturating (closed loop, {} {what})",
+            opts.concurrency
+        );
+        print!("{}", report::saturating(&title, &c));
+    }
+    println!(
+        "\nlinkerd2-proxy's figures for reference: about 0.5 ms added per meshed hop at p99, \
+         and about 1/10 of direct throughput."
+    );
+    Ok(())
+}
+
+/// Both paths under the load `plan` describes (its duration split over
+/// `rounds` alternating rounds; its address replaced by each pair's server).
+fn measure(
+    topo: &Topology,
+    bench: &std::path::Path,
+    plan: &Spec,
+    rounds: u32,
+) -> Result<Comparison> {
+    let per_round = plan.duration / rounds;
+    let empty = || (Outcome::empty(), Usage::default());
+    let mut direct = empty();
+    let mut meshed = topo.meshed.as_ref().map(|_| empty());
+    for round in 0..rounds {
+        // Direct first in even rounds, meshed first in odd ones.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for mesh in order {
+            let (pair, acc) = match (mesh, &topo.meshed, &mut meshed) {
+                (false, _, _) => (&topo.direct, &mut direct),
+                (true, Some(pair), Some(acc)) => (pair, acc),
+                (true, _, _) => continue,
+            };
+            let spec = Spec {
+                addr: pair.target(),
+                duration: per_round,
+                ..plan.clone()
+            };
+            let proxies: &[Proxy] = if mesh { &topo.proxies } else { &[] };
+            let path = if mesh { "meshed" } else { "direct" };
+            let (out, usage) = load(pair, bench, &spec, proxies)
+                .with_context(|| format!("{} load on the {path} path", plan.proto))?;
+            acc.0.merge(&out);
+            acc.1.merge(&usage);
+        }
+    }
+    Ok(Comparison { direct, meshed })
+}
+
+/// One `weft-bench load` in `pair`'s client pod: its outcome, the CPU time
+/// the server and `proxies` spent meanwhile, and the proxies' peak memory.
+fn load(
+    pair: &Pair,
+    bench: &std::path::Path,
+    spec: &Spec,
+    proxies: &[Proxy],
+) -> Result<(Outcome, Usage)> {
+    let proxy_cpu =
+        || -> Result<Duration> { proxies.iter().map(|p| procfs::cpu_time(p.pid)).sum() };
+    let before = (procfs::cpu_time(pair.server_pid)?, proxy_cpu()?);
+    let args = spec.to_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proc = pair.client.spawn(Some(APP_UID), bench, &args)?;
+    // Schedule, drain allowance, start-up: the load never takes longer.
+    let limit = spec.duration + Duration::from_secs(25);
+    let reader = std::thread::spawn(move || -> Result<Outcome> {
+        let hist = proc.expect_line("HIST", limit)?;
+        let result = proc.expect_line("RESULT", WAIT)?;
+        Outcome::parse(&hist, &result)
+    });
+    let mut peaks: Vec<(&'static str, u64)> = proxies.iter().map(|p| (p.role, 0)).collect();
+    let deadline = Instant::now() + limit + WAIT;
+    while !reader.is_finished() && Instant::now() < deadline {
+        for (p, (_, peak)) in proxies.iter().zip(&mut peaks) {
+            *peak = (*peak).max(procfs::rss(p.pid)?);
+        }
+        std::thread::sleep(SAMPLE);
+    }
+    let out = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the load reader panicked"))??;
+    Ok((
+        out,
+        Usage {
+            server_cpu: procfs::cpu_time(pair.server_pid)?.saturating_sub(before.0),
+            proxy_cpu: proxy_cpu()?.saturating_sub(before.1),
+            rss_peak: peaks,
+        },
+    ))
+}
