@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::say;
 
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC11B85";
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`.
 pub fn accept_key(key: &str) -> String {
@@ -154,7 +154,7 @@ mod tests {
     fn accept_key_matches_rfc_6455() {
         assert_eq!(
             super::accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiXdDxO8EPAhPPnQ+xOo0="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 }
