@@ -65,7 +65,8 @@ pub struct Config {
     #[arg(long, env = "WEFT_PROXY_CONNECT_TIMEOUT", value_parser = duration, default_value = "1s")]
     pub connect_timeout: Duration,
 
-    /// An opaque TCP connection with no bytes either way for this long is closed.
+    /// An opaque TCP connection with no bytes either way for this long is
+    /// closed (checked once per period, so after one to two periods of silence).
     #[arg(long, env = "WEFT_PROXY_TCP_IDLE_TIMEOUT", value_parser = duration, default_value = "1h")]
     pub tcp_idle_timeout: Duration,
 

@@ -550,3 +550,41 @@ fn http2_rapid_reset_is_cut_off() {
     let (ok, out, _) = m.curl(&[&m.url("/hello")]);
     assert!(ok && out.starts_with("hello from"), "{out}");
 }
+
+#[test]
+fn idle_opaque_connections_are_closed_and_malformed_requests_get_400() {
+    if netns_or_skip("proxy_idle_malformed") {
+        return;
+    }
+    let m = mesh(
+        &[
+            ("WEFT_PROXY_TCP_IDLE_TIMEOUT", "1s"),
+            ("WEFT_PROXY_DETECT_TIMEOUT", "100ms"),
+        ],
+        &[("WEFT_PROXY_OPAQUE_PORTS", "3306")],
+    );
+    let out = m.testapp(&["tcp-client", &format!("{}:3306", m.server.ip), "idle"]);
+    let ms: u64 = out
+        .trim()
+        .strip_prefix("OK closed after ")
+        .and_then(|r| r.strip_suffix("ms"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // One idle timeout (checked once per timeout period): between 1 and 2.5 s.
+    assert!((900..2600).contains(&ms), "closed after {ms} ms");
+
+    // A header line without a colon: hyper answers 400 and the proxy lives on.
+    let out = m
+        .client
+        .command(Some(APP_UID), Path::new("sh"))
+        .args(["-c", &format!(
+            "printf 'GET /hello HTTP/1.1\\r\\nHost x\\r\\n\\r\\n' | curl -sS --max-time 3 telnet://{}:8080",
+            m.server.ip
+        )])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    let (ok, out, _) = m.curl(&[&m.url("/hello")]);
+    assert!(ok && out.starts_with("hello from"), "{out}");
+}

@@ -20,7 +20,8 @@
 //! weft-testapp halfclose ADDR     TCP: reads to EOF, then answers with the byte
 //!                                 count and closes
 //! weft-testapp ws-client ADDR MSG WebSocket round trip of MSG through ADDR
-//! weft-testapp tcp-client ADDR MODE  client of banner/halfclose
+//! weft-testapp tcp-client ADDR MODE  client of banner/halfclose; `idle` reads the
+//!                                 banner, then waits silently until closed
 //! ```
 //!
 //! Servers print `LISTENING ADDR` once bound; clients print `OK ...` lines
@@ -85,7 +86,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: weft-testapp http|banner|halfclose ADDR | ws-client ADDR MSG | tcp-client ADDR banner|halfclose");
+    eprintln!("usage: weft-testapp http|banner|halfclose ADDR | ws-client ADDR MSG | tcp-client ADDR banner|halfclose|idle");
     std::process::exit(64)
 }
 

@@ -73,6 +73,31 @@ pub async fn client(addr: SocketAddr, mode: &str) -> Result<()> {
             conn.read_to_string(&mut answer).await?;
             say(&format!("OK answer={:?}", answer.trim()));
         }
+        "idle" => {
+            // Read the banner, then stay silent until the connection is closed.
+            let started = std::time::Instant::now();
+            let mut buf = vec![0u8; 1024];
+            let n = conn.read(&mut buf).await?;
+            if n == 0 {
+                bail!("closed before the banner");
+            }
+            let end = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                loop {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            if end.is_err() {
+                bail!("still open after 10 s of silence");
+            }
+            say(&format!(
+                "OK closed after {}ms",
+                started.elapsed().as_millis()
+            ));
+        }
         other => bail!("unknown tcp-client mode {other:?}"),
     }
     Ok(())
