@@ -69,6 +69,18 @@ impl HttpServer {
         }
     }
 
+    /// The forwarding state of one client connection.
+    fn forward(&self, target: SocketAddr, metrics: HttpMetrics) -> Arc<Forward> {
+        Arc::new(Forward {
+            target,
+            metrics,
+            session: H1Session::new(target, self.upstream.clone()),
+            h2: Mutex::new(None),
+            upstream: self.upstream.clone(),
+            tracker: self.tracker.clone(),
+        })
+    }
+
     /// Serves an HTTP/1 client connection until it ends or, after
     /// `shutdown`, until its request in flight is answered.
     pub async fn serve_h1<I>(
@@ -80,14 +92,7 @@ impl HttpServer {
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let fwd = Arc::new(Forward {
-            target,
-            metrics,
-            session: H1Session::new(target, self.upstream.clone()),
-            h2: Mutex::new(None),
-            upstream: self.upstream.clone(),
-            tracker: self.tracker.clone(),
-        });
+        let fwd = self.forward(target, metrics);
         let service = service_fn(move |req| {
             let fwd = fwd.clone();
             async move { Ok::<_, Infallible>(fwd.h1(req).await) }
@@ -118,14 +123,7 @@ impl HttpServer {
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let fwd = Arc::new(Forward {
-            target,
-            metrics,
-            session: H1Session::new(target, self.upstream.clone()),
-            h2: Mutex::new(None),
-            upstream: self.upstream.clone(),
-            tracker: self.tracker.clone(),
-        });
+        let fwd = self.forward(target, metrics);
         let service = service_fn(move |req| {
             let fwd = fwd.clone();
             async move { Ok::<_, Infallible>(fwd.h2(req).await) }
