@@ -3,13 +3,13 @@
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::backend::Mode;
 use crate::cidr::Cidr;
-use crate::ports::{PortRange, PortSelector};
+use crate::ports::PortRange;
 use crate::rules::Redirect;
+use crate::select::Selector;
 use crate::validate::Validate;
 
 const ABOUT: &str = "Redirects a pod's TCP traffic into the weft-proxy sidecar with iptables.";
@@ -88,7 +88,7 @@ pub struct InitArgs {
         value_delimiter = ',',
         default_value = "*"
     )]
-    pub inbound_ports: Vec<PortSelector>,
+    pub inbound_ports: Vec<Selector<PortRange>>,
 
     /// Inbound ports never redirected (the admin port is always added).
     #[arg(
@@ -117,7 +117,7 @@ pub struct InitArgs {
         value_delimiter = ',',
         default_value = "*"
     )]
-    pub outbound_cidrs: Vec<CidrSelector>,
+    pub outbound_cidrs: Vec<Selector<Cidr>>,
 
     /// Outbound destinations never redirected (e.g. 169.254.169.254/32).
     #[arg(
@@ -186,46 +186,9 @@ fn port(s: &str) -> Result<u16, String> {
     }
 }
 
-/// `*` or a CIDR.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CidrSelector {
-    All,
-    Only(Cidr),
-}
-
-impl FromStr for CidrSelector {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.trim() == "*" {
-            Ok(Self::All)
-        } else {
-            s.parse().map(Self::Only)
-        }
-    }
-}
-
 /// `None` when the list says `*`.
 fn only<T: Copy>(list: &[impl Into<Option<T>> + Clone]) -> Option<Vec<T>> {
     list.iter().cloned().map(Into::into).collect()
-}
-
-impl From<PortSelector> for Option<PortRange> {
-    fn from(s: PortSelector) -> Self {
-        match s {
-            PortSelector::All => None,
-            PortSelector::Only(r) => Some(r),
-        }
-    }
-}
-
-impl From<CidrSelector> for Option<Cidr> {
-    fn from(s: CidrSelector) -> Self {
-        match s {
-            CidrSelector::All => None,
-            CidrSelector::Only(c) => Some(c),
-        }
-    }
 }
 
 impl InitArgs {

@@ -8,6 +8,7 @@ mod cidr;
 mod cli;
 mod ports;
 mod rules;
+mod select;
 mod validate;
 
 use anyhow::{bail, Result};

@@ -19,10 +19,6 @@ impl PortRange {
             last: port,
         }
     }
-
-    pub fn contains(&self, port: u16) -> bool {
-        (self.first..=self.last).contains(&port)
-    }
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {
@@ -65,25 +61,6 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// A port list that may also be `*`, meaning every port.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PortSelector {
-    All,
-    Only(PortRange),
-}
-
-impl FromStr for PortSelector {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.trim() == "*" {
-            Ok(Self::All)
-        } else {
-            s.parse().map(Self::Only)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,7 +77,6 @@ mod tests {
         );
         assert_eq!(PortRange::single(1).to_string(), "1");
         assert_eq!("10-20".parse::<PortRange>().unwrap().to_string(), "10:20");
-        assert_eq!("*".parse(), Ok(PortSelector::All));
     }
 
     #[test]
