@@ -80,6 +80,12 @@ impl Proc {
         if !status.success() {
             bail!("kill -TERM {} failed", self.child.id());
         }
+        self.wait_exit(timeout)
+    }
+
+    /// Waits at most `timeout` for the process to exit by itself; returns
+    /// its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<i32>> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
