@@ -489,12 +489,7 @@ fn admin_port_serves_scrapes_and_guards_shutdown() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "shutting down\n");
-    let code = eventually(WAIT, || {
-        match m.client_proxy.terminate(Duration::from_millis(100)) {
-            Ok(code) => Ok(code),
-            Err(e) => Err(e),
-        }
-    });
+    let code = m.client_proxy.wait_exit(WAIT);
     assert_eq!(code.unwrap(), Some(0));
 }
 
