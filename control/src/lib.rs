@@ -1,5 +1,6 @@
-//! weft-control: the control plane (discovery, identity, policy).
-//!
-//! Reserved in the workspace; its sources, model and gRPC servers are the
-//! subject of their own issues and are not built yet.
+//! weft-control: the control plane. Sources (Kubernetes, or a directory of
+//! the same YAML) feed one model; the discovery server streams each
+//! destination's state to the proxies that watch it.
 #![forbid(unsafe_code)]
+
+pub mod model;

@@ -1,0 +1,379 @@
+//! The in-memory model: every Service, EndpointSlice, Pod and Namespace the
+//! sources reported, indexed, and the destinations computed from them.
+//!
+//! Pure and synchronous: sources feed it objects, it answers which Services
+//! a change touched and what each Service port's destination looks like now.
+//! Tested without any I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use weft_proto::discovery::v1 as pb;
+
+use super::objects::*;
+
+/// One Service port: what a proxy watches.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DestKey {
+    pub service: ObjKey,
+    pub port: u16,
+}
+
+/// A destination as watchers see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DestView {
+    pub profile: pb::Profile,
+    pub endpoints: BTreeMap<SocketAddr, pb::Endpoint>,
+}
+
+/// A typed object from a source.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Service(Box<Service>),
+    Slice(Box<EndpointSlice>),
+    Pod(Box<Pod>),
+    Namespace(Box<Namespace>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Service,
+    Slice,
+    Pod,
+    Namespace,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::Slice => "EndpointSlice",
+            Kind::Pod => "Pod",
+            Kind::Namespace => "Namespace",
+        }
+    }
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Service(_) => Kind::Service,
+            Object::Slice(_) => Kind::Slice,
+            Object::Pod(_) => Kind::Pod,
+            Object::Namespace(_) => Kind::Namespace,
+        }
+    }
+
+    /// Namespace and name as the object states them (for error messages and
+    /// deletes); the namespace of a Namespace is empty.
+    pub fn key(&self) -> ObjKey {
+        let meta = match self {
+            Object::Service(o) => &o.metadata,
+            Object::Slice(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
+        };
+        let ns = if self.kind() == Kind::Namespace {
+            String::new()
+        } else {
+            meta.namespace.clone().unwrap_or_else(|| "default".into())
+        };
+        (ns, meta.name.clone().unwrap_or_default())
+    }
+}
+
+/// The model's state.
+#[derive(Debug, Default)]
+pub struct Store {
+    services: HashMap<ObjKey, ServiceInfo>,
+    slices: HashMap<ObjKey, SliceInfo>,
+    pods: HashMap<ObjKey, PodInfo>,
+    namespaces: HashMap<String, NamespaceInfo>,
+    slices_by_service: HashMap<ObjKey, BTreeSet<ObjKey>>,
+    slices_by_pod: HashMap<ObjKey, BTreeSet<ObjKey>>,
+    trust_domain: String,
+    cluster_domain: String,
+}
+
+/// The Services whose destinations a change may have changed.
+pub type Touched = BTreeSet<ObjKey>;
+
+impl Store {
+    pub fn new(cluster_domain: &str, trust_domain: &str) -> Self {
+        Self {
+            cluster_domain: cluster_domain.to_owned(),
+            trust_domain: trust_domain.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    pub fn count(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Service => self.services.len(),
+            Kind::Slice => self.slices.len(),
+            Kind::Pod => self.pods.len(),
+            Kind::Namespace => self.namespaces.len(),
+        }
+    }
+
+    /// Adds or replaces an object. An invalid one is refused with the reason
+    /// and changes nothing.
+    pub fn apply(&mut self, obj: &Object) -> Result<Touched, String> {
+        match obj {
+            Object::Service(svc) => {
+                let info = ServiceInfo::from_k8s(svc)?;
+                let key = info.key.clone();
+                self.services.insert(key.clone(), info);
+                Ok(Touched::from([key]))
+            }
+            Object::Slice(slice) => {
+                let info = SliceInfo::from_k8s(slice)?;
+                let mut touched = self.remove_slice(&info.key);
+                if let Some(svc) = &info.service {
+                    self.slices_by_service
+                        .entry(svc.clone())
+                        .or_default()
+                        .insert(info.key.clone());
+                    touched.insert(svc.clone());
+                }
+                for pod in info.endpoints.iter().filter_map(|e| e.pod.clone()) {
+                    self.slices_by_pod
+                        .entry(pod)
+                        .or_default()
+                        .insert(info.key.clone());
+                }
+                self.slices.insert(info.key.clone(), info);
+                Ok(touched)
+            }
+            Object::Pod(pod) => {
+                let info = PodInfo::from_k8s(pod)?;
+                let touched = self.services_of_pod(&info.key);
+                self.pods.insert(info.key.clone(), info);
+                Ok(touched)
+            }
+            Object::Namespace(ns) => {
+                let info = NamespaceInfo::from_k8s(ns)?;
+                let touched = self.services_in(&info.name);
+                self.namespaces.insert(info.name.clone(), info);
+                Ok(touched)
+            }
+        }
+    }
+
+    /// Removes an object (a missing one is not an error).
+    pub fn delete(&mut self, kind: Kind, key: &ObjKey) -> Touched {
+        match kind {
+            Kind::Service => {
+                self.services.remove(key);
+                Touched::from([key.clone()])
+            }
+            Kind::Slice => self.remove_slice(key),
+            Kind::Pod => {
+                self.pods.remove(key);
+                self.services_of_pod(key)
+            }
+            Kind::Namespace => {
+                self.namespaces.remove(&key.1);
+                self.services_in(&key.1)
+            }
+        }
+    }
+
+    fn remove_slice(&mut self, key: &ObjKey) -> Touched {
+        let mut touched = Touched::new();
+        if let Some(old) = self.slices.remove(key) {
+            if let Some(svc) = &old.service {
+                if let Some(set) = self.slices_by_service.get_mut(svc) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.slices_by_service.remove(svc);
+                    }
+                }
+                touched.insert(svc.clone());
+            }
+            for pod in old.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
+                if let Some(set) = self.slices_by_pod.get_mut(pod) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.slices_by_pod.remove(pod);
+                    }
+                }
+            }
+        }
+        touched
+    }
+
+    fn services_of_pod(&self, pod: &ObjKey) -> Touched {
+        self.slices_by_pod
+            .get(pod)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.slices.get(s)?.service.clone())
+            .collect()
+    }
+
+    fn services_in(&self, ns: &str) -> Touched {
+        self.services
+            .keys()
+            .filter(|k| k.0 == ns)
+            .cloned()
+            .collect()
+    }
+
+    /// The Service (and so the destinations) behind a ClusterIP.
+    pub fn cluster_ips(&self, svc: &ObjKey) -> Vec<IpAddr> {
+        match self.services.get(svc).map(|s| &s.kind) {
+            Some(ServiceKind::ClusterIp(ips)) => ips.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every destination of a Service now: one per TCP port. Empty when the
+    /// Service does not exist.
+    pub fn destinations(&self, svc: &ObjKey) -> Vec<(DestKey, DestView)> {
+        let Some(info) = self.services.get(svc) else {
+            return Vec::new();
+        };
+        info.ports
+            .iter()
+            .map(|port| {
+                (
+                    DestKey {
+                        service: svc.clone(),
+                        port: port.port,
+                    },
+                    self.view(info, port),
+                )
+            })
+            .collect()
+    }
+
+    fn view(&self, svc: &ServiceInfo, port: &ServicePort) -> DestView {
+        let ns_opaque = self.namespaces.get(&svc.key.0).map(|n| &n.opaque_ports);
+        let svc_opaque = svc.opaque_ports.contains(&port.port)
+            || ns_opaque.is_some_and(|o| o.contains(&port.port));
+        let protocol = if svc_opaque {
+            pb::Protocol::Opaque
+        } else {
+            match port.app_protocol {
+                AppProtocol::Opaque => pb::Protocol::Opaque,
+                AppProtocol::Http1 => pb::Protocol::Http1,
+                AppProtocol::Http2 => pb::Protocol::Http2,
+                AppProtocol::Grpc => pb::Protocol::Grpc,
+                AppProtocol::Unknown => pb::Protocol::Unspecified,
+            }
+        };
+        let (ns, name) = &svc.key;
+        let profile = pb::Profile {
+            service_name: name.clone(),
+            service_namespace: ns.clone(),
+            fully_qualified_name: format!("{name}.{ns}.svc.{}", self.cluster_domain),
+            port: u32::from(port.port),
+            port_name: port.name.clone(),
+            protocol: protocol as i32,
+            external_name: match &svc.kind {
+                ServiceKind::ExternalName(n) => n.clone(),
+                _ => String::new(),
+            },
+            headless: svc.kind == ServiceKind::Headless,
+            internal_traffic_policy: match svc.internal_traffic_local {
+                None => pb::InternalTrafficPolicy::Unspecified,
+                Some(true) => pb::InternalTrafficPolicy::Local,
+                Some(false) => pb::InternalTrafficPolicy::Cluster,
+            } as i32,
+            traffic_distribution: match svc.traffic_distribution.as_deref() {
+                Some("PreferClose") => pb::TrafficDistribution::PreferClose,
+                Some("PreferSameZone") => pb::TrafficDistribution::PreferSameZone,
+                Some("PreferSameNode") => pb::TrafficDistribution::PreferSameNode,
+                _ => pb::TrafficDistribution::Unspecified,
+            } as i32,
+            timeouts: None,
+            retry: None,
+        };
+
+        let mut endpoints = BTreeMap::new();
+        for slice in self
+            .slices_by_service
+            .get(&svc.key)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.slices.get(k))
+        {
+            // The slice's port of the same name holds the target port its
+            // endpoints listen on: a named targetPort resolves per slice.
+            let Some(target) = slice.ports.get(&port.name) else {
+                continue;
+            };
+            for ep in &slice.endpoints {
+                let addr = SocketAddr::new(ep.ip, *target);
+                let pod = ep.pod.as_ref().and_then(|k| self.pods.get(k));
+                let meshed = pod.is_some_and(|p| p.meshed);
+                let pod_opaque = pod.is_some_and(|p| p.opaque_ports.contains(target));
+                let endpoint = pb::Endpoint {
+                    addr: Some(addr.into()),
+                    weight: 10_000,
+                    conditions: Some(pb::EndpointConditions {
+                        ready: ep.ready,
+                        serving: ep.serving,
+                        terminating: ep.terminating,
+                    }),
+                    zone: ep.zone.clone(),
+                    node_name: ep.node.clone(),
+                    hints: (!ep.for_zones.is_empty() || !ep.for_nodes.is_empty()).then(|| {
+                        pb::TopologyHints {
+                            for_zones: ep.for_zones.clone(),
+                            for_nodes: ep.for_nodes.clone(),
+                        }
+                    }),
+                    tls_identity: pod.filter(|p| p.meshed).map(|p| pb::TlsIdentity {
+                        spiffe_id: format!(
+                            "spiffe://{}/ns/{}/sa/{}",
+                            self.trust_domain, p.key.0, p.service_account
+                        ),
+                    }),
+                    meshed,
+                    pod_name: ep.pod.as_ref().map(|k| k.1.clone()).unwrap_or_default(),
+                    pod_namespace: ep.pod.as_ref().map(|k| k.0.clone()).unwrap_or_default(),
+                    protocol_hint: if pod_opaque {
+                        pb::Protocol::Opaque
+                    } else {
+                        protocol
+                    } as i32,
+                };
+                // The same address in two slices (a pod moving between
+                // slices): the ready copy wins.
+                match endpoints.get(&addr) {
+                    Some(pb::Endpoint {
+                        conditions: Some(c),
+                        ..
+                    }) if c.ready => {}
+                    _ => {
+                        endpoints.insert(addr, endpoint);
+                    }
+                }
+            }
+        }
+        DestView { profile, endpoints }
+    }
+
+    /// Parses an authority's host into the Service it names: `svc`,
+    /// `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster domain>` (case and a
+    /// trailing dot ignored).
+    pub fn service_by_name(&self, host: &str, default_ns: &str) -> Option<ObjKey> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let parts: Vec<&str> = host.split('.').collect();
+        let domain: Vec<&str> = self.cluster_domain.split('.').collect();
+        let key = match parts.as_slice() {
+            [svc] => (default_ns.to_owned(), (*svc).to_owned()),
+            [svc, ns] => ((*ns).to_owned(), (*svc).to_owned()),
+            [svc, ns, "svc"] => ((*ns).to_owned(), (*svc).to_owned()),
+            [svc, ns, "svc", rest @ ..] if rest == domain.as_slice() => {
+                ((*ns).to_owned(), (*svc).to_owned())
+            }
+            _ => return None,
+        };
+        self.services.contains_key(&key).then_some(key)
+    }
+}
