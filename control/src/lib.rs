@@ -3,4 +3,7 @@
 //! destination's state to the proxies that watch it.
 #![forbid(unsafe_code)]
 
+pub mod discovery;
+pub mod hub;
+pub mod metrics;
 pub mod model;

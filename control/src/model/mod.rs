@@ -1,9 +1,11 @@
 //! The model: typed objects from the sources in, destinations out.
 
+pub mod apply;
 pub mod objects;
 pub mod store;
 #[cfg(test)]
 mod tests;
 
+pub use apply::Change;
 pub use objects::ObjKey;
-pub use store::{DestKey, DestView, Kind, Object, Store, Touched};
+pub use store::{parse_host, DestKey, DestView, Kind, Object, Store, Touched};

@@ -358,22 +358,24 @@ impl Store {
         DestView { profile, endpoints }
     }
 
-    /// Parses an authority's host into the Service it names: `svc`,
-    /// `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster domain>` (case and a
-    /// trailing dot ignored).
+    /// The Service a host name names, if it exists (see [`parse_host`]).
     pub fn service_by_name(&self, host: &str, default_ns: &str) -> Option<ObjKey> {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let parts: Vec<&str> = host.split('.').collect();
-        let domain: Vec<&str> = self.cluster_domain.split('.').collect();
-        let key = match parts.as_slice() {
-            [svc] => (default_ns.to_owned(), (*svc).to_owned()),
-            [svc, ns] => ((*ns).to_owned(), (*svc).to_owned()),
-            [svc, ns, "svc"] => ((*ns).to_owned(), (*svc).to_owned()),
-            [svc, ns, "svc", rest @ ..] if rest == domain.as_slice() => {
-                ((*ns).to_owned(), (*svc).to_owned())
-            }
-            _ => return None,
-        };
-        self.services.contains_key(&key).then_some(key)
+        parse_host(host, default_ns, &self.cluster_domain).filter(|k| self.services.contains_key(k))
     }
+}
+
+/// The Service a host names: `svc`, `svc.ns`, `svc.ns.svc`,
+/// `svc.ns.svc.<cluster domain>` (case and a trailing dot ignored); `svc`
+/// alone is looked up in `default_ns`.
+pub fn parse_host(host: &str, default_ns: &str, cluster_domain: &str) -> Option<ObjKey> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let parts: Vec<&str> = host.split('.').collect();
+    let domain: Vec<&str> = cluster_domain.split('.').collect();
+    let (ns, svc) = match parts.as_slice() {
+        [svc] => (default_ns, *svc),
+        [svc, ns] | [svc, ns, "svc"] => (*ns, *svc),
+        [svc, ns, "svc", rest @ ..] if rest == domain.as_slice() => (*ns, *svc),
+        _ => return None,
+    };
+    (!svc.is_empty() && !ns.is_empty()).then(|| (ns.to_owned(), svc.to_owned()))
 }

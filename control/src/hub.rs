@@ -1,0 +1,208 @@
+//! Fan-out: every destination's current state, and the delta that made it,
+//! published once per change to every watcher of that destination.
+//!
+//! Each destination has a `tokio::sync::watch` channel holding its latest
+//! state. A watcher that keeps up applies the delta computed once here; one
+//! that fell behind finds versions skipped and diffs the latest full state
+//! against what it last sent: its memory stays one state, whatever the rate
+//! of change (coalescing).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::watch;
+use weft_proto::discovery::v1 as pb;
+
+use crate::model::{DestKey, DestView, ObjKey};
+
+/// What changed between two versions of a destination.
+#[derive(Debug, Default, PartialEq)]
+pub struct Delta {
+    pub profile_changed: bool,
+    pub added: Vec<pb::Endpoint>,
+    pub removed: Vec<SocketAddr>,
+}
+
+impl Delta {
+    pub fn between(old: &DestView, new: &DestView) -> Self {
+        let added = new
+            .endpoints
+            .iter()
+            .filter(|(a, e)| old.endpoints.get(a) != Some(e))
+            .map(|(_, e)| e.clone())
+            .collect();
+        let removed = old
+            .endpoints
+            .keys()
+            .filter(|a| !new.endpoints.contains_key(a))
+            .copied()
+            .collect();
+        Self {
+            profile_changed: old.profile != new.profile,
+            added,
+            removed,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.profile_changed && self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// A destination's state at one version; `view` is `None` while it does
+/// not exist (its Service was deleted, or never existed).
+#[derive(Clone, Debug)]
+pub struct DestState {
+    pub version: u64,
+    pub view: Option<Arc<DestView>>,
+    /// From `version - 1` to `version`, when both existed.
+    pub delta: Option<Arc<Delta>>,
+}
+
+/// The published state of every destination.
+#[derive(Debug)]
+pub struct Hub {
+    dests: Mutex<HashMap<DestKey, watch::Sender<DestState>>>,
+    by_ip: RwLock<HashMap<IpAddr, ObjKey>>,
+    /// Bumped whenever destinations appear or disappear, so that watchers of
+    /// a destination that does not exist yet look again.
+    generation: watch::Sender<u64>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            dests: Mutex::default(),
+            by_ip: RwLock::default(),
+            generation: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Hub {
+    /// Publishes the destinations of `service` as they are now (`dests`
+    /// empty: the Service is gone), and its ClusterIPs.
+    pub fn publish(&self, service: &ObjKey, dests: Vec<(DestKey, DestView)>, ips: Vec<IpAddr>) {
+        let mut appeared_or_gone = false;
+        {
+            let mut by_ip = self.by_ip.write().unwrap_or_else(|e| e.into_inner());
+            let before = by_ip.len();
+            by_ip.retain(|ip, s| s != service || ips.contains(ip));
+            for ip in &ips {
+                if by_ip.insert(*ip, service.clone()).as_ref() != Some(service) {
+                    appeared_or_gone = true;
+                }
+            }
+            appeared_or_gone |= by_ip.len() != before;
+        }
+        let mut all = self.dests.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current: BTreeMap<DestKey, DestView> = dests.into_iter().collect();
+        // Ports of this service that no longer exist.
+        let gone: Vec<DestKey> = all
+            .keys()
+            .filter(|k| &k.service == service && !current.contains_key(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            let tx = &all[&key];
+            if tx.borrow().view.is_some() {
+                tx.send_modify(|s| {
+                    s.version += 1;
+                    s.view = None;
+                    s.delta = None;
+                });
+                appeared_or_gone = true;
+            }
+            if tx.receiver_count() == 0 {
+                all.remove(&key);
+            }
+        }
+        for (key, view) in std::mem::take(&mut current) {
+            match all.get(&key) {
+                Some(tx) => {
+                    let old = tx.borrow().view.clone();
+                    let delta = match &old {
+                        Some(old) => {
+                            let d = Delta::between(old, &view);
+                            if d.is_empty() {
+                                continue;
+                            }
+                            Some(Arc::new(d))
+                        }
+                        None => {
+                            appeared_or_gone = true;
+                            None
+                        }
+                    };
+                    tx.send_modify(|s| {
+                        s.version += 1;
+                        s.view = Some(Arc::new(view));
+                        s.delta = delta;
+                    });
+                }
+                None => {
+                    appeared_or_gone = true;
+                    let (tx, _) = watch::channel(DestState {
+                        version: 1,
+                        view: Some(Arc::new(view)),
+                        delta: None,
+                    });
+                    all.insert(key, tx);
+                }
+            }
+        }
+        drop(all);
+        if appeared_or_gone {
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// The Service port behind a ClusterIP:port.
+    pub fn by_addr(&self, addr: SocketAddr) -> Option<DestKey> {
+        let service = self
+            .by_ip
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr.ip())?
+            .clone();
+        let key = DestKey {
+            service,
+            port: addr.port(),
+        };
+        self.exists(&key).then_some(key)
+    }
+
+    pub fn exists(&self, key: &DestKey) -> bool {
+        self.dests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_some_and(|tx| tx.borrow().view.is_some())
+    }
+
+    /// Subscribes to a destination (made, as not existing, if unknown).
+    pub fn subscribe(&self, key: &DestKey) -> watch::Receiver<DestState> {
+        self.dests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_insert_with(|| {
+                watch::channel(DestState {
+                    version: 0,
+                    view: None,
+                    delta: None,
+                })
+                .0
+            })
+            .subscribe()
+    }
+
+    /// Changes when destinations appear or disappear.
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    pub fn destinations(&self) -> usize {
+        self.dests.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}

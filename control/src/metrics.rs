@@ -1,0 +1,117 @@
+//! The control plane's metrics (served on the admin port).
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `weft_control_watchers` | gauge | |
+//! | `weft_control_updates_sent_total` | counter | kind (snapshot, add, remove, no_endpoints, does_not_exist, profile) |
+//! | `weft_control_objects` | gauge | kind |
+//! | `weft_control_source_errors_total` | counter | source, kind |
+//! | `weft_control_source_synced` | gauge | source (1 once the initial sync finished) |
+//! | `weft_control_model_apply_seconds` | histogram | time to apply one change and publish it (the sync lag inside the control plane) |
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use weft_proto::discovery::v1::update::Kind as U;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub watchers: Gauge,
+    updates: Family<KindLabel, Counter>,
+    objects: Family<KindLabel, Gauge>,
+    errors: Family<SourceLabels, Counter>,
+    synced: Family<SourceLabel, Gauge>,
+    pub apply_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            watchers: Gauge::default(),
+            updates: Family::default(),
+            objects: Family::default(),
+            errors: Family::default(),
+            synced: Family::default(),
+            apply_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
+        };
+        let r = registry.sub_registry_with_prefix("weft_control");
+        r.register(
+            "watchers",
+            "Open discovery watch streams",
+            m.watchers.clone(),
+        );
+        r.register(
+            "updates_sent",
+            "Discovery updates sent, by kind",
+            m.updates.clone(),
+        );
+        r.register(
+            "objects",
+            "Objects in the model, by kind",
+            m.objects.clone(),
+        );
+        r.register(
+            "source_errors",
+            "Objects or files a source refused, by source and kind",
+            m.errors.clone(),
+        );
+        r.register(
+            "source_synced",
+            "1 once a source's initial sync finished",
+            m.synced.clone(),
+        );
+        r.register(
+            "model_apply_seconds",
+            "Time to apply one source change to the model and publish it",
+            m.apply_seconds.clone(),
+        );
+        m
+    }
+
+    pub fn update_sent(&self, kind: &U) {
+        let kind = match kind {
+            U::Snapshot(_) => "snapshot",
+            U::Add(_) => "add",
+            U::Remove(_) => "remove",
+            U::NoEndpoints(_) => "no_endpoints",
+            U::DoesNotExist(_) => "does_not_exist",
+            U::Profile(_) => "profile",
+        };
+        self.updates.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn objects(&self, kind: &'static str, n: usize) {
+        self.objects
+            .get_or_create(&KindLabel { kind })
+            .set(n as i64);
+    }
+
+    pub fn source_error(&self, source: &'static str, kind: &'static str) {
+        self.errors
+            .get_or_create(&SourceLabels { source, kind })
+            .inc();
+    }
+
+    pub fn synced(&self, source: &'static str) {
+        self.synced.get_or_create(&SourceLabel { source }).set(1);
+    }
+}
