@@ -3,7 +3,11 @@
 //! destination's state to the proxies that watch it.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod config;
 pub mod discovery;
 pub mod hub;
 pub mod metrics;
 pub mod model;
+pub mod run;
+pub mod sources;

@@ -1,0 +1,102 @@
+//! weft-control: the control plane. See `weft-control --help` and the README.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+use weft_control::config::{Config, LogFormat};
+use weft_control::run::{run, Bound};
+
+const LONG_ABOUT: &str = "\
+weft's control plane. It reads Services, EndpointSlices, Pods and Namespaces
+from Kubernetes (kube-runtime watchers) or from a directory of the same YAML,
+keeps one model of them, and streams to every proxy that watches a
+destination (weft.discovery.v1.Discovery/Watch on the gRPC port) its current
+endpoints, then each change as a delta.
+
+Every flag is also an environment variable (shown below). Exit codes: 0
+after a clean shutdown (SIGTERM), 64 for an invalid configuration, 1 for a
+start-up failure (a port in use, no Kubernetes configuration).";
+
+#[derive(Debug, Parser)]
+#[command(name = "weft-control", version, about = "weft's control plane", long_about = LONG_ABOUT)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+}
+
+fn main() -> ExitCode {
+    let config = match Cli::try_parse() {
+        Ok(cli) => cli.config,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let msg = e.to_string();
+            let line = msg.lines().next().unwrap_or("invalid configuration");
+            eprintln!(
+                "weft-control: {} (see weft-control --help)",
+                line.strip_prefix("error: ").unwrap_or(line)
+            );
+            return ExitCode::from(64);
+        }
+    };
+    let filter = match &config.log {
+        Some(f) => match EnvFilter::try_new(f) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("weft-control: invalid WEFT_CONTROL_LOG '{f}': {e}");
+                return ExitCode::from(64);
+            }
+        },
+        None => EnvFilter::try_from_env("WEFT_LOG")
+            .or_else(|_| EnvFilter::try_from_default_env())
+            .unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    tracing::info!(?config, "starting");
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft-control: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let bound = Bound::bind(&config).await?;
+        run(config, bound, terminated()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft-control: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Sources: where the model's objects come from. Each turns its input into
+//! [`crate::model::Change`]s; everything downstream is shared.
+
+pub mod files;
+pub mod kube;
+pub mod parse;
