@@ -1,0 +1,331 @@
+//! The files source end to end: a real weft-control (its `run`, on
+//! loopback port 0) over a temporary directory, and a tonic client watching
+//! while files are added, edited, broken, fixed and deleted.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tonic::Streaming;
+use weft_control::config::{Config, LogFormat, Source};
+use weft_control::run::{run, Bound};
+use weft_proto::discovery::v1 as pb;
+use weft_proto::discovery::v1::discovery_client::DiscoveryClient;
+use weft_proto::discovery::v1::update::Kind as U;
+
+struct Plane {
+    dir: PathBuf,
+    grpc: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn start(name: &str) -> Plane {
+    let dir = std::env::temp_dir().join(format!("weft-control-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = Config {
+        source: Source::Files(dir.clone()),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        cluster_domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+        namespaces: vec![],
+        kube_api_server: None,
+        poll_interval: Duration::from_millis(50),
+        log_format: LogFormat::Plain,
+        log: None,
+    };
+    let bound = Bound::bind(&config).await.unwrap();
+    let (grpc, admin) = bound.addrs().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(config, bound, async {
+        let _ = stopped.await;
+    }));
+    Plane {
+        dir,
+        grpc,
+        admin,
+        stop: Some(stop),
+        task,
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    // Write then rename, as an editor or a ConfigMap update does.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn service(name: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\n\
+         spec:\n  clusterIP: {ip}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n"
+    )
+}
+
+fn slice(name: &str, service: &str, port: u16, ips: &[&str]) -> String {
+    let eps: Vec<String> = ips
+        .iter()
+        .map(|ip| format!("{{addresses: [{ip}]}}"))
+        .collect();
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}, namespace: shop, labels: {{kubernetes.io/service-name: {service}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints: [{}]\n",
+        eps.join(", ")
+    )
+}
+
+async fn watch(
+    plane: &Plane,
+    destination: pb::watch_request::Destination,
+) -> Streaming<pb::Update> {
+    let mut client = DiscoveryClient::connect(format!("http://{}", plane.grpc))
+        .await
+        .unwrap();
+    client
+        .watch(pb::WatchRequest {
+            destination: Some(destination),
+            context: Some(pb::ProxyContext {
+                pod_namespace: "shop".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn next(stream: &mut Streaming<pb::Update>) -> U {
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("an update within 5 s")
+        .unwrap()
+        .expect("the stream is open")
+        .kind
+        .unwrap()
+}
+
+fn addrs(endpoints: &[pb::Endpoint]) -> Vec<String> {
+    let mut v: Vec<String> = endpoints
+        .iter()
+        .map(|e| {
+            std::net::SocketAddr::try_from(e.addr.as_ref().unwrap())
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn authority(a: &str) -> pb::watch_request::Destination {
+    pb::watch_request::Destination::Authority(a.into())
+}
+
+#[tokio::test]
+async fn watchers_follow_file_edits_and_breakage() {
+    let plane = start("edits").await;
+    let dir = plane.dir.clone();
+    write(
+        &dir,
+        "web.yaml",
+        &format!(
+            "{}---\n{}",
+            service("web", "10.96.0.20"),
+            slice("web-a", "web", 8080, &["10.244.0.2"])
+        ),
+    );
+
+    let mut by_name = watch(&plane, authority("web:80")).await;
+    let U::Snapshot(s) = next(&mut by_name).await else {
+        panic!("snapshot first")
+    };
+    assert_eq!(
+        s.profile.unwrap().fully_qualified_name,
+        "web.shop.svc.cluster.local"
+    );
+    assert_eq!(addrs(&s.endpoints), ["10.244.0.2:8080"]);
+    let mut by_ip = watch(
+        &plane,
+        pb::watch_request::Destination::Addr(
+            "10.96.0.20:80"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        ),
+    )
+    .await;
+    assert!(matches!(next(&mut by_ip).await, U::Snapshot(_)));
+
+    // A second slice in another file: an Add with just the new endpoint.
+    write(
+        &dir,
+        "web-b.yaml",
+        &slice("web-b", "web", 8081, &["10.244.0.3"]),
+    );
+    let U::Add(a) = next(&mut by_name).await else {
+        panic!("add")
+    };
+    assert_eq!(addrs(&a.endpoints), ["10.244.0.3:8081"]);
+    assert!(matches!(next(&mut by_ip).await, U::Add(_)));
+
+    // Break the first file: nothing changes for watchers; the objects stay.
+    write(
+        &dir,
+        "web.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: [oops\n",
+    );
+    // Edit the second: endpoint replaced (Remove + Add).
+    write(
+        &dir,
+        "web-b.yaml",
+        &slice("web-b", "web", 8081, &["10.244.0.4"]),
+    );
+    let U::Remove(r) = next(&mut by_name).await else {
+        panic!("remove")
+    };
+    assert_eq!(r.addrs.len(), 1);
+    let U::Add(a) = next(&mut by_name).await else {
+        panic!("add")
+    };
+    assert_eq!(addrs(&a.endpoints), ["10.244.0.4:8081"]);
+
+    // Fix the first file with one endpoint less.
+    write(
+        &dir,
+        "web.yaml",
+        &format!(
+            "{}---\n{}",
+            service("web", "10.96.0.20"),
+            slice("web-a", "web", 8080, &[])
+        ),
+    );
+    let U::Remove(r) = next(&mut by_name).await else {
+        panic!("remove")
+    };
+    assert_eq!(
+        std::net::SocketAddr::try_from(&r.addrs[0])
+            .unwrap()
+            .to_string(),
+        "10.244.0.2:8080"
+    );
+
+    // Delete the second file: no endpoints left, said explicitly.
+    std::fs::remove_file(dir.join("web-b.yaml")).unwrap();
+    assert!(matches!(next(&mut by_name).await, U::NoEndpoints(_)));
+
+    // Delete the Service: the destination no longer exists.
+    std::fs::remove_file(dir.join("web.yaml")).unwrap();
+    assert!(matches!(next(&mut by_name).await, U::DoesNotExist(_)));
+    // The ClusterIP watcher is told too.
+    loop {
+        match next(&mut by_ip).await {
+            U::DoesNotExist(_) => break,
+            _ => continue,
+        }
+    }
+
+    // Metrics count the broken file; the plane is ready.
+    let metrics = admin_get(plane.admin, "/metrics").await;
+    assert!(
+        metrics.contains("weft_control_source_errors_total{source=\"files\",kind=\"file\"} 1"),
+        "{metrics}"
+    );
+    assert!(admin_get(plane.admin, "/ready").await.starts_with("ready"));
+    drop((by_name, by_ip));
+    shutdown(plane).await;
+}
+
+#[tokio::test]
+async fn destinations_appear_after_the_watch_started() {
+    let plane = start("appear").await;
+    let mut by_ip = watch(
+        &plane,
+        pb::watch_request::Destination::Addr(
+            "10.96.0.30:80"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        ),
+    )
+    .await;
+    let mut by_name = watch(&plane, authority("api.shop.svc.cluster.local:80")).await;
+    assert!(matches!(next(&mut by_ip).await, U::DoesNotExist(_)));
+    assert!(matches!(next(&mut by_name).await, U::DoesNotExist(_)));
+    write(
+        &plane.dir,
+        "api.yaml",
+        &format!(
+            "{}---\n{}",
+            service("api", "10.96.0.30"),
+            slice("api-a", "api", 9000, &["10.244.1.2", "10.244.1.3"])
+        ),
+    );
+    for stream in [&mut by_ip, &mut by_name] {
+        // The Service may be applied before its slice: a snapshot, maybe
+        // empty, then the endpoints.
+        let U::Snapshot(s) = next(stream).await else {
+            panic!("snapshot")
+        };
+        let mut seen = addrs(&s.endpoints);
+        while seen.len() < 2 {
+            let U::Add(a) = next(stream).await else {
+                panic!("add")
+            };
+            seen.extend(addrs(&a.endpoints));
+        }
+        seen.sort();
+        assert_eq!(seen, ["10.244.1.2:9000", "10.244.1.3:9000"]);
+    }
+    // A request that is not a destination is refused with the reason.
+    let mut client = DiscoveryClient::connect(format!("http://{}", plane.grpc))
+        .await
+        .unwrap();
+    let err = client
+        .watch(pb::WatchRequest {
+            destination: Some(authority("api")),
+            context: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("has no port"), "{}", err.message());
+    drop((by_name, by_ip));
+    shutdown(plane).await;
+}
+
+async fn shutdown(mut plane: Plane) {
+    let _ = plane.stop.take().unwrap().send(());
+    // Shutdown is graceful: it waits for open streams, which the callers
+    // dropped.
+    let result = tokio::time::timeout(Duration::from_secs(5), &mut plane.task).await;
+    assert!(
+        matches!(result, Ok(Ok(Ok(())))),
+        "weft-control did not stop cleanly: {result:?}"
+    );
+}
+
+/// GET on the admin port with a plain TCP request (no HTTP client needed).
+async fn admin_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
