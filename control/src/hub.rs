@@ -206,3 +206,98 @@ impl Hub {
         self.dests.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn view(addrs: &[&str]) -> DestView {
+        DestView {
+            profile: pb::Profile {
+                service_name: "web".into(),
+                ..Default::default()
+            },
+            endpoints: addrs
+                .iter()
+                .map(|a| {
+                    let addr: SocketAddr = a.parse().unwrap();
+                    (
+                        addr,
+                        pb::Endpoint {
+                            addr: Some(addr.into()),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn svc() -> ObjKey {
+        ("shop".into(), "web".into())
+    }
+
+    fn key() -> DestKey {
+        DestKey {
+            service: svc(),
+            port: 80,
+        }
+    }
+
+    #[test]
+    fn deltas_are_computed_once_and_slow_watchers_see_only_the_latest() {
+        let hub = Hub::default();
+        let mut slow = hub.subscribe(&key());
+        let mut fast = hub.subscribe(&key());
+        assert!(slow.borrow_and_update().view.is_none());
+        fast.borrow_and_update();
+
+        hub.publish(
+            &svc(),
+            vec![(key(), view(&["10.0.0.1:80"]))],
+            vec!["10.96.0.1".parse().unwrap()],
+        );
+        assert_eq!(fast.borrow_and_update().version, 1);
+        hub.publish(
+            &svc(),
+            vec![(key(), view(&["10.0.0.1:80", "10.0.0.2:80"]))],
+            vec!["10.96.0.1".parse().unwrap()],
+        );
+        {
+            let s = fast.borrow_and_update();
+            assert_eq!(s.version, 2);
+            let d = s.delta.as_ref().unwrap();
+            assert_eq!(d.added.len(), 1);
+            assert!(d.removed.is_empty() && !d.profile_changed);
+        }
+        // An identical publish is not a change.
+        hub.publish(
+            &svc(),
+            vec![(key(), view(&["10.0.0.1:80", "10.0.0.2:80"]))],
+            vec!["10.96.0.1".parse().unwrap()],
+        );
+        assert!(!fast.has_changed().unwrap());
+        hub.publish(
+            &svc(),
+            vec![(key(), view(&["10.0.0.2:80"]))],
+            vec!["10.96.0.1".parse().unwrap()],
+        );
+
+        // The slow watcher missed versions: it sees one state, the latest.
+        let s = slow.borrow_and_update();
+        assert_eq!(s.version, 3);
+        assert_eq!(s.view.as_ref().unwrap().endpoints.len(), 1);
+        drop(s);
+        assert_eq!(hub.by_addr("10.96.0.1:80".parse().unwrap()), Some(key()));
+        assert_eq!(hub.by_addr("10.96.0.1:81".parse().unwrap()), None);
+
+        // The Service goes: watchers are told, the address no longer resolves.
+        let mut generation = hub.generation();
+        generation.borrow_and_update();
+        hub.publish(&svc(), vec![], vec![]);
+        assert!(slow.borrow_and_update().view.is_none());
+        assert!(generation.has_changed().unwrap());
+        assert_eq!(hub.by_addr("10.96.0.1:80".parse().unwrap()), None);
+    }
+}
