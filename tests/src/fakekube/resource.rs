@@ -1,0 +1,136 @@
+//! Which kinds of object the fake API server serves: a resource is named by
+//! its API group, version and plural, as in its URL, plus its kind and
+//! whether its objects live in a namespace. Nothing here knows a schema:
+//! objects are plain JSON.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// One kind of object the server lists and watches, e.g. core/v1 `services`.
+///
+/// The four the control plane watches are constants ([`SERVICES`], [`PODS`],
+/// [`NAMESPACES`], [`ENDPOINT_SLICES`]); a custom resource is made with
+/// [`Resource::new`] and served once registered or applied to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Resource {
+    /// API group; empty for the core group (`/api/v1`).
+    pub group: Cow<'static, str>,
+    /// API version, e.g. `v1` or `v1alpha4`.
+    pub version: Cow<'static, str>,
+    /// Kind of one object, e.g. `Service`.
+    pub kind: Cow<'static, str>,
+    /// Plural in URLs, e.g. `services`.
+    pub plural: Cow<'static, str>,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+}
+
+const fn builtin(
+    group: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+) -> Resource {
+    Resource {
+        group: Cow::Borrowed(group),
+        version: Cow::Borrowed("v1"),
+        kind: Cow::Borrowed(kind),
+        plural: Cow::Borrowed(plural),
+        namespaced,
+    }
+}
+
+/// core/v1 `services`.
+pub const SERVICES: Resource = builtin("", "Service", "services", true);
+/// core/v1 `pods`.
+pub const PODS: Resource = builtin("", "Pod", "pods", true);
+/// core/v1 `namespaces` (cluster-scoped).
+pub const NAMESPACES: Resource = builtin("", "Namespace", "namespaces", false);
+/// discovery.k8s.io/v1 `endpointslices`.
+pub const ENDPOINT_SLICES: Resource =
+    builtin("discovery.k8s.io", "EndpointSlice", "endpointslices", true);
+
+impl Resource {
+    /// A resource of any group, e.g. a CRD:
+    /// `Resource::new("split.smi-spec.io", "v1alpha4", "TrafficSplit", "trafficsplits", true)`.
+    pub fn new(
+        group: impl Into<String>,
+        version: impl Into<String>,
+        kind: impl Into<String>,
+        plural: impl Into<String>,
+        namespaced: bool,
+    ) -> Self {
+        Resource {
+            group: Cow::Owned(group.into()),
+            version: Cow::Owned(version.into()),
+            kind: Cow::Owned(kind.into()),
+            plural: Cow::Owned(plural.into()),
+            namespaced,
+        }
+    }
+
+    /// `apiVersion` of its objects: `v1` or `group/version`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The URL of its collection, cluster-wide (`None`) or in a namespace.
+    pub fn path(&self, namespace: Option<&str>) -> String {
+        let base = if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        };
+        match namespace {
+            Some(ns) => format!("{base}/namespaces/{ns}/{}", self.plural),
+            None => format!("{base}/{}", self.plural),
+        }
+    }
+
+    /// Whether this is the resource a URL names by group, version and plural.
+    pub(crate) fn is(&self, group: &str, version: &str, plural: &str) -> bool {
+        self.group == group && self.version == version && self.plural == plural
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.group.is_empty() {
+            write!(f, "{}/{}", self.version, self.plural)
+        } else {
+            write!(f, "{}/{}/{}", self.group, self.version, self.plural)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_api_versions() {
+        assert_eq!(SERVICES.path(None), "/api/v1/services");
+        assert_eq!(SERVICES.path(Some("ns")), "/api/v1/namespaces/ns/services");
+        assert_eq!(
+            ENDPOINT_SLICES.path(Some("ns")),
+            "/apis/discovery.k8s.io/v1/namespaces/ns/endpointslices"
+        );
+        assert_eq!(ENDPOINT_SLICES.api_version(), "discovery.k8s.io/v1");
+        assert_eq!(NAMESPACES.api_version(), "v1");
+        let split = Resource::new(
+            "split.smi-spec.io",
+            "v1alpha4",
+            "TrafficSplit",
+            "trafficsplits",
+            true,
+        );
+        assert_eq!(
+            split.path(Some("a")),
+            "/apis/split.smi-spec.io/v1alpha4/namespaces/a/trafficsplits"
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! The state the test's handle and the server's tasks share: the store, the
+//! signals that wake watches, the availability switch and the request
+//! counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::watch;
+
+use super::store::Store;
+use super::{Options, Resource};
+
+/// How often each verb was asked of one resource.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) lists: u64,
+    pub(crate) watches: u64,
+    pub(crate) gets: u64,
+    pub(crate) open_watches: usize,
+}
+
+/// Counters are keyed by what a URL names: (group, version, plural).
+type CountKey = (String, String, String);
+
+/// Shared by the handle and every connection and watch task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) options: Options,
+    store: Mutex<Store>,
+    /// The resourceVersion after the last change: wakes watches.
+    changed: watch::Sender<u64>,
+    /// Bumped to drop every open watch stream.
+    breaks: watch::Sender<u64>,
+    unavailable: AtomicBool,
+    counts: Mutex<HashMap<CountKey, Counts>>,
+}
+
+impl Shared {
+    pub(crate) fn new(options: Options) -> Self {
+        let store = Store::new(options.history);
+        Shared {
+            changed: watch::Sender::new(store.rv()),
+            breaks: watch::Sender::new(0),
+            store: Mutex::new(store),
+            unavailable: AtomicBool::new(false),
+            counts: Mutex::new(HashMap::new()),
+            options,
+        }
+    }
+
+    /// The store, also after a panicking test thread poisoned its lock.
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the store and wakes watches if it changed anything.
+    pub(crate) fn change<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        let mut store = self.store();
+        let out = f(&mut store);
+        self.changed
+            .send_if_modified(|rv| std::mem::replace(rv, store.rv()) != store.rv());
+        out
+    }
+
+    pub(crate) fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub(crate) fn subscribe_breaks(&self) -> watch::Receiver<u64> {
+        self.breaks.subscribe()
+    }
+
+    pub(crate) fn break_watches(&self) {
+        self.breaks.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn unavailable(&self) -> bool {
+        self.unavailable.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_unavailable(&self, away: bool) {
+        self.unavailable.store(away, Ordering::SeqCst);
+        if away {
+            self.break_watches();
+        }
+    }
+
+    /// Updates the counters of the resource a URL names.
+    pub(crate) fn count(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        f: impl FnOnce(&mut Counts),
+    ) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        f(counts
+            .entry((group.into(), version.into(), plural.into()))
+            .or_default());
+    }
+
+    /// The counters of `r`.
+    pub(crate) fn counts(&self, r: &Resource) -> Counts {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (
+            r.group.to_string(),
+            r.version.to_string(),
+            r.plural.to_string(),
+        );
+        counts.get(&key).copied().unwrap_or_default()
+    }
+}
