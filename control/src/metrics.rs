@@ -8,6 +8,12 @@
 //! | `weft_control_source_errors_total` | counter | source, kind |
 //! | `weft_control_source_synced` | gauge | source (1 once the initial sync finished) |
 //! | `weft_control_model_apply_seconds` | histogram | time to apply one change and publish it (the sync lag inside the control plane) |
+//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_start_time_seconds` | | |
+
+/// The proxy's `/proc` collector, shared as source (no crate of its own for
+/// one file).
+#[path = "../../proxy/src/telemetry/process.rs"]
+mod process;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -53,6 +59,7 @@ impl Metrics {
             synced: Family::default(),
             apply_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
         };
+        registry.register_collector(Box::new(process::ProcessCollector::default()));
         let r = registry.sub_registry_with_prefix("weft_control");
         r.register(
             "watchers",

@@ -240,6 +240,12 @@ async fn watchers_follow_file_edits_and_breakage() {
         metrics.contains("weft_control_source_errors_total{source=\"files\",kind=\"file\"} 1"),
         "{metrics}"
     );
+    let rss = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(rss.is_some_and(|b| b > 1e6), "no process RSS in {metrics}");
+    assert!(metrics.contains("process_cpu_seconds_total "), "{metrics}");
     assert!(admin_get(plane.admin, "/ready").await.starts_with("ready"));
     drop((by_name, by_ip));
     shutdown(plane).await;

@@ -1,0 +1,216 @@
+//! What `weft-control-bench` prints: the figures of one run next to our
+//! targets. Pure formatting, no I/O.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::layout::thousands;
+use crate::measure::{quantile, Fanout};
+
+/// Our target for the time from an EndpointSlice change to its arrival at
+/// the last watcher, at p99.
+pub const TARGET_P99: Duration = Duration::from_millis(100);
+/// Our target for weft-control's resident memory.
+pub const TARGET_RSS: u64 = 200 * 1000 * 1000;
+
+/// Every figure of one run.
+#[derive(Debug, Default)]
+pub struct Results {
+    /// Objects loaded into the fake API server, and how long that took.
+    pub loaded: (usize, Duration),
+    /// Process start → `/ready` 200.
+    pub ready: Duration,
+    pub ready_cpu: Duration,
+    pub idle_rss: u64,
+    pub streams: usize,
+    pub connections: usize,
+    pub connect: Duration,
+    /// Streams that got a snapshot, the median time and the last one.
+    pub snapshots: (usize, Duration, Duration),
+    pub snapshots_cpu: Duration,
+    pub watching_rss: u64,
+    pub hot_watchers: usize,
+    /// Fewest and most watchers of a warm Service.
+    pub warm_watchers: (usize, usize),
+    pub changes: usize,
+    pub fanout: Fanout,
+    pub changes_cpu: Duration,
+    /// Mean of `weft_control_model_apply_seconds` over the changes.
+    pub model_apply: Option<Duration>,
+    /// Highest VmRSS sampled while the streams were open.
+    pub peak_rss: u64,
+    /// VmHWM at the end: the peak since start.
+    pub hwm: u64,
+    /// Stream failures seen (a few, as examples) and how many in all.
+    pub stream_errors: (usize, Vec<String>),
+}
+
+/// `85 µs`, `1.24 ms`, `2.00 s`.
+pub fn latency(d: Duration) -> String {
+    match d.as_nanos() {
+        0..=999_999 => format!("{} µs", d.as_micros()),
+        1_000_000..=999_999_999 => format!("{:.2} ms", d.as_secs_f64() * 1e3),
+        _ => format!("{:.2} s", d.as_secs_f64()),
+    }
+}
+
+/// `6.2 MB` (10^6 bytes).
+pub fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn cpu(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+fn row(out: &mut String, label: &str, value: &str, note: &str) {
+    let line = format!("  {label:<22}{value:>12}   {note}");
+    let _ = writeln!(out, "{}", line.trim_end());
+}
+
+fn quantiles_row(out: &mut String, label: &str, values: &[Duration], target: bool) {
+    let [p50, p99, max] = [0.5, 0.99, 1.0].map(|q| latency(quantile(values, q)));
+    let note = if values.is_empty() {
+        "no complete change".to_owned()
+    } else if target {
+        let ok = quantile(values, 0.99) < TARGET_P99;
+        format!("target p99 < {}: {}", latency(TARGET_P99), verdict(ok))
+    } else {
+        String::new()
+    };
+    let line = format!("  {label:<22}{p50:>12}{p99:>12}{max:>12}   {note}");
+    let _ = writeln!(out, "{}", line.trim_end());
+}
+
+/// The result tables.
+pub fn render(r: &Results) -> String {
+    let mut out = String::from("== start-up\n");
+    let (objects, load) = r.loaded;
+    let loaded = format!("{} objects", thousands(objects));
+    row(
+        &mut out,
+        "fakekube load",
+        &latency(load),
+        &format!("{loaded} into the fake API server"),
+    );
+    row(
+        &mut out,
+        "ready",
+        &latency(r.ready),
+        "process start → /ready 200, every object in the source",
+    );
+    row(
+        &mut out,
+        "CPU",
+        &cpu(r.ready_cpu),
+        "user + system, start → ready",
+    );
+    row(
+        &mut out,
+        "RSS",
+        &megabytes(r.idle_rss),
+        "after sync, idle, no watchers",
+    );
+
+    let _ = writeln!(out, "\n== {} watch streams", thousands(r.streams));
+    let conns = format!("{} HTTP/2 connections", r.connections);
+    row(&mut out, "connect", &latency(r.connect), &conns);
+    let (got, median, last) = r.snapshots;
+    let note = format!(
+        "until {} of {} streams had their snapshot (median {})",
+        thousands(got),
+        thousands(r.streams),
+        latency(median)
+    );
+    row(&mut out, "snapshots", &latency(last), &note);
+    row(
+        &mut out,
+        "CPU",
+        &cpu(r.snapshots_cpu),
+        "user + system, the streams' opening",
+    );
+    row(
+        &mut out,
+        "RSS",
+        &megabytes(r.watching_rss),
+        "with every stream open",
+    );
+
+    let f = &r.fanout;
+    let _ = writeln!(
+        out,
+        "\n== {} changes: EndpointSlice apply → update at the last watcher",
+        r.changes
+    );
+    let header = format!("  {:<22}{:>12}{:>12}{:>12}", "", "p50", "p99", "max");
+    let _ = writeln!(out, "{header}");
+    let hot = format!("hot ({} watchers)", r.hot_watchers);
+    quantiles_row(&mut out, &hot, &f.hot_last, true);
+    let warm = match r.warm_watchers {
+        (a, b) if a == b => format!("warm ({a} watchers)"),
+        (a, b) => format!("warm ({a}-{b} watchers)"),
+    };
+    quantiles_row(&mut out, &warm, &f.warm_last, true);
+    quantiles_row(&mut out, "→ first watcher", &f.first, false);
+    let deliveries = format!(
+        "received of {} expected; {} missed, {} unexpected, {} re-snapshots, {} other updates; {} changes incomplete",
+        thousands(f.expected),
+        thousands(f.missed),
+        thousands(f.unexpected),
+        f.resnapshots,
+        f.others,
+        f.incomplete,
+    );
+    row(&mut out, "deliveries", &thousands(f.received), &deliveries);
+    if let Some(mean) = r.model_apply {
+        row(
+            &mut out,
+            "model apply",
+            &latency(mean),
+            "mean weft_control_model_apply_seconds",
+        );
+    }
+    let per_change = r.changes_cpu / u32::try_from(r.changes.max(1)).unwrap_or(u32::MAX);
+    row(
+        &mut out,
+        "CPU",
+        &cpu(r.changes_cpu),
+        &format!("{} per change", latency(per_change)),
+    );
+
+    let _ = writeln!(out, "\n== memory");
+    let target = |b: u64| {
+        format!(
+            "target < {}: {}",
+            megabytes(TARGET_RSS),
+            verdict(b < TARGET_RSS)
+        )
+    };
+    let note = format!(
+        "sampled while the streams were open; {}",
+        target(r.peak_rss)
+    );
+    row(&mut out, "RSS peak", &megabytes(r.peak_rss), &note);
+    let note = format!(
+        "VmHWM, the peak since start (initial list included); {}",
+        target(r.hwm)
+    );
+    row(&mut out, "RSS lifetime peak", &megabytes(r.hwm), &note);
+
+    let (n, examples) = &r.stream_errors;
+    if *n > 0 {
+        let _ = writeln!(out, "\n{n} streams failed, e.g.:");
+        for e in examples {
+            let _ = writeln!(out, "  {e}");
+        }
+    }
+    out
+}
