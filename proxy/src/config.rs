@@ -125,6 +125,64 @@ pub struct Config {
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
 
+    /// The control plane's gRPC address (e.g. `weft-control.weft:8086`):
+    /// outbound connections to Service addresses are balanced over the
+    /// endpoints it names. Unset: every connection goes to its original
+    /// destination.
+    #[arg(long, env = "WEFT_PROXY_CONTROL_ADDR", value_name = "HOST:PORT")]
+    pub control_addr: Option<String>,
+
+    /// How long the first connection to a destination waits for discovery's
+    /// answer before it is forwarded to its original address.
+    #[arg(long, env = "WEFT_PROXY_RESOLVE_TIMEOUT", value_parser = duration, default_value = "1s")]
+    pub resolve_timeout: Duration,
+
+    /// A destination unused for this long has its discovery stream closed.
+    #[arg(long, env = "WEFT_PROXY_DISCOVERY_IDLE_TIMEOUT", value_parser = duration, default_value = "60s")]
+    pub discovery_idle_timeout: Duration,
+
+    /// The pod's node (Downward API `spec.nodeName`): `internalTrafficPolicy:
+    /// Local` and same-node preference.
+    #[arg(long, env = "WEFT_PROXY_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// The pod's zone (`topology.kubernetes.io/zone` of its node): topology
+    /// hints and same-zone preference.
+    #[arg(long, env = "WEFT_PROXY_ZONE")]
+    pub zone: Option<String>,
+
+    /// The pod's name and namespace (Downward API), told to the control plane.
+    #[arg(long, env = "WEFT_PROXY_POD_NAME", default_value = "")]
+    pub pod_name: String,
+    #[arg(long, env = "WEFT_PROXY_POD_NAMESPACE", default_value = "")]
+    pub pod_namespace: String,
+
+    /// Consecutive failures (connection errors, and 5xx when
+    /// --failure-accrual-5xx) after which an endpoint is taken out of its
+    /// balancer; 0 never takes one out.
+    #[arg(long, env = "WEFT_PROXY_FAILURE_ACCRUAL", default_value_t = 5)]
+    pub failure_accrual: u32,
+
+    /// Count 5xx responses as endpoint failures for accrual.
+    #[arg(long, env = "WEFT_PROXY_FAILURE_ACCRUAL_5XX", default_value_t = false)]
+    pub failure_accrual_5xx: bool,
+
+    /// First ejection's length; it doubles on each ejection in a row.
+    #[arg(long, env = "WEFT_PROXY_FAILURE_BACKOFF_MIN", value_parser = duration, default_value = "1s")]
+    pub failure_backoff_min: Duration,
+
+    /// Longest ejection.
+    #[arg(long, env = "WEFT_PROXY_FAILURE_BACKOFF_MAX", value_parser = duration, default_value = "60s")]
+    pub failure_backoff_max: Duration,
+
+    /// Time constant of the Peak-EWMA latency estimate.
+    #[arg(long, env = "WEFT_PROXY_EWMA_DECAY", value_parser = duration, default_value = "10s")]
+    pub ewma_decay: Duration,
+
+    /// The latency estimate of an endpoint not yet measured.
+    #[arg(long, env = "WEFT_PROXY_EWMA_DEFAULT_RTT", value_parser = duration, default_value = "30ms")]
+    pub ewma_default_rtt: Duration,
+
     /// Log format.
     #[arg(
         long,

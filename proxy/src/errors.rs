@@ -25,6 +25,29 @@ pub enum ProxyError {
     Handshake(SocketAddr, #[source] hyper::Error),
     #[error("upstream {0} failed: {1}")]
     Upstream(SocketAddr, #[source] hyper::Error),
+    #[error("no endpoint of {0} is ready")]
+    NoEndpoints(SocketAddr),
+    #[error("every endpoint of {0} is failing")]
+    AllFailing(SocketAddr),
+}
+
+impl ProxyError {
+    /// Whether the request never reached an endpoint (safe to send elsewhere).
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::ConnectRefused(_)
+                | ProxyError::ConnectTimeout(..)
+                | ProxyError::Connect(..)
+        )
+    }
+
+    pub fn unavailable(dst: SocketAddr, why: crate::balance::Unavailable) -> Self {
+        match why {
+            crate::balance::Unavailable::NoEndpoints => ProxyError::NoEndpoints(dst),
+            crate::balance::Unavailable::AllFailing => ProxyError::AllFailing(dst),
+        }
+    }
 }
 
 impl ProxyError {
@@ -36,12 +59,17 @@ impl ProxyError {
             ProxyError::Connect(..) => "connect failed",
             ProxyError::Handshake(..) => "handshake failed",
             ProxyError::Upstream(..) => "upstream failed",
+            ProxyError::NoEndpoints(_) => "no endpoints",
+            ProxyError::AllFailing(_) => "endpoints failing",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::ConnectTimeout(..) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::NoEndpoints(_) | ProxyError::AllFailing(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -94,5 +122,8 @@ mod tests {
         let rsp = ProxyError::ConnectRefused(dst).to_response(true);
         assert_eq!(rsp.status(), StatusCode::OK);
         assert_eq!(rsp.headers()["grpc-status"], "14");
+        let rsp = ProxyError::NoEndpoints(dst).to_response(false);
+        assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], "no endpoints");
     }
 }

@@ -4,36 +4,27 @@
 //! shut down too and the opposite direction keeps flowing (half-close). A
 //! connection with no bytes either way for the idle timeout is closed.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tracing::debug;
-
-use crate::transport::connect::connect;
 
 /// Buffer per direction: large enough for bulk transfers to move in few
 /// syscalls, small enough that 10,000 connections stay within memory.
 const BUF: usize = 16 * 1024;
 
+/// Copies between `client` and `server` until both are done or the
+/// connection has been idle for `idle_timeout`.
 pub async fn forward<I>(
     mut client: I,
     activity: Arc<AtomicU64>,
-    target: SocketAddr,
-    connect_timeout: Duration,
+    mut server: TcpStream,
     idle_timeout: Duration,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut server = match connect(target, connect_timeout).await {
-        Ok(s) => s,
-        Err(error) => {
-            // Closing the client connection is all TCP can say.
-            debug!(%error, "opaque forward failed");
-            return;
-        }
-    };
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, BUF, BUF);
     tokio::pin!(copy);
     let mut seen = activity.load(Ordering::Relaxed);

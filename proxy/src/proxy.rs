@@ -9,11 +9,28 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, Span};
 
 use crate::config::{Config, InboundTarget};
+use crate::discover::{Dest, Resolution, Resolver, Route};
+use crate::errors::ProxyError;
 use crate::http::HttpServer;
 use crate::opaque;
 use crate::telemetry::{Direction, Metrics, Protocol};
+use crate::transport::connect::connect;
 use crate::transport::io::{Counted, Prefixed};
 use crate::transport::orig_dst::OrigDstAddr;
+
+/// Where a connection's requests (HTTP) or bytes (opaque) go.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// One address: the original destination, or the app inbound.
+    Addr(SocketAddr),
+    /// The endpoints of a Service, balanced per request (HTTP) or per
+    /// connection (opaque).
+    Balanced(Arc<Dest>),
+}
+
+/// How many endpoints a request or connection tries when connecting fails
+/// (nothing was sent, so trying another is always safe).
+pub const CONNECT_ATTEMPTS: usize = 3;
 
 /// What every connection handler needs, built once.
 #[derive(Debug)]
@@ -22,6 +39,8 @@ pub struct Shared<O> {
     pub metrics: Metrics,
     pub http: HttpServer,
     pub orig_dst: O,
+    /// Discovery, when a control plane is configured.
+    pub resolver: Option<Arc<Resolver>>,
     pub shutdown: CancellationToken,
     /// The proxy's own listening ports: a connection "to" one of them that
     /// was not redirected would loop.
@@ -75,13 +94,21 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, direction: Direction,
         shared.metrics.refused(direction, "loop");
         return;
     }
-    let target = shared.target(direction, orig);
+    let target = match (&shared.resolver, direction) {
+        (Some(resolver), Direction::Outbound) => match resolver.resolve(orig).await {
+            Route::Balanced(dest) => Target::Balanced(dest),
+            Route::Passthrough => Target::Addr(orig),
+        },
+        _ => Target::Addr(shared.target(direction, orig)),
+    };
     Span::current().record("dst", tracing::field::display(orig));
 
     let metrics = shared.metrics.conn(direction, orig);
     let io = Counted::new(tcp, metrics.read.clone(), metrics.write.clone());
     let activity = io.activity();
-    let (protocol, io) = if shared.config.opaque_ports.contains(&orig.port()) {
+    let opaque_service = matches!(&target, Target::Balanced(d)
+        if d.resolution() == (Resolution::Service { opaque: true }));
+    let (protocol, io) = if opaque_service || shared.config.opaque_ports.contains(&orig.port()) {
         (Protocol::OpaquePort, Prefixed::new(bytes::Bytes::new(), io))
     } else {
         match crate::detect::detect(io, shared.config.detect_timeout).await {
@@ -93,7 +120,7 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, direction: Direction,
         }
     };
     shared.metrics.detected(direction, protocol);
-    debug!(?protocol, %target, "forwarding");
+    debug!(?protocol, ?target, "forwarding");
 
     let shutdown = shared.shutdown.clone();
     match protocol {
@@ -110,14 +137,46 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, direction: Direction,
                 .await
         }
         Protocol::Opaque | Protocol::OpaqueTimeout | Protocol::OpaquePort => {
-            opaque::forward(
-                io,
-                activity,
-                target,
-                shared.config.connect_timeout,
-                shared.config.tcp_idle_timeout,
-            )
-            .await
+            let timeout = shared.config.connect_timeout;
+            let idle = shared.config.tcp_idle_timeout;
+            match target {
+                Target::Addr(addr) => match connect(addr, timeout).await {
+                    Ok(server) => opaque::forward(io, activity, server, idle).await,
+                    // Closing the client connection is all TCP can say.
+                    Err(error) => debug!(%error, "opaque forward failed"),
+                },
+                Target::Balanced(dest) => {
+                    let balancer = &dest.balancer;
+                    let mut last = None;
+                    for _ in 0..CONNECT_ATTEMPTS {
+                        let picked = match balancer.pick() {
+                            Ok(p) => p,
+                            Err(why) => {
+                                last = Some(ProxyError::unavailable(dest.addr, why));
+                                break;
+                            }
+                        };
+                        let started = std::time::Instant::now();
+                        match connect(picked.addr(), timeout).await {
+                            Ok(server) => {
+                                balancer.established(&picked, started.elapsed());
+                                // `picked` counts the connection as load while it lives.
+                                opaque::forward(io, activity, server, idle).await;
+                                drop(picked);
+                                last = None;
+                                break;
+                            }
+                            Err(error) => {
+                                balancer.failed(picked);
+                                last = Some(error);
+                            }
+                        }
+                    }
+                    if let Some(error) = last {
+                        debug!(%error, "opaque forward failed");
+                    }
+                }
+            }
         }
     }
     drop(metrics);

@@ -15,12 +15,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::{self, Admin};
+use crate::balance::accrual::AccrualPolicy;
+use crate::balance::BalanceConfig;
 use crate::config::Config;
+use crate::discover::{DiscoveryConfig, Resolver};
 use crate::http::HttpServer;
 use crate::proxy::{self, Shared};
 use crate::telemetry::{Direction, Metrics};
 use crate::transport::listen::{accept_loop, bind};
 use crate::transport::orig_dst::OrigDstAddr;
+use weft_proto::discovery::v1::ProxyContext;
 
 /// The three listeners, bound.
 #[derive(Debug)]
@@ -52,6 +56,40 @@ impl Bound {
     }
 }
 
+/// The discovery client, when a control plane is configured; its metrics
+/// registered.
+fn discovery(config: &Config, registry: &mut Registry) -> Result<Option<Arc<Resolver>>, String> {
+    let Some(control) = &config.control_addr else {
+        return Ok(None);
+    };
+    let balance = BalanceConfig {
+        decay: config.ewma_decay,
+        default_rtt: config.ewma_default_rtt,
+        accrual: AccrualPolicy {
+            threshold: config.failure_accrual,
+            min: config.failure_backoff_min,
+            max: config.failure_backoff_max.max(config.failure_backoff_min),
+        },
+        node: config.node_name.clone(),
+        zone: config.zone.clone(),
+    };
+    let discovery = DiscoveryConfig {
+        control: control.clone(),
+        resolve_timeout: config.resolve_timeout,
+        idle_timeout: config.discovery_idle_timeout,
+        context: ProxyContext {
+            pod_namespace: config.pod_namespace.clone(),
+            pod_name: config.pod_name.clone(),
+            node_name: config.node_name.clone().unwrap_or_default(),
+            zone: config.zone.clone().unwrap_or_default(),
+        },
+    };
+    let resolver = Resolver::new(discovery, balance)?;
+    resolver.register(registry);
+    info!(%control, "discovery on: Service addresses are balanced over their endpoints");
+    Ok(Some(resolver))
+}
+
 /// Runs the proxy until `signal` completes or `/shutdown` is called, then drains.
 pub async fn run<O>(config: Config, bound: Bound, orig_dst: O, signal: impl Future<Output = ()>)
 where
@@ -60,6 +98,13 @@ where
     let shutdown = CancellationToken::new();
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let resolver = match discovery(&config, &mut registry) {
+        Ok(r) => r,
+        Err(error) => {
+            warn!(%error, "cannot set up discovery");
+            return;
+        }
+    };
     let ports = bound
         .addrs()
         .map(|a| a.map(|a| a.port()))
@@ -78,6 +123,7 @@ where
         config,
         metrics,
         orig_dst,
+        resolver,
         shutdown: shutdown.clone(),
         own_ports: ports,
     });

@@ -21,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
+use crate::balance::{Balancer, Picked};
 use crate::config::Config;
 use crate::errors::ProxyError;
+use crate::proxy::{Target, CONNECT_ATTEMPTS};
 use crate::telemetry::HttpMetrics;
 use headers::{is_upgrade, strip_hop_by_hop};
 use upstream::{H1Session, Upstream};
@@ -36,6 +38,8 @@ pub struct HttpServer {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     pub upstream: Arc<Upstream>,
+    /// Whether 5xx responses count as endpoint failures.
+    accrual_5xx: bool,
     /// Upgraded (WebSocket, h2c) connections outlive the HTTP connection
     /// they came from: they are tracked here so that a drain waits for them.
     tracker: TaskTracker,
@@ -65,16 +69,18 @@ impl HttpServer {
                 config.pool_max_idle,
                 config.pool_idle_timeout,
             )),
+            accrual_5xx: config.failure_accrual_5xx,
             tracker,
         }
     }
 
     /// The forwarding state of one client connection.
-    fn forward(&self, target: SocketAddr, metrics: HttpMetrics) -> Arc<Forward> {
+    fn forward(&self, target: Target, metrics: HttpMetrics) -> Arc<Forward> {
         Arc::new(Forward {
             target,
             metrics,
-            session: H1Session::new(target, self.upstream.clone()),
+            accrual_5xx: self.accrual_5xx,
+            session: H1Session::new(self.upstream.clone()),
             h2: Mutex::new(None),
             upstream: self.upstream.clone(),
             tracker: self.tracker.clone(),
@@ -86,7 +92,7 @@ impl HttpServer {
     pub async fn serve_h1<I>(
         &self,
         io: I,
-        target: SocketAddr,
+        target: Target,
         metrics: HttpMetrics,
         shutdown: CancellationToken,
     ) where
@@ -117,7 +123,7 @@ impl HttpServer {
     pub async fn serve_h2<I>(
         &self,
         io: I,
-        target: SocketAddr,
+        target: Target,
         metrics: HttpMetrics,
         shutdown: CancellationToken,
     ) where
@@ -157,8 +163,9 @@ fn log_conn_error(result: Result<(), hyper::Error>) {
 /// One client connection's forwarding state.
 #[derive(Debug)]
 struct Forward {
-    target: SocketAddr,
+    target: Target,
     metrics: HttpMetrics,
+    accrual_5xx: bool,
     session: H1Session,
     h2: Mutex<Option<hyper::client::conn::http2::SendRequest<Incoming>>>,
     upstream: Arc<Upstream>,
@@ -171,10 +178,23 @@ impl Forward {
         self.metrics.requests.inc();
         let upgrade = is_upgrade(req.headers());
         strip_hop_by_hop(req.headers_mut(), upgrade);
-        let result = if upgrade {
-            self.upgrade(req).await
-        } else {
-            self.session.send(req).await
+        let result = match (&self.target, upgrade) {
+            (_, true) => self.upgrade(req).await,
+            (Target::Addr(addr), false) => self.session.send(*addr, req).await,
+            (Target::Balanced(dest), false) => {
+                let balancer = &dest.balancer;
+                match self
+                    .pick(dest.addr, balancer, |a| self.session.connect(a))
+                    .await
+                {
+                    Ok((picked, ())) => {
+                        let result = self.session.send(picked.addr(), req).await;
+                        self.finish(balancer, picked, &result);
+                        result
+                    }
+                    Err(e) => Err(e),
+                }
+            }
         };
         self.respond(result, start, false, |rsp| {
             if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -190,18 +210,83 @@ impl Forward {
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
-        let result = match self.h2_sender().await {
-            Ok(mut sender) => sender
-                .send_request(req)
-                .await
-                .map_err(|e| ProxyError::Upstream(self.target, e)),
-            Err(e) => Err(e),
+        let result = match &self.target {
+            Target::Addr(addr) => match self.h2_sender(*addr).await {
+                Ok(mut sender) => sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| ProxyError::Upstream(*addr, e)),
+                Err(e) => Err(e),
+            },
+            Target::Balanced(dest) => {
+                let balancer = &dest.balancer;
+                let upstream = &self.upstream;
+                match self.pick(dest.addr, balancer, |a| upstream.h2(a)).await {
+                    Ok((picked, mut sender)) => {
+                        let addr = picked.addr();
+                        let result = sender
+                            .send_request(req)
+                            .await
+                            .map_err(|e| ProxyError::Upstream(addr, e));
+                        self.finish(balancer, picked, &result);
+                        result
+                    }
+                    Err(e) => Err(e),
+                }
+            }
         };
         self.respond(result, start, grpc, |_| {})
     }
 
+    /// Picks an endpoint and connects to it with `connect`; when connecting
+    /// fails (nothing was sent) the failure is recorded and another endpoint
+    /// is tried, up to [`CONNECT_ATTEMPTS`].
+    async fn pick<T, F, Fut>(
+        &self,
+        dst: SocketAddr,
+        balancer: &Balancer,
+        mut connect: F,
+    ) -> Result<(Picked, T), ProxyError>
+    where
+        F: FnMut(SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProxyError>>,
+    {
+        let mut last = None;
+        for _ in 0..CONNECT_ATTEMPTS {
+            let picked = balancer
+                .pick()
+                .map_err(|why| ProxyError::unavailable(dst, why))?;
+            match connect(picked.addr()).await {
+                Ok(conn) => return Ok((picked, conn)),
+                Err(e) => {
+                    balancer.failed(picked);
+                    if !e.is_connect() {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(ProxyError::AllFailing(dst)))
+    }
+
+    /// Records a balanced request's outcome with its endpoint.
+    fn finish(
+        &self,
+        balancer: &Balancer,
+        picked: Picked,
+        result: &Result<Response<Incoming>, ProxyError>,
+    ) {
+        let ok = match result {
+            Ok(rsp) => !(self.accrual_5xx && rsp.status().is_server_error()),
+            Err(_) => false,
+        };
+        balancer.finish(picked, ok);
+    }
+
     async fn h2_sender(
         &self,
+        addr: SocketAddr,
     ) -> Result<hyper::client::conn::http2::SendRequest<Incoming>, ProxyError> {
         if let Some(s) = self
             .h2
@@ -212,7 +297,7 @@ impl Forward {
         {
             return Ok(s.clone());
         }
-        let sender = self.upstream.h2(self.target).await?;
+        let sender = self.upstream.h2(addr).await?;
         *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
         Ok(sender)
     }
@@ -221,11 +306,25 @@ impl Forward {
     /// server switches protocols, splices the two upgraded streams.
     async fn upgrade(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
         let client_side = hyper::upgrade::on(&mut req);
-        let mut sender = self.upstream.h1_connect(self.target, true).await?;
+        let (mut sender, addr) = match &self.target {
+            Target::Addr(addr) => (self.upstream.h1_connect(*addr, true).await?, *addr),
+            Target::Balanced(dest) => {
+                let balancer = &dest.balancer;
+                let upstream = &self.upstream;
+                let (picked, sender) = self
+                    .pick(dest.addr, balancer, |a| upstream.h1_connect(a, true))
+                    .await?;
+                let addr = picked.addr();
+                // An upgraded connection is not a request: its length says
+                // nothing about the endpoint's latency.
+                drop(picked);
+                (sender, addr)
+            }
+        };
         let mut rsp = sender
             .send_request(req)
             .await
-            .map_err(|e| ProxyError::Upstream(self.target, e))?;
+            .map_err(|e| ProxyError::Upstream(addr, e))?;
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let server_side = hyper::upgrade::on(&mut rsp);
             self.tracker.spawn(async move {

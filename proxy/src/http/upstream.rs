@@ -135,37 +135,65 @@ impl Upstream {
     }
 }
 
-/// The upstream HTTP/1 connection of one client connection.
+/// The upstream HTTP/1 connection of one client connection. With a
+/// balanced target successive requests may go to different endpoints: the
+/// session keeps the connection of the last one and swaps it through the
+/// pool only when the endpoint changes.
 #[derive(Debug)]
 pub struct H1Session {
-    dst: SocketAddr,
     upstream: std::sync::Arc<Upstream>,
     // HTTP/1 requests on a connection come one at a time: this lock is never
     // contended, it only makes the session shareable with hyper's service.
-    sender: Mutex<Option<H1>>,
+    held: Mutex<Option<(SocketAddr, H1)>>,
 }
 
 impl H1Session {
-    pub fn new(dst: SocketAddr, upstream: std::sync::Arc<Upstream>) -> Self {
+    pub fn new(upstream: std::sync::Arc<Upstream>) -> Self {
         Self {
-            dst,
             upstream,
-            sender: Mutex::new(None),
+            held: Mutex::new(None),
         }
     }
 
-    /// Sends `req` on this session's connection (made or taken from the pool
-    /// on first use). A pooled connection that turns out closed before the
-    /// request went out is replaced once.
+    fn take(&self, dst: SocketAddr) -> Option<H1> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match held {
+            Some((addr, sender)) if addr == dst => Some(sender),
+            Some((addr, sender)) => {
+                self.upstream.release_h1(addr, sender);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn hold(&self, dst: SocketAddr, sender: H1) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some((dst, sender));
+    }
+
+    /// Makes sure the session holds a connection to `dst` (pooled or new):
+    /// an error here means nothing was sent.
+    pub async fn connect(&self, dst: SocketAddr) -> Result<(), ProxyError> {
+        let sender = match self.take(dst) {
+            Some(s) => s,
+            None => self.upstream.h1(dst).await?,
+        };
+        self.hold(dst, sender);
+        Ok(())
+    }
+
+    /// Sends `req` to `dst` on this session's connection (made or taken
+    /// from the pool when the session holds none to `dst`). A pooled
+    /// connection that turns out closed before the request went out is
+    /// replaced once.
     pub async fn send(
         &self,
+        dst: SocketAddr,
         req: http::Request<Incoming>,
     ) -> Result<http::Response<Incoming>, ProxyError> {
-        let dst = self.dst;
         let mut req = req;
         for attempt in 0..2 {
-            let taken = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let mut sender = match taken {
+            let mut sender = match self.take(dst) {
                 Some(s) => s,
                 None => self.upstream.h1(dst).await?,
             };
@@ -173,12 +201,12 @@ impl H1Session {
                 continue;
             }
             let sent = sender.try_send_request(req);
-            *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+            self.hold(dst, sender);
             match sent.await {
                 Ok(rsp) => return Ok(rsp),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if attempt == 0 => {
-                        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
                         req = unsent;
                     }
                     _ => return Err(ProxyError::Upstream(dst, e.into_error())),
@@ -191,20 +219,20 @@ impl H1Session {
             .send_request(req)
             .await
             .map_err(|e| ProxyError::Upstream(dst, e));
-        *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+        self.hold(dst, sender);
         rsp
     }
 }
 
 impl Drop for H1Session {
     fn drop(&mut self) {
-        let sender = self
-            .sender
+        let held = self
+            .held
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(sender) = sender {
-            self.upstream.release_h1(self.dst, sender);
+        if let Some((dst, sender)) = held {
+            self.upstream.release_h1(dst, sender);
         }
     }
 }

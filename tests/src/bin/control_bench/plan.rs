@@ -114,7 +114,11 @@ pub fn changes(layout: &Layout, watches: &Watches, count: usize) -> Vec<Change> 
             Change {
                 service,
                 slice,
-                op: if n.is_multiple_of(2) { Op::Remove } else { Op::Add },
+                op: if n.is_multiple_of(2) {
+                    Op::Remove
+                } else {
+                    Op::Add
+                },
                 addr: SocketAddr::from((ip, TARGET_PORT)),
                 occurrence: round / total,
             }

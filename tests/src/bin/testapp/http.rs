@@ -12,6 +12,8 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -47,12 +49,46 @@ fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
     })
 }
 
+/// `/hello` requests served, failed ones included (`GET /served`).
+static SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// How `/hello` behaves, from the environment: `TESTAPP_DELAY_MS` (answer
+/// after that long) and `TESTAPP_FAIL_PERCENT` (that share of answers are
+/// 503, spread evenly: with 10, every tenth).
+fn knobs() -> (Duration, u64) {
+    static KNOBS: OnceLock<(Duration, u64)> = OnceLock::new();
+    *KNOBS.get_or_init(|| {
+        let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        (
+            Duration::from_millis(var("TESTAPP_DELAY_MS").unwrap_or(0)),
+            var("TESTAPP_FAIL_PERCENT").unwrap_or(0).min(100),
+        )
+    })
+}
+
+async fn hello(req: &Request<Incoming>, local: SocketAddr) -> Response<Out> {
+    let n = SERVED.fetch_add(1, Ordering::Relaxed);
+    let (delay, fail_percent) = knobs();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    // Request n fails when the running count of failures due crosses a whole number.
+    if (n + 1) * fail_percent / 100 > n * fail_percent / 100 {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{local} failing on purpose\n"),
+        );
+    }
+    Response::new(full(format!(
+        "hello from {local} via {:?}\n",
+        req.version()
+    )))
+}
+
 async fn route(req: Request<Incoming>, local: SocketAddr) -> Response<Out> {
     match req.uri().path() {
-        "/hello" => Response::new(full(format!(
-            "hello from {local} via {:?}\n",
-            req.version()
-        ))),
+        "/hello" => hello(&req, local).await,
+        "/served" => Response::new(full(format!("{}\n", SERVED.load(Ordering::Relaxed)))),
         "/echo" => Response::new(req.into_body().boxed()),
         "/count" => {
             let mut body = req.into_body();

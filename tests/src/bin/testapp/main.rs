@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! weft-testapp http ADDR          HTTP/1.1 + HTTP/2 (prior knowledge) server:
-//!     GET  /hello                 "hello from ADDR"
+//!     GET  /hello                 "hello from ADDR" (TESTAPP_DELAY_MS: after a delay;
+//!                                 TESTAPP_FAIL_PERCENT: that share answered 503)
+//!     GET  /served                how many /hello requests were served
 //!     POST /echo                  the request body, streamed back
 //!     POST /count                 the number of body bytes received
 //!     GET  /bytes?n=N             N bytes, streamed
@@ -20,6 +22,9 @@
 //! weft-testapp halfclose ADDR     TCP: reads to EOF, then answers with the byte
 //!                                 count and closes
 //! weft-testapp ws-client ADDR MSG WebSocket round trip of MSG through ADDR
+//! weft-testapp load ADDR RATE DURATION_MS [CONCURRENCY]
+//!                                 GET /hello at RATE/s over keep-alive connections;
+//!                                 prints OK sent= ok= failed= and FAILURE lines
 //! weft-testapp tcp-client ADDR MODE  client of banner/halfclose; `idle` reads the
 //!                                 banner, then waits silently until closed
 //! ```
@@ -30,6 +35,7 @@
 
 mod grpc;
 mod http;
+mod load;
 mod rapid_reset;
 mod tcp;
 mod ws;
@@ -71,6 +77,15 @@ fn main() -> ExitCode {
             Some("banner") => tcp::banner(addr(1)).await,
             Some("halfclose") => tcp::halfclose(addr(1)).await,
             Some("ws-client") => ws::client(addr(1), args.get(2).map_or("hello", |s| s)).await,
+            Some("load") => {
+                let num = |i: usize, d: u64| {
+                    args.get(i)
+                        .map_or(Ok(d), |s| s.parse())
+                        .unwrap_or_else(|_| usage())
+                };
+                let duration = std::time::Duration::from_millis(num(3, 1000));
+                load::run(addr(1), num(2, 100), duration, num(4, 4)).await
+            }
             Some("tcp-client") => tcp::client(addr(1), args.get(2).map_or("", |s| s)).await,
             _ => usage(),
         }

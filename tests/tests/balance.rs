@@ -1,0 +1,409 @@
+//! Discovery-driven load balancing as a sidecar really runs it: weft-control
+//! on the files source in a pod of its own, a meshed client pod (weft-init
+//! applied, weft-proxy told where the control plane is) sending to a
+//! Service's ClusterIP, and backend pods running the test app behind the
+//! Service's EndpointSlice. The ClusterIP exists nowhere but in the
+//! manifests: a request reaches a backend only if the proxy balanced it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use weft_tests::*;
+
+const CLUSTER_IP: &str = "10.96.0.10";
+const SERVICE: &str = "10.96.0.10:80";
+
+/// A node with weft-control, a meshed client and `backends` test-app pods
+/// (each with its own `TESTAPP_*` environment), and the manifests directory.
+struct Cluster {
+    client: Pod,
+    backends: Vec<Pod>,
+    control_pod: Pod,
+    control: Option<Proc>,
+    manifests: PathBuf,
+    _client_proxy: Proc,
+    _apps: Vec<Proc>,
+    _node: Node,
+}
+
+fn manifests(dir: &Path, endpoints: &[&Pod]) {
+    let eps: String = endpoints
+        .iter()
+        .map(|p| {
+            format!(
+                "  - addresses: [\"{}\"]\n    conditions: {{ready: true, serving: true, terminating: false}}\n",
+                p.ip
+            )
+        })
+        .collect();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\n\
+         spec:\n  clusterIP: {CLUSTER_IP}\n  clusterIPs: [\"{CLUSTER_IP}\"]\n  \
+         ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata:\n  name: web-1\n  namespace: shop\n  labels: {{kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n{eps}"
+    );
+    let yaml = if endpoints.is_empty() {
+        yaml.replace("endpoints:\n", "endpoints: []\n")
+    } else {
+        yaml
+    };
+    let tmp = dir.join(".web.yaml.tmp");
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(tmp, dir.join("web.yaml")).unwrap();
+}
+
+fn start_control(pod: &Pod, dir: &Path) -> Proc {
+    let mut cmd = pod.command(None, &bin("weft-control"));
+    cmd.args(["--source", dir.to_str().unwrap()])
+        .args([
+            "--grpc-addr",
+            "0.0.0.0:8086",
+            "--admin-addr",
+            "127.0.0.1:9990",
+        ])
+        .args(["--poll-interval", "100ms"]);
+    let p = Proc::spawn("weft-control", cmd).unwrap();
+    eventually(WAIT, || {
+        let out = pod
+            .command(None, Path::new("curl"))
+            .args([
+                "-sS",
+                "--fail",
+                "--max-time",
+                "1",
+                "http://127.0.0.1:9990/ready",
+            ])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "weft-control not ready");
+        Ok(())
+    })
+    .unwrap();
+    p
+}
+
+fn cluster(name: &str, backends: &[&[(&str, &str)]], proxy_env: &[(&str, &str)]) -> Cluster {
+    let node = Node::new().unwrap();
+    let control_pod = node.pod().unwrap();
+    let client = node.pod().unwrap();
+    let app = bin("weft-testapp");
+    let mut apps = Vec::new();
+    let mut pods = Vec::new();
+    for env in backends {
+        let pod = node.pod().unwrap();
+        let mut cmd = pod.command(Some(APP_UID), &app);
+        cmd.args(["http", "0.0.0.0:8080"]).envs(env.iter().copied());
+        let p = Proc::spawn("weft-testapp", cmd).unwrap();
+        p.expect_line("LISTENING", WAIT).unwrap();
+        apps.push(p);
+        pods.push(pod);
+    }
+    let manifests = std::env::temp_dir().join(format!("weft-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&manifests);
+    std::fs::create_dir_all(&manifests).unwrap();
+    manifests_for(&manifests, &pods);
+    let control = start_control(&control_pod, &manifests);
+    let control_addr = format!("{}:8086", control_pod.ip);
+    let mut env = vec![
+        ("WEFT_PROXY_CONTROL_ADDR", control_addr.as_str()),
+        ("WEFT_PROXY_LOG", "info"),
+    ];
+    env.extend_from_slice(proxy_env);
+    let client_proxy = start_proxy(&client, &[], &env);
+    Cluster {
+        client,
+        backends: pods,
+        control_pod,
+        control: Some(control),
+        manifests,
+        _client_proxy: client_proxy,
+        _apps: apps,
+        _node: node,
+    }
+}
+
+fn manifests_for(dir: &Path, pods: &[Pod]) {
+    manifests(dir, &pods.iter().collect::<Vec<_>>());
+}
+
+impl Cluster {
+    /// `weft-testapp load` from the client pod: (sent, ok, failed, output).
+    fn load(&self, rate: u32, duration: Duration, concurrency: u32) -> (u64, u64, u64, String) {
+        let out = self
+            .client
+            .run(
+                Some(APP_UID),
+                &bin("weft-testapp"),
+                &[
+                    "load",
+                    SERVICE,
+                    &rate.to_string(),
+                    &duration.as_millis().to_string(),
+                    &concurrency.to_string(),
+                ],
+            )
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "weft-testapp load: {stdout}");
+        let line = stdout.lines().find(|l| l.starts_with("OK ")).unwrap();
+        let n = |k| field(line, k).parse::<u64>().unwrap();
+        (n("sent"), n("ok"), n("failed"), stdout)
+    }
+
+    fn load_in_background(&self, rate: u32, duration: Duration) -> Proc {
+        let mut cmd = self.client.command(Some(APP_UID), &bin("weft-testapp"));
+        cmd.args([
+            "load",
+            SERVICE,
+            &rate.to_string(),
+            &duration.as_millis().to_string(),
+            "4",
+        ]);
+        Proc::spawn("weft-testapp load", cmd).unwrap()
+    }
+
+    /// `/hello` requests backend `i` has served.
+    fn served(&self, i: usize) -> u64 {
+        let out = self.backends[i]
+            .sh(&[
+                "curl",
+                "-sS",
+                "--max-time",
+                "2",
+                "http://127.0.0.1:8080/served",
+            ])
+            .unwrap();
+        out.trim().parse().unwrap()
+    }
+
+    fn set_endpoints(&self, pods: &[&Pod]) {
+        manifests(&self.manifests, pods);
+    }
+
+    /// Waits until the client's proxy balances over `n` ready endpoints
+    /// (sending a request first: a destination is watched from its first use).
+    fn wait_ready_endpoints(&self, n: f64) {
+        let _ = self
+            .client
+            .command(Some(APP_UID), Path::new("curl"))
+            .args(["-sS", "--max-time", "2", &format!("http://{SERVICE}/hello")])
+            .output();
+        eventually(WAIT, || {
+            let series = format!("weft_balancer_endpoints{{dst=\"{SERVICE}\",state=\"ready\"}}");
+            let got = metric(&self.client, &series)?;
+            let stale = metric(
+                &self.client,
+                &format!("weft_discovery_stale{{dst=\"{SERVICE}\"}}"),
+            )?;
+            anyhow::ensure!(
+                got == n && stale == 0.0,
+                "{got} ready endpoints (stale {stale}), not {n}"
+            );
+            Ok(())
+        })
+        .unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.manifests);
+    }
+}
+
+fn parse_load(stdout: &str) -> (u64, u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("OK "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let n = |k| field(line, k).parse::<u64>().unwrap();
+    (n("sent"), n("ok"), n("failed"))
+}
+
+#[test]
+fn a_slow_endpoint_gets_few_requests() {
+    if netns_or_skip("balance_slow_endpoint") {
+        return;
+    }
+    let fast: &[(&str, &str)] = &[("TESTAPP_DELAY_MS", "5")];
+    let slow: &[(&str, &str)] = &[("TESTAPP_DELAY_MS", "50")];
+    let c = cluster("slow", &[fast, fast, slow], &[]);
+    let (sent, ok, failed, out) = c.load(200, Duration::from_secs(8), 8);
+    assert_eq!(failed, 0, "{out}");
+    let served: Vec<u64> = (0..3).map(|i| c.served(i)).collect();
+    let share = served[2] as f64 / served.iter().sum::<u64>() as f64;
+    println!(
+        "{sent} requests ({ok} ok) over 3 endpoints, one 10× slower: served {served:?}; \
+         the slow one got {:.1}%",
+        share * 100.0
+    );
+    assert!(
+        share < 0.10,
+        "the slow endpoint got {:.1}% of the requests",
+        share * 100.0
+    );
+    assert!(
+        served[0] > 0 && served[1] > 0,
+        "both fast endpoints are used: {served:?}"
+    );
+    let ewma = metric(
+        &c.client,
+        &format!(
+            "weft_balancer_endpoint_latency_ewma_ms{{dst=\"{SERVICE}\",endpoint=\"{}:8080\"}}",
+            c.backends[2].ip
+        ),
+    )
+    .unwrap();
+    assert!(ewma > 20.0, "the slow endpoint's EWMA is {ewma} ms");
+    let ready = metric(
+        &c.client,
+        &format!("weft_balancer_endpoints{{dst=\"{SERVICE}\",state=\"ready\"}}"),
+    )
+    .unwrap();
+    assert_eq!(ready, 3.0);
+}
+
+#[test]
+fn addresses_outside_every_service_and_failing_endpoints() {
+    if netns_or_skip("balance_passthrough") {
+        return;
+    }
+    let c = cluster(
+        "passthrough",
+        &[&[], &[]],
+        &[("WEFT_PROXY_FAILURE_ACCRUAL", "1")],
+    );
+    // A pod IP is no Service: forwarded to where the app sent it.
+    let url = format!("http://{}:8080/hello", c.backends[1].ip);
+    let out = c
+        .client
+        .command(Some(APP_UID), Path::new("curl"))
+        .args(["-sS", "--fail", "--max-time", "5", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.contains(&format!("hello from {}:8080", c.backends[1].ip)),
+        "{body}"
+    );
+
+    // An endpoint that refuses connections (nothing listens on the control
+    // pod's 8080): requests go to the good one, the bad one is ejected.
+    c.set_endpoints(&[&c.backends[0], &c.control_pod]);
+    c.wait_ready_endpoints(2.0);
+    let (sent, _, failed, out) = c.load(100, Duration::from_secs(2), 2);
+    assert_eq!(
+        failed, 0,
+        "connect failures are retried on another endpoint: {out}"
+    );
+    let ejections = metric(
+        &c.client,
+        &format!("weft_balancer_endpoint_ejections_total{{dst=\"{SERVICE}\"}}"),
+    )
+    .unwrap();
+    assert!(ejections >= 1.0, "no ejection after {sent} requests");
+
+    // No endpoints at all: a clear 503 from the proxy, at once.
+    c.set_endpoints(&[]);
+    eventually(WAIT, || {
+        let out = c
+            .client
+            .command(Some(APP_UID), Path::new("curl"))
+            .args([
+                "-sS",
+                "-i",
+                "--max-time",
+                "5",
+                &format!("http://{SERVICE}/hello"),
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        anyhow::ensure!(
+            text.contains("503") && text.contains("weft-proxy-error: no endpoints"),
+            "{text}"
+        );
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn rolling_replacement_and_a_control_plane_restart_lose_nothing() {
+    if netns_or_skip("balance_rolling") {
+        return;
+    }
+    let mut c = cluster("rolling", &[&[], &[], &[], &[]], &[]);
+    let (a, b, x, y) = (
+        &c.backends[0],
+        &c.backends[1],
+        &c.backends[2],
+        &c.backends[3],
+    );
+    c.set_endpoints(&[a, b]);
+    c.wait_ready_endpoints(2.0);
+
+    // Every endpoint replaced, one step at a time, under 200 rps. A
+    // replaced pod keeps serving until its removal reached the proxy
+    // (as a terminating pod drains), then is no longer sent anything.
+    let load = c.load_in_background(200, Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(1));
+    for step in [vec![a, b, x], vec![b, x], vec![b, x, y], vec![x, y]] {
+        c.set_endpoints(&step);
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let stdout = load.line(Duration::from_secs(15)).unwrap();
+    let (sent, ok, failed) = parse_load(&stdout);
+    println!("rolling replacement under 200 rps: {sent} sent, {ok} ok, {failed} failed");
+    assert_eq!(failed, 0, "{stdout}");
+    let before: Vec<u64> = (0..4).map(|i| c.served(i)).collect();
+    c.load(100, Duration::from_millis(500), 2);
+    let after: Vec<u64> = (0..4).map(|i| c.served(i)).collect();
+    assert_eq!(
+        (before[0], before[1]),
+        (after[0], after[1]),
+        "replaced pods get nothing"
+    );
+    assert!(
+        before[2] > 0 && before[3] > 0,
+        "both new pods took traffic: {before:?}"
+    );
+    let (old, new) = (after[0] + after[1], after[2] + after[3]);
+    assert!(new > before[2] + before[3], "{before:?} → {after:?}");
+    println!("served by the replaced pods {old}, by the new ones {new}: {after:?}");
+
+    // The control plane killed under load: known Services keep working.
+    let load = c.load_in_background(100, Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(500));
+    drop(c.control.take());
+    eventually(WAIT, || {
+        let stale = metric(
+            &c.client,
+            &format!("weft_discovery_stale{{dst=\"{SERVICE}\"}}"),
+        )?;
+        anyhow::ensure!(stale == 1.0, "not stale yet");
+        Ok(())
+    })
+    .unwrap();
+    let stdout = load.line(Duration::from_secs(15)).unwrap();
+    let (sent, _, failed) = parse_load(&stdout);
+    println!("control plane killed: {sent} sent, {failed} failed");
+    assert_eq!(failed, 0, "{stdout}");
+
+    // Restarted: the stream resumes and changes flow again.
+    c.control = Some(start_control(&c.control_pod, &c.manifests));
+    c.set_endpoints(&[&c.backends[0]]);
+    std::thread::sleep(Duration::from_secs(2));
+    c.wait_ready_endpoints(1.0);
+    let before = c.served(0);
+    let (_, _, failed, out) = c.load(100, Duration::from_millis(500), 2);
+    assert_eq!(failed, 0, "{out}");
+    assert!(
+        c.served(0) > before,
+        "the restored endpoint gets the requests"
+    );
+}
