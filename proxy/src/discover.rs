@@ -32,6 +32,8 @@ use weft_proto::discovery::v1::update::Kind as U;
 
 use crate::balance::ewma::now_ns;
 use crate::balance::{BalanceConfig, Balancer, EndpointInfo, Locality, Prefer};
+use crate::http::retry::{Budget, Policy};
+use arc_swap::ArcSwap;
 
 /// How discovery is reached and how long its answers are waited for.
 #[derive(Clone, Debug)]
@@ -72,6 +74,12 @@ pub enum Route {
 pub struct Dest {
     pub addr: SocketAddr,
     pub balancer: Balancer,
+    /// Retries and timeouts, from the Service's profile.
+    pub policy: ArcSwap<Policy>,
+    pub budget: Budget,
+    /// Retries sent, and retries not sent because the budget was spent.
+    pub retries: Counter,
+    pub retries_skipped: Counter,
     state: watch::Sender<Resolution>,
     created: Instant,
     /// Last use ([`now_ns`]).
@@ -112,6 +120,8 @@ pub struct Resolver {
     balance: Arc<BalanceConfig>,
     dests: Mutex<HashMap<SocketAddr, Arc<Dest>>>,
     ejections: Family<DstLabel, Counter>,
+    retries: Family<DstLabel, Counter>,
+    retries_skipped: Family<DstLabel, Counter>,
     updates: Counter,
     stream_errors: Counter,
     fallbacks: Counter,
@@ -140,6 +150,8 @@ impl Resolver {
             balance: Arc::new(balance),
             dests: Mutex::default(),
             ejections: Family::default(),
+            retries: Family::default(),
+            retries_skipped: Family::default(),
             updates: Counter::default(),
             stream_errors: Counter::default(),
             fallbacks: Counter::default(),
@@ -179,15 +191,17 @@ impl Resolver {
         if let Some(d) = dests.get(&addr) {
             return d.clone();
         }
-        let ejections = self
-            .ejections
-            .get_or_create(&DstLabel {
-                dst: addr.to_string(),
-            })
-            .clone();
+        let label = DstLabel {
+            dst: addr.to_string(),
+        };
+        let ejections = self.ejections.get_or_create(&label).clone();
         let dest = Arc::new(Dest {
             addr,
             balancer: Balancer::new(self.balance.clone(), ejections),
+            policy: ArcSwap::from_pointee(Policy::default()),
+            budget: Budget::default(),
+            retries: self.retries.get_or_create(&label).clone(),
+            retries_skipped: self.retries_skipped.get_or_create(&label).clone(),
             state: watch::Sender::new(Resolution::Pending),
             created: Instant::now(),
             used: AtomicU64::new(now_ns()),
@@ -224,6 +238,13 @@ impl Resolver {
             "endpoint_ejections",
             "Endpoints taken out of a balancer after consecutive failures",
             self.ejections.clone(),
+        );
+        let r = registry.sub_registry_with_prefix("weft_retry");
+        r.register("requests", "Retries sent", self.retries.clone());
+        r.register(
+            "skipped_budget",
+            "Retries not sent because the destination's retry budget was spent",
+            self.retries_skipped.clone(),
         );
         registry.register_collector(Box::new(Gauges(Arc::downgrade(self))));
     }
@@ -318,7 +339,7 @@ impl View {
         let resolution = match kind {
             U::Snapshot(s) => {
                 if let Some(p) = &s.profile {
-                    self.profile(p);
+                    self.profile(p, dest);
                 }
                 self.endpoints = s.endpoints.iter().filter_map(endpoint).collect();
                 Resolution::Service {
@@ -353,7 +374,7 @@ impl View {
                 Resolution::NotAService
             }
             U::Profile(p) => {
-                self.profile(&p);
+                self.profile(&p, dest);
                 Resolution::Service {
                     opaque: self.opaque,
                 }
@@ -368,7 +389,11 @@ impl View {
         });
     }
 
-    fn profile(&mut self, p: &pb::Profile) {
+    fn profile(&mut self, p: &pb::Profile, dest: &Dest) {
+        let policy = Policy::from_profile(p);
+        if **dest.policy.load() != policy {
+            dest.policy.store(Arc::new(policy));
+        }
         self.opaque = p.protocol() == pb::Protocol::Opaque;
         self.locality = Locality {
             node_local: p.internal_traffic_policy() == pb::InternalTrafficPolicy::Local,

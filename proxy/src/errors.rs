@@ -29,6 +29,12 @@ pub enum ProxyError {
     NoEndpoints(SocketAddr),
     #[error("every endpoint of {0} is failing")]
     AllFailing(SocketAddr),
+    #[error("request to {0} timed out after {1:?}")]
+    Timeout(SocketAddr, Duration),
+    #[error("attempt to {0} timed out after {1:?}")]
+    TryTimeout(SocketAddr, Duration),
+    #[error("the client's request body failed: {0}")]
+    ClientBody(#[source] hyper::Error),
 }
 
 impl ProxyError {
@@ -61,15 +67,21 @@ impl ProxyError {
             ProxyError::Upstream(..) => "upstream failed",
             ProxyError::NoEndpoints(_) => "no endpoints",
             ProxyError::AllFailing(_) => "endpoints failing",
+            ProxyError::Timeout(..) => "request timeout",
+            ProxyError::TryTimeout(..) => "attempt timeout",
+            ProxyError::ClientBody(_) => "client body failed",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::ConnectTimeout(..) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectTimeout(..) | ProxyError::Timeout(..) | ProxyError::TryTimeout(..) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::NoEndpoints(_) | ProxyError::AllFailing(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -77,7 +89,9 @@ impl ProxyError {
     /// gRPC status: UNAVAILABLE, or DEADLINE_EXCEEDED for a timeout.
     fn grpc_status(&self) -> &'static str {
         match self {
-            ProxyError::ConnectTimeout(..) => "4",
+            ProxyError::ConnectTimeout(..) | ProxyError::Timeout(..) | ProxyError::TryTimeout(..) => {
+                "4"
+            }
             _ => "14",
         }
     }

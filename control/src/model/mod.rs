@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod objects;
+pub mod policy;
 pub mod store;
 #[cfg(test)]
 mod tests;

@@ -117,6 +117,9 @@ pub struct ServiceInfo {
     pub opaque_ports: BTreeSet<u16>,
     pub internal_traffic_local: Option<bool>,
     pub traffic_distribution: Option<String>,
+    /// Retries and timeouts from the `weft.dev/retry-*` and
+    /// `weft.dev/timeout` annotations.
+    pub policy: super::policy::RoutePolicy,
 }
 
 impl ServiceInfo {
@@ -170,6 +173,7 @@ impl ServiceInfo {
             kind,
             ports,
             opaque_ports: opaque_ports(&svc.metadata)?,
+            policy: super::policy::RoutePolicy::from_meta(&svc.metadata)?,
             internal_traffic_local: spec
                 .internal_traffic_policy
                 .as_deref()

@@ -289,8 +289,8 @@ impl Store {
                 Some("PreferSameNode") => pb::TrafficDistribution::PreferSameNode,
                 _ => pb::TrafficDistribution::Unspecified,
             } as i32,
-            timeouts: None,
-            retry: None,
+            timeouts: timeouts(&svc.policy),
+            retry: svc.policy.retry.as_ref().map(retry_policy),
         };
 
         let mut endpoints = BTreeMap::new();
@@ -378,4 +378,39 @@ pub fn parse_host(host: &str, default_ns: &str, cluster_domain: &str) -> Option<
         _ => return None,
     };
     (!svc.is_empty() && !ns.is_empty()).then(|| (ns.to_owned(), svc.to_owned()))
+}
+
+fn proto_duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn timeouts(p: &super::policy::RoutePolicy) -> Option<pb::Timeouts> {
+    (p.timeout.is_some() || p.per_try.is_some()).then(|| pb::Timeouts {
+        request: p.timeout.map(proto_duration),
+        per_try: p.per_try.map(proto_duration),
+    })
+}
+
+fn retry_policy(r: &super::policy::Retry) -> pb::RetryPolicy {
+    pb::RetryPolicy {
+        http: Some(pb::HttpRetryConditions {
+            server_error: r.server_error,
+            gateway_error: r.gateway_error,
+            connect_failure: r.connect_failure,
+            status_codes: r.status_codes.clone(),
+        }),
+        grpc: (!r.grpc_codes.is_empty()).then(|| pb::GrpcRetryConditions {
+            status_codes: r.grpc_codes.clone(),
+        }),
+        limit: r.limit,
+        budget: Some(pb::RetryBudget {
+            retry_ratio: f64::from(r.budget_permille) / 1000.0,
+            min_retries_per_second: r.min_per_second,
+            ttl: Some(proto_duration(std::time::Duration::from_secs(10))),
+        }),
+        non_idempotent: r.non_idempotent,
+    }
 }

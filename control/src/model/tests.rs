@@ -261,6 +261,12 @@ fn invalid_objects_are_refused_and_good_state_stays() {
             ),
             "annotation weft.dev/opaque-ports: 'http' is not a port",
         ),
+        (
+            svc(
+                json!({"metadata": {"name": "web", "namespace": "shop", "annotations": {"weft.dev/retry-limit": "many"}}}),
+            ),
+            "annotation weft.dev/retry-limit: 'many' is not a number in 0..=10",
+        ),
     ];
     for (obj, reason) in cases {
         assert_eq!(s.apply(&obj).unwrap_err(), reason);
@@ -283,4 +289,35 @@ fn deletes_remove_endpoints_and_services() {
     s.delete(Kind::Service, &key("shop", "web"));
     assert!(s.destinations(&key("shop", "web")).is_empty());
     assert_eq!(s.count(Kind::Slice), 0);
+}
+
+#[test]
+fn retry_and_timeout_annotations_reach_the_profile() {
+    let mut s = Store::new("cluster.local", "cluster.local");
+    s.apply(&svc(json!({
+        "metadata": {"name": "web", "namespace": "shop", "annotations": {
+            "weft.dev/retry-http": "gateway-error,connect-failure",
+            "weft.dev/retry-grpc": "unavailable",
+            "weft.dev/retry-budget": "0.25",
+            "weft.dev/timeout": "2s",
+            "weft.dev/retry-timeout": "300ms"}},
+        "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80}]}
+    })))
+    .unwrap();
+    let p = dest(&s, 80).profile;
+    let retry = p.retry.expect("a retry policy");
+    let http = retry.http.unwrap();
+    assert!(http.gateway_error && http.connect_failure && !http.server_error);
+    assert_eq!(retry.grpc.unwrap().status_codes, [14]);
+    assert_eq!(retry.limit, 2);
+    let budget = retry.budget.unwrap();
+    assert_eq!((budget.retry_ratio, budget.min_retries_per_second), (0.25, 10));
+    let t = p.timeouts.unwrap();
+    assert_eq!(t.request.unwrap().seconds, 2);
+    assert_eq!(t.per_try.unwrap().nanos, 300_000_000);
+
+    // Without annotations: neither.
+    s.apply(&web()).unwrap();
+    let p = dest(&s, 80).profile;
+    assert!(p.retry.is_none() && p.timeouts.is_none());
 }

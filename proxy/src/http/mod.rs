@@ -3,6 +3,7 @@
 //! upstream connection of the same protocol, bodies streamed both ways.
 
 pub mod headers;
+pub mod retry;
 pub mod upstream;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -167,7 +168,7 @@ struct Forward {
     metrics: HttpMetrics,
     accrual_5xx: bool,
     session: H1Session,
-    h2: Mutex<Option<hyper::client::conn::http2::SendRequest<Incoming>>>,
+    h2: Mutex<Option<hyper::client::conn::http2::SendRequest<Body>>>,
     upstream: Arc<Upstream>,
     tracker: TaskTracker,
 }
@@ -178,23 +179,10 @@ impl Forward {
         self.metrics.requests.inc();
         let upgrade = is_upgrade(req.headers());
         strip_hop_by_hop(req.headers_mut(), upgrade);
-        let result = match (&self.target, upgrade) {
-            (_, true) => self.upgrade(req).await,
-            (Target::Addr(addr), false) => self.session.send(*addr, req).await,
-            (Target::Balanced(dest), false) => {
-                let balancer = &dest.balancer;
-                match self
-                    .pick(dest.addr, balancer, |a| self.session.connect(a))
-                    .await
-                {
-                    Ok((picked, ())) => {
-                        let result = self.session.send(picked.addr(), req).await;
-                        self.finish(balancer, picked, &result);
-                        result
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+        let result = if upgrade {
+            self.upgrade(req).await
+        } else {
+            self.dispatch(req, false, false).await
         };
         self.respond(result, start, false, |rsp| {
             if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -210,32 +198,152 @@ impl Forward {
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
-        let result = match &self.target {
-            Target::Addr(addr) => match self.h2_sender(*addr).await {
+        let result = self.dispatch(req, true, grpc).await;
+        self.respond(result, start, grpc, |_| {})
+    }
+
+    /// One request: its deadline (the policy's and the caller's, whichever
+    /// is sooner) and, for a Service with a retry policy, its retries.
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        h2: bool,
+        grpc: bool,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let dest = match &self.target {
+            Target::Balanced(dest) => Some(dest),
+            Target::Addr(_) => None,
+        };
+        let policy = dest.map(|d| d.policy.load_full());
+        let timeout = match (policy.as_ref().and_then(|p| p.timeout), retry::incoming_timeout(req.headers())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let deadline = timeout.map(|t| (tokio::time::Instant::now() + t, t));
+        let retry = policy.as_ref().and_then(|p| p.retry.as_ref());
+        if let Some(d) = dest.filter(|_| retry.is_some()) {
+            d.budget.deposit();
+        }
+        // The common case: no deadline, no retries.
+        if deadline.is_none() && retry.is_none() {
+            return self.send(req.map(Either::Left), h2).await;
+        }
+        let dst = dest.map_or_else(|| self.addr(), |d| d.addr);
+        let per_try = policy.as_ref().and_then(|p| p.per_try);
+        let replay = match (retry, dest) {
+            (Some(_), Some(_)) => Replay::take(req).await?,
+            _ => Err(req),
+        };
+        let attempts = async {
+            let mut replay = match replay {
+                Ok(replay) => replay,
+                // Not retryable: one attempt, with the deadline passed on.
+                Err(mut req) => {
+                    set_deadline(req.headers_mut(), deadline, grpc);
+                    return self.attempt(req.map(Either::Left), h2, per_try, dst).await;
+                }
+            };
+            let (Some(retry), Some(dest)) = (retry, dest) else {
+                unreachable!("a replay is taken only with a retry policy");
+            };
+            let mut tries = 0;
+            loop {
+                set_deadline(&mut replay.headers, deadline, grpc);
+                let result = self.attempt(replay.request(), h2, per_try, dst).await;
+                let outcome = match &result {
+                    Ok(rsp) => retry::Outcome::Status(rsp.status(), retry::grpc_status(rsp.headers())),
+                    Err(ProxyError::TryTimeout(..)) => retry::Outcome::TryTimeout,
+                    Err(e) if e.is_connect() || matches!(e, ProxyError::Upstream(..)) => {
+                        retry::Outcome::ConnectFailure
+                    }
+                    Err(_) => return result,
+                };
+                if tries >= retry.limit || !retry.retryable(outcome, &replay.method) {
+                    return result;
+                }
+                if !dest.budget.withdraw(retry.ratio, retry.min_per_second) {
+                    dest.retries_skipped.inc();
+                    return result;
+                }
+                dest.retries.inc();
+                tries += 1;
+                debug!(?outcome, tries, "retrying");
+            }
+        };
+        let result = match deadline {
+            None => attempts.await,
+            Some((at, t)) => match tokio::time::timeout_at(at, attempts).await {
+                Ok(result) => result,
+                Err(_) => Err(ProxyError::Timeout(dst, t)),
+            },
+        };
+        if !h2 && matches!(result, Err(ProxyError::Timeout(..) | ProxyError::TryTimeout(..))) {
+            self.session.discard();
+        }
+        result
+    }
+
+    /// One attempt, bounded by `per_try` (an elapsed attempt is an error
+    /// the retry conditions know).
+    async fn attempt(
+        &self,
+        req: Request<Body>,
+        h2: bool,
+        per_try: Option<Duration>,
+        dst: SocketAddr,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match per_try {
+            None => self.send(req, h2).await,
+            Some(t) => tokio::time::timeout(t, self.send(req, h2))
+                .await
+                .unwrap_or(Err(ProxyError::TryTimeout(dst, t))),
+        }
+    }
+
+    /// The target's address, for errors (a balanced target's is the Service's).
+    fn addr(&self) -> SocketAddr {
+        match &self.target {
+            Target::Addr(a) => *a,
+            Target::Balanced(d) => d.addr,
+        }
+    }
+
+    /// Sends one request to the target: over the client connection's
+    /// upstream HTTP/1 session or a shared HTTP/2 connection; to a balanced
+    /// endpoint when the target is a Service.
+    async fn send(&self, req: Request<Body>, h2: bool) -> Result<Response<Incoming>, ProxyError> {
+        match (&self.target, h2) {
+            (Target::Addr(addr), false) => self.session.send(*addr, req).await,
+            (Target::Addr(addr), true) => match self.h2_sender(*addr).await {
                 Ok(mut sender) => sender
                     .send_request(req)
                     .await
                     .map_err(|e| ProxyError::Upstream(*addr, e)),
                 Err(e) => Err(e),
             },
-            Target::Balanced(dest) => {
+            (Target::Balanced(dest), false) => {
+                let balancer = &dest.balancer;
+                let (picked, ()) = self
+                    .pick(dest.addr, balancer, |a| self.session.connect(a))
+                    .await?;
+                let result = self.session.send(picked.addr(), req).await;
+                self.finish(balancer, picked, &result);
+                result
+            }
+            (Target::Balanced(dest), true) => {
                 let balancer = &dest.balancer;
                 let upstream = &self.upstream;
-                match self.pick(dest.addr, balancer, |a| upstream.h2(a)).await {
-                    Ok((picked, mut sender)) => {
-                        let addr = picked.addr();
-                        let result = sender
-                            .send_request(req)
-                            .await
-                            .map_err(|e| ProxyError::Upstream(addr, e));
-                        self.finish(balancer, picked, &result);
-                        result
-                    }
-                    Err(e) => Err(e),
-                }
+                let (picked, mut sender) =
+                    self.pick(dest.addr, balancer, |a| upstream.h2(a)).await?;
+                let addr = picked.addr();
+                let result = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| ProxyError::Upstream(addr, e));
+                self.finish(balancer, picked, &result);
+                result
             }
-        };
-        self.respond(result, start, grpc, |_| {})
+        }
     }
 
     /// Picks an endpoint and connects to it with `connect`; when connecting
@@ -287,7 +395,7 @@ impl Forward {
     async fn h2_sender(
         &self,
         addr: SocketAddr,
-    ) -> Result<hyper::client::conn::http2::SendRequest<Incoming>, ProxyError> {
+    ) -> Result<hyper::client::conn::http2::SendRequest<Body>, ProxyError> {
         if let Some(s) = self
             .h2
             .lock()
@@ -322,7 +430,7 @@ impl Forward {
             }
         };
         let mut rsp = sender
-            .send_request(req)
+            .send_request(req.map(Either::Left))
             .await
             .map_err(|e| ProxyError::Upstream(addr, e))?;
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -365,5 +473,74 @@ impl Forward {
             .latency
             .observe_us(start.elapsed().as_micros() as u64);
         rsp
+    }
+}
+
+/// Writes what is left of the deadline into the request, for the next hop.
+fn set_deadline(
+    headers: &mut http::HeaderMap,
+    deadline: Option<(tokio::time::Instant, Duration)>,
+    grpc: bool,
+) {
+    if let Some((at, _)) = deadline {
+        let left = at.saturating_duration_since(tokio::time::Instant::now());
+        let name = if grpc { retry::GRPC_TIMEOUT } else { retry::WEFT_TIMEOUT };
+        headers.insert(name, retry::format_timeout(left));
+    }
+}
+
+/// A request kept to be sent again: its head and its whole (small) body.
+#[derive(Debug)]
+struct Replay {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Replay {
+    /// Keeps a request whose body is known to be at most
+    /// [`retry::MAX_REPLAY_BODY`] (empty, or a small `content-length`);
+    /// gives any other back untouched (it is sent once, streamed).
+    async fn take(req: Request<Incoming>) -> Result<Result<Self, Request<Incoming>>, ProxyError> {
+        use http_body_util::BodyExt;
+        use hyper::body::Body as _;
+        let empty = req.body().is_end_stream();
+        let small = req
+            .body()
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= retry::MAX_REPLAY_BODY);
+        if !empty && !small {
+            return Ok(Err(req));
+        }
+        let (parts, incoming) = req.into_parts();
+        let body = if empty {
+            Bytes::new()
+        } else {
+            // Small and bounded: the one place a body is gathered.
+            incoming
+                .collect()
+                .await
+                .map_err(ProxyError::ClientBody)?
+                .to_bytes()
+        };
+        Ok(Ok(Self {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        }))
+    }
+
+    fn request(&self) -> Request<Body> {
+        let mut req = Request::new(Either::Right(Full::new(self.body.clone())));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
     }
 }

@@ -16,11 +16,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tracing::debug;
 
+use super::Body;
 use crate::errors::ProxyError;
 use crate::transport::connect::connect;
 
-type H1 = http1::SendRequest<Incoming>;
-type H2 = http2::SendRequest<Incoming>;
+type H1 = http1::SendRequest<Body>;
+type H2 = http2::SendRequest<Body>;
 
 #[derive(Debug)]
 pub struct Upstream {
@@ -167,6 +168,12 @@ impl H1Session {
         }
     }
 
+    /// Drops the connection held (a request on it was abandoned, so it may
+    /// still be busy with it: it is neither reused nor pooled).
+    pub fn discard(&self) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
     fn hold(&self, dst: SocketAddr, sender: H1) {
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some((dst, sender));
     }
@@ -189,7 +196,7 @@ impl H1Session {
     pub async fn send(
         &self,
         dst: SocketAddr,
-        req: http::Request<Incoming>,
+        req: http::Request<Body>,
     ) -> Result<http::Response<Incoming>, ProxyError> {
         let mut req = req;
         for attempt in 0..2 {
