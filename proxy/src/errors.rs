@@ -75,9 +75,9 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::ConnectTimeout(..) | ProxyError::Timeout(..) | ProxyError::TryTimeout(..) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::ConnectTimeout(..)
+            | ProxyError::Timeout(..)
+            | ProxyError::TryTimeout(..) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::NoEndpoints(_) | ProxyError::AllFailing(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -89,9 +89,9 @@ impl ProxyError {
     /// gRPC status: UNAVAILABLE, or DEADLINE_EXCEEDED for a timeout.
     fn grpc_status(&self) -> &'static str {
         match self {
-            ProxyError::ConnectTimeout(..) | ProxyError::Timeout(..) | ProxyError::TryTimeout(..) => {
-                "4"
-            }
+            ProxyError::ConnectTimeout(..)
+            | ProxyError::Timeout(..)
+            | ProxyError::TryTimeout(..) => "4",
             _ => "14",
         }
     }

@@ -26,6 +26,11 @@ struct Cluster {
 }
 
 fn manifests(dir: &Path, endpoints: &[&Pod]) {
+    manifests_annotated(dir, endpoints, "{}");
+}
+
+/// The Service `web` (annotations as a YAML flow map) and its one slice.
+fn manifests_annotated(dir: &Path, endpoints: &[&Pod], annotations: &str) {
     let eps: String = endpoints
         .iter()
         .map(|p| {
@@ -36,7 +41,7 @@ fn manifests(dir: &Path, endpoints: &[&Pod]) {
         })
         .collect();
     let yaml = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\n\
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop, annotations: {annotations}}}\n\
          spec:\n  clusterIP: {CLUSTER_IP}\n  clusterIPs: [\"{CLUSTER_IP}\"]\n  \
          ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]\n---\n\
          apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
@@ -178,6 +183,17 @@ impl Cluster {
 
     fn set_endpoints(&self, pods: &[&Pod]) {
         manifests(&self.manifests, pods);
+    }
+
+    /// Every backend behind `web`, with `annotations` on the Service; waits
+    /// until the control plane has read them.
+    fn annotate(&self, annotations: &str) {
+        manifests_annotated(
+            &self.manifests,
+            &self.backends.iter().collect::<Vec<_>>(),
+            annotations,
+        );
+        std::thread::sleep(Duration::from_millis(600));
     }
 
     /// Waits until the client's proxy balances over `n` ready endpoints
@@ -406,4 +422,173 @@ fn rolling_replacement_and_a_control_plane_restart_lose_nothing() {
         c.served(0) > before,
         "the restored endpoint gets the requests"
     );
+}
+
+/// (sent, ok, failed) of a load run, and what the backends served meanwhile.
+fn served_during(c: &Cluster, rate: u32, secs: u64) -> ((u64, u64, u64), u64) {
+    let before: u64 = (0..c.backends.len()).map(|i| c.served(i)).sum();
+    let (sent, ok, failed, _) = c.load(rate, Duration::from_secs(secs), 4);
+    let after: u64 = (0..c.backends.len()).map(|i| c.served(i)).sum();
+    ((sent, ok, failed), after - before)
+}
+
+#[test]
+fn retries_hide_a_few_failures_within_the_budget() {
+    if netns_or_skip("balance_retries") {
+        return;
+    }
+    let failing: &[(&str, &str)] = &[("TESTAPP_FAIL_PERCENT", "10")];
+    let c = cluster("retries", &[failing, failing], &[]);
+    c.wait_ready_endpoints(2.0);
+
+    // 10% of answers are 503: retried (default budget), the client sees them all succeed.
+    c.annotate("{weft.dev/retry-http: gateway-error}");
+    let ((sent, ok, failed), served) = served_during(&c, 200, 5);
+    println!(
+        "10% failing, retries on: {sent} sent, {ok} ok, {failed} failed; backends served {served}"
+    );
+    assert!(
+        ok as f64 >= 0.999 * sent as f64,
+        "{failed} of {sent} failed with retries on"
+    );
+    let retries = metric(
+        &c.client,
+        &format!("weft_retry_requests_total{{dst=\"{SERVICE}\"}}"),
+    )
+    .unwrap();
+    assert!(
+        retries > 0.0 && retries as u64 == served - sent,
+        "{retries} retries, {served} served for {sent}"
+    );
+
+    // Retries off: about one in ten fails.
+    c.annotate("{}");
+    let ((sent, _, failed), _) = served_during(&c, 200, 3);
+    let share = failed as f64 / sent as f64;
+    println!(
+        "10% failing, retries off: {sent} sent, {failed} failed ({:.1}%)",
+        share * 100.0
+    );
+    assert!(
+        (0.07..=0.13).contains(&share),
+        "{failed} of {sent} failed with retries off"
+    );
+
+    // 60% failing: retries stay within the budget (20% of requests plus 10
+    // a second), and the proxy stays responsive.
+    drop(c);
+    let failing: &[(&str, &str)] = &[("TESTAPP_FAIL_PERCENT", "60")];
+    let c = cluster("budget", &[failing], &[]);
+    c.annotate("{weft.dev/retry-http: 5xx, weft.dev/retry-limit: '3'}");
+    let secs = 5;
+    let ((sent, ok, failed), served) = served_during(&c, 100, secs);
+    let extra = served - sent;
+    let bound = 0.2 * sent as f64 + 10.0 * (secs + 1) as f64;
+    let skipped = metric(
+        &c.client,
+        &format!("weft_retry_skipped_budget_total{{dst=\"{SERVICE}\"}}"),
+    )
+    .unwrap();
+    println!(
+        "60% failing: {sent} sent, {ok} ok, {failed} failed; {extra} retries \
+         (budget allows at most {bound:.0}: 20% of {sent} + 10/s over {} s); {skipped} retries refused by the budget",
+        secs + 1
+    );
+    assert!(
+        extra as f64 <= bound,
+        "{extra} retries exceed the budget {bound}"
+    );
+    assert!(skipped > 0.0, "the budget never refused a retry");
+    let t = std::time::Instant::now();
+    weft_tests::mesh::admin_get(&c.client, "/ready").unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "the proxy answers its admin port at once"
+    );
+}
+
+#[test]
+fn deadlines_cut_slow_requests_and_reach_the_backend() {
+    if netns_or_skip("balance_deadlines") {
+        return;
+    }
+    let c = cluster("deadline", &[&[]], &[]);
+    c.wait_ready_endpoints(1.0);
+    let curl = |extra: &[&str], url: &str| {
+        let out = c
+            .client
+            .command(Some(APP_UID), Path::new("curl"))
+            .args([
+                "-sS",
+                "-i",
+                "--max-time",
+                "5",
+                "-w",
+                "\nTIME %{time_total}\n",
+            ])
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let secs: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("TIME "))
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        (text.to_lowercase(), Duration::from_secs_f64(secs))
+    };
+    let url = format!("http://{SERVICE}/slow?ms=1000");
+
+    // HTTP with grpc-timeout 200m: 504 from the proxy after about 200 ms;
+    // the backend saw what was left of the deadline.
+    let (text, took) = curl(&["-H", "grpc-timeout: 200m"], &url);
+    println!("grpc-timeout 200m, backend taking 1 s: answered in {took:?}");
+    assert!(text.starts_with("http/1.1 504"), "{text}");
+    assert!(text.contains("weft-proxy-error: request timeout"), "{text}");
+    assert!(
+        took >= Duration::from_millis(150) && took <= Duration::from_millis(250),
+        "answered after {took:?}"
+    );
+    let saw = c._apps[0].expect_line("SAW", WAIT).unwrap();
+    let ms: u64 = field(&saw, "weft-timeout")
+        .trim_end_matches('m')
+        .parse()
+        .unwrap_or_else(|_| panic!("{saw}"));
+    assert!((100..=200).contains(&ms), "the backend saw {saw}");
+
+    // gRPC: DEADLINE_EXCEEDED, with grpc-timeout passed on.
+    let (text, took) = curl(
+        &[
+            "--http2-prior-knowledge",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "grpc-timeout: 200m",
+        ],
+        &url,
+    );
+    println!("gRPC with grpc-timeout 200m: answered in {took:?}");
+    assert!(text.contains("grpc-status: 4"), "{text}");
+    assert!(
+        took <= Duration::from_millis(250),
+        "answered after {took:?}"
+    );
+    let saw = c._apps[0].expect_line("SAW", WAIT).unwrap();
+    assert!(!field(&saw, "grpc-timeout").starts_with('-'), "{saw}");
+
+    // The Service's own timeout shortens a longer caller deadline.
+    c.annotate("{weft.dev/timeout: 300ms}");
+    let (text, took) = curl(&["-H", "weft-timeout: 5S"], &url);
+    assert!(text.starts_with("http/1.1 504"), "{text}");
+    assert!(
+        took <= Duration::from_millis(400),
+        "answered after {took:?}"
+    );
+    let saw = c._apps[0].expect_line("SAW", WAIT).unwrap();
+    let ms: u64 = field(&saw, "weft-timeout")
+        .trim_end_matches('m')
+        .parse()
+        .unwrap_or_else(|_| panic!("{saw}"));
+    assert!(ms <= 300, "the backend saw {saw}");
 }

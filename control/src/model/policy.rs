@@ -86,7 +86,9 @@ impl RoutePolicy {
         let bad = |k: &str, v: &str, why: &str| format!("annotation {k}: '{v}' {why}");
         let mut policy = RoutePolicy {
             timeout: get(TIMEOUT).map(|v| duration(TIMEOUT, v)).transpose()?,
-            per_try: get(RETRY_TIMEOUT).map(|v| duration(RETRY_TIMEOUT, v)).transpose()?,
+            per_try: get(RETRY_TIMEOUT)
+                .map(|v| duration(RETRY_TIMEOUT, v))
+                .transpose()?,
             retry: None,
         };
         let mut retry = Retry {
@@ -206,7 +208,10 @@ mod tests {
 
     #[test]
     fn no_annotations_no_policy() {
-        assert_eq!(RoutePolicy::from_meta(&meta(&[])), Ok(RoutePolicy::default()));
+        assert_eq!(
+            RoutePolicy::from_meta(&meta(&[])),
+            Ok(RoutePolicy::default())
+        );
     }
 
     #[test]
@@ -233,7 +238,10 @@ mod tests {
 
     #[test]
     fn defaults_when_only_conditions_are_given() {
-        let r = RoutePolicy::from_meta(&meta(&[(RETRY_HTTP, "5xx")])).unwrap().retry.unwrap();
+        let r = RoutePolicy::from_meta(&meta(&[(RETRY_HTTP, "5xx")]))
+            .unwrap()
+            .retry
+            .unwrap();
         assert_eq!((r.limit, r.budget_permille, r.min_per_second), (2, 200, 10));
     }
 

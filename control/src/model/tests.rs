@@ -311,7 +311,10 @@ fn retry_and_timeout_annotations_reach_the_profile() {
     assert_eq!(retry.grpc.unwrap().status_codes, [14]);
     assert_eq!(retry.limit, 2);
     let budget = retry.budget.unwrap();
-    assert_eq!((budget.retry_ratio, budget.min_retries_per_second), (0.25, 10));
+    assert_eq!(
+        (budget.retry_ratio, budget.min_retries_per_second),
+        (0.25, 10)
+    );
     let t = p.timeouts.unwrap();
     assert_eq!(t.request.unwrap().seconds, 2);
     assert_eq!(t.per_try.unwrap().nanos, 300_000_000);

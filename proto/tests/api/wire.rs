@@ -71,6 +71,7 @@ pub fn snapshot() -> d::Update {
                         status_codes: vec![14, 4],
                     }),
                     limit: 3,
+                    non_idempotent: false,
                     budget: Some(d::RetryBudget {
                         retry_ratio: 0.2,
                         min_retries_per_second: 10,

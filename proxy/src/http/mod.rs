@@ -215,7 +215,10 @@ impl Forward {
             Target::Addr(_) => None,
         };
         let policy = dest.map(|d| d.policy.load_full());
-        let timeout = match (policy.as_ref().and_then(|p| p.timeout), retry::incoming_timeout(req.headers())) {
+        let timeout = match (
+            policy.as_ref().and_then(|p| p.timeout),
+            retry::incoming_timeout(req.headers()),
+        ) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -251,7 +254,9 @@ impl Forward {
                 set_deadline(&mut replay.headers, deadline, grpc);
                 let result = self.attempt(replay.request(), h2, per_try, dst).await;
                 let outcome = match &result {
-                    Ok(rsp) => retry::Outcome::Status(rsp.status(), retry::grpc_status(rsp.headers())),
+                    Ok(rsp) => {
+                        retry::Outcome::Status(rsp.status(), retry::grpc_status(rsp.headers()))
+                    }
                     Err(ProxyError::TryTimeout(..)) => retry::Outcome::TryTimeout,
                     Err(e) if e.is_connect() || matches!(e, ProxyError::Upstream(..)) => {
                         retry::Outcome::ConnectFailure
@@ -277,7 +282,12 @@ impl Forward {
                 Err(_) => Err(ProxyError::Timeout(dst, t)),
             },
         };
-        if !h2 && matches!(result, Err(ProxyError::Timeout(..) | ProxyError::TryTimeout(..))) {
+        if !h2
+            && matches!(
+                result,
+                Err(ProxyError::Timeout(..) | ProxyError::TryTimeout(..))
+            )
+        {
             self.session.discard();
         }
         result
@@ -484,7 +494,11 @@ fn set_deadline(
 ) {
     if let Some((at, _)) = deadline {
         let left = at.saturating_duration_since(tokio::time::Instant::now());
-        let name = if grpc { retry::GRPC_TIMEOUT } else { retry::WEFT_TIMEOUT };
+        let name = if grpc {
+            retry::GRPC_TIMEOUT
+        } else {
+            retry::WEFT_TIMEOUT
+        };
         headers.insert(name, retry::format_timeout(left));
     }
 }

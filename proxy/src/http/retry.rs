@@ -70,7 +70,7 @@ impl Policy {
         let t = p.timeouts.as_ref();
         let retry = p.retry.as_ref().filter(|r| r.limit > 0).map(|r| {
             let http = r.http.clone().unwrap_or_default();
-            let budget = r.budget.clone().unwrap_or_default();
+            let budget = r.budget.unwrap_or_default();
             Retry {
                 server_error: http.server_error,
                 gateway_error: http.gateway_error,
@@ -80,7 +80,11 @@ impl Policy {
                     .iter()
                     .filter_map(|c| u16::try_from(*c).ok())
                     .collect(),
-                grpc_codes: r.grpc.as_ref().map(|g| g.status_codes.clone()).unwrap_or_default(),
+                grpc_codes: r
+                    .grpc
+                    .as_ref()
+                    .map(|g| g.status_codes.clone())
+                    .unwrap_or_default(),
                 limit: r.limit,
                 non_idempotent: r.non_idempotent,
                 ratio: if budget.retry_ratio.is_finite() {
@@ -104,7 +108,12 @@ impl Retry {
     pub fn retryable(&self, outcome: Outcome, method: &Method) -> bool {
         let idempotent = matches!(
             *method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
         );
         match outcome {
             Outcome::ConnectFailure => self.connect_failure,
@@ -154,7 +163,12 @@ impl Budget {
     fn slot(&self, second: u64) -> &Slot {
         let slot = &self.slots[(second % WINDOW) as usize];
         let seen = slot.second.load(Relaxed);
-        if seen != second && slot.second.compare_exchange(seen, second, Relaxed, Relaxed).is_ok() {
+        if seen != second
+            && slot
+                .second
+                .compare_exchange(seen, second, Relaxed, Relaxed)
+                .is_ok()
+        {
             slot.requests.store(0, Relaxed);
             slot.retries.store(0, Relaxed);
         }
@@ -270,12 +284,18 @@ mod tests {
         assert!(r.retryable(st(503), &Method::GET));
         assert!(r.retryable(st(429), &Method::GET));
         assert!(!r.retryable(st(500), &Method::GET));
-        assert!(!r.retryable(st(503), &Method::POST), "POST only on connect failures");
+        assert!(
+            !r.retryable(st(503), &Method::POST),
+            "POST only on connect failures"
+        );
         assert!(r.retryable(Outcome::ConnectFailure, &Method::POST));
         assert!(r.retryable(Outcome::TryTimeout, &Method::GET));
         assert!(!r.retryable(Outcome::Status(StatusCode::OK, Some(14)), &Method::POST));
         assert!(r.retryable(Outcome::Status(StatusCode::OK, Some(14)), &Method::GET));
-        let post_too = Retry { non_idempotent: true, ..r };
+        let post_too = Retry {
+            non_idempotent: true,
+            ..r
+        };
         assert!(post_too.retryable(st(503), &Method::POST));
     }
 
@@ -296,14 +316,24 @@ mod tests {
     fn policy_from_the_profile() {
         let p = pb::Profile {
             timeouts: Some(pb::Timeouts {
-                request: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+                request: Some(prost_types::Duration {
+                    seconds: 1,
+                    nanos: 0,
+                }),
                 per_try: None,
             }),
             retry: Some(pb::RetryPolicy {
-                http: Some(pb::HttpRetryConditions { gateway_error: true, ..Default::default() }),
+                http: Some(pb::HttpRetryConditions {
+                    gateway_error: true,
+                    ..Default::default()
+                }),
                 grpc: None,
                 limit: 3,
-                budget: Some(pb::RetryBudget { retry_ratio: 0.1, min_retries_per_second: 2, ttl: None }),
+                budget: Some(pb::RetryBudget {
+                    retry_ratio: 0.1,
+                    min_retries_per_second: 2,
+                    ttl: None,
+                }),
                 non_idempotent: false,
             }),
             ..pb::Profile::default()
@@ -312,6 +342,8 @@ mod tests {
         assert_eq!(policy.timeout, Some(Duration::from_secs(1)));
         let r = policy.retry.unwrap();
         assert_eq!((r.limit, r.ratio, r.min_per_second), (3, 0.1, 2));
-        assert!(Policy::from_profile(&pb::Profile::default()).retry.is_none());
+        assert!(Policy::from_profile(&pb::Profile::default())
+            .retry
+            .is_none());
     }
 }

@@ -106,6 +106,18 @@ async fn route(req: Request<Incoming>, local: SocketAddr) -> Response<Out> {
             Response::new(Repeat { left: n }.boxed())
         }
         "/slow" => {
+            let seen = |k: &str| {
+                req.headers()
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            say(&format!(
+                "SAW grpc-timeout={} weft-timeout={}",
+                seen("grpc-timeout"),
+                seen("weft-timeout")
+            ));
             tokio::time::sleep(Duration::from_millis(query(&req, "ms").unwrap_or(1000))).await;
             Response::new(full("slow done\n"))
         }

@@ -9,7 +9,7 @@
 //!     POST /echo                  the request body, streamed back
 //!     POST /count                 the number of body bytes received
 //!     GET  /bytes?n=N             N bytes, streamed
-//!     GET  /slow?ms=N             answers after N ms
+//!     GET  /slow?ms=N             answers after N ms; prints SAW grpc-timeout=V weft-timeout=V
 //!     GET  /trailers              a body followed by trailers (x-checksum)
 //!     GET  /ws                    WebSocket (RFC 6455) echo
 //! weft-testapp grpc ADDR          gRPC Echo service (Unary, Bidi)
