@@ -409,6 +409,26 @@ fn rolling_replacement_and_a_control_plane_restart_lose_nothing() {
     let (sent, _, failed) = parse_load(&stdout);
     println!("control plane killed: {sent} sent, {failed} failed");
     assert_eq!(failed, 0, "{stdout}");
+    // A destination never resolved falls back to its original address
+    // after the resolve timeout.
+    let url = format!("http://{}:8080/hello", c.backends[3].ip);
+    let t = std::time::Instant::now();
+    let out = c
+        .client
+        .command(Some(APP_UID), Path::new("curl"))
+        .args(["-sS", "--fail", "--max-time", "5", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "new destination with the control plane away: answered in {:?}",
+        t.elapsed()
+    );
+    assert!(metric(&c.client, "weft_discovery_fallbacks_total").unwrap() >= 1.0);
 
     // Restarted: the stream resumes and changes flow again.
     c.control = Some(start_control(&c.control_pod, &c.manifests));
