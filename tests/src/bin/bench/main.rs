@@ -11,7 +11,7 @@
 //! As root (it makes network namespaces), from the workspace root:
 //!
 //! ```text
-//! cargo build --release -p weft-tests -p weft-proxy -p weft-init && target/release/weft-bench
+//! cargo build --release -p weft-tests -p weft-proxy -p weft-init -p weft-control && target/release/weft-bench
 //! target/release/weft-bench --quick          # a smoke run of a few seconds
 //! ```
 //!
@@ -34,6 +34,8 @@
 //! --warmup D        unmeasured load on each path per protocol (default 1s; --quick 0.5s)
 //! --protocols LIST  h1,h2 (default both)
 //! --direct-only     do not start any proxy
+//! --no-discovery    skip the discovery path (otherwise measured when
+//!                   weft-control is built next to weft-bench)
 //! --quick           short durations, one round
 //! ```
 //!
@@ -48,7 +50,14 @@
 //!   (p99 added < 1 ms for the two proxies, RSS < 20 MB) and linkerd2-proxy's
 //!   figures (≈ 0.5 ms added per hop);
 //! - **saturating** (closed loop): throughput direct and meshed, their ratio
-//!   (linkerd2-proxy: ≈ 0.1× direct), latencies, CPU and RSS.
+//!   (linkerd2-proxy: ≈ 0.1× direct), latencies, CPU and RSS;
+//!
+//! and, with weft-control built, after each fixed-rate table a third path
+//! measured in the same rounds: **discovery** — a meshed client whose proxy
+//! resolves a Service through weft-control (files source, in its own pod)
+//! and balances it over 10 meshed endpoints — against direct and the
+//! passthrough (meshed) path, with our target: no more than 10% slower
+//! than passthrough at p99.
 //!
 //! # Subcommands run inside the pods
 //!

@@ -42,6 +42,61 @@ impl Usage {
 pub struct Comparison {
     pub direct: (Outcome, Usage),
     pub meshed: Option<(Outcome, Usage)>,
+    /// The discovery path: a Service balanced over several meshed endpoints.
+    pub balanced: Option<(Outcome, Usage)>,
+}
+
+/// Our target for the discovery path against passthrough, at each percentile.
+pub const TARGET_DISCOVERY_REGRESSION: f64 = 0.10;
+
+/// The discovery path's table: its latencies next to direct and
+/// passthrough (meshed), the latency its proxies add, and how much slower
+/// (or faster) than passthrough it is.
+pub fn discovery(title: &str, c: &Comparison) -> String {
+    let mut out = format!("{title}\n");
+    let (Some((m, _)), Some((b, usage))) = (&c.meshed, &c.balanced) else {
+        return out;
+    };
+    let d = &c.direct.0;
+    let line = |out: &mut String, cells: [&str; 6]| {
+        let [label, a, p, q, added, note] = cells;
+        let l = format!("  {label:<16}{a:>12}{p:>14}{q:>14}{added:>12}   {note}");
+        let _ = writeln!(out, "{}", l.trim_end());
+    };
+    line(&mut out, ["", "direct", "passthrough", "discovery", "added", ""]);
+    for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+        // Against passthrough: the extra the discovery path adds over the
+        // latency the proxies already add, relative to passthrough's total.
+        let extra = b.at(q) as f64 / m.at(q).max(1) as f64 - 1.0;
+        let note = format!(
+            "{:+.1}% vs passthrough{}",
+            extra * 100.0,
+            if q == 0.99 {
+                format!(
+                    "; target ≤ +{:.0}%: {}",
+                    TARGET_DISCOVERY_REGRESSION * 100.0,
+                    verdict(extra <= TARGET_DISCOVERY_REGRESSION)
+                )
+            } else {
+                String::new()
+            }
+        );
+        line(
+            &mut out,
+            [label, &latency(d.at(q)), &latency(m.at(q)), &latency(b.at(q)), &added(d.at(q), b.at(q)), &note],
+        );
+    }
+    let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
+    line(&mut out, ["ok/errors", &n(d), &n(m), &n(b), "", ""]);
+    let proxies = per_request(usage.proxy_cpu, b);
+    line(&mut out, ["proxy CPU", "", "", &proxies, "", "the client's proxy and the endpoints' together"]);
+    let peaks: Vec<String> = usage
+        .rss_peak
+        .iter()
+        .map(|(role, bytes)| format!("{role} {}", megabytes(*bytes)))
+        .collect();
+    line(&mut out, ["proxy RSS peak", "", "", "", "", &peaks.join(", ")]);
+    out
 }
 
 /// `85 µs`, `1.24 ms`, `2.00 s`.
@@ -243,6 +298,7 @@ mod tests {
         let c = Comparison {
             direct: (outcome(&[100; 100], 1), direct),
             meshed: Some((outcome(&[400; 100], 1), meshed)),
+            balanced: None,
         };
         let t = fixed_rate("== HTTP/1.1", &c);
         let line = |start: &str| {
@@ -274,17 +330,22 @@ mod tests {
         let c = Comparison {
             direct: (outcome(&[100; 100], 2), Usage::default()),
             meshed: None,
+            balanced: None,
         };
         let t = fixed_rate("== direct only", &c);
         assert!(t.contains("—") && !t.contains("proxy CPU"), "{t}");
         let c = Comparison {
             direct: (outcome(&[100; 1000], 1), Usage::default()),
             meshed: Some((outcome(&[400; 250], 1), Usage::default())),
+            balanced: Some((outcome(&[420; 250], 1), Usage::default())),
         };
         let t = saturating("== HTTP/2", &c);
         assert!(
             t.contains("1000 rps") && t.contains("250 rps") && t.contains("0.25×"),
             "{t}"
         );
+        let t = discovery("== discovery", &c);
+        let p99 = t.lines().find(|l| l.trim_start().starts_with("p99 ")).unwrap();
+        assert!(p99.contains("+5.0% vs passthrough; target ≤ +10%: ok") && p99.contains("+320 µs"), "{t}");
     }
 }

@@ -38,6 +38,8 @@ pub struct RunOpts {
     pub warmup: Duration,
     pub protos: Vec<Proto>,
     pub direct_only: bool,
+    /// Also measure the discovery path (needs weft-control next to weft-bench).
+    pub discovery: bool,
 }
 
 impl RunOpts {
@@ -54,6 +56,7 @@ impl RunOpts {
             warmup: Duration::from_millis(if quick { 500 } else { 1000 }),
             protos: vec![Proto::H1, Proto::H2],
             direct_only: args.flag("--direct-only"),
+            discovery: !args.flag("--no-discovery"),
         };
         o.duration = args.duration("--duration")?.unwrap_or(o.duration);
         o.saturate = args.duration("--saturate")?.unwrap_or(o.saturate);
@@ -97,7 +100,20 @@ pub fn main(opts: &RunOpts) -> Result<()> {
         );
         None
     };
-    let topo = Topology::build(&bench, proxy.as_ref())?;
+    let control_path = bench.with_file_name("weft-control");
+    let control = match &proxy {
+        Some(_) if opts.discovery && control_path.is_file() => Some(control_path),
+        Some(_) if opts.discovery => {
+            println!(
+                "weft-control is not built ({} does not exist): no discovery path.\n\
+                 Build it next to weft-bench for it: cargo build --release -p weft-control",
+                control_path.display()
+            );
+            None
+        }
+        _ => None,
+    };
+    let topo = Topology::build(&bench, proxy.as_ref(), control.as_ref())?;
     println!("{}", topo.describe());
     println!(
         "1 KiB responses; fixed rate {} rps for {:?} per path, saturating for {:?} per path, \
@@ -153,6 +169,15 @@ pub fn main(opts: &RunOpts) -> Result<()> {
             opts.rate
         );
         print!("{}", report::fixed_rate(&title, &c));
+        if c.balanced.is_some() {
+            let title = format!(
+                "\n== {proto}, fixed rate {} rps: discovery on, {} endpoints behind a Service, \
+                 against the passthrough path",
+                opts.rate,
+                crate::topology::ENDPOINTS
+            );
+            print!("{}", report::discovery(&title, &c));
+        }
 
         let saturating = Spec {
             duration: opts.saturate,
@@ -190,33 +215,40 @@ fn measure(
     let empty = || (Outcome::empty(), Usage::default());
     let mut direct = empty();
     let mut meshed = topo.meshed.as_ref().map(|_| empty());
+    let mut balanced = topo.balanced.as_ref().map(|_| empty());
     for round in 0..rounds {
-        // Direct first in even rounds, meshed first in odd ones.
-        let order = if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for mesh in order {
-            let (pair, acc) = match (mesh, &topo.meshed, &mut meshed) {
-                (false, _, _) => (&topo.direct, &mut direct),
-                (true, Some(pair), Some(acc)) => (pair, acc),
-                (true, _, _) => continue,
-            };
+        // The paths in turn, starting one later each round.
+        for k in 0..3 {
+            let path = (k + round as usize) % 3;
+            let (pair, acc, proxies, name): (&Pair, _, &[Proxy], _) =
+                match (path, &topo.meshed, &topo.balanced) {
+                    (0, _, _) => (&topo.direct, &mut direct, &[], "direct"),
+                    (1, Some(pair), _) => match &mut meshed {
+                        Some(acc) => (pair, acc, &topo.proxies, "meshed"),
+                        None => continue,
+                    },
+                    (2, _, Some(b)) => match &mut balanced {
+                        Some(acc) => (&b.pair, acc, &b.proxies, "discovery"),
+                        None => continue,
+                    },
+                    _ => continue,
+                };
             let spec = Spec {
                 addr: pair.target(),
                 duration: per_round,
                 ..plan.clone()
             };
-            let proxies: &[Proxy] = if mesh { &topo.proxies } else { &[] };
-            let path = if mesh { "meshed" } else { "direct" };
             let (out, usage) = load(pair, bench, &spec, proxies)
-                .with_context(|| format!("{} load on the {path} path", plan.proto))?;
+                .with_context(|| format!("{} load on the {name} path", plan.proto))?;
             acc.0.merge(&out);
             acc.1.merge(&usage);
         }
     }
-    Ok(Comparison { direct, meshed })
+    Ok(Comparison {
+        direct,
+        meshed,
+        balanced,
+    })
 }
 
 /// One `weft-bench load` in `pair`'s client pod: its outcome, the CPU time
@@ -229,7 +261,9 @@ fn load(
 ) -> Result<(Outcome, Usage)> {
     let proxy_cpu =
         || -> Result<Duration> { proxies.iter().map(|p| procfs::cpu_time(p.pid)).sum() };
-    let before = (procfs::cpu_time(pair.server_pid)?, proxy_cpu()?);
+    let server_cpu =
+        || -> Result<Duration> { pair.server_pids.iter().map(|p| procfs::cpu_time(*p)).sum() };
+    let before = (server_cpu()?, proxy_cpu()?);
     let args = spec.to_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let proc = pair.client.spawn(Some(APP_UID), bench, &args)?;
@@ -240,11 +274,20 @@ fn load(
         let result = proc.expect_line("RESULT", WAIT)?;
         Outcome::parse(&hist, &result)
     });
-    let mut peaks: Vec<(&'static str, u64)> = proxies.iter().map(|p| (p.role, 0)).collect();
+    // Peak memory per role (the largest of the proxies of a role).
+    let mut peaks: Vec<(&'static str, u64)> = Vec::new();
+    for p in proxies {
+        if !peaks.iter().any(|(r, _)| *r == p.role) {
+            peaks.push((p.role, 0));
+        }
+    }
     let deadline = Instant::now() + limit + WAIT;
     while !reader.is_finished() && Instant::now() < deadline {
-        for (p, (_, peak)) in proxies.iter().zip(&mut peaks) {
-            *peak = (*peak).max(procfs::rss(p.pid)?);
+        for p in proxies {
+            let rss = procfs::rss(p.pid)?;
+            if let Some((_, peak)) = peaks.iter_mut().find(|(r, _)| *r == p.role) {
+                *peak = (*peak).max(rss);
+            }
         }
         std::thread::sleep(SAMPLE);
     }
@@ -254,7 +297,7 @@ fn load(
     Ok((
         out,
         Usage {
-            server_cpu: procfs::cpu_time(pair.server_pid)?.saturating_sub(before.0),
+            server_cpu: server_cpu()?.saturating_sub(before.0),
             proxy_cpu: proxy_cpu()?.saturating_sub(before.1),
             rss_peak: peaks,
         },

@@ -1,6 +1,7 @@
 //! Where the benchmark may send traffic: loopback, or a pod address of the
-//! harness (10.244.0.0/16, fd00:10:244::/64) from inside a harness pod. A pod
-//! address is only allowed when this process sits in a namespace that looks
+//! harness (10.244.0.0/16, fd00:10:244::/64) or a Service address of its
+//! manifests (10.96.0.0/16, which weft-init redirects to the pod's proxy)
+//! from inside a harness pod. Such an address is only allowed when this process sits in a namespace that looks
 //! exactly like a harness pod (interfaces `lo` and `eth0` only, 10.244.0.0/16
 //! directly on `eth0`), so `weft-bench load 10.244.0.3:8080` run by mistake on
 //! a host whose own network uses 10/8 refuses instead of sending anything.
@@ -15,7 +16,7 @@ pub fn check_target(addr: SocketAddr) -> Result<()> {
         return Ok(());
     }
     if !is_pod_address(ip) {
-        bail!("refusing to send to {addr}: only loopback and harness pod addresses (10.244.0.0/16, fd00:10:244::/64) are allowed");
+        bail!("refusing to send to {addr}: only loopback, harness pod addresses (10.244.0.0/16, fd00:10:244::/64) and harness Service addresses (10.96.0.0/16) are allowed");
     }
     let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
     let route = std::fs::read_to_string("/proc/self/net/route").unwrap_or_default();
@@ -25,10 +26,10 @@ pub fn check_target(addr: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-/// Whether `ip` is in the harness's pod ranges.
+/// Whether `ip` is in the harness's pod or Service ranges.
 pub fn is_pod_address(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => matches!(v4.octets(), [10, 244, _, _]),
+        IpAddr::V4(v4) => matches!(v4.octets(), [10, 244 | 96, _, _]),
         IpAddr::V6(v6) => v6.segments()[..4] == [0xfd00, 0x10, 0x244, 0],
     }
 }
@@ -88,6 +89,8 @@ mod tests {
     #[test]
     fn pod_addresses() {
         assert!(is_pod_address("10.244.0.3".parse().unwrap()));
+        assert!(is_pod_address("10.96.0.10".parse().unwrap()));
+        assert!(!is_pod_address("10.97.0.10".parse().unwrap()));
         assert!(is_pod_address("fd00:10:244::3".parse().unwrap()));
         assert!(!is_pod_address("10.96.0.20".parse().unwrap()));
         assert!(!is_pod_address("192.0.2.1".parse().unwrap()));

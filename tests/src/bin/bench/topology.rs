@@ -15,20 +15,45 @@ use weft_tests::{netns, Node, Pod, Proc, APP_UID, PROXY_UID, WAIT};
 pub const SERVER_PORT: u16 = 8080;
 const READY_URL: &str = "http://127.0.0.1:4191/ready";
 
-/// One client pod and one server pod with the server running.
+/// One client pod and its server pods with the servers running.
 #[derive(Debug)]
 pub struct Pair {
-    _server: Proc,
-    /// The server's process id, for its CPU time.
-    pub server_pid: u32,
+    _servers: Vec<Proc>,
+    /// The servers' process ids, for their CPU time.
+    pub server_pids: Vec<u32>,
     pub client: Pod,
-    server_pod: Pod,
+    server_pods: Vec<Pod>,
+    /// What the client dials: the server, or the Service in front of them.
+    target: SocketAddr,
 }
 
 impl Pair {
-    /// The server's address as the client dials it.
     pub fn target(&self) -> SocketAddr {
-        SocketAddr::new(self.server_pod.ip.into(), SERVER_PORT)
+        self.target
+    }
+}
+
+/// The Service address of the balanced path (it exists only in the
+/// manifests weft-control reads).
+pub const SERVICE: &str = "10.96.0.10:80";
+/// Endpoints behind it.
+pub const ENDPOINTS: usize = 10;
+
+/// The discovery path: weft-control (files source) in a pod of its own, and
+/// a meshed client whose proxy balances the Service over [`ENDPOINTS`]
+/// meshed servers.
+#[derive(Debug)]
+pub struct Balanced {
+    pub proxies: Vec<Proxy>,
+    pub pair: Pair,
+    _control: Proc,
+    _control_pod: Pod,
+    manifests: PathBuf,
+}
+
+impl Drop for Balanced {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.manifests);
     }
 }
 
@@ -48,40 +73,36 @@ pub struct Topology {
     pub proxies: Vec<Proxy>,
     pub direct: Pair,
     pub meshed: Option<Pair>,
+    pub balanced: Option<Balanced>,
     _node: Node,
 }
 
 impl Topology {
     /// Builds the node, both pairs (the meshed one only with `proxy`, the
     /// path of `weft-proxy`) and waits until every server and proxy is ready.
-    pub fn build(bench: &Path, proxy: Option<&PathBuf>) -> Result<Self> {
+    pub fn build(bench: &Path, proxy: Option<&PathBuf>, control: Option<&PathBuf>) -> Result<Self> {
         let node = Node::new()?;
         let direct = pair(&node, bench)?;
         let (meshed, proxies) = match proxy {
             None => (None, Vec::new()),
             Some(proxy) => {
                 let pair = pair(&node, bench)?;
-                for pod in [&pair.client, &pair.server_pod] {
-                    let out = weft_tests::weft_init(pod, &[]);
-                    if !out.status.success() {
-                        bail!(
-                            "weft-init failed in {}: {}",
-                            pod.name,
-                            weft_tests::stderr(&out)
-                        );
-                    }
-                }
                 let proxies = vec![
-                    start_proxy(&pair.client, bench, proxy, "outbound")?,
-                    start_proxy(&pair.server_pod, bench, proxy, "inbound")?,
+                    mesh(&pair.client, bench, proxy, "outbound", &[])?,
+                    mesh(&pair.server_pods[0], bench, proxy, "inbound", &[])?,
                 ];
                 (Some(pair), proxies)
             }
+        };
+        let balanced = match (proxy, control) {
+            (Some(proxy), Some(control)) => Some(balanced(&node, bench, proxy, control)?),
+            _ => None,
         };
         Ok(Self {
             proxies,
             direct,
             meshed,
+            balanced,
             _node: node,
         })
     }
@@ -92,6 +113,12 @@ impl Topology {
         let mut s = format!("node {}: direct {}", self.node_name(), pair(&self.direct));
         if let Some(m) = &self.meshed {
             s += &format!(", meshed {} (weft-init + weft-proxy in both pods)", pair(m));
+        }
+        if let Some(b) = &self.balanced {
+            s += &format!(
+                ", discovery {} → {ENDPOINTS} meshed endpoints (weft-control on the files source)",
+                pair(&b.pair)
+            );
         }
         s
     }
@@ -106,22 +133,106 @@ impl Topology {
 
 fn pair(node: &Node, bench: &Path) -> Result<Pair> {
     let client = node.pod()?;
-    let server_pod = node.pod()?;
-    let bind = format!("0.0.0.0:{SERVER_PORT}");
-    let server = server_pod.spawn(Some(APP_UID), bench, &["server", &bind])?;
-    server
-        .expect_line("LISTENING", WAIT)
-        .context("the benchmark server did not start")?;
+    let (server, server_pod, pid) = server(node, bench)?;
     Ok(Pair {
-        _server: server,
-        server_pid: pid_in(&server_pod, "weft-bench")?,
+        _servers: vec![server],
+        server_pids: vec![pid],
         client,
-        server_pod,
+        target: SocketAddr::new(server_pod.ip.into(), SERVER_PORT),
+        server_pods: vec![server_pod],
     })
 }
 
-fn start_proxy(pod: &Pod, bench: &Path, proxy: &Path, role: &'static str) -> Result<Proxy> {
-    let proc = pod.spawn(Some(PROXY_UID), proxy, &[])?;
+fn server(node: &Node, bench: &Path) -> Result<(Proc, Pod, u32)> {
+    let pod = node.pod()?;
+    let bind = format!("0.0.0.0:{SERVER_PORT}");
+    let server = pod.spawn(Some(APP_UID), bench, &["server", &bind])?;
+    server
+        .expect_line("LISTENING", WAIT)
+        .context("the benchmark server did not start")?;
+    let pid = pid_in(&pod, "weft-bench")?;
+    Ok((server, pod, pid))
+}
+
+fn balanced(node: &Node, bench: &Path, proxy: &Path, control: &Path) -> Result<Balanced> {
+    let control_pod = node.pod()?;
+    let client = node.pod()?;
+    let (mut servers, mut pods, mut pids) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ENDPOINTS {
+        let (s, pod, pid) = server(node, bench)?;
+        servers.push(s);
+        pods.push(pod);
+        pids.push(pid);
+    }
+    let manifests = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&manifests)?;
+    let endpoints: String = pods
+        .iter()
+        .map(|p| format!("  - addresses: [\"{}\"]\n    conditions: {{ready: true}}\n", p.ip))
+        .collect();
+    let (ip, port) = SERVICE.split_once(':').expect("ip:port");
+    std::fs::write(
+        manifests.join("bench.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: bench, namespace: bench}}\n\
+             spec: {{clusterIP: {ip}, ports: [{{name: http, port: {port}, targetPort: {SERVER_PORT}}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: bench-1, namespace: bench, labels: {{kubernetes.io/service-name: bench}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {SERVER_PORT}}}]\nendpoints:\n{endpoints}"
+        ),
+    )?;
+    let dir = manifests.to_string_lossy().into_owned();
+    let control = control_pod.spawn(
+        None,
+        control,
+        &["--source", &dir, "--grpc-addr", "0.0.0.0:8086", "--admin-addr", "127.0.0.1:9990", "--log", "warn"],
+    )?;
+    let out = control_pod.run(None, bench, &["wait-ready", "http://127.0.0.1:9990/ready", "10"])?;
+    if !out.status.success() {
+        bail!("weft-control is not ready: {}", weft_tests::stderr(&out));
+    }
+    let control_addr = format!("{}:8086", control_pod.ip);
+    let mut proxies = vec![mesh(
+        &client,
+        bench,
+        proxy,
+        "outbound",
+        &[("WEFT_PROXY_CONTROL_ADDR", control_addr.as_str())],
+    )?];
+    for pod in &pods {
+        proxies.push(mesh(pod, bench, proxy, "inbound", &[])?);
+    }
+    Ok(Balanced {
+        proxies,
+        pair: Pair {
+            _servers: servers,
+            server_pids: pids,
+            client,
+            server_pods: pods,
+            target: SERVICE.parse().expect("a socket address"),
+        },
+        _control: control,
+        _control_pod: control_pod,
+        manifests,
+    })
+}
+
+/// weft-init (defaults) and a weft-proxy (defaults and `env`) in `pod`.
+fn mesh(
+    pod: &Pod,
+    bench: &Path,
+    proxy: &Path,
+    role: &'static str,
+    env: &[(&str, &str)],
+) -> Result<Proxy> {
+    let out = weft_tests::weft_init(pod, &[]);
+    if !out.status.success() {
+        bail!("weft-init failed in {}: {}", pod.name, weft_tests::stderr(&out));
+    }
+    let mut cmd = pod.command(Some(PROXY_UID), proxy);
+    // Warnings only: the tables are the output.
+    cmd.env("WEFT_PROXY_LOG", "warn").envs(env.iter().copied());
+    let proc = Proc::spawn(&format!("weft-proxy in {}", pod.name), cmd)?;
     let out = pod.run(None, bench, &["wait-ready", READY_URL, "10"])?;
     if !out.status.success() {
         bail!(
