@@ -612,3 +612,40 @@ fn deadlines_cut_slow_requests_and_reach_the_backend() {
         .unwrap_or_else(|_| panic!("{saw}"));
     assert!(ms <= 300, "the backend saw {saw}");
 }
+
+#[test]
+fn opaque_services_are_balanced_per_connection() {
+    if netns_or_skip("balance_opaque") {
+        return;
+    }
+    let c = cluster("opaque", &[&[], &[]], &[]);
+    // The Service marks its port opaque: no protocol detection, one
+    // endpoint per connection, bytes copied as they are.
+    c.annotate("{weft.dev/opaque-ports: '80'}");
+    let url = format!("http://{SERVICE}/hello");
+    for _ in 0..20 {
+        let out = c
+            .client
+            .command(Some(APP_UID), Path::new("curl"))
+            .args(["-sS", "--fail", "--max-time", "5", &url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let served: Vec<u64> = (0..2).map(|i| c.served(i)).collect();
+    println!("20 connections to an opaque Service port: served {served:?}");
+    assert!(
+        served.iter().all(|n| *n > 0) && served.iter().sum::<u64>() == 20,
+        "{served:?}"
+    );
+    let opaque = metric(
+        &c.client,
+        "weft_protocol_detect_total{direction=\"outbound\",protocol=\"opaque_port\"}",
+    )
+    .unwrap();
+    assert!(opaque >= 20.0, "{opaque} opaque connections");
+}

@@ -63,7 +63,10 @@ pub fn discovery(title: &str, c: &Comparison) -> String {
         let l = format!("  {label:<16}{a:>12}{p:>14}{q:>14}{added:>12}   {note}");
         let _ = writeln!(out, "{}", l.trim_end());
     };
-    line(&mut out, ["", "direct", "passthrough", "discovery", "added", ""]);
+    line(
+        &mut out,
+        ["", "direct", "passthrough", "discovery", "added", ""],
+    );
     for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
         // Against passthrough: the extra the discovery path adds over the
         // latency the proxies already add, relative to passthrough's total.
@@ -83,19 +86,39 @@ pub fn discovery(title: &str, c: &Comparison) -> String {
         );
         line(
             &mut out,
-            [label, &latency(d.at(q)), &latency(m.at(q)), &latency(b.at(q)), &added(d.at(q), b.at(q)), &note],
+            [
+                label,
+                &latency(d.at(q)),
+                &latency(m.at(q)),
+                &latency(b.at(q)),
+                &added(d.at(q), b.at(q)),
+                &note,
+            ],
         );
     }
     let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
     line(&mut out, ["ok/errors", &n(d), &n(m), &n(b), "", ""]);
     let proxies = per_request(usage.proxy_cpu, b);
-    line(&mut out, ["proxy CPU", "", "", &proxies, "", "the client's proxy and the endpoints' together"]);
+    line(
+        &mut out,
+        [
+            "proxy CPU",
+            "",
+            "",
+            &proxies,
+            "",
+            "the client's proxy and the endpoints' together",
+        ],
+    );
     let peaks: Vec<String> = usage
         .rss_peak
         .iter()
         .map(|(role, bytes)| format!("{role} {}", megabytes(*bytes)))
         .collect();
-    line(&mut out, ["proxy RSS peak", "", "", "", "", &peaks.join(", ")]);
+    line(
+        &mut out,
+        ["proxy RSS peak", "", "", "", "", &peaks.join(", ")],
+    );
     out
 }
 
@@ -345,7 +368,13 @@ mod tests {
             "{t}"
         );
         let t = discovery("== discovery", &c);
-        let p99 = t.lines().find(|l| l.trim_start().starts_with("p99 ")).unwrap();
-        assert!(p99.contains("+5.0% vs passthrough; target ≤ +10%: ok") && p99.contains("+320 µs"), "{t}");
+        let p99 = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("p99 "))
+            .unwrap();
+        assert!(
+            p99.contains("+5.0% vs passthrough; target ≤ +10%: ok") && p99.contains("+320 µs"),
+            "{t}"
+        );
     }
 }

@@ -168,7 +168,12 @@ fn balanced(node: &Node, bench: &Path, proxy: &Path, control: &Path) -> Result<B
     std::fs::create_dir_all(&manifests)?;
     let endpoints: String = pods
         .iter()
-        .map(|p| format!("  - addresses: [\"{}\"]\n    conditions: {{ready: true}}\n", p.ip))
+        .map(|p| {
+            format!(
+                "  - addresses: [\"{}\"]\n    conditions: {{ready: true}}\n",
+                p.ip
+            )
+        })
         .collect();
     let (ip, port) = SERVICE.split_once(':').expect("ip:port");
     std::fs::write(
@@ -185,9 +190,22 @@ fn balanced(node: &Node, bench: &Path, proxy: &Path, control: &Path) -> Result<B
     let control = control_pod.spawn(
         None,
         control,
-        &["--source", &dir, "--grpc-addr", "0.0.0.0:8086", "--admin-addr", "127.0.0.1:9990", "--log", "warn"],
+        &[
+            "--source",
+            &dir,
+            "--grpc-addr",
+            "0.0.0.0:8086",
+            "--admin-addr",
+            "127.0.0.1:9990",
+            "--log",
+            "warn",
+        ],
     )?;
-    let out = control_pod.run(None, bench, &["wait-ready", "http://127.0.0.1:9990/ready", "10"])?;
+    let out = control_pod.run(
+        None,
+        bench,
+        &["wait-ready", "http://127.0.0.1:9990/ready", "10"],
+    )?;
     if !out.status.success() {
         bail!("weft-control is not ready: {}", weft_tests::stderr(&out));
     }
@@ -227,7 +245,11 @@ fn mesh(
 ) -> Result<Proxy> {
     let out = weft_tests::weft_init(pod, &[]);
     if !out.status.success() {
-        bail!("weft-init failed in {}: {}", pod.name, weft_tests::stderr(&out));
+        bail!(
+            "weft-init failed in {}: {}",
+            pod.name,
+            weft_tests::stderr(&out)
+        );
     }
     let mut cmd = pod.command(Some(PROXY_UID), proxy);
     // Warnings only: the tables are the output.
