@@ -92,9 +92,11 @@ mod tests {
         assert!(is_pod_address("10.96.0.10".parse().unwrap()));
         assert!(!is_pod_address("10.97.0.10".parse().unwrap()));
         assert!(is_pod_address("fd00:10:244::3".parse().unwrap()));
-        assert!(!is_pod_address("10.96.0.20".parse().unwrap()));
+        assert!(!is_pod_address("10.95.0.20".parse().unwrap()));
         assert!(!is_pod_address("192.0.2.1".parse().unwrap()));
         assert!(check_target("192.0.2.1:80".parse().unwrap()).is_err());
         assert!(check_target("127.0.0.1:80".parse().unwrap()).is_ok());
+        // A Service address from outside a harness pod: refused.
+        assert!(check_target("10.96.0.10:80".parse().unwrap()).is_err());
     }
 }
