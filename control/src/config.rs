@@ -91,6 +91,23 @@ pub struct Config {
     #[arg(long, env = "WEFT_CONTROL_POLL_INTERVAL", value_parser = duration, default_value = "500ms")]
     pub poll_interval: Duration,
 
+    /// The CA directory (`ca.crt` trust anchors, `tls.crt`/`tls.key` issuer,
+    /// as `weft identity init` writes it): serve
+    /// weft.identity.v1.Identity/Certify. Reloaded when its files change.
+    #[arg(long, env = "WEFT_CONTROL_IDENTITY_DIR", value_name = "DIR")]
+    pub identity_dir: Option<std::path::PathBuf>,
+
+    /// Which ServiceAccount token belongs to whom (a YAML map of
+    /// `token: namespace/serviceaccount`), for Certify without a cluster.
+    /// Needed with --identity-dir: the TokenReview API is not used yet.
+    #[arg(long, env = "WEFT_CONTROL_IDENTITY_TOKENS", value_name = "FILE")]
+    pub identity_tokens: Option<std::path::PathBuf>,
+
+    /// Lifetime of the leaf certificates Certify issues (cut to the
+    /// issuer's own expiry).
+    #[arg(long, env = "WEFT_CONTROL_LEAF_LIFETIME", value_parser = duration, default_value = "24h")]
+    pub leaf_lifetime: Duration,
+
     /// Log format.
     #[arg(
         long,

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 pub mod discovery;
 pub mod hub;
+pub mod identity;
 pub mod metrics;
 pub mod model;
 pub mod run;

@@ -12,6 +12,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use weft_proto::discovery::v1::discovery_server::DiscoveryServer as DiscoveryGrpc;
+use weft_proto::identity::v1::identity_server::IdentityServer;
+
+use crate::identity::ca::Authority;
+use crate::identity::service::IdentityService;
+use crate::identity::tokens::TokenFile;
 
 use crate::admin::{self, Admin};
 use crate::config::{Config, Source};
@@ -79,6 +84,26 @@ pub async fn run(
         }
     }
 
+    let identity = match &config.identity_dir {
+        None => None,
+        Some(dir) => {
+            let authority = Authority::load(dir, &config.trust_domain)
+                .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
+            let Some(tokens) = &config.identity_tokens else {
+                anyhow::bail!(
+                    "identity: --identity-dir needs --identity-tokens (the TokenReview API is not used yet)"
+                );
+            };
+            let reviewer =
+                Arc::new(TokenFile::load(tokens).map_err(|e| anyhow::anyhow!("identity: {e}"))?);
+            let service =
+                IdentityService::new(authority, reviewer, config.leaf_lifetime, &mut registry);
+            service.watch(dir.clone(), Duration::from_secs(2));
+            info!(dir = %dir.display(), "serving Certify");
+            Some(IdentityServer::new(service))
+        }
+    };
+
     let stop = CancellationToken::new();
     let admin = Arc::new(Admin {
         registry,
@@ -112,6 +137,7 @@ pub async fn run(
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(health_service)
         .add_service(DiscoveryGrpc::new(discovery))
+        .add_optional_service(identity)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(bound.grpc),
             shutdown,

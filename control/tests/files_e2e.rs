@@ -41,6 +41,9 @@ async fn start(name: &str) -> Plane {
         poll_interval: Duration::from_millis(50),
         log_format: LogFormat::Plain,
         log: None,
+        identity_dir: None,
+        identity_tokens: None,
+        leaf_lifetime: Duration::from_secs(24 * 3600),
     };
     let bound = Bound::bind(&config).await.unwrap();
     let (grpc, admin) = bound.addrs().unwrap();

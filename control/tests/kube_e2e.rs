@@ -116,6 +116,9 @@ async fn kube_source_syncs_follows_changes_and_survives_broken_watches_and_410()
         poll_interval: Duration::from_millis(500),
         log_format: LogFormat::Plain,
         log: None,
+        identity_dir: None,
+        identity_tokens: None,
+        leaf_lifetime: Duration::from_secs(24 * 3600),
     };
     let bound = Bound::bind(&config).await.unwrap();
     let (grpc, _admin) = bound.addrs().unwrap();

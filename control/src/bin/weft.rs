@@ -1,0 +1,127 @@
+//! weft: the command-line tool of a weft installation.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use weft_control::identity::ca;
+
+const LONG_ABOUT: &str = "\
+The command-line tool of a weft installation.
+
+  weft identity init --out DIR    makes a trust anchor and an issuer (ECDSA
+                                  P-256) for a new installation, so nobody
+                                  needs openssl
+
+Exit codes: 0 on success, 64 for invalid arguments, 1 when the work failed.";
+
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about = "weft's command-line tool", long_about = LONG_ABOUT)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Workload identity: the certificate authority.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentityCommand {
+    /// Writes a new trust anchor and issuer into a directory: ca.crt (the
+    /// trust anchor, for every proxy), tls.crt and tls.key (the issuer, for
+    /// weft-control --identity-dir), and ca.key (the anchor's key: keep it
+    /// offline, it only signs the next issuer).
+    Init {
+        /// Where to write the four files.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The SPIFFE trust domain the certificates are for.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// How long the trust anchor is valid, in hours.
+        #[arg(long, default_value_t = 10 * 365 * 24, value_parser = clap::value_parser!(u64).range(1..=100 * 365 * 24))]
+        anchor_hours: u64,
+        /// How long the issuer is valid, in hours (at most the anchor's).
+        #[arg(long, default_value_t = 365 * 24, value_parser = clap::value_parser!(u64).range(1..=100 * 365 * 24))]
+        issuer_hours: u64,
+        /// Overwrite files already in DIR.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let msg = e.to_string();
+            let line = msg.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "weft: {} (see weft --help)",
+                line.strip_prefix("error: ").unwrap_or(line)
+            );
+            return ExitCode::from(64);
+        }
+    };
+    match cli.command {
+        Command::Identity {
+            command:
+                IdentityCommand::Init {
+                    out,
+                    trust_domain,
+                    anchor_hours,
+                    issuer_hours,
+                    force,
+                },
+        } => {
+            if issuer_hours > anchor_hours {
+                eprintln!(
+                    "weft: --issuer-hours {issuer_hours} outlives --anchor-hours {anchor_hours}"
+                );
+                return ExitCode::from(64);
+            }
+            let existing = [
+                ca::ANCHORS_FILE,
+                ca::ANCHOR_KEY_FILE,
+                ca::ISSUER_CERT_FILE,
+                ca::ISSUER_KEY_FILE,
+            ]
+            .into_iter()
+            .find(|f| out.join(f).exists());
+            if let (Some(f), false) = (existing, force) {
+                eprintln!(
+                    "weft: {} exists (--force to overwrite)",
+                    out.join(f).display()
+                );
+                return ExitCode::from(1);
+            }
+            let hours = |h: u64| Duration::from_secs(h * 3600);
+            let written = ca::generate(&trust_domain, hours(anchor_hours), hours(issuer_hours))
+                .map_err(|e| e.to_string())
+                .and_then(|g| g.write(&out).map_err(|e| format!("{}: {e}", out.display())));
+            match written {
+                Ok(()) => {
+                    println!(
+                        "wrote {dir}/ca.crt (trust anchor), {dir}/tls.crt and {dir}/tls.key (issuer), \
+                         {dir}/ca.key (anchor key: keep it offline) for {trust_domain}",
+                        dir = out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("weft: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
