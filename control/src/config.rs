@@ -33,16 +33,39 @@ fn source(s: &str) -> Result<Source, String> {
     }
 }
 
+impl Config {
+    /// The defaults of every flag, with `source` and both servers on
+    /// 127.0.0.1 port 0 (tests, and programs that embed the control plane).
+    pub fn loopback(source: Source) -> Self {
+        Self {
+            source,
+            grpc_addr: "127.0.0.1:0".parse().expect("an address"),
+            admin_addr: "127.0.0.1:0".parse().expect("an address"),
+            cluster_domain: "cluster.local".into(),
+            trust_domain: "cluster.local".into(),
+            namespaces: vec![],
+            kube_api_server: None,
+            poll_interval: Duration::from_millis(500),
+            log_format: LogFormat::Plain,
+            log: None,
+            identity_dir: None,
+            identity_tokens: None,
+            leaf_lifetime: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = n
         .parse()
-        .map_err(|_| format!("'{s}' is not a duration (like 500ms, 2s)"))?;
+        .map_err(|_| format!("'{s}' is not a duration (like 500ms, 2s, 24h)"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "" | "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("'{s}' has an unknown unit (use ms, s or m)")),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("'{s}' has an unknown unit (use ms, s, m or h)")),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tonic::Streaming;
-use weft_control::config::{Config, LogFormat, Source};
+use weft_control::config::{Config, Source};
 use weft_control::run::{run, Bound};
 use weft_proto::discovery::v1 as pb;
 use weft_proto::discovery::v1::discovery_client::DiscoveryClient;
@@ -31,19 +31,8 @@ async fn start(name: &str) -> Plane {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let config = Config {
-        source: Source::Files(dir.clone()),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        namespaces: vec![],
-        kube_api_server: None,
         poll_interval: Duration::from_millis(50),
-        log_format: LogFormat::Plain,
-        log: None,
-        identity_dir: None,
-        identity_tokens: None,
-        leaf_lifetime: Duration::from_secs(24 * 3600),
+        ..Config::loopback(Source::Files(dir.clone()))
     };
     let bound = Bound::bind(&config).await.unwrap();
     let (grpc, admin) = bound.addrs().unwrap();

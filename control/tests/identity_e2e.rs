@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tonic::Code;
-use weft_control::config::{Config, LogFormat, Source};
+use weft_control::config::{Config, Source};
 use weft_control::identity::ca;
 use weft_control::run::{run, Bound};
 use weft_proto::identity::v1 as pb;
@@ -48,19 +48,11 @@ async fn start() -> Plane {
     )
     .unwrap();
     let config = Config {
-        source: Source::Files(manifests),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        namespaces: vec![],
-        kube_api_server: None,
         poll_interval: Duration::from_millis(50),
-        log_format: LogFormat::Plain,
-        log: None,
         identity_dir: Some(ca_dir),
         identity_tokens: Some(tokens),
         leaf_lifetime: Duration::from_secs(3600),
+        ..Config::loopback(Source::Files(manifests))
     };
     let bound = Bound::bind(&config).await.unwrap();
     let (grpc, admin) = bound.addrs().unwrap();

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tonic::Streaming;
-use weft_control::config::{Config, LogFormat, Source};
+use weft_control::config::{Config, Source};
 use weft_control::run::{run, Bound};
 use weft_proto::discovery::v1 as pb;
 use weft_proto::discovery::v1::discovery_client::DiscoveryClient;
@@ -106,19 +106,9 @@ async fn kube_source_syncs_follows_changes_and_survives_broken_watches_and_410()
     );
 
     let config = Config {
-        source: Source::Kube,
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        namespaces: vec![],
         kube_api_server: Some(kube.url()),
         poll_interval: Duration::from_millis(500),
-        log_format: LogFormat::Plain,
-        log: None,
-        identity_dir: None,
-        identity_tokens: None,
-        leaf_lifetime: Duration::from_secs(24 * 3600),
+        ..Config::loopback(Source::Kube)
     };
     let bound = Bound::bind(&config).await.unwrap();
     let (grpc, _admin) = bound.addrs().unwrap();
