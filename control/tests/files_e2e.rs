@@ -227,7 +227,7 @@ async fn watchers_follow_file_edits_and_breakage() {
     }
 
     // Metrics count the broken file; the plane is ready.
-    let metrics = admin_get(plane.admin, "/metrics").await;
+    let metrics = weft_tests::http_get(plane.admin, "/metrics").await;
     assert!(
         metrics.contains("weft_control_source_errors_total{source=\"files\",kind=\"file\"} 1"),
         "{metrics}"
@@ -238,7 +238,9 @@ async fn watchers_follow_file_edits_and_breakage() {
         .and_then(|v| v.trim().parse::<f64>().ok());
     assert!(rss.is_some_and(|b| b > 1e6), "no process RSS in {metrics}");
     assert!(metrics.contains("process_cpu_seconds_total "), "{metrics}");
-    assert!(admin_get(plane.admin, "/ready").await.starts_with("ready"));
+    assert!(weft_tests::http_get(plane.admin, "/ready")
+        .await
+        .starts_with("ready"));
     drop((by_name, by_ip));
     shutdown(plane).await;
 }
@@ -310,20 +312,4 @@ async fn shutdown(mut plane: Plane) {
         matches!(result, Ok(Ok(Ok(())))),
         "weft-control did not stop cleanly: {result:?}"
     );
-}
-
-/// GET on the admin port with a plain TCP request (no HTTP client needed).
-async fn admin_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
 }

@@ -86,17 +86,6 @@ fn request(identity: &str, token: &str, san: &str) -> pb::CertifyRequest {
 const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
 const DB: &str = "spiffe://cluster.local/ns/shop/sa/db";
 
-async fn metrics(admin: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test]
 async fn certify_issues_for_the_token_and_refuses_precisely() {
     let plane = start().await;
@@ -170,7 +159,7 @@ async fn certify_issues_for_the_token_and_refuses_precisely() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
-    let text = metrics(plane.admin).await;
+    let text = weft_tests::http_get(plane.admin, "/metrics").await;
     for (result, n) in [
         ("issued", 1),
         ("identity_mismatch", 1),

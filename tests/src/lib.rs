@@ -91,3 +91,26 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
 pub mod echo {
     tonic::include_proto!("weft.test.v1");
 }
+
+/// `GET path` over HTTP/1.1 on loopback (an admin port): the body.
+///
+/// # Panics
+/// If the connection or the exchange fails.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects to the admin port");
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("sends the request");
+    let mut out = String::new();
+    tcp.read_to_string(&mut out)
+        .await
+        .expect("reads the answer");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}

@@ -196,14 +196,28 @@ impl Cluster {
         std::thread::sleep(Duration::from_millis(600));
     }
 
+    /// curl as the app in the client pod, with `-sS --max-time 5` and `args`.
+    fn curl(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.client.command(Some(APP_UID), Path::new("curl"));
+        cmd.args(["-sS", "--max-time", "5"]).args(args);
+        cmd
+    }
+
+    /// GETs `url` from the client pod; its body, after asserting success.
+    fn get_ok(&self, url: &str) -> String {
+        let out = self.curl(&["--fail", url]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Waits until the client's proxy balances over `n` ready endpoints
     /// (sending a request first: a destination is watched from its first use).
     fn wait_ready_endpoints(&self, n: f64) {
-        let _ = self
-            .client
-            .command(Some(APP_UID), Path::new("curl"))
-            .args(["-sS", "--max-time", "2", &format!("http://{SERVICE}/hello")])
-            .output();
+        let _ = self.curl(&[&format!("http://{SERVICE}/hello")]).output();
         eventually(WAIT, || {
             let series = format!("weft_balancer_endpoints{{dst=\"{SERVICE}\",state=\"ready\"}}");
             let got = metric(&self.client, &series)?;
@@ -291,18 +305,7 @@ fn addresses_outside_every_service_and_failing_endpoints() {
     );
     // A pod IP is no Service: forwarded to where the app sent it.
     let url = format!("http://{}:8080/hello", c.backends[1].ip);
-    let out = c
-        .client
-        .command(Some(APP_UID), Path::new("curl"))
-        .args(["-sS", "--fail", "--max-time", "5", &url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let body = String::from_utf8_lossy(&out.stdout);
+    let body = c.get_ok(&url);
     assert!(
         body.contains(&format!("hello from {}:8080", c.backends[1].ip)),
         "{body}"
@@ -328,15 +331,7 @@ fn addresses_outside_every_service_and_failing_endpoints() {
     c.set_endpoints(&[]);
     eventually(WAIT, || {
         let out = c
-            .client
-            .command(Some(APP_UID), Path::new("curl"))
-            .args([
-                "-sS",
-                "-i",
-                "--max-time",
-                "5",
-                &format!("http://{SERVICE}/hello"),
-            ])
+            .curl(&["-i", &format!("http://{SERVICE}/hello")])
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
         anyhow::ensure!(
@@ -413,17 +408,7 @@ fn rolling_replacement_and_a_control_plane_restart_lose_nothing() {
     // after the resolve timeout.
     let url = format!("http://{}:8080/hello", c.backends[3].ip);
     let t = std::time::Instant::now();
-    let out = c
-        .client
-        .command(Some(APP_UID), Path::new("curl"))
-        .args(["-sS", "--fail", "--max-time", "5", &url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.get_ok(&url);
     println!(
         "new destination with the control plane away: answered in {:?}",
         t.elapsed()
@@ -536,16 +521,7 @@ fn deadlines_cut_slow_requests_and_reach_the_backend() {
     c.wait_ready_endpoints(1.0);
     let curl = |extra: &[&str], url: &str| {
         let out = c
-            .client
-            .command(Some(APP_UID), Path::new("curl"))
-            .args([
-                "-sS",
-                "-i",
-                "--max-time",
-                "5",
-                "-w",
-                "\nTIME %{time_total}\n",
-            ])
+            .curl(&["-i", "-w", "\nTIME %{time_total}\n"])
             .args(extra)
             .arg(url)
             .output()
@@ -627,9 +603,7 @@ fn opaque_services_are_balanced_per_connection() {
     let url = format!("http://{SERVICE}/hello");
     let curls: Vec<_> = (0..10)
         .map(|_| {
-            c.client
-                .command(Some(APP_UID), Path::new("curl"))
-                .args(["-sS", "--fail", "--max-time", "5", &url])
+            c.curl(&["--fail", &url])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
