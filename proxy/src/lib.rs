@@ -10,13 +10,15 @@
 //!                     app on 127.0.0.1:<port>)
 //! discover            Discovery.Watch per outbound destination → balancer
 //! balance             p2c over Peak-EWMA, failure accrual
-//! detect              HTTP/1, HTTP/2 (prior knowledge) or opaque TCP
+//! detect              HTTP/1, HTTP/2 (prior knowledge), mesh TLS (inbound)
+//!                     or opaque TCP
+//! tls                 mesh TLS: terminated inbound (client identity
+//!                     recorded), originated to meshed endpoints (server
+//!                     identity verified against discovery's)
+//! identity            the proxy's key and certificate, renewed
 //! http                hyper server → upstream connection of the same protocol
 //! opaque              bidirectional copy with half-close and idle timeout
 //! ```
-//!
-//! mTLS and routing plug in between `proxy` and `http`/`opaque`: the
-//! upstream connection becomes a TLS one, the target a route's backend.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -26,8 +28,10 @@ pub mod detect;
 pub mod discover;
 pub mod errors;
 pub mod http;
+pub mod identity;
 pub mod opaque;
 pub mod proxy;
 pub mod run;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;

@@ -1,0 +1,433 @@
+//! Mesh TLS between two proxies: TLS 1.3 only, both sides present their
+//! certificate, and identities are SPIFFE IDs (URI SANs), never DNS names.
+//!
+//! - The client (outbound) verifies the server's chain against the trust
+//!   anchors and its SPIFFE ID against the one discovery named for the
+//!   endpoint; it offers one ALPN protocol saying what follows
+//!   ([`Alpn`]), so the server needs no detection.
+//! - The server (inbound) recognises mesh TLS by that ALPN in the
+//!   ClientHello ([`hello`]); any other TLS is the app's own and passes
+//!   through untouched. It requires a client certificate from the trust
+//!   anchors and records the client's SPIFFE ID.
+//! - Failures (wrong identity, untrusted or expired certificate, a peer
+//!   that will not do TLS 1.3) refuse the connection; each is counted in
+//!   `weft_tls_handshake_total{direction, peer_id, result}` and logged once.
+
+pub mod hello;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::{ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::info;
+
+use crate::identity::Credentials;
+use crate::telemetry::Direction;
+
+/// What follows the handshake, said by ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Alpn {
+    Http1,
+    Http2,
+    Opaque,
+}
+
+impl Alpn {
+    pub const ALL: [Alpn; 3] = [Alpn::Http1, Alpn::Http2, Alpn::Opaque];
+
+    pub fn id(self) -> &'static [u8] {
+        match self {
+            Alpn::Http1 => b"weft.http1",
+            Alpn::Http2 => b"weft.h2",
+            Alpn::Opaque => b"weft.opaque",
+        }
+    }
+
+    pub fn from_id(id: &[u8]) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.id() == id)
+    }
+}
+
+/// Whether a ClientHello's ALPN offers a mesh protocol.
+pub fn is_mesh(alpn: hello::Alpn<'_>) -> bool {
+    alpn.iter().any(|p| Alpn::from_id(p).is_some())
+}
+
+/// The SPIFFE ID (the URI SAN starting `spiffe://`) of a parsed certificate.
+pub fn spiffe_id_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
+        _ => None,
+    })
+}
+
+fn spiffe_id(der: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    spiffe_id_of(&cert)
+}
+
+/// Why a handshake failed, as a metric label.
+fn reason(error: &std::io::Error) -> &'static str {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        return "timeout";
+    }
+    let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+        return "io";
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(CertificateError::Expired)
+        | rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => "expired",
+        rustls::Error::InvalidCertificate(CertificateError::Other(other))
+            if other.0.is::<WrongIdentity>() =>
+        {
+            "wrong_identity"
+        }
+        rustls::Error::InvalidCertificate(_) => "untrusted",
+        rustls::Error::NoCertificatesPresented => "no_certificate",
+        rustls::Error::PeerIncompatible(_) | rustls::Error::NoApplicationProtocol => {
+            "incompatible"
+        }
+        rustls::Error::AlertReceived(_) => "refused_by_peer",
+        _ => "handshake",
+    }
+}
+
+#[derive(Debug)]
+struct WrongIdentity {
+    expected: Arc<str>,
+    got: Option<String>,
+}
+
+impl std::fmt::Display for WrongIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.got {
+            Some(got) => write!(f, "the server is {got}, not {}", self.expected),
+            None => write!(f, "the server has no SPIFFE ID; expected {}", self.expected),
+        }
+    }
+}
+
+impl std::error::Error for WrongIdentity {}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct HandshakeLabels {
+    direction: Direction,
+    peer_id: String,
+    result: &'static str,
+}
+
+/// A mesh TLS connection's peer and protocol.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub id: Arc<str>,
+    pub alpn: Alpn,
+}
+
+/// The TLS state of the proxy, built once at start-up.
+#[derive(Debug)]
+pub struct Tls {
+    provider: Arc<CryptoProvider>,
+    roots: Arc<RootCertStore>,
+    credentials: Arc<Credentials>,
+    server: Arc<ServerConfig>,
+    /// One client configuration per (expected identity, protocol): looked
+    /// up once per new upstream connection.
+    clients: Mutex<HashMap<(Arc<str>, Alpn), Arc<ClientConfig>>>,
+    handshake_timeout: Duration,
+    handshakes: Family<HandshakeLabels, Counter>,
+}
+
+/// The trust anchors in a PEM file.
+pub fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(roots)
+}
+
+impl Tls {
+    pub fn new(
+        provider: Arc<CryptoProvider>,
+        roots: RootCertStore,
+        credentials: Arc<Credentials>,
+        handshake_timeout: Duration,
+    ) -> Result<Self, String> {
+        let roots = Arc::new(roots);
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| format!("client verifier: {e}"))?;
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| format!("TLS server: {e}"))?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(Resolver(credentials.clone())));
+        server.alpn_protocols = Alpn::ALL.iter().map(|a| a.id().to_vec()).collect();
+        // Mesh connections are long-lived and few: no resumption state to keep.
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
+        Ok(Self {
+            provider,
+            roots,
+            credentials,
+            server: Arc::new(server),
+            clients: Mutex::default(),
+            handshake_timeout,
+            handshakes: Family::default(),
+        })
+    }
+
+    pub fn register(&self, registry: &mut Registry) {
+        registry.sub_registry_with_prefix("weft").register(
+            "tls_handshake",
+            "Mesh TLS handshakes, by peer identity and result (ok, or why it failed)",
+            self.handshakes.clone(),
+        );
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    fn client_config(&self, expected: &Arc<str>, alpn: Alpn) -> Result<Arc<ClientConfig>, String> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(&(expected.clone(), alpn)) {
+            return Ok(c.clone());
+        }
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| format!("TLS client: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ExpectIdentity {
+                expected: expected.clone(),
+                roots: self.roots.clone(),
+                provider: self.provider.clone(),
+            }))
+            .with_client_cert_resolver(Arc::new(Resolver(self.credentials.clone())));
+        config.alpn_protocols = vec![alpn.id().to_vec()];
+        config.resumption = rustls::client::Resumption::disabled();
+        let config = Arc::new(config);
+        clients.insert((expected.clone(), alpn), config.clone());
+        Ok(config)
+    }
+
+    fn count(&self, direction: Direction, peer_id: &str, result: &'static str) {
+        self.handshakes
+            .get_or_create(&HandshakeLabels {
+                direction,
+                peer_id: peer_id.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Opens mesh TLS over `io` to a server that must be `expected`.
+    pub async fn connect<I>(
+        &self,
+        io: I,
+        addr: SocketAddr,
+        expected: &Arc<str>,
+        alpn: Alpn,
+    ) -> Result<tokio_rustls::client::TlsStream<I>, String>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = self.client_config(expected, alpn)?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let handshake = connector.connect(ServerName::IpAddress(addr.ip().into()), io);
+        let result = match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        };
+        match result {
+            Ok(stream) => {
+                self.count(Direction::Outbound, expected, "ok");
+                Ok(stream)
+            }
+            Err(error) => {
+                let why = reason(&error);
+                self.count(Direction::Outbound, expected, why);
+                info!(server = %addr, expected = %expected, %error, reason = why, "mesh TLS to the server refused");
+                Err(format!("mesh TLS with {expected}: {error}"))
+            }
+        }
+    }
+
+    /// Terminates mesh TLS on `io` (its ClientHello offered a mesh ALPN).
+    pub async fn accept<I>(
+        &self,
+        io: I,
+        client: SocketAddr,
+    ) -> Option<(tokio_rustls::server::TlsStream<I>, Peer)>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.server.clone());
+        let result = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(io)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        };
+        let stream = match result {
+            Ok(s) => s,
+            Err(error) => {
+                let why = reason(&error);
+                self.count(Direction::Inbound, "", why);
+                info!(%client, %error, reason = why, "mesh TLS from the client refused");
+                return None;
+            }
+        };
+        let (_, conn) = stream.get_ref();
+        let id = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(spiffe_id);
+        let alpn = conn.alpn_protocol().and_then(Alpn::from_id);
+        match (id, alpn) {
+            (Some(id), Some(alpn)) => {
+                self.count(Direction::Inbound, &id, "ok");
+                Some((
+                    stream,
+                    Peer {
+                        id: id.into(),
+                        alpn,
+                    },
+                ))
+            }
+            (None, _) => {
+                self.count(Direction::Inbound, "", "no_identity");
+                info!(%client, "mesh TLS from the client refused: its certificate has no SPIFFE ID");
+                None
+            }
+            (Some(id), None) => {
+                self.count(Direction::Inbound, &id, "incompatible");
+                info!(%client, "mesh TLS from the client refused: no mesh protocol agreed");
+                None
+            }
+        }
+    }
+}
+
+/// Presents the proxy's current certificate (client and server side).
+#[derive(Debug)]
+struct Resolver(Arc<Credentials>);
+
+impl Resolver {
+    fn key(&self) -> Option<Arc<CertifiedKey>> {
+        self.0.current().map(|leaf| leaf.key.clone())
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.key()
+    }
+}
+
+impl ResolvesClientCert for Resolver {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.key()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Verifies a server: its chain against the trust anchors (as a TLS
+/// server certificate), and its SPIFFE ID against the expected one.
+#[derive(Debug)]
+struct ExpectIdentity {
+    expected: Arc<str>,
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for ExpectIdentity {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        let got = spiffe_id(end_entity);
+        if got.as_deref() == Some(&*self.expected) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            rustls::OtherError(Arc::new(WrongIdentity {
+                expected: self.expected.clone(),
+                got,
+            })),
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // The configuration allows TLS 1.3 only.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests;
