@@ -1,6 +1,7 @@
-//! The admin server (port 4191): `/live`, `/ready`, `/metrics` (Prometheus
-//! text), `/config` (the configuration in force) and `/shutdown` (POST, from
-//! loopback only). It is never redirected (weft-init skips its port) and is
+//! The admin server (port 4191): `/live`, `/ready` (listening, and with mesh
+//! TLS on, holding an unexpired certificate), `/metrics` (Prometheus text),
+//! `/config` (the configuration in force), `/identity` (the proxy's identity
+//! and certificate) and `/shutdown` (POST, from loopback only). It is never redirected (weft-init skips its port) and is
 //! the only thing the kubelet and Prometheus talk to.
 
 use bytes::Bytes;
@@ -20,12 +21,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::identity::Credentials;
+
 #[derive(Debug)]
 pub struct Admin {
     pub registry: Registry,
     pub ready: AtomicBool,
     pub config_dump: String,
     pub shutdown: CancellationToken,
+    /// The proxy's identity, when mesh TLS is on.
+    pub identity: Option<Arc<Credentials>>,
 }
 
 impl Admin {
@@ -39,10 +44,19 @@ impl Admin {
         };
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n".into()),
-            (&Method::GET, "/ready") if self.ready.load(Ordering::Acquire) => {
-                text(StatusCode::OK, "ready\n".into())
+            (&Method::GET, "/ready") if !self.ready.load(Ordering::Acquire) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
             }
-            (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
+            (&Method::GET, "/ready") => {
+                match self.identity.as_ref().and_then(|c| c.not_ready()) {
+                    Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                    None => text(StatusCode::OK, "ready\n".into()),
+                }
+            }
+            (&Method::GET, "/identity") => match &self.identity {
+                Some(c) => text(StatusCode::OK, c.describe()),
+                None => text(StatusCode::NOT_FOUND, "mesh TLS is off: no identity\n".into()),
+            },
             (&Method::GET, "/metrics") => {
                 let mut out = String::with_capacity(16 * 1024);
                 match prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -71,7 +85,7 @@ impl Admin {
             ),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /live /ready /metrics /config /shutdown\n".into(),
+                "not found: try /live /ready /metrics /config /identity /shutdown\n".into(),
             ),
         }
     }

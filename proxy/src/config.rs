@@ -183,6 +183,30 @@ pub struct Config {
     #[arg(long, env = "WEFT_PROXY_EWMA_DEFAULT_RTT", value_parser = duration, default_value = "30ms")]
     pub ewma_default_rtt: Duration,
 
+    /// The pod's ServiceAccount token (a projected token with the audience
+    /// weft-control expects). Setting it turns mesh TLS on: the proxy gets a
+    /// certificate for spiffe://<trust-domain>/ns/<pod-namespace>/sa/<service-account>
+    /// and is ready only once it has one. Read again at every renewal.
+    #[arg(long, env = "WEFT_PROXY_IDENTITY_TOKEN_FILE", value_name = "PATH")]
+    pub identity_token_file: Option<std::path::PathBuf>,
+
+    /// The mesh's trust anchors (PEM): peers' certificates must chain to
+    /// one of them. Needed with --identity-token-file.
+    #[arg(long, env = "WEFT_PROXY_IDENTITY_TRUST_ANCHORS", value_name = "PATH")]
+    pub identity_trust_anchors: Option<std::path::PathBuf>,
+
+    /// Where Identity/Certify is served; --control-addr when unset.
+    #[arg(long, env = "WEFT_PROXY_IDENTITY_ADDR", value_name = "HOST:PORT")]
+    pub identity_addr: Option<String>,
+
+    /// The pod's ServiceAccount (Downward API `spec.serviceAccountName`).
+    #[arg(long, env = "WEFT_PROXY_SERVICE_ACCOUNT", default_value = "default")]
+    pub service_account: String,
+
+    /// The mesh's trust domain (the host part of every SPIFFE ID).
+    #[arg(long, env = "WEFT_PROXY_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+
     /// Log format.
     #[arg(
         long,
@@ -196,6 +220,56 @@ pub struct Config {
     /// RUST_LOG are read when this is not set.
     #[arg(long, env = "WEFT_PROXY_LOG")]
     pub log: Option<String>,
+}
+
+impl Config {
+    /// The identity settings, when mesh TLS is on; an error names the
+    /// setting that is missing or wrong.
+    pub fn identity(&self) -> Result<Option<crate::identity::IdentityConfig>, String> {
+        let Some(token_file) = &self.identity_token_file else {
+            return Ok(None);
+        };
+        if self.identity_trust_anchors.is_none() {
+            return Err("--identity-token-file needs --identity-trust-anchors".into());
+        }
+        let addr = self
+            .identity_addr
+            .clone()
+            .or_else(|| self.control_addr.clone())
+            .ok_or("--identity-token-file needs --identity-addr or --control-addr")?;
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                })
+        };
+        if !name_ok(&self.pod_namespace) {
+            return Err(format!(
+                "--pod-namespace {:?} is not a namespace name (needed for the identity)",
+                self.pod_namespace
+            ));
+        }
+        if !name_ok(&self.service_account) {
+            return Err(format!(
+                "--service-account {:?} is not a ServiceAccount name",
+                self.service_account
+            ));
+        }
+        if !name_ok(&self.trust_domain) {
+            return Err(format!(
+                "--trust-domain {:?} is not a trust domain (a DNS-like name)",
+                self.trust_domain
+            ));
+        }
+        Ok(Some(crate::identity::IdentityConfig {
+            id: format!(
+                "spiffe://{}/ns/{}/sa/{}",
+                self.trust_domain, self.pod_namespace, self.service_account
+            ),
+            addr,
+            token_file: token_file.clone(),
+        }))
+    }
 }
 
 /// `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
@@ -250,5 +324,26 @@ mod tests {
         assert_eq!(c.admin_addr.port(), 4191);
         assert_eq!(c.inbound_target, InboundTarget::Loopback);
         assert!(Cli::try_parse_from(["weft-proxy", "--max-header-bytes=100"]).is_err());
+    }
+
+    #[test]
+    fn identity_settings_are_checked() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["weft-proxy"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).unwrap().config.identity()
+        };
+        assert_eq!(parse(&[]), Ok(None));
+        let base = ["--identity-token-file=/t", "--pod-namespace=shop"];
+        assert!(parse(&base).unwrap_err().contains("--identity-trust-anchors"));
+        let with_anchors = [&base[..], &["--identity-trust-anchors=/a"]].concat();
+        assert!(parse(&with_anchors).unwrap_err().contains("--control-addr"));
+        let full = [&with_anchors[..], &["--control-addr=c:8086"]].concat();
+        let good = [&full[..], &["--service-account=web"]].concat();
+        let id = parse(&good).unwrap().unwrap();
+        assert_eq!(id.id, "spiffe://cluster.local/ns/shop/sa/web");
+        assert_eq!(id.addr, "c:8086");
+        let bad = [&full[..], &["--service-account=Web_1"]].concat();
+        assert!(parse(&bad).unwrap_err().contains("--service-account \"Web_1\""));
     }
 }

@@ -1,5 +1,6 @@
 //! Protocol detection: HTTP/1.x (a request line), HTTP/2 with prior
-//! knowledge (the client preface), or opaque TCP.
+//! knowledge (the client preface), mesh TLS (inbound: a ClientHello
+//! offering a weft ALPN protocol), or opaque TCP (the app's own TLS too).
 //!
 //! Detection reads the client's first bytes and hands them back in front of
 //! the stream ([`Prefixed`]), so nothing is lost whatever it decides. It waits
@@ -11,6 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::telemetry::Protocol;
+use crate::tls::hello::{self, Hello};
 use crate::transport::io::Prefixed;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -24,6 +26,33 @@ const MAX_PEEK: usize = 8 * 1024;
 enum Verdict {
     Is(Protocol),
     NeedMore,
+}
+
+/// What to look for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Look {
+    /// Mesh TLS (the inbound side of a proxy with an identity).
+    pub mesh: bool,
+    /// HTTP (not on opaque ports).
+    pub http: bool,
+}
+
+fn classify_with(buf: &[u8], look: Look) -> Verdict {
+    if look.mesh {
+        match hello::parse(buf) {
+            Hello::NeedMore => return Verdict::NeedMore,
+            Hello::ClientHello { alpn } if crate::tls::is_mesh(alpn) => {
+                return Verdict::Is(Protocol::MeshTls)
+            }
+            Hello::ClientHello { .. } => return Verdict::Is(Protocol::Opaque),
+            Hello::NotTls => {}
+        }
+    }
+    if look.http {
+        classify(buf)
+    } else {
+        Verdict::Is(Protocol::Opaque)
+    }
 }
 
 fn classify(buf: &[u8]) -> Verdict {
@@ -79,7 +108,10 @@ fn could_be_request_line(buf: &[u8]) -> bool {
 pub async fn detect<T: AsyncRead + Unpin>(
     mut io: T,
     timeout: Duration,
+    look: Look,
 ) -> std::io::Result<(Protocol, Prefixed<T>)> {
+    // A ClientHello is one record, up to 16 KiB.
+    let limit = if look.mesh { hello::MAX_RECORD } else { MAX_PEEK };
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + timeout;
     let protocol = loop {
@@ -91,9 +123,9 @@ pub async fn detect<T: AsyncRead + Unpin>(
             // The client closed before deciding anything: forward what it
             // sent (maybe nothing) as opaque bytes.
             Ok(Ok(0)) => break Protocol::Opaque,
-            Ok(Ok(_)) => match classify(&buf) {
+            Ok(Ok(_)) => match classify_with(&buf, look) {
                 Verdict::Is(p) => break p,
-                Verdict::NeedMore if buf.len() >= MAX_PEEK => break Protocol::Opaque,
+                Verdict::NeedMore if buf.len() >= limit => break Protocol::Opaque,
                 Verdict::NeedMore => {}
             },
         }
@@ -105,6 +137,52 @@ pub async fn detect<T: AsyncRead + Unpin>(
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    const HTTP: Look = Look {
+        mesh: false,
+        http: true,
+    };
+
+    #[test]
+    fn mesh_tls_is_told_from_app_tls_by_alpn() {
+        let mesh = Look {
+            mesh: true,
+            http: true,
+        };
+        let hello = |alpn: &[u8]| {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            config.alpn_protocols = vec![alpn.to_vec()];
+            let name = rustls::pki_types::ServerName::try_from("db.test").unwrap();
+            let mut conn = rustls::ClientConnection::new(config.into(), name).unwrap();
+            let mut out = Vec::new();
+            conn.write_tls(&mut out).unwrap();
+            out
+        };
+        let weft = hello(b"weft.http1");
+        assert_eq!(classify_with(&weft, mesh), Verdict::Is(Protocol::MeshTls));
+        assert_eq!(classify_with(&weft[..100], mesh), Verdict::NeedMore);
+        assert_eq!(classify_with(&hello(b"h2"), mesh), Verdict::Is(Protocol::Opaque));
+        // Outbound (no mesh look), a ClientHello is opaque bytes like any other.
+        assert_eq!(classify_with(&weft, HTTP), Verdict::Is(Protocol::Opaque));
+        // Plain HTTP still detected with the mesh look; not on opaque ports.
+        assert_eq!(
+            classify_with(b"GET / HTTP/1.1\r\n", mesh),
+            Verdict::Is(Protocol::Http1)
+        );
+        let opaque_port = Look {
+            mesh: true,
+            http: false,
+        };
+        assert_eq!(
+            classify_with(b"GET / HTTP/1.1\r\n", opaque_port),
+            Verdict::Is(Protocol::Opaque)
+        );
+    }
 
     #[test]
     fn classifies() {
@@ -135,7 +213,7 @@ mod tests {
     async fn keeps_every_byte_it_read() {
         let (mut client, server) = tokio::io::duplex(1024);
         client.write_all(b"GET /hello HTTP/1.1\r\n").await.unwrap();
-        let (p, mut io) = detect(server, Duration::from_secs(1)).await.unwrap();
+        let (p, mut io) = detect(server, Duration::from_secs(1), HTTP).await.unwrap();
         assert_eq!(p, Protocol::Http1);
         client.write_all(b"\r\n").await.unwrap();
         drop(client);
@@ -147,14 +225,14 @@ mod tests {
     #[tokio::test]
     async fn a_silent_client_is_opaque_after_the_timeout() {
         let (_client, server) = tokio::io::duplex(1024);
-        let (p, _) = detect(server, Duration::from_millis(20)).await.unwrap();
+        let (p, _) = detect(server, Duration::from_millis(20), HTTP).await.unwrap();
         assert_eq!(p, Protocol::OpaqueTimeout);
     }
 
     #[tokio::test]
     async fn a_request_line_in_pieces_is_still_http() {
         let (mut client, server) = tokio::io::duplex(1024);
-        let task = tokio::spawn(detect(server, Duration::from_secs(1)));
+        let task = tokio::spawn(detect(server, Duration::from_secs(1), HTTP));
         for piece in [&b"PO"[..], b"ST /upload HT", b"TP/1.1\r\n"] {
             client.write_all(piece).await.unwrap();
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -436,7 +436,12 @@ fn endpoint(e: &pb::Endpoint) -> Option<(SocketAddr, EndpointInfo)> {
             node: e.node_name.clone(),
             for_zones: hints.for_zones,
             for_nodes: hints.for_nodes,
-            identity: e.tls_identity.as_ref().map(|t| t.spiffe_id.clone()),
+            // Only a meshed endpoint's proxy can prove an identity.
+            identity: e
+                .tls_identity
+                .as_ref()
+                .filter(|_| e.meshed)
+                .map(|t| Arc::from(t.spiffe_id.as_str())),
             meshed: e.meshed,
         },
     ))

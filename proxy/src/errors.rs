@@ -21,6 +21,8 @@ pub enum ProxyError {
     ConnectTimeout(SocketAddr, Duration),
     #[error("connection to {0} failed: {1}")]
     Connect(SocketAddr, #[source] std::io::Error),
+    #[error("{1}")]
+    Tls(SocketAddr, String),
     #[error("HTTP handshake with {0} failed: {1}")]
     Handshake(SocketAddr, #[source] hyper::Error),
     #[error("upstream {0} failed: {1}")]
@@ -45,6 +47,7 @@ impl ProxyError {
             ProxyError::ConnectRefused(_)
                 | ProxyError::ConnectTimeout(..)
                 | ProxyError::Connect(..)
+                | ProxyError::Tls(..)
         )
     }
 
@@ -63,6 +66,7 @@ impl ProxyError {
             ProxyError::ConnectRefused(_) => "connect refused",
             ProxyError::ConnectTimeout(..) => "connect timeout",
             ProxyError::Connect(..) => "connect failed",
+            ProxyError::Tls(..) => "tls failed",
             ProxyError::Handshake(..) => "handshake failed",
             ProxyError::Upstream(..) => "upstream failed",
             ProxyError::NoEndpoints(_) => "no endpoints",

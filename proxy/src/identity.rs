@@ -32,7 +32,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// What the proxy needs to get certificates.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityConfig {
     /// `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
     pub id: String,
@@ -55,7 +55,7 @@ pub struct Leaf {
 /// The proxy's credentials, read by every TLS handshake.
 #[derive(Debug)]
 pub struct Credentials {
-    pub id: String,
+    pub id: Arc<str>,
     current: ArcSwapOption<Leaf>,
     /// Why the last Certify failed (cleared by a success), for `/ready`.
     last_error: Mutex<Option<String>>,
@@ -72,7 +72,7 @@ struct ResultLabel {
 impl Credentials {
     pub fn new(id: String) -> Arc<Self> {
         Arc::new(Self {
-            id,
+            id: id.into(),
             current: ArcSwapOption::empty(),
             last_error: Mutex::default(),
             certify: Family::default(),

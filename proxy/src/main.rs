@@ -49,6 +49,15 @@ fn main() -> ExitCode {
         eprintln!("weft-proxy: {e}");
         return ExitCode::from(64);
     }
+    // Mesh TLS settings and trust anchors are checked before anything starts.
+    let anchors = config.identity_trust_anchors.as_deref();
+    if let Err(e) = config.identity().and_then(|id| match (id, anchors) {
+        (Some(_), Some(path)) => weft_proxy::tls::load_roots(path).map(drop),
+        _ => Ok(()),
+    }) {
+        eprintln!("weft-proxy: {e}");
+        return ExitCode::from(64);
+    }
     tracing::info!(?config, "starting");
 
     let bound = match Bound::bind(&config) {

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tracing::debug;
 
 /// Buffer per direction: large enough for bulk transfers to move in few
@@ -17,13 +16,14 @@ const BUF: usize = 16 * 1024;
 
 /// Copies between `client` and `server` until both are done or the
 /// connection has been idle for `idle_timeout`.
-pub async fn forward<I>(
+pub async fn forward<I, S>(
     mut client: I,
     activity: Arc<AtomicU64>,
-    mut server: TcpStream,
+    mut server: S,
     idle_timeout: Duration,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, BUF, BUF);
     tokio::pin!(copy);

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Span};
@@ -13,8 +14,10 @@ use crate::discover::{Dest, Resolution, Resolver, Route};
 use crate::errors::ProxyError;
 use crate::http::HttpServer;
 use crate::opaque;
-use crate::telemetry::{Direction, Metrics, Protocol};
-use crate::transport::connect::connect;
+use crate::detect::Look;
+use crate::telemetry::{Direction, MeshIds, Metrics, Protocol};
+use crate::tls::{Alpn, Tls};
+use crate::transport::connect::Remote;
 use crate::transport::io::{Counted, Prefixed};
 use crate::transport::orig_dst::OrigDstAddr;
 
@@ -41,6 +44,8 @@ pub struct Shared<O> {
     pub orig_dst: O,
     /// Discovery, when a control plane is configured.
     pub resolver: Option<Arc<Resolver>>,
+    /// Mesh TLS, when the proxy has an identity.
+    pub tls: Option<Arc<Tls>>,
     pub shutdown: CancellationToken,
     /// The proxy's own listening ports: a connection "to" one of them that
     /// was not redirected would loop.
@@ -103,15 +108,18 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, direction: Direction,
     };
     Span::current().record("dst", tracing::field::display(orig));
 
-    let metrics = shared.metrics.conn(direction, orig);
-    let io = Counted::new(tcp, metrics.read.clone(), metrics.write.clone());
-    let activity = io.activity();
     let opaque_service = matches!(&target, Target::Balanced(d)
         if d.resolution() == (Resolution::Service { opaque: true }));
-    let (protocol, io) = if opaque_service || shared.config.opaque_ports.contains(&orig.port()) {
-        (Protocol::OpaquePort, Prefixed::new(bytes::Bytes::new(), io))
+    let tls = shared.tls.as_ref();
+    let look = Look {
+        // Mesh TLS reaches the inbound side even on opaque ports.
+        mesh: direction == Direction::Inbound && tls.is_some(),
+        http: !(opaque_service || shared.config.opaque_ports.contains(&orig.port())),
+    };
+    let (protocol, io) = if !look.mesh && !look.http {
+        (Protocol::OpaquePort, Prefixed::new(bytes::Bytes::new(), tcp))
     } else {
-        match crate::detect::detect(io, shared.config.detect_timeout).await {
+        match crate::detect::detect(tcp, shared.config.detect_timeout, look).await {
             Ok(detected) => detected,
             Err(error) => {
                 debug!(%error, "client went away during detection");
@@ -120,6 +128,64 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, direction: Direction,
         }
     };
     shared.metrics.detected(direction, protocol);
+
+    match (protocol, tls) {
+        (Protocol::MeshTls, Some(tls)) => {
+            let Some((stream, peer)) = tls.accept(io).await else {
+                shared.metrics.refused(direction, "tls");
+                return;
+            };
+            Span::current().record("client_id", tracing::field::display(&peer.id));
+            let protocol = match peer.alpn {
+                Alpn::Http1 => Protocol::Http1,
+                Alpn::Http2 => Protocol::Http2,
+                Alpn::Opaque => Protocol::Opaque,
+            };
+            let ids = MeshIds {
+                client: peer.id,
+                server: tls.credentials().id.clone(),
+            };
+            forward(&shared, direction, orig, target, protocol, stream, Some(ids)).await
+        }
+        _ => {
+            let ids = outbound_mesh(tls, &target);
+            forward(&shared, direction, orig, target, protocol, io, ids).await
+        }
+    }
+}
+
+/// The identities of an outbound connection to a Service whose endpoints
+/// are all meshed as one identity (the usual case: one Deployment, one
+/// ServiceAccount); its requests go over mesh TLS.
+fn outbound_mesh(tls: Option<&Arc<Tls>>, target: &Target) -> Option<MeshIds> {
+    let (tls, Target::Balanced(dest)) = (tls?, target) else {
+        return None;
+    };
+    let set = dest.balancer.set();
+    let mut ids = set.all.iter().map(|e| e.info.identity.as_ref());
+    let first = ids.next()??;
+    ids.all(|id| id == Some(first)).then(|| MeshIds {
+        client: tls.credentials().id.clone(),
+        server: first.clone(),
+    })
+}
+
+/// Forwards a detected connection (plain, or mesh TLS terminated) to its
+/// target, with its metrics.
+async fn forward<O, I>(
+    shared: &Shared<O>,
+    direction: Direction,
+    orig: SocketAddr,
+    target: Target,
+    protocol: Protocol,
+    io: I,
+    mesh: Option<MeshIds>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let metrics = shared.metrics.conn(direction, orig, mesh.as_ref());
+    let io = Counted::new(io, metrics.read.clone(), metrics.write.clone());
+    let activity = io.activity();
     debug!(?protocol, ?target, "forwarding");
 
     let shutdown = shared.shutdown.clone();
@@ -136,11 +202,11 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, direction: Direction,
                 .serve_h2(io, target, metrics.http(), shutdown)
                 .await
         }
-        Protocol::Opaque | Protocol::OpaqueTimeout | Protocol::OpaquePort => {
-            let timeout = shared.config.connect_timeout;
+        Protocol::Opaque | Protocol::OpaqueTimeout | Protocol::OpaquePort | Protocol::MeshTls => {
+            let connector = &shared.http.upstream.connector;
             let idle = shared.config.tcp_idle_timeout;
             match target {
-                Target::Addr(addr) => match connect(addr, timeout).await {
+                Target::Addr(addr) => match connector.connect(&Remote::plain(addr), Alpn::Opaque).await {
                     Ok(server) => opaque::forward(io, activity, server, idle).await,
                     // Closing the client connection is all TCP can say.
                     Err(error) => debug!(%error, "opaque forward failed"),
@@ -157,7 +223,7 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, direction: Direction,
                             }
                         };
                         let started = std::time::Instant::now();
-                        match connect(picked.addr(), timeout).await {
+                        match connector.connect(&picked.remote(), Alpn::Opaque).await {
                             Ok(server) => {
                                 balancer.established(&picked, started.elapsed());
                                 // `picked` counts the connection as load while it lives.

@@ -20,6 +20,8 @@ use crate::balance::BalanceConfig;
 use crate::config::Config;
 use crate::discover::{DiscoveryConfig, Resolver};
 use crate::http::HttpServer;
+use crate::identity::Credentials;
+use crate::tls::{load_roots, Tls};
 use crate::proxy::{self, Shared};
 use crate::telemetry::{Direction, Metrics};
 use crate::transport::listen::{accept_loop, bind};
@@ -90,6 +92,32 @@ fn discovery(config: &Config, registry: &mut Registry) -> Result<Option<Arc<Reso
     Ok(Some(resolver))
 }
 
+/// Mesh TLS, when the proxy has an identity: the trust anchors loaded, the
+/// certificate requested in the background, the metrics registered.
+fn mesh(config: &Config, registry: &mut Registry) -> Result<Option<Arc<Tls>>, String> {
+    let Some(identity) = config.identity()? else {
+        return Ok(None);
+    };
+    let anchors = config
+        .identity_trust_anchors
+        .as_deref()
+        .ok_or("--identity-token-file needs --identity-trust-anchors")?;
+    let roots = load_roots(anchors)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let credentials = Credentials::new(identity.id.clone());
+    credentials.register(registry);
+    let tls = Tls::new(
+        provider.clone(),
+        roots,
+        credentials.clone(),
+        config.connect_timeout,
+    )?;
+    tls.register(registry);
+    info!(identity = %identity.id, certify = %identity.addr, "mesh TLS on: requesting a certificate");
+    crate::identity::spawn(identity, credentials, provider)?;
+    Ok(Some(Arc::new(tls)))
+}
+
 /// Runs the proxy until `signal` completes or `/shutdown` is called, then drains.
 pub async fn run<O>(config: Config, bound: Bound, orig_dst: O, signal: impl Future<Output = ()>)
 where
@@ -105,6 +133,13 @@ where
             return;
         }
     };
+    let tls = match mesh(&config, &mut registry) {
+        Ok(t) => t,
+        Err(error) => {
+            warn!(%error, "cannot set up mesh TLS");
+            return;
+        }
+    };
     let ports = bound
         .addrs()
         .map(|a| a.map(|a| a.port()))
@@ -116,10 +151,12 @@ where
         ready: false.into(),
         config_dump: format!("{config:#?}\n"),
         shutdown: shutdown.clone(),
+        identity: tls.as_ref().map(|t| t.credentials().clone()),
     });
     let tracker = TaskTracker::new();
     let shared = Arc::new(Shared {
-        http: HttpServer::new(&config, tracker.clone()),
+        http: HttpServer::new(&config, tls.clone(), tracker.clone()),
+        tls,
         config,
         metrics,
         orig_dst,

@@ -52,17 +52,66 @@ pub fn start_proxy(pod: &Pod, init_args: &[&str], env: &[(&str, &str)]) -> Proc 
     proxy
 }
 
-/// The value of the sample `name{labels}` (labels exactly as printed, in
-/// order) in `/metrics` of the pod's proxy; 0 when the series does not exist.
+/// The sum of the samples of `name{labels}` in `/metrics` of the pod's
+/// proxy, over every series that has at least the labels given (in any
+/// order; other labels may be there too); 0 when none matches.
 pub fn metric(pod: &Pod, series: &str) -> Result<f64> {
-    let text = admin_get(pod, "/metrics")?;
-    for line in text.lines() {
-        if let Some(value) = line.strip_prefix(series).and_then(|r| r.strip_prefix(' ')) {
-            return value
+    sum_samples(&admin_get(pod, "/metrics")?, series)
+}
+
+/// `name{a="1",b="2"}` → (name, [`a="1"`, `b="2"`]).
+fn split_series(series: &str) -> (&str, Vec<&str>) {
+    match series.split_once('{') {
+        Some((name, rest)) => {
+            let labels = rest.trim_end_matches('}');
+            let mut out = Vec::new();
+            // Label values here never contain `",`: split after each closing quote.
+            let mut start = 0;
+            for (i, _) in labels.match_indices("\",") {
+                out.push(&labels[start..=i]);
+                start = i + 2;
+            }
+            if start < labels.len() {
+                out.push(&labels[start..]);
+            }
+            (name, out)
+        }
+        None => (series, Vec::new()),
+    }
+}
+
+/// What [`metric`] computes, from the text of a scrape.
+pub fn sum_samples(text: &str, series: &str) -> Result<f64> {
+    let (name, wanted) = split_series(series);
+    let mut sum = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (line_name, labels) = split_series(key);
+        if line_name == name && wanted.iter().all(|w| labels.contains(w)) {
+            sum += value
                 .trim()
-                .parse()
-                .with_context(|| format!("unreadable value in {line:?}"));
+                .parse::<f64>()
+                .with_context(|| format!("unreadable value in {line:?}"))?;
         }
     }
-    Ok(0.0)
+    Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn samples_are_matched_by_label_subset_and_summed() {
+        let text = "# HELP x\n\
+            weft_request_total{direction=\"inbound\",dst=\"10.0.0.1:80\",tls=\"true\"} 2\n\
+            weft_request_total{direction=\"inbound\",dst=\"10.0.0.1:80\",tls=\"false\"} 3\n\
+            weft_request_total{direction=\"outbound\",dst=\"10.0.0.1:80\",tls=\"false\"} 7\n";
+        let sum = |s| super::sum_samples(text, s).unwrap();
+        assert_eq!(sum("weft_request_total{direction=\"inbound\"}"), 5.0);
+        assert_eq!(sum("weft_request_total{tls=\"true\",direction=\"inbound\"}"), 2.0);
+        assert_eq!(sum("weft_request_total"), 12.0);
+        assert_eq!(sum("weft_request_total{direction=\"sideways\"}"), 0.0);
+        assert_eq!(sum("weft_request{direction=\"inbound\"}"), 0.0);
+    }
 }

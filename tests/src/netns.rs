@@ -110,6 +110,13 @@ impl Node {
         Ok(node)
     }
 
+    /// `program` in the node's namespace itself (where the bridge is), as root.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
     /// A new pod on this node, with the next free address (10.244.0.2, .3, ...).
     pub fn pod(&self) -> Result<Pod> {
         let i = self.next_pod.fetch_add(1, Ordering::Relaxed);

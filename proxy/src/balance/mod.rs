@@ -13,6 +13,8 @@ pub mod accrual;
 pub mod ewma;
 
 use arc_swap::ArcSwap;
+
+use crate::transport::connect::Remote;
 use prometheus_client::metrics::counter::Counter;
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -49,7 +51,7 @@ pub struct EndpointInfo {
     pub for_zones: Vec<String>,
     pub for_nodes: Vec<String>,
     /// The SPIFFE identity to expect (meshed endpoints).
-    pub identity: Option<String>,
+    pub identity: Option<Arc<str>>,
     pub meshed: bool,
 }
 
@@ -287,6 +289,14 @@ pub struct Picked {
 impl Picked {
     pub fn addr(&self) -> SocketAddr {
         self.endpoint.addr
+    }
+
+    /// Where to connect, and the identity to expect there.
+    pub fn remote(&self) -> Remote {
+        Remote {
+            addr: self.endpoint.addr,
+            identity: self.endpoint.info.identity.clone(),
+        }
     }
 }
 

@@ -27,6 +27,8 @@ use crate::config::Config;
 use crate::errors::ProxyError;
 use crate::proxy::{Target, CONNECT_ATTEMPTS};
 use crate::telemetry::HttpMetrics;
+use crate::tls::Tls;
+use crate::transport::connect::{Connector, Remote};
 use headers::{is_upgrade, strip_hop_by_hop};
 use upstream::{H1Session, Upstream};
 
@@ -47,7 +49,7 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    pub fn new(config: &Config, tracker: TaskTracker) -> Self {
+    pub fn new(config: &Config, tls: Option<Arc<Tls>>, tracker: TaskTracker) -> Self {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
@@ -66,7 +68,10 @@ impl HttpServer {
             h1,
             h2,
             upstream: Arc::new(Upstream::new(
-                config.connect_timeout,
+                Connector {
+                    timeout: config.connect_timeout,
+                    tls,
+                },
                 config.pool_max_idle,
                 config.pool_idle_timeout,
             )),
@@ -323,7 +328,7 @@ impl Forward {
     /// endpoint when the target is a Service.
     async fn send(&self, req: Request<Body>, h2: bool) -> Result<Response<Incoming>, ProxyError> {
         match (&self.target, h2) {
-            (Target::Addr(addr), false) => self.session.send(*addr, req).await,
+            (Target::Addr(addr), false) => self.session.send(&Remote::plain(*addr), req).await,
             (Target::Addr(addr), true) => match self.h2_sender(*addr).await {
                 Ok(mut sender) => sender
                     .send_request(req)
@@ -334,17 +339,18 @@ impl Forward {
             (Target::Balanced(dest), false) => {
                 let balancer = &dest.balancer;
                 let (picked, ()) = self
-                    .pick(dest.addr, balancer, |a| self.session.connect(a))
+                    .pick(dest.addr, balancer, |r| self.session.connect(r))
                     .await?;
-                let result = self.session.send(picked.addr(), req).await;
+                let result = self.session.send(&picked.remote(), req).await;
                 self.finish(balancer, picked, &result);
                 result
             }
             (Target::Balanced(dest), true) => {
                 let balancer = &dest.balancer;
                 let upstream = &self.upstream;
-                let (picked, mut sender) =
-                    self.pick(dest.addr, balancer, |a| upstream.h2(a)).await?;
+                let (picked, mut sender) = self
+                    .pick(dest.addr, balancer, |r| async move { upstream.h2(&r).await })
+                    .await?;
                 let addr = picked.addr();
                 let result = sender
                     .send_request(req)
@@ -366,7 +372,7 @@ impl Forward {
         mut connect: F,
     ) -> Result<(Picked, T), ProxyError>
     where
-        F: FnMut(SocketAddr) -> Fut,
+        F: FnMut(Remote) -> Fut,
         Fut: std::future::Future<Output = Result<T, ProxyError>>,
     {
         let mut last = None;
@@ -374,7 +380,7 @@ impl Forward {
             let picked = balancer
                 .pick()
                 .map_err(|why| ProxyError::unavailable(dst, why))?;
-            match connect(picked.addr()).await {
+            match connect(picked.remote()).await {
                 Ok(conn) => return Ok((picked, conn)),
                 Err(e) => {
                     balancer.failed(picked);
@@ -415,7 +421,7 @@ impl Forward {
         {
             return Ok(s.clone());
         }
-        let sender = self.upstream.h2(addr).await?;
+        let sender = self.upstream.h2(&Remote::plain(addr)).await?;
         *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
         Ok(sender)
     }
@@ -425,12 +431,19 @@ impl Forward {
     async fn upgrade(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
         let client_side = hyper::upgrade::on(&mut req);
         let (mut sender, addr) = match &self.target {
-            Target::Addr(addr) => (self.upstream.h1_connect(*addr, true).await?, *addr),
+            Target::Addr(addr) => (
+                self.upstream
+                    .h1_connect(&Remote::plain(*addr), true)
+                    .await?,
+                *addr,
+            ),
             Target::Balanced(dest) => {
                 let balancer = &dest.balancer;
                 let upstream = &self.upstream;
                 let (picked, sender) = self
-                    .pick(dest.addr, balancer, |a| upstream.h1_connect(a, true))
+                    .pick(dest.addr, balancer, |r| async move {
+                        upstream.h1_connect(&r, true).await
+                    })
                     .await?;
                 let addr = picked.addr();
                 // An upgraded connection is not a request: its length says

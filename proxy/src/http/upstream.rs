@@ -18,14 +18,15 @@ use tracing::debug;
 
 use super::Body;
 use crate::errors::ProxyError;
-use crate::transport::connect::connect;
+use crate::tls::Alpn;
+use crate::transport::connect::{Connector, Remote};
 
 type H1 = http1::SendRequest<Body>;
 type H2 = http2::SendRequest<Body>;
 
 #[derive(Debug)]
 pub struct Upstream {
-    connect_timeout: Duration,
+    pub connector: Connector,
     max_idle: usize,
     idle_timeout: Duration,
     h1_idle: Mutex<HashMap<SocketAddr, Vec<(Instant, H1)>>>,
@@ -34,7 +35,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(connect_timeout: Duration, max_idle: usize, idle_timeout: Duration) -> Self {
+    pub fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Self {
         let mut h2_builder = http2::Builder::new(TokioExecutor::new());
         h2_builder
             .timer(hyper_util::rt::TokioTimer::new())
@@ -42,7 +43,7 @@ impl Upstream {
             .keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(20));
         Self {
-            connect_timeout,
+            connector,
             max_idle,
             idle_timeout,
             h1_idle: Mutex::default(),
@@ -52,9 +53,10 @@ impl Upstream {
     }
 
     /// A new HTTP/1 connection; `upgrades` lets it switch protocols.
-    pub async fn h1_connect(&self, dst: SocketAddr, upgrades: bool) -> Result<H1, ProxyError> {
-        let tcp = connect(dst, self.connect_timeout).await?;
-        let (sender, conn) = http1::handshake(TokioIo::new(tcp))
+    pub async fn h1_connect(&self, remote: &Remote, upgrades: bool) -> Result<H1, ProxyError> {
+        let dst = remote.addr;
+        let io = self.connector.connect(remote, Alpn::Http1).await?;
+        let (sender, conn) = http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| ProxyError::Handshake(dst, e))?;
         if upgrades {
@@ -74,11 +76,11 @@ impl Upstream {
     }
 
     /// An idle pooled HTTP/1 connection to `dst`, or a new one.
-    async fn h1(&self, dst: SocketAddr) -> Result<H1, ProxyError> {
-        if let Some(sender) = self.take_idle(dst) {
+    async fn h1(&self, remote: &Remote) -> Result<H1, ProxyError> {
+        if let Some(sender) = self.take_idle(remote.addr) {
             return Ok(sender);
         }
-        self.h1_connect(dst, false).await
+        self.h1_connect(remote, false).await
     }
 
     fn take_idle(&self, dst: SocketAddr) -> Option<H1> {
@@ -107,7 +109,8 @@ impl Upstream {
     }
 
     /// The shared HTTP/2 connection to `dst`, made if there is none.
-    pub async fn h2(&self, dst: SocketAddr) -> Result<H2, ProxyError> {
+    pub async fn h2(&self, remote: &Remote) -> Result<H2, ProxyError> {
+        let dst = remote.addr;
         if let Some(sender) = self
             .h2
             .lock()
@@ -117,10 +120,10 @@ impl Upstream {
         {
             return Ok(sender.clone());
         }
-        let tcp = connect(dst, self.connect_timeout).await?;
+        let io = self.connector.connect(remote, Alpn::Http2).await?;
         let (sender, conn) = self
             .h2_builder
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| ProxyError::Handshake(dst, e))?;
         tokio::spawn(async move {
@@ -180,12 +183,12 @@ impl H1Session {
 
     /// Makes sure the session holds a connection to `dst` (pooled or new):
     /// an error here means nothing was sent.
-    pub async fn connect(&self, dst: SocketAddr) -> Result<(), ProxyError> {
-        let sender = match self.take(dst) {
+    pub async fn connect(&self, remote: Remote) -> Result<(), ProxyError> {
+        let sender = match self.take(remote.addr) {
             Some(s) => s,
-            None => self.upstream.h1(dst).await?,
+            None => self.upstream.h1(&remote).await?,
         };
-        self.hold(dst, sender);
+        self.hold(remote.addr, sender);
         Ok(())
     }
 
@@ -195,14 +198,15 @@ impl H1Session {
     /// replaced once.
     pub async fn send(
         &self,
-        dst: SocketAddr,
+        remote: &Remote,
         req: http::Request<Body>,
     ) -> Result<http::Response<Incoming>, ProxyError> {
+        let dst = remote.addr;
         let mut req = req;
         for attempt in 0..2 {
             let mut sender = match self.take(dst) {
                 Some(s) => s,
-                None => self.upstream.h1(dst).await?,
+                None => self.upstream.h1(remote).await?,
             };
             if sender.ready().await.is_err() {
                 continue;
@@ -221,7 +225,7 @@ impl H1Session {
             }
         }
         // Two connections in a row were closed before the request went out.
-        let mut sender = self.upstream.h1_connect(dst, false).await?;
+        let mut sender = self.upstream.h1_connect(remote, false).await?;
         let rsp = sender
             .send_request(req)
             .await

@@ -7,17 +7,22 @@
 //!
 //! | family | type | labels |
 //! |---|---|---|
-//! | `weft_request_total` | counter | direction, dst |
-//! | `weft_response_total` | counter | direction, dst, status_class |
-//! | `weft_response_latency_ms` | histogram | direction, dst |
-//! | `weft_proxy_error_total` | counter | direction, dst, reason |
-//! | `weft_tcp_open_connections` | gauge | direction, dst |
-//! | `weft_tcp_open_total` | counter | direction, dst |
-//! | `weft_tcp_read_bytes_total` | counter | direction, dst |
-//! | `weft_tcp_write_bytes_total` | counter | direction, dst |
+//! | `weft_request_total` | counter | conn |
+//! | `weft_response_total` | counter | conn, status_class |
+//! | `weft_response_latency_ms` | histogram | conn |
+//! | `weft_proxy_error_total` | counter | conn, reason |
+//! | `weft_tcp_open_connections` | gauge | conn |
+//! | `weft_tcp_open_total` | counter | conn |
+//! | `weft_tcp_read_bytes_total` | counter | conn |
+//! | `weft_tcp_write_bytes_total` | counter | conn |
 //! | `weft_tcp_refused_total` | counter | direction, reason |
 //! | `weft_protocol_detect_total` | counter | direction, protocol |
 //! | `process_*` | | CPU seconds, resident and virtual memory, open fds, start time |
+//!
+//! `conn` is the connection's labels: `direction`, `dst` (the original
+//! destination), `tls` (`"true"` for mesh TLS), `client_id` and `server_id`
+//! (the SPIFFE IDs of both ends of the mesh TLS; empty without it). Mesh
+//! TLS families live in `tls` and `identity`.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -63,6 +68,8 @@ pub enum Protocol {
     OpaqueTimeout,
     /// The port is configured opaque: no detection.
     OpaquePort,
+    /// A ClientHello offering a mesh ALPN protocol (inbound).
+    MeshTls,
 }
 
 impl Protocol {
@@ -73,6 +80,7 @@ impl Protocol {
             Protocol::Opaque => "opaque",
             Protocol::OpaqueTimeout => "opaque_timeout",
             Protocol::OpaquePort => "opaque_port",
+            Protocol::MeshTls => "mesh_tls",
         }
     }
 }
@@ -87,20 +95,30 @@ impl EncodeLabelValue for Protocol {
 struct DstLabels {
     direction: Direction,
     dst: String,
+    tls: &'static str,
+    client_id: String,
+    server_id: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResponseLabels {
-    direction: Direction,
-    dst: String,
+    #[prometheus(flatten)]
+    conn: DstLabels,
     status_class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
-    direction: Direction,
-    dst: String,
+    #[prometheus(flatten)]
+    conn: DstLabels,
     reason: &'static str,
+}
+
+/// The two ends of a mesh TLS connection.
+#[derive(Clone, Debug)]
+pub struct MeshIds {
+    pub client: Arc<str>,
+    pub server: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -186,11 +204,15 @@ impl Metrics {
         metrics
     }
 
-    /// Handles for one accepted connection to `dst`.
-    pub fn conn(&self, direction: Direction, dst: SocketAddr) -> ConnMetrics {
+    /// Handles for one accepted connection to `dst`, over mesh TLS
+    /// between `mesh` when it is.
+    pub fn conn(&self, direction: Direction, dst: SocketAddr, mesh: Option<&MeshIds>) -> ConnMetrics {
         let labels = DstLabels {
             direction,
             dst: dst.to_string(),
+            tls: if mesh.is_some() { "true" } else { "false" },
+            client_id: mesh.map(|m| m.client.to_string()).unwrap_or_default(),
+            server_id: mesh.map(|m| m.server.to_string()).unwrap_or_default(),
         };
         let m = &self.0;
         m.tcp_total.get_or_create(&labels).inc();
@@ -244,8 +266,7 @@ impl ConnMetrics {
             responses: STATUS_CLASSES.map(|status_class| {
                 m.responses
                     .get_or_create(&ResponseLabels {
-                        direction: l.direction,
-                        dst: l.dst.clone(),
+                        conn: l.clone(),
                         status_class,
                     })
                     .clone()
@@ -284,8 +305,7 @@ impl HttpMetrics {
             .0
             .errors
             .get_or_create(&ErrorLabels {
-                direction: self.labels.direction,
-                dst: self.labels.dst.clone(),
+                conn: self.labels.clone(),
                 reason,
             })
             .inc();

@@ -5,4 +5,4 @@ pub mod histogram;
 pub mod metrics;
 pub mod process;
 
-pub use metrics::{ConnMetrics, Direction, HttpMetrics, Metrics, Protocol};
+pub use metrics::{ConnMetrics, Direction, HttpMetrics, MeshIds, Metrics, Protocol};

@@ -140,6 +140,9 @@ pub struct Peer {
     pub alpn: Alpn,
 }
 
+/// A client configuration's expected server identity and protocol.
+type ClientKey = (Arc<str>, Alpn);
+
 /// The TLS state of the proxy, built once at start-up.
 #[derive(Debug)]
 pub struct Tls {
@@ -149,7 +152,7 @@ pub struct Tls {
     server: Arc<ServerConfig>,
     /// One client configuration per (expected identity, protocol): looked
     /// up once per new upstream connection.
-    clients: Mutex<HashMap<(Arc<str>, Alpn), Arc<ClientConfig>>>,
+    clients: Mutex<HashMap<ClientKey, Arc<ClientConfig>>>,
     handshake_timeout: Duration,
     handshakes: Family<HandshakeLabels, Counter>,
 }
@@ -210,7 +213,7 @@ impl Tls {
         );
     }
 
-    pub fn credentials(&self) -> &Credentials {
+    pub fn credentials(&self) -> &Arc<Credentials> {
         &self.credentials
     }
 
@@ -279,11 +282,8 @@ impl Tls {
     }
 
     /// Terminates mesh TLS on `io` (its ClientHello offered a mesh ALPN).
-    pub async fn accept<I>(
-        &self,
-        io: I,
-        client: SocketAddr,
-    ) -> Option<(tokio_rustls::server::TlsStream<I>, Peer)>
+    /// Failures are logged in the connection's span, which names the client.
+    pub async fn accept<I>(&self, io: I) -> Option<(tokio_rustls::server::TlsStream<I>, Peer)>
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
@@ -297,7 +297,7 @@ impl Tls {
             Err(error) => {
                 let why = reason(&error);
                 self.count(Direction::Inbound, "", why);
-                info!(%client, %error, reason = why, "mesh TLS from the client refused");
+                info!(%error, reason = why, "mesh TLS from the client refused");
                 return None;
             }
         };
@@ -320,12 +320,12 @@ impl Tls {
             }
             (None, _) => {
                 self.count(Direction::Inbound, "", "no_identity");
-                info!(%client, "mesh TLS from the client refused: its certificate has no SPIFFE ID");
+                info!("mesh TLS from the client refused: its certificate has no SPIFFE ID");
                 None
             }
             (Some(id), None) => {
                 self.count(Direction::Inbound, &id, "incompatible");
-                info!(%client, "mesh TLS from the client refused: no mesh protocol agreed");
+                info!("mesh TLS from the client refused: no mesh protocol agreed");
                 None
             }
         }

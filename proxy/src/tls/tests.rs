@@ -113,7 +113,7 @@ async fn handshake(
             Ok(())
         },
         async {
-            let (mut tls, peer) = server.accept(b, ADDR).await?;
+            let (mut tls, peer) = server.accept(b).await?;
             let mut buf = [0; 4];
             tls.read_exact(&mut buf).await.ok()?;
             tls.write_all(b"pong").await.ok()?;
@@ -202,7 +202,7 @@ async fn a_client_without_a_certificate_or_tls13_is_refused() {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let (c, s) = tokio::join!(
         connector.connect(ServerName::IpAddress(ADDR.ip().into()), a),
-        server.accept(b, ADDR)
+        server.accept(b)
     );
     assert!(c.is_err() && s.is_none());
     assert_eq!(count(&server, Direction::Inbound, "", "incompatible"), 1);

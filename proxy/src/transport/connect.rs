@@ -1,11 +1,15 @@
 //! Connecting to a destination, with a timeout and errors that say what
-//! went wrong in terms the error responses use.
+//! went wrong in terms the error responses use; to a meshed endpoint, over
+//! mesh TLS.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use crate::errors::ProxyError;
+use crate::tls::{Alpn, Tls};
 
 pub async fn connect(dst: SocketAddr, timeout: Duration) -> Result<TcpStream, ProxyError> {
     match tokio::time::timeout(timeout, TcpStream::connect(dst)).await {
@@ -18,5 +22,49 @@ pub async fn connect(dst: SocketAddr, timeout: Duration) -> Result<TcpStream, Pr
         }
         Ok(Err(e)) => Err(ProxyError::Connect(dst, e)),
         Err(_) => Err(ProxyError::ConnectTimeout(dst, timeout)),
+    }
+}
+
+/// Where an upstream connection goes: an address and, for an endpoint
+/// whose pod is meshed, the identity its proxy must prove.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    pub addr: SocketAddr,
+    pub identity: Option<Arc<str>>,
+}
+
+impl Remote {
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            identity: None,
+        }
+    }
+}
+
+/// An upstream connection: plain TCP, or mesh TLS over it.
+pub type Io = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// Opens upstream connections.
+#[derive(Clone, Debug)]
+pub struct Connector {
+    pub timeout: Duration,
+    /// Mesh TLS, when the proxy has an identity.
+    pub tls: Option<Arc<Tls>>,
+}
+
+impl Connector {
+    /// Connects to `remote`; over mesh TLS saying `alpn` when the remote is
+    /// meshed and this proxy has an identity.
+    pub async fn connect(&self, remote: &Remote, alpn: Alpn) -> Result<Io, ProxyError> {
+        let tcp = connect(remote.addr, self.timeout).await?;
+        match (&self.tls, &remote.identity) {
+            (Some(tls), Some(id)) => tls
+                .connect(tcp, remote.addr, id, alpn)
+                .await
+                .map(Either::Right)
+                .map_err(|e| ProxyError::Tls(remote.addr, e)),
+            _ => Ok(Either::Left(tcp)),
+        }
     }
 }

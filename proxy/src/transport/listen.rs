@@ -83,7 +83,14 @@ pub async fn accept_loop<H, F>(
         };
         let _ = tcp.set_nodelay(true);
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-        let span = info_span!("conn", id, dir = name, %peer, dst = tracing::field::Empty);
+        let span = info_span!(
+            "conn",
+            id,
+            dir = name,
+            %peer,
+            dst = tracing::field::Empty,
+            client_id = tracing::field::Empty
+        );
         let fut = handle(tcp, peer);
         tracker.spawn(
             async move {

@@ -9,6 +9,11 @@
 //!                                  "CONNECTED local=L peer=P" and the answer
 //!                                  line as "REPLY ...", or "FAILED reason" and
 //!                                  exit 1
+//! weft-netprobe capture FILE MS    capture every frame on every interface of
+//!                                  the namespace (AF_PACKET) for MS ms into
+//!                                  FILE, frames back to back; prints
+//!                                  "CAPTURING" once the socket is open and
+//!                                  "CAPTURED N frames" at the end
 //! ```
 //!
 //! Listening prints "LISTENING ADDR" once the socket is bound, so a test can
@@ -31,6 +36,13 @@ fn main() -> ExitCode {
     };
     match args.first().map(String::as_str) {
         Some("listen") => listen(addr(1)),
+        Some("capture") => {
+            let (Some(file), Some(ms)) = (args.get(1), args.get(2).and_then(|m| m.parse().ok()))
+            else {
+                usage()
+            };
+            capture(file, Duration::from_millis(ms))
+        }
         Some("connect") => {
             let ms = args
                 .get(2)
@@ -42,7 +54,9 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: weft-netprobe listen ADDR | connect ADDR [TIMEOUT_MS]");
+    eprintln!(
+        "usage: weft-netprobe listen ADDR | connect ADDR [TIMEOUT_MS] | capture FILE MS"
+    );
     std::process::exit(64)
 }
 
@@ -50,6 +64,49 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// What a test needs of tcpdump, without tcpdump: the raw frames.
+fn capture(file: &str, duration: Duration) -> ExitCode {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::io::Read;
+    const ETH_P_ALL: u16 = 0x0003;
+    let socket = match Socket::new(
+        Domain::PACKET,
+        Type::RAW,
+        Some(Protocol::from(i32::from(ETH_P_ALL.to_be()))),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            say(&format!("FAILED packet socket: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut out = Vec::new();
+    let mut frames = 0;
+    let mut buf = vec![0u8; 65536];
+    say("CAPTURING");
+    let stop = std::time::Instant::now() + duration;
+    while std::time::Instant::now() < stop {
+        match (&socket).read(&mut buf) {
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                frames += 1;
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => {
+                say(&format!("FAILED read: {e}"));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Err(e) = std::fs::write(file, &out) {
+        say(&format!("FAILED write {file}: {e}"));
+        return ExitCode::FAILURE;
+    }
+    say(&format!("CAPTURED {frames} frames"));
+    ExitCode::SUCCESS
 }
 
 fn listen(addr: SocketAddr) -> ExitCode {
