@@ -47,15 +47,19 @@ impl Admin {
             (&Method::GET, "/ready") if !self.ready.load(Ordering::Acquire) => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
             }
-            (&Method::GET, "/ready") => {
-                match self.identity.as_ref().and_then(|c| c.not_ready()) {
-                    Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
-                    None => text(StatusCode::OK, "ready\n".into()),
-                }
-            }
+            (&Method::GET, "/ready") => match self.identity.as_ref().and_then(|c| c.not_ready()) {
+                Some(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
+                None => text(StatusCode::OK, "ready\n".into()),
+            },
             (&Method::GET, "/identity") => match &self.identity {
                 Some(c) => text(StatusCode::OK, c.describe()),
-                None => text(StatusCode::NOT_FOUND, "mesh TLS is off: no identity\n".into()),
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "mesh TLS is off: no identity\n".into(),
+                ),
             },
             (&Method::GET, "/metrics") => {
                 let mut out = String::with_capacity(16 * 1024);

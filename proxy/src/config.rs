@@ -239,9 +239,8 @@ impl Config {
             .ok_or("--identity-token-file needs --identity-addr or --control-addr")?;
         let name_ok = |s: &str| {
             !s.is_empty()
-                && s.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
-                })
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         };
         if !name_ok(&self.pod_namespace) {
             return Err(format!(
@@ -335,7 +334,9 @@ mod tests {
         };
         assert_eq!(parse(&[]), Ok(None));
         let base = ["--identity-token-file=/t", "--pod-namespace=shop"];
-        assert!(parse(&base).unwrap_err().contains("--identity-trust-anchors"));
+        assert!(parse(&base)
+            .unwrap_err()
+            .contains("--identity-trust-anchors"));
         let with_anchors = [&base[..], &["--identity-trust-anchors=/a"]].concat();
         assert!(parse(&with_anchors).unwrap_err().contains("--control-addr"));
         let full = [&with_anchors[..], &["--control-addr=c:8086"]].concat();
@@ -344,6 +345,8 @@ mod tests {
         assert_eq!(id.id, "spiffe://cluster.local/ns/shop/sa/web");
         assert_eq!(id.addr, "c:8086");
         let bad = [&full[..], &["--service-account=Web_1"]].concat();
-        assert!(parse(&bad).unwrap_err().contains("--service-account \"Web_1\""));
+        assert!(parse(&bad)
+            .unwrap_err()
+            .contains("--service-account \"Web_1\""));
     }
 }

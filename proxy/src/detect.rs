@@ -111,7 +111,11 @@ pub async fn detect<T: AsyncRead + Unpin>(
     look: Look,
 ) -> std::io::Result<(Protocol, Prefixed<T>)> {
     // A ClientHello is one record, up to 16 KiB.
-    let limit = if look.mesh { hello::MAX_RECORD } else { MAX_PEEK };
+    let limit = if look.mesh {
+        hello::MAX_RECORD
+    } else {
+        MAX_PEEK
+    };
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + timeout;
     let protocol = loop {
@@ -166,7 +170,10 @@ mod tests {
         let weft = hello(b"weft.http1");
         assert_eq!(classify_with(&weft, mesh), Verdict::Is(Protocol::MeshTls));
         assert_eq!(classify_with(&weft[..100], mesh), Verdict::NeedMore);
-        assert_eq!(classify_with(&hello(b"h2"), mesh), Verdict::Is(Protocol::Opaque));
+        assert_eq!(
+            classify_with(&hello(b"h2"), mesh),
+            Verdict::Is(Protocol::Opaque)
+        );
         // Outbound (no mesh look), a ClientHello is opaque bytes like any other.
         assert_eq!(classify_with(&weft, HTTP), Verdict::Is(Protocol::Opaque));
         // Plain HTTP still detected with the mesh look; not on opaque ports.
@@ -225,7 +232,9 @@ mod tests {
     #[tokio::test]
     async fn a_silent_client_is_opaque_after_the_timeout() {
         let (_client, server) = tokio::io::duplex(1024);
-        let (p, _) = detect(server, Duration::from_millis(20), HTTP).await.unwrap();
+        let (p, _) = detect(server, Duration::from_millis(20), HTTP)
+            .await
+            .unwrap();
         assert_eq!(p, Protocol::OpaqueTimeout);
     }
 

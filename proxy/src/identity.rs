@@ -156,7 +156,9 @@ impl Credentials {
         self.valid.set(1);
         self.current.store(Some(Arc::new(leaf)));
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.certify.get_or_create(&ResultLabel { result: "ok" }).inc();
+        self.certify
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc();
     }
 
     fn failed(&self, error: String) {
@@ -289,7 +291,11 @@ async fn certify(
         .ok_or("Certify answered without a valid expiry")?;
     let leaf = leaf_info(&rsp.leaf_certificate, &config.id)?;
     let mut chain = vec![CertificateDer::from(rsp.leaf_certificate)];
-    chain.extend(rsp.intermediate_certificates.into_iter().map(CertificateDer::from));
+    chain.extend(
+        rsp.intermediate_certificates
+            .into_iter()
+            .map(CertificateDer::from),
+    );
     Ok(Leaf {
         key: Arc::new(CertifiedKey::new(chain, signing.clone())),
         valid_until,
@@ -303,7 +309,9 @@ fn leaf_info(der: &[u8], id: &str) -> Result<String, String> {
         .map_err(|e| format!("Certify answered with an unparsable certificate: {e}"))?;
     match crate::tls::spiffe_id_of(&cert) {
         Some(got) if got == id => Ok(cert.issuer().to_string()),
-        Some(got) => Err(format!("Certify answered with a certificate for {got}, not {id}")),
+        Some(got) => Err(format!(
+            "Certify answered with a certificate for {got}, not {id}"
+        )),
         None => Err("Certify answered with a certificate without a URI SAN".to_owned()),
     }
 }
@@ -318,7 +326,9 @@ mod tests {
         let der = csr(&key, "spiffe://cluster.local/ns/shop/sa/web").unwrap();
         let parsed = rcgen::CertificateSigningRequestParams::from_der(&der.into()).unwrap();
         match parsed.params.subject_alt_names.as_slice() {
-            [SanType::URI(uri)] => assert_eq!(uri.as_str(), "spiffe://cluster.local/ns/shop/sa/web"),
+            [SanType::URI(uri)] => {
+                assert_eq!(uri.as_str(), "spiffe://cluster.local/ns/shop/sa/web")
+            }
             other => panic!("SANs {other:?}"),
         }
     }

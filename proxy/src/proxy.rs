@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, Span};
 
 use crate::config::{Config, InboundTarget};
+use crate::detect::Look;
 use crate::discover::{Dest, Resolution, Resolver, Route};
 use crate::errors::ProxyError;
 use crate::http::HttpServer;
 use crate::opaque;
-use crate::detect::Look;
 use crate::telemetry::{Direction, MeshIds, Metrics, Protocol};
 use crate::tls::{Alpn, Tls};
 use crate::transport::connect::Remote;
@@ -29,6 +29,15 @@ pub enum Target {
     /// The endpoints of a Service, balanced per request (HTTP) or per
     /// connection (opaque).
     Balanced(Arc<Dest>),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(addr) => write!(f, "{addr}"),
+            Target::Balanced(dest) => write!(f, "endpoints of {}", dest.addr),
+        }
+    }
 }
 
 /// How many endpoints a request or connection tries when connecting fails
@@ -117,7 +126,10 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, direction: Direction,
         http: !(opaque_service || shared.config.opaque_ports.contains(&orig.port())),
     };
     let (protocol, io) = if !look.mesh && !look.http {
-        (Protocol::OpaquePort, Prefixed::new(bytes::Bytes::new(), tcp))
+        (
+            Protocol::OpaquePort,
+            Prefixed::new(bytes::Bytes::new(), tcp),
+        )
     } else {
         match crate::detect::detect(tcp, shared.config.detect_timeout, look).await {
             Ok(detected) => detected,
@@ -145,7 +157,16 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, direction: Direction,
                 client: peer.id,
                 server: tls.credentials().id.clone(),
             };
-            forward(&shared, direction, orig, target, protocol, stream, Some(ids)).await
+            forward(
+                &shared,
+                direction,
+                orig,
+                target,
+                protocol,
+                stream,
+                Some(ids),
+            )
+            .await
         }
         _ => {
             let ids = outbound_mesh(tls, &target);
@@ -186,7 +207,7 @@ async fn forward<O, I>(
     let metrics = shared.metrics.conn(direction, orig, mesh.as_ref());
     let io = Counted::new(io, metrics.read.clone(), metrics.write.clone());
     let activity = io.activity();
-    debug!(?protocol, ?target, "forwarding");
+    debug!(?protocol, %target, "forwarding");
 
     let shutdown = shared.shutdown.clone();
     match protocol {
@@ -206,11 +227,13 @@ async fn forward<O, I>(
             let connector = &shared.http.upstream.connector;
             let idle = shared.config.tcp_idle_timeout;
             match target {
-                Target::Addr(addr) => match connector.connect(&Remote::plain(addr), Alpn::Opaque).await {
-                    Ok(server) => opaque::forward(io, activity, server, idle).await,
-                    // Closing the client connection is all TCP can say.
-                    Err(error) => debug!(%error, "opaque forward failed"),
-                },
+                Target::Addr(addr) => {
+                    match connector.connect(&Remote::plain(addr), Alpn::Opaque).await {
+                        Ok(server) => opaque::forward(io, activity, server, idle).await,
+                        // Closing the client connection is all TCP can say.
+                        Err(error) => debug!(%error, "opaque forward failed"),
+                    }
+                }
                 Target::Balanced(dest) => {
                     let balancer = &dest.balancer;
                     let mut last = None;

@@ -39,14 +39,19 @@ pub fn admin_get(pod: &Pod, path: &str) -> Result<String> {
 }
 
 /// Applies weft-init (with `init_args`) and starts weft-proxy (with `env`)
-/// as the proxy uid in `pod`; returns once `/ready` answers 200.
-pub fn start_proxy(pod: &Pod, init_args: &[&str], env: &[(&str, &str)]) -> Proc {
+/// as the proxy uid in `pod`, without waiting for it.
+pub fn spawn_proxy(pod: &Pod, init_args: &[&str], env: &[(&str, &str)]) -> Proc {
     install(pod, init_args);
     let mut cmd = pod.command(Some(PROXY_UID), &bin("weft-proxy"));
     cmd.env("WEFT_LOG", "info,weft_proxy=debug");
     cmd.envs(env.iter().copied());
-    let proxy =
-        Proc::spawn(&format!("weft-proxy in {}", pod.name), cmd).expect("weft-proxy starts");
+    Proc::spawn(&format!("weft-proxy in {}", pod.name), cmd).expect("weft-proxy starts")
+}
+
+/// Applies weft-init (with `init_args`) and starts weft-proxy (with `env`)
+/// as the proxy uid in `pod`; returns once `/ready` answers 200.
+pub fn start_proxy(pod: &Pod, init_args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let proxy = spawn_proxy(pod, init_args, env);
     eventually(Duration::from_secs(10), || admin_get(pod, "/ready"))
         .expect("weft-proxy becomes ready");
     proxy
@@ -109,7 +114,10 @@ mod tests {
             weft_request_total{direction=\"outbound\",dst=\"10.0.0.1:80\",tls=\"false\"} 7\n";
         let sum = |s| super::sum_samples(text, s).unwrap();
         assert_eq!(sum("weft_request_total{direction=\"inbound\"}"), 5.0);
-        assert_eq!(sum("weft_request_total{tls=\"true\",direction=\"inbound\"}"), 2.0);
+        assert_eq!(
+            sum("weft_request_total{tls=\"true\",direction=\"inbound\"}"),
+            2.0
+        );
         assert_eq!(sum("weft_request_total"), 12.0);
         assert_eq!(sum("weft_request_total{direction=\"sideways\"}"), 0.0);
         assert_eq!(sum("weft_request{direction=\"inbound\"}"), 0.0);

@@ -349,7 +349,11 @@ impl Forward {
                 let balancer = &dest.balancer;
                 let upstream = &self.upstream;
                 let (picked, mut sender) = self
-                    .pick(dest.addr, balancer, |r| async move { upstream.h2(&r).await })
+                    .pick(
+                        dest.addr,
+                        balancer,
+                        |r| async move { upstream.h2(&r).await },
+                    )
                     .await?;
                 let addr = picked.addr();
                 let result = sender

@@ -206,7 +206,12 @@ impl Metrics {
 
     /// Handles for one accepted connection to `dst`, over mesh TLS
     /// between `mesh` when it is.
-    pub fn conn(&self, direction: Direction, dst: SocketAddr, mesh: Option<&MeshIds>) -> ConnMetrics {
+    pub fn conn(
+        &self,
+        direction: Direction,
+        dst: SocketAddr,
+        mesh: Option<&MeshIds>,
+    ) -> ConnMetrics {
         let labels = DstLabels {
             direction,
             dst: dst.to_string(),

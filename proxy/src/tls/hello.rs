@@ -83,7 +83,8 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| usize::from(b[0]))
     }
     fn u16(&mut self) -> Option<usize> {
-        self.take(2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        self.take(2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
     }
     /// A vector with a 1- or 2-byte length in front.
     fn vec8(&mut self) -> Option<&'a [u8]> {
@@ -172,7 +173,10 @@ mod tests {
         assert_eq!(parse(b"\x16\x02"), Hello::NotTls);
         // A handshake record that is not a ClientHello, or is cut short inside.
         assert_eq!(parse(b"\x16\x03\x01\x00\x02\x02\x00"), Hello::NotTls);
-        assert_eq!(parse(b"\x16\x03\x01\x00\x04\x01\x00\x00\x50"), Hello::NotTls);
+        assert_eq!(
+            parse(b"\x16\x03\x01\x00\x04\x01\x00\x00\x50"),
+            Hello::NotTls
+        );
         // ALPN list lengths that lie do not panic.
         let mut bytes = rustls_hello(&[b"weft.h2"]);
         let at = bytes.windows(7).position(|w| w == b"weft.h2").unwrap();

@@ -88,7 +88,10 @@ fn reason(error: &std::io::Error) -> &'static str {
     if error.kind() == std::io::ErrorKind::TimedOut {
         return "timeout";
     }
-    let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
         return "io";
     };
     match tls {
@@ -101,9 +104,7 @@ fn reason(error: &std::io::Error) -> &'static str {
         }
         rustls::Error::InvalidCertificate(_) => "untrusted",
         rustls::Error::NoCertificatesPresented => "no_certificate",
-        rustls::Error::PeerIncompatible(_) | rustls::Error::NoApplicationProtocol => {
-            "incompatible"
-        }
+        rustls::Error::PeerIncompatible(_) | rustls::Error::NoApplicationProtocol => "incompatible",
         rustls::Error::AlertReceived(_) => "refused_by_peer",
         _ => "handshake",
     }

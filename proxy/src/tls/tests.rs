@@ -157,7 +157,10 @@ async fn a_server_with_another_identity_is_refused() {
     let error = c.unwrap_err();
     assert!(error.contains(&id("impostor")), "{error}");
     assert!(peer.is_none());
-    assert_eq!(count(&client, Direction::Outbound, &id("db"), "wrong_identity"), 1);
+    assert_eq!(
+        count(&client, Direction::Outbound, &id("db"), "wrong_identity"),
+        1
+    );
 }
 
 #[tokio::test]
@@ -169,7 +172,10 @@ async fn untrusted_and_expired_certificates_are_refused() {
     let server = ca.tls(other.credentials(&id("db"), false));
     let (c, _) = handshake(&client, &server, &id("db")).await;
     assert!(c.is_err());
-    assert_eq!(count(&client, Direction::Outbound, &id("db"), "untrusted"), 1);
+    assert_eq!(
+        count(&client, Direction::Outbound, &id("db"), "untrusted"),
+        1
+    );
     // A client whose chain ends at another anchor: the server refuses it.
     let client = ca.tls(other.credentials(&id("web"), false));
     let server = ca.tls(ca.credentials(&id("db"), false));

@@ -1,0 +1,423 @@
+//! Automatic mutual TLS as a mesh really runs it: weft-control (files
+//! source, with a CA made by `weft identity init` and a token file) in a pod
+//! of its own; meshed pods with weft-init applied and a proxy that gets its
+//! certificate with the pod's token; Services whose ClusterIPs exist only in
+//! the manifests, whose endpoints name Pods (meshed or not, and as which
+//! ServiceAccount) so that discovery tells each proxy what to expect.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use weft_tests::mesh::{admin_get, metric, spawn_proxy};
+use weft_tests::*;
+
+const TD: &str = "spiffe://cluster.local";
+
+fn id(sa: &str) -> String {
+    format!("{TD}/ns/shop/sa/{sa}")
+}
+
+/// The token the files source accepts for `sa` (in namespace shop).
+fn token(sa: &str) -> String {
+    format!("token-of-{sa}-0123456789abcdef")
+}
+
+/// A Service: its ClusterIP, and the pod behind it as the manifests
+/// describe it (its ServiceAccount; meshed or not).
+struct Svc<'a> {
+    name: &'a str,
+    ip: &'a str,
+    pod: &'a Pod,
+    sa: &'a str,
+    meshed: bool,
+}
+
+/// A node with weft-control serving discovery and Certify.
+struct Plane {
+    node: Node,
+    dir: PathBuf,
+    control_pod: Pod,
+    _control: Proc,
+}
+
+impl Plane {
+    fn new(name: &str, leaf_lifetime: &str) -> Self {
+        let node = Node::new().unwrap();
+        let dir = std::env::temp_dir().join(format!("weft-mtls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["manifests", "ca"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let out = std::process::Command::new(bin("weft"))
+            .args(["identity", "init", "--out"])
+            .arg(dir.join("ca"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "weft identity init: {}", stderr(&out));
+        let tokens: String = ["client", "web", "other"]
+            .iter()
+            .map(|sa| format!("\"{}\": shop/{sa}\n", token(sa)))
+            .collect();
+        std::fs::write(dir.join("tokens.yaml"), tokens).unwrap();
+        for sa in ["client", "web", "other"] {
+            std::fs::write(dir.join(format!("{sa}.token")), token(sa)).unwrap();
+        }
+        let control_pod = node.pod().unwrap();
+        let mut cmd = control_pod.command(None, &bin("weft-control"));
+        cmd.arg("--source")
+            .arg(dir.join("manifests"))
+            .args([
+                "--grpc-addr",
+                "0.0.0.0:8086",
+                "--admin-addr",
+                "127.0.0.1:9990",
+            ])
+            .args(["--poll-interval", "100ms", "--leaf-lifetime", leaf_lifetime])
+            .arg("--identity-dir")
+            .arg(dir.join("ca"))
+            .arg("--identity-tokens")
+            .arg(dir.join("tokens.yaml"));
+        let control = Proc::spawn("weft-control", cmd).unwrap();
+        eventually(WAIT, || {
+            http_get(&control_pod, "http://127.0.0.1:9990/ready")
+                .filter(|(code, _)| *code == 200)
+                .ok_or_else(|| anyhow::anyhow!("weft-control not ready"))
+        })
+        .unwrap();
+        Self {
+            node,
+            dir,
+            control_pod,
+            _control: control,
+        }
+    }
+
+    /// Writes the Services and their pods; waits until the control plane
+    /// has read them.
+    fn services(&self, services: &[Svc<'_>]) {
+        let mut yaml = String::new();
+        for s in services {
+            let containers = if s.meshed {
+                "[{name: app, image: app}, {name: weft-proxy, image: weft}]"
+            } else {
+                "[{name: app, image: app}]"
+            };
+            yaml += &format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\n\
+                 spec:\n  clusterIP: {ip}\n  clusterIPs: [\"{ip}\"]\n  \
+                 ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]\n---\n\
+                 apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata:\n  name: {name}-1\n  namespace: shop\n  labels: {{kubernetes.io/service-name: {name}}}\n\
+                 addressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n\
+                 - addresses: [\"{pod_ip}\"]\n  conditions: {{ready: true, serving: true, terminating: false}}\n  \
+                 targetRef: {{kind: Pod, name: {name}-0, namespace: shop}}\n---\n\
+                 apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}-0, namespace: shop}}\n\
+                 spec:\n  serviceAccountName: {sa}\n  containers: {containers}\n---\n",
+                name = s.name,
+                ip = s.ip,
+                pod_ip = s.pod.ip,
+                sa = s.sa,
+            );
+        }
+        let tmp = self.dir.join("manifests/.all.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(tmp, self.dir.join("manifests/all.yaml")).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+    }
+
+    /// The proxy environment of a meshed pod running as `sa` (with the
+    /// token of `token_sa`).
+    fn proxy_env(&self, sa: &str, token_sa: &str) -> Vec<(String, String)> {
+        vec![
+            (
+                "WEFT_PROXY_CONTROL_ADDR".into(),
+                format!("{}:8086", self.control_pod.ip),
+            ),
+            (
+                "WEFT_PROXY_IDENTITY_TOKEN_FILE".into(),
+                self.dir
+                    .join(format!("{token_sa}.token"))
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "WEFT_PROXY_IDENTITY_TRUST_ANCHORS".into(),
+                self.dir.join("ca/ca.crt").display().to_string(),
+            ),
+            ("WEFT_PROXY_POD_NAMESPACE".into(), "shop".into()),
+            ("WEFT_PROXY_SERVICE_ACCOUNT".into(), sa.into()),
+        ]
+    }
+
+    /// A meshed pod running as `sa`; `extra` is more proxy environment.
+    fn meshed(&self, pod: &Pod, sa: &str, extra: &[(&str, &str)]) -> Proc {
+        let env = self.proxy_env(sa, sa);
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend_from_slice(extra);
+        start_proxy(pod, &[], &env)
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The test app's HTTP server on 8080 in `pod`.
+fn app(pod: &Pod) -> Proc {
+    let p = pod
+        .spawn(
+            Some(APP_UID),
+            &bin("weft-testapp"),
+            &["http", "0.0.0.0:8080"],
+        )
+        .unwrap();
+    p.expect_line("LISTENING", WAIT).unwrap();
+    p
+}
+
+/// curl `url` in `pod` as the app: (HTTP status, body and headers).
+fn http_get(pod: &Pod, url: &str) -> Option<(u16, String)> {
+    let out = pod
+        .command(Some(APP_UID), Path::new("curl"))
+        .args(["-sS", "-i", "--max-time", "5", url])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text))
+}
+
+fn get_ok(pod: &Pod, url: &str) -> String {
+    let (code, text) = http_get(pod, url).unwrap_or_else(|| panic!("GET {url}: no answer"));
+    assert_eq!(code, 200, "GET {url}: {text}");
+    text
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn meshed_pods_speak_mtls_and_unmeshed_peers_plaintext() {
+    if netns_or_skip("mtls_wire") {
+        return;
+    }
+    let plane = Plane::new("wire", "24h");
+    let client = plane.node.pod().unwrap();
+    let web = plane.node.pod().unwrap();
+    let plain = plane.node.pod().unwrap();
+    let outsider = plane.node.pod().unwrap();
+    plane.services(&[
+        Svc {
+            name: "web",
+            ip: "10.96.0.20",
+            pod: &web,
+            sa: "web",
+            meshed: true,
+        },
+        Svc {
+            name: "plain",
+            ip: "10.96.0.21",
+            pod: &plain,
+            sa: "web",
+            meshed: false,
+        },
+    ]);
+    let _apps = [app(&web), app(&plain)];
+    let _web_proxy = plane.meshed(&web, "web", &[]);
+    let _client_proxy = plane.meshed(&client, "client", &[]);
+    assert!(admin_get(&client, "/identity")
+        .unwrap()
+        .contains(&id("client")));
+
+    // Capture everything on the node's bridge while the client calls a
+    // meshed Service and an unmeshed one.
+    let pcap = plane.dir.join("wire.bin");
+    let mut cmd = plane.node.command(&bin("weft-netprobe"));
+    cmd.arg("capture").arg(&pcap).arg("3000");
+    let mut capture = Proc::spawn("capture", cmd).unwrap();
+    capture.expect_line("CAPTURING", WAIT).unwrap();
+    let body = get_ok(&client, "http://10.96.0.20/hello?canary=MESHED-CANARY-7f3a");
+    assert!(body.contains("hello from"), "{body}");
+    get_ok(&client, "http://10.96.0.21/hello?canary=PLAIN-CANARY-7f3a");
+    capture.expect_line("CAPTURED", WAIT).unwrap();
+    capture.wait_exit(WAIT).unwrap();
+    let wire = std::fs::read(&pcap).unwrap();
+    // The capture works (the unmeshed hop is readable) ...
+    assert!(
+        contains(&wire, b"PLAIN-CANARY-7f3a"),
+        "capture saw no plaintext"
+    );
+    // ... and the meshed hop is TLS: a ClientHello offering the mesh
+    // protocol, application data records, and never the request.
+    assert!(
+        !contains(&wire, b"MESHED-CANARY-7f3a"),
+        "the meshed request crossed in plaintext"
+    );
+    assert!(
+        contains(&wire, b"weft.http1"),
+        "no mesh ClientHello on the wire"
+    );
+    assert!(
+        contains(&wire, &[0x17, 0x03, 0x03]),
+        "no TLS application data on the wire"
+    );
+
+    // Each side knows the other's identity.
+    let inbound = format!(
+        "weft_request_total{{direction=\"inbound\",tls=\"true\",client_id=\"{}\",server_id=\"{}\"}}",
+        id("client"),
+        id("web")
+    );
+    assert!(metric(&web, &inbound).unwrap() >= 1.0, "{inbound}");
+    let outbound = format!(
+        "weft_request_total{{direction=\"outbound\",tls=\"true\",client_id=\"{}\",server_id=\"{}\"}}",
+        id("client"),
+        id("web")
+    );
+    assert!(metric(&client, &outbound).unwrap() >= 1.0, "{outbound}");
+    let handshakes = format!(
+        "weft_tls_handshake_total{{direction=\"inbound\",peer_id=\"{}\",result=\"ok\"}}",
+        id("client")
+    );
+    assert!(metric(&web, &handshakes).unwrap() >= 1.0);
+    // The unmeshed Service was called in plaintext.
+    let plain_out =
+        "weft_request_total{direction=\"outbound\",dst=\"10.96.0.21:80\",tls=\"false\"}";
+    assert!(metric(&client, plain_out).unwrap() >= 1.0);
+
+    // A client without a proxy reaches the meshed server in plaintext.
+    get_ok(&outsider, &format!("http://{}:8080/hello", web.ip));
+    let plain_in = "weft_request_total{direction=\"inbound\",tls=\"false\"}";
+    assert!(metric(&web, plain_in).unwrap() >= 1.0);
+}
+
+#[test]
+fn identities_that_do_not_match_are_refused() {
+    if netns_or_skip("mtls_identity") {
+        return;
+    }
+    let plane = Plane::new("identity", "24h");
+    let client = plane.node.pod().unwrap();
+    let impostor = plane.node.pod().unwrap();
+    let liar = plane.node.pod().unwrap();
+    // Discovery says the pod behind `web` runs as `web`; it runs as `other`.
+    plane.services(&[Svc {
+        name: "web",
+        ip: "10.96.0.20",
+        pod: &impostor,
+        sa: "web",
+        meshed: true,
+    }]);
+    let _app = app(&impostor);
+    let _impostor_proxy = plane.meshed(&impostor, "other", &[]);
+    let _client_proxy = plane.meshed(&client, "client", &[]);
+
+    let (code, text) = http_get(&client, "http://10.96.0.20/hello").unwrap();
+    assert_eq!(code, 502, "{text}");
+    assert!(
+        text.to_lowercase().contains("weft-proxy-error: tls failed"),
+        "{text}"
+    );
+    let refused = format!(
+        "weft_tls_handshake_total{{direction=\"outbound\",peer_id=\"{}\",result=\"wrong_identity\"}}",
+        id("web")
+    );
+    assert!(metric(&client, &refused).unwrap() >= 1.0, "{refused}");
+    let served = impostor
+        .sh(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "2",
+            "http://127.0.0.1:8080/served",
+        ])
+        .unwrap();
+    assert_eq!(served.trim(), "0", "the impostor's app was reached");
+
+    // A proxy claiming `web` with the token of `other`: Certify refuses it,
+    // it never becomes ready, and /ready says why.
+    let env = plane.proxy_env("web", "other");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let _liar_proxy = spawn_proxy(&liar, &[], &env);
+    let why = eventually(WAIT, || {
+        let (code, text) = http_get(&liar, "http://127.0.0.1:4191/ready")
+            .ok_or_else(|| anyhow::anyhow!("no answer"))?;
+        anyhow::ensure!(
+            code == 503 && text.contains("PermissionDenied"),
+            "{code} {text}"
+        );
+        Ok(text)
+    })
+    .unwrap();
+    assert!(
+        why.contains(&id("web")) && why.contains(&id("other")),
+        "{why}"
+    );
+    let failed = "weft_identity_certify_total{result=\"error\"}";
+    assert!(metric(&liar, failed).unwrap() >= 1.0);
+}
+
+#[test]
+fn certificates_rotate_under_load_without_a_failed_request() {
+    if netns_or_skip("mtls_rotation") {
+        return;
+    }
+    let plane = Plane::new("rotation", "20s");
+    let client = plane.node.pod().unwrap();
+    let web = plane.node.pod().unwrap();
+    plane.services(&[Svc {
+        name: "web",
+        ip: "10.96.0.20",
+        pod: &web,
+        sa: "web",
+        meshed: true,
+    }]);
+    let _app = app(&web);
+    let _web_proxy = plane.meshed(&web, "web", &[]);
+    // No idle pool: every new client connection makes a new mesh TLS
+    // connection, with whatever certificates both sides hold by then.
+    let _client_proxy = plane.meshed(&client, "client", &[("WEFT_PROXY_POOL_MAX_IDLE", "0")]);
+
+    let span = Duration::from_secs(45);
+    let mut load = client
+        .spawn(
+            Some(APP_UID),
+            &bin("weft-testapp"),
+            &[
+                "load",
+                "10.96.0.20:80",
+                "40",
+                &span.as_millis().to_string(),
+                "4",
+            ],
+        )
+        .unwrap();
+    let started = Instant::now();
+    let mut fresh = 0;
+    while started.elapsed() < span {
+        get_ok(&client, "http://10.96.0.20/hello");
+        fresh += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let done = load.expect_line("OK ", Duration::from_secs(10)).unwrap();
+    load.wait_exit(WAIT).unwrap();
+    assert_eq!(field(&done, "failed"), "0", "{done}");
+    assert!(field(&done, "ok").parse::<u64>().unwrap() > 1000, "{done}");
+    // At least three renewals on each side during the load (20 s leaves,
+    // renewed at 70%).
+    for pod in [&client, &web] {
+        let ok = metric(pod, "weft_identity_certify_total{result=\"ok\"}").unwrap();
+        assert!(ok >= 3.0, "{} certificates in {span:?}", ok);
+    }
+    let handshakes = format!(
+        "weft_tls_handshake_total{{direction=\"inbound\",peer_id=\"{}\",result=\"ok\"}}",
+        id("client")
+    );
+    assert!(
+        metric(&web, &handshakes).unwrap() >= f64::from(fresh),
+        "{fresh} fresh connections"
+    );
+}
