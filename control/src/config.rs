@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::identity::issuer::SecretRef;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Plain,
@@ -49,7 +51,9 @@ impl Config {
             log_format: LogFormat::Plain,
             log: None,
             identity_dir: None,
+            identity_secret: None,
             identity_tokens: None,
+            identity_token_audience: "weft".into(),
             leaf_lifetime: Duration::from_secs(24 * 3600),
         }
     }
@@ -114,17 +118,59 @@ pub struct Config {
     #[arg(long, env = "WEFT_CONTROL_POLL_INTERVAL", value_parser = duration, default_value = "500ms")]
     pub poll_interval: Duration,
 
-    /// The CA directory (`ca.crt` trust anchors, `tls.crt`/`tls.key` issuer,
-    /// as `weft identity init` writes it): serve
-    /// weft.identity.v1.Identity/Certify. Reloaded when its files change.
+    /// Serve weft.identity.v1.Identity/Certify with the issuer of this CA
+    /// directory: `ca.crt` (the trust anchors), `tls.crt` (the issuer
+    /// certificate, optionally followed by intermediates) and `tls.key`
+    /// (its key), as `weft identity init` writes them. It must be valid at
+    /// start; changed files are read again, and a broken set is reported
+    /// while the issuer in use stays.
     #[arg(long, env = "WEFT_CONTROL_IDENTITY_DIR", value_name = "DIR")]
     pub identity_dir: Option<std::path::PathBuf>,
 
-    /// Which ServiceAccount token belongs to whom (a YAML map of
-    /// `token: namespace/serviceaccount`), for Certify without a cluster.
-    /// Needed with --identity-dir: the TokenReview API is not used yet.
+    /// Serve Certify with the issuer of this Kubernetes Secret instead of
+    /// --identity-dir (needs --source=kube): a `kubernetes.io/tls` Secret
+    /// whose `tls.crt`, `tls.key` and `ca.crt` are the files of a CA
+    /// directory, as cert-manager writes it for a CA Certificate, or as
+    /// `kubectl create secret generic NAME --type=kubernetes.io/tls
+    /// --from-file=DIR/tls.crt --from-file=DIR/tls.key
+    /// --from-file=DIR/ca.crt` makes it from `weft identity init`'s files.
+    /// The Secret is watched (weft-control needs get, list and watch on
+    /// it): a new version replaces the issuer; one that does not parse is
+    /// reported (`weft_control_issuer_loads_total{result="invalid"}`) and
+    /// the issuer in use stays. Until a first good one, Certify answers
+    /// UNAVAILABLE.
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_IDENTITY_SECRET",
+        value_name = "NAMESPACE/NAME",
+        value_parser = SecretRef::parse,
+        conflicts_with = "identity_dir"
+    )]
+    pub identity_secret: Option<SecretRef>,
+
+    /// Check ServiceAccount tokens against this file instead of the
+    /// TokenReview API: a YAML map of `token: namespace/serviceaccount`,
+    /// read again when it changes. Needed with a directory --source (no
+    /// API server to ask); with --source=kube it takes precedence over
+    /// TokenReview.
     #[arg(long, env = "WEFT_CONTROL_IDENTITY_TOKENS", value_name = "FILE")]
     pub identity_tokens: Option<std::path::PathBuf>,
+
+    /// The audience ServiceAccount tokens must be for, checked with the
+    /// TokenReview API (--source=kube without --identity-tokens; needs
+    /// `create` on tokenreviews, the `system:auth-delegator` ClusterRole).
+    /// The proxy's projected token (a `serviceAccountToken` volume source)
+    /// must be requested with this audience; a pod's default token, whose
+    /// audience is the API server, is refused. Accepted tokens are
+    /// remembered for a minute.
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_IDENTITY_TOKEN_AUDIENCE",
+        value_name = "AUDIENCE",
+        default_value = "weft",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    pub identity_token_audience: String,
 
     /// Lifetime of the leaf certificates Certify issues (cut to the
     /// issuer's own expiry).
@@ -172,5 +218,34 @@ mod tests {
             "{err}"
         );
         assert!(Cli::try_parse_from(["x", "--poll-interval=5d"]).is_err());
+    }
+
+    #[test]
+    fn identity_flags() {
+        let c = Cli::try_parse_from(["x"]).unwrap().c;
+        assert_eq!(c.identity_token_audience, "weft");
+        assert_eq!(c.identity_secret, None);
+        let c = Cli::try_parse_from(["x", "--identity-secret=weft/weft-issuer"])
+            .unwrap()
+            .c;
+        assert_eq!(
+            c.identity_secret,
+            Some(SecretRef {
+                namespace: "weft".into(),
+                name: "weft-issuer".into()
+            })
+        );
+        let err = Cli::try_parse_from(["x", "--identity-secret=weft-issuer"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("'weft-issuer' is not NAMESPACE/NAME"), "{err}");
+        assert!(Cli::try_parse_from(["x", "--identity-secret=a/B"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--identity-token-audience="]).is_err());
+        let err = Cli::try_parse_from(["x", "--identity-secret=a/b", "--identity-dir=/tmp"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("cannot be used with"), "{err}");
     }
 }

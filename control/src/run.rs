@@ -14,9 +14,11 @@ use tracing::info;
 use weft_proto::discovery::v1::discovery_server::DiscoveryServer as DiscoveryGrpc;
 use weft_proto::identity::v1::identity_server::IdentityServer;
 
-use crate::identity::ca::Authority;
+use crate::identity::issuer::Issuer;
+use crate::identity::review::TokenReviewer;
 use crate::identity::service::IdentityService;
 use crate::identity::tokens::TokenFile;
+use crate::identity::Reviewer;
 
 use crate::admin::{self, Admin};
 use crate::config::{Config, Source};
@@ -73,36 +75,24 @@ pub async fn run(
         metrics.clone(),
         pending_tx,
     ));
-    match &config.source {
+    let client = match &config.source {
         Source::Files(dir) => {
             let source = files::FilesSource::new(dir.clone(), changes_tx, metrics.clone());
             tokio::spawn(source.run(config.poll_interval));
+            None
         }
         Source::Kube => {
             let client = kube::client(config.kube_api_server.as_deref()).await?;
-            kube::spawn(client, &config.namespaces, changes_tx, metrics.clone());
-        }
-    }
-
-    let identity = match &config.identity_dir {
-        None => None,
-        Some(dir) => {
-            let authority = Authority::load(dir, &config.trust_domain)
-                .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
-            let Some(tokens) = &config.identity_tokens else {
-                anyhow::bail!(
-                    "identity: --identity-dir needs --identity-tokens (the TokenReview API is not used yet)"
-                );
-            };
-            let reviewer =
-                Arc::new(TokenFile::load(tokens).map_err(|e| anyhow::anyhow!("identity: {e}"))?);
-            let service =
-                IdentityService::new(authority, reviewer, config.leaf_lifetime, &mut registry);
-            service.watch(dir.clone(), Duration::from_secs(2));
-            info!(dir = %dir.display(), "serving Certify");
-            Some(IdentityServer::new(service))
+            kube::spawn(
+                client.clone(),
+                &config.namespaces,
+                changes_tx,
+                metrics.clone(),
+            );
+            Some(client)
         }
     };
+    let identity = identity(&config, client, &mut registry)?.map(IdentityServer::new);
 
     let stop = CancellationToken::new();
     let admin = Arc::new(Admin {
@@ -147,4 +137,57 @@ pub async fn run(
     stop.cancel();
     let _ = admin_task.await;
     Ok(())
+}
+
+/// The Certify service, when an issuer is configured: the issuer from
+/// --identity-dir (valid at start) or --identity-secret (watched through
+/// `client`), tokens checked by --identity-tokens or else the TokenReview
+/// API through `client`.
+fn identity(
+    config: &Config,
+    client: Option<::kube::Client>,
+    registry: &mut Registry,
+) -> anyhow::Result<Option<IdentityService>> {
+    if config.identity_dir.is_none() && config.identity_secret.is_none() {
+        return Ok(None);
+    }
+    let issuer = Issuer::new(&config.trust_domain, registry);
+    let issuer_from = match (&config.identity_dir, &config.identity_secret, &client) {
+        (Some(dir), _, _) => {
+            issuer
+                .load_dir(dir)
+                .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
+            issuer.watch_dir(dir.clone(), Duration::from_secs(2));
+            dir.display().to_string()
+        }
+        (None, Some(secret), Some(client)) => {
+            issuer.watch_secret(client.clone(), secret.clone());
+            format!("Secret {secret}")
+        }
+        _ => anyhow::bail!("identity: --identity-secret needs --source=kube"),
+    };
+    let (reviewer, tokens_from): (Arc<dyn Reviewer>, _) = match (&config.identity_tokens, client) {
+        (Some(file), _) => (
+            Arc::new(TokenFile::load(file).map_err(|e| anyhow::anyhow!("identity: {e}"))?),
+            file.display().to_string(),
+        ),
+        (None, Some(client)) => (
+            Arc::new(TokenReviewer::new(client, &config.identity_token_audience)),
+            format!("TokenReview, audience {}", config.identity_token_audience),
+        ),
+        (None, None) => anyhow::bail!(
+            "identity: a directory --source needs --identity-tokens (there is no TokenReview API to ask)"
+        ),
+    };
+    info!(
+        issuer = issuer_from,
+        tokens = tokens_from,
+        "serving Certify"
+    );
+    Ok(Some(IdentityService::new(
+        issuer,
+        reviewer,
+        config.leaf_lifetime,
+        registry,
+    )))
 }

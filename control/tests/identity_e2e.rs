@@ -200,3 +200,39 @@ async fn certify_issues_for_the_token_and_refuses_precisely() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn identity_without_a_way_to_check_tokens_or_a_cluster_does_not_start() {
+    let dir = std::env::temp_dir().join(format!("weft-identity-cfg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (manifests, ca_dir) = (dir.join("manifests"), dir.join("ca"));
+    std::fs::create_dir_all(&manifests).unwrap();
+    ca::generate("cluster.local", 365 * DAY, 30 * DAY)
+        .unwrap()
+        .write(&ca_dir)
+        .unwrap();
+    let files = Config::loopback(Source::Files(manifests));
+    for (config, why) in [
+        (
+            Config {
+                identity_dir: Some(ca_dir.clone()),
+                ..files.clone()
+            },
+            "identity: a directory --source needs --identity-tokens (there is no TokenReview API to ask)",
+        ),
+        (
+            Config {
+                identity_secret: Some(
+                    weft_control::config::SecretRef::parse("weft/weft-issuer").unwrap(),
+                ),
+                ..files.clone()
+            },
+            "identity: --identity-secret needs --source=kube",
+        ),
+    ] {
+        let bound = Bound::bind(&config).await.unwrap();
+        let err = run(config, bound, std::future::pending()).await.unwrap_err();
+        assert_eq!(err.to_string(), why);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

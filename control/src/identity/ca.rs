@@ -8,7 +8,7 @@
 //! | file | content |
 //! |---|---|
 //! | `ca.crt` | the trust anchors (PEM, one or more: several during a rotation) |
-//! | `tls.crt` | the issuer certificate (PEM) |
+//! | `tls.crt` | the issuer certificate (PEM), optionally followed by the intermediates up to an anchor |
 //! | `tls.key` | the issuer's private key (PEM, PKCS#8) |
 //!
 //! `weft identity init` also writes `ca.key`, the trust anchor's key, for
@@ -39,6 +39,8 @@ pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
 pub struct Authority {
     issuer: Issuer<'static, KeyPair>,
     issuer_der: Vec<u8>,
+    /// The issuer, then the rest of `tls.crt` but the anchors.
+    chain: Vec<Vec<u8>>,
     pub anchors_pem: String,
     pub trust_domain: String,
 }
@@ -47,7 +49,8 @@ pub struct Authority {
 #[derive(Debug)]
 pub struct Leaf {
     pub der: Vec<u8>,
-    /// The issuer, then nothing else (the anchors are the trust roots).
+    /// The issuer, then the intermediates above it that `tls.crt` carries
+    /// (never an anchor: those are the trust roots the peers hold).
     pub intermediates: Vec<Vec<u8>>,
     pub not_after: SystemTime,
 }
@@ -112,6 +115,29 @@ pub fn generate(
 }
 
 impl Generated {
+    /// A new issuer (new key, valid `issuer_lifetime`) under the same trust
+    /// anchor: a rotation the proxies need not hear of, since they trust
+    /// the anchor.
+    pub fn next_issuer(
+        &self,
+        trust_domain: &str,
+        issuer_lifetime: Duration,
+    ) -> Result<Generated, rcgen::Error> {
+        let anchor_der = first_der(&self.anchor_pem, "CERTIFICATE")
+            .ok_or(rcgen::Error::CouldNotParseCertificate)?;
+        let anchor =
+            Issuer::from_ca_cert_der(&anchor_der.into(), KeyPair::from_pem(&self.anchor_key_pem)?)?;
+        let issuer_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let issuer = ca_params(&format!("weft issuer {trust_domain}"), issuer_lifetime, 0)
+            .signed_by(&issuer_key, &anchor)?;
+        Ok(Generated {
+            anchor_pem: self.anchor_pem.clone(),
+            anchor_key_pem: self.anchor_key_pem.clone(),
+            issuer_pem: issuer.pem(),
+            issuer_key_pem: issuer_key.serialize_pem(),
+        })
+    }
+
     /// Writes the four files into `dir` (created if missing; keys mode 0600).
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
@@ -173,9 +199,15 @@ impl Authority {
         }
         let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), key)
             .map_err(|e| format!("{ISSUER_CERT_FILE}: {e}"))?;
+        let anchors = all_der(anchors_pem, "CERTIFICATE");
+        let above = all_der(cert_pem, "CERTIFICATE").into_iter().skip(1);
+        let chain = std::iter::once(cert_der.clone())
+            .chain(above.filter(|c| !anchors.contains(c)))
+            .collect();
         Ok(Self {
             issuer,
             issuer_der: cert_der,
+            chain,
             anchors_pem: anchors_pem.to_owned(),
             trust_domain: trust_domain.to_owned(),
         })
@@ -237,7 +269,7 @@ impl Authority {
             .map_err(|e| CsrError::Unparsable(e.to_string()))?;
         Ok(Leaf {
             der: leaf.der().to_vec(),
-            intermediates: vec![self.issuer_der.clone()],
+            intermediates: self.chain.clone(),
             not_after: end,
         })
     }

@@ -3,13 +3,20 @@
 //!
 //! A proxy sends a CSR for `spiffe://<trust-domain>/ns/<ns>/sa/<sa>` with
 //! its pod's ServiceAccount token. The token says who the proxy is (a
-//! [`Reviewer`] checks it); the CSR must ask for exactly that identity;
-//! the leaf is signed by the issuer of [`ca`] for `--leaf-lifetime`.
-//! Refusals are precise and counted (`weft_control_certify_total{result}`).
+//! [`Reviewer`] checks it: [`review`], the TokenReview API, in a cluster;
+//! [`tokens`], a file, without one); the CSR must ask for exactly that
+//! identity; the leaf is signed by the issuer of [`ca`] for
+//! `--leaf-lifetime`. The issuer comes from files or a Secret and follows
+//! their changes ([`issuer`]). Refusals are precise and counted
+//! (`weft_control_certify_total{result}`).
 
 pub mod ca;
+pub mod issuer;
+pub mod review;
 pub mod service;
 pub mod tokens;
+
+use prometheus_client::encoding::EncodeLabelSet;
 
 /// A ServiceAccount: the identity of every pod that runs as it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -52,16 +59,36 @@ impl Identity {
 }
 
 /// A Kubernetes object name: lowercase alphanumerics, `-` and `.`, at most 253.
-fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
+/// Why a token was not taken.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReviewError {
+    /// The token is not valid (unknown, expired, for another audience, not
+    /// a ServiceAccount's): Certify answers UNAUTHENTICATED.
+    #[error("{0}")]
+    Invalid(String),
+    /// The token could not be checked (the TokenReview API failed or did
+    /// not answer): Certify answers UNAVAILABLE, worth a retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// Checks a ServiceAccount token and says whose it is.
+#[tonic::async_trait]
 pub trait Reviewer: Send + Sync + std::fmt::Debug + 'static {
-    fn review(&self, token: &str) -> Result<Identity, String>;
+    async fn review(&self, token: &str) -> Result<Identity, ReviewError>;
+}
+
+/// The `result` label of the identity counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabel {
+    pub(crate) result: &'static str,
 }
 
 #[cfg(test)]

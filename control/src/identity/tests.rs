@@ -158,3 +158,114 @@ fn token_files_name_serviceaccounts() {
         .contains("namespace/serviceaccount"));
     assert!(tokens::parse("- a\n- b\n").is_err());
 }
+
+#[test]
+fn the_chain_handed_out_is_tls_crt_without_the_anchors() {
+    let g = ca::generate(TD, 365 * DAY, 30 * DAY).unwrap();
+    let with_anchor = format!("{}{}", g.issuer_pem, g.anchor_pem);
+    let a = Authority::from_pem(&with_anchor, &g.issuer_key_pem, &g.anchor_pem, TD).unwrap();
+    let leaf = a
+        .certify(
+            &csr(&["spiffe://cluster.local/ns/shop/sa/web"]),
+            &web(),
+            DAY,
+        )
+        .unwrap();
+    let issuer_der = ca::first_der(&g.issuer_pem, "CERTIFICATE").unwrap();
+    assert_eq!(leaf.intermediates, std::slice::from_ref(&issuer_der));
+    // An intermediate between the issuer and the anchor is handed out.
+    let other = ca::generate(TD, 365 * DAY, 30 * DAY).unwrap();
+    let chained = format!("{}{}", g.issuer_pem, other.issuer_pem);
+    let a = Authority::from_pem(&chained, &g.issuer_key_pem, &other.anchor_pem, TD).unwrap();
+    let leaf = a
+        .certify(
+            &csr(&["spiffe://cluster.local/ns/shop/sa/web"]),
+            &web(),
+            DAY,
+        )
+        .unwrap();
+    let middle = ca::first_der(&other.issuer_pem, "CERTIFICATE").unwrap();
+    assert_eq!(leaf.intermediates, [issuer_der, middle]);
+}
+
+#[test]
+fn the_next_issuer_is_signed_by_the_same_anchor() {
+    let g = ca::generate(TD, 365 * DAY, 30 * DAY).unwrap();
+    let next = g.next_issuer(TD, 30 * DAY).unwrap();
+    assert_eq!(next.anchor_pem, g.anchor_pem);
+    assert_ne!(next.issuer_pem, g.issuer_pem);
+    assert_ne!(next.issuer_key_pem, g.issuer_key_pem);
+    let anchor_der = ca::first_der(&g.anchor_pem, "CERTIFICATE").unwrap();
+    let (_, anchor) = x509_parser::parse_x509_certificate(&anchor_der).unwrap();
+    let issuer_der = ca::first_der(&next.issuer_pem, "CERTIFICATE").unwrap();
+    let (_, issuer) = x509_parser::parse_x509_certificate(&issuer_der).unwrap();
+    issuer.verify_signature(Some(anchor.public_key())).unwrap();
+    assert!(issuer.is_ca());
+    Authority::from_pem(&next.issuer_pem, &next.issuer_key_pem, &next.anchor_pem, TD).unwrap();
+}
+
+#[test]
+fn secrets_hold_the_files_of_a_ca_directory() {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::ByteString;
+    let g = ca::generate(TD, 365 * DAY, 30 * DAY).unwrap();
+    let secret = |files: &[(&str, &[u8])]| Secret {
+        data: Some(
+            files
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.to_vec())))
+                .collect(),
+        ),
+        type_: Some("kubernetes.io/tls".into()),
+        ..Secret::default()
+    };
+    let good = secret(&[
+        ("tls.crt", g.issuer_pem.as_bytes()),
+        ("tls.key", g.issuer_key_pem.as_bytes()),
+        ("ca.crt", g.anchor_pem.as_bytes()),
+    ]);
+    assert!(issuer::from_secret(&good, TD).is_ok());
+    let no_anchor = secret(&[
+        ("tls.crt", g.issuer_pem.as_bytes()),
+        ("tls.key", g.issuer_key_pem.as_bytes()),
+    ]);
+    assert_eq!(
+        issuer::from_secret(&no_anchor, TD).unwrap_err(),
+        "the Secret has no ca.crt"
+    );
+    let binary = secret(&[
+        ("tls.crt", &[0xff, 0xfe]),
+        ("tls.key", g.issuer_key_pem.as_bytes()),
+        ("ca.crt", g.anchor_pem.as_bytes()),
+    ]);
+    assert_eq!(
+        issuer::from_secret(&binary, TD).unwrap_err(),
+        "tls.crt is not PEM text"
+    );
+    assert_eq!(
+        issuer::from_secret(&Secret::default(), TD).unwrap_err(),
+        "the Secret has no tls.crt"
+    );
+}
+
+#[test]
+fn secret_names() {
+    let s = issuer::SecretRef::parse("weft/weft-issuer").unwrap();
+    assert_eq!(s.to_string(), "weft/weft-issuer");
+    for bad in ["weft", "weft/", "/x", "a/b/c", "A/b", ""] {
+        assert!(issuer::SecretRef::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn token_files_review_tokens() {
+    let path = std::env::temp_dir().join(format!("weft-tokens-unit-{}", std::process::id()));
+    std::fs::write(&path, "\"0123456789abcdef\": shop/web\n").unwrap();
+    let file = tokens::TokenFile::load(&path).unwrap();
+    assert_eq!(file.review("0123456789abcdef").await, Ok(web()));
+    assert!(matches!(
+        file.review("fedcba9876543210").await,
+        Err(ReviewError::Invalid(_))
+    ));
+    std::fs::remove_file(&path).unwrap();
+}

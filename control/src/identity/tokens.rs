@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::time::SystemTime;
 
-use super::{Identity, Reviewer};
+use super::{Identity, ReviewError, Reviewer};
 
 #[derive(Debug)]
 pub struct TokenFile {
@@ -76,8 +76,9 @@ impl TokenFile {
     }
 }
 
+#[tonic::async_trait]
 impl Reviewer for TokenFile {
-    fn review(&self, token: &str) -> Result<Identity, String> {
+    async fn review(&self, token: &str) -> Result<Identity, ReviewError> {
         if let Err(error) = self.refresh() {
             tracing::warn!(%error, "token file not reloaded; the tokens known before stay");
         }
@@ -87,6 +88,6 @@ impl Reviewer for TokenFile {
             .1
             .get(token)
             .cloned()
-            .ok_or_else(|| "the token is not one the token file names".to_owned())
+            .ok_or_else(|| ReviewError::Invalid("the token is not one the token file names".into()))
     }
 }

@@ -1,12 +1,13 @@
 //! `/version` and API discovery (`/api`, `/api/v1`, `/apis`,
-//! `/apis/{group}/{version}`), built from the resources the store serves,
-//! so `kube::discovery` and `Client::apiserver_version` work against the
-//! fake server.
+//! `/apis/{group}/{version}`), built from the resources the store serves
+//! and `tokenreviews` (always served, create only), so `kube::discovery` and
+//! `Client::apiserver_version` work against the fake server.
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 use super::store::Store;
+use super::{review, Resource, TOKEN_REVIEWS};
 
 /// The Kubernetes release the fake server claims to be.
 pub(crate) const VERSION: (&str, &str) = ("1", "35");
@@ -41,9 +42,10 @@ pub(crate) fn core_versions(host: &str) -> Value {
 
 /// `GET /apis`: every named group with a served resource.
 pub(crate) fn groups(store: &Store) -> Value {
+    let token_reviews = TOKEN_REVIEWS;
     let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for t in &store.tables {
-        let r = &t.resource;
+    let served = store.tables.iter().map(|t| &t.resource);
+    for r in served.chain([&token_reviews]) {
         if !r.group.is_empty() {
             let versions = groups.entry(&r.group).or_default();
             if !versions.contains(&&*r.version) {
@@ -66,11 +68,12 @@ pub(crate) fn groups(store: &Store) -> Value {
 
 /// `GET /api/v1` or `/apis/{group}/{version}`; `None` if nothing is served there.
 pub(crate) fn resources(store: &Store, group: &str, version: &str) -> Option<Value> {
-    let resources: Vec<Value> = store
+    let here = |r: &Resource| r.group == group && r.version == version;
+    let mut resources: Vec<Value> = store
         .tables
         .iter()
         .map(|t| &t.resource)
-        .filter(|r| r.group == group && r.version == version)
+        .filter(|r| here(r))
         .map(|r| {
             json!({
                 "name": r.plural,
@@ -81,6 +84,9 @@ pub(crate) fn resources(store: &Store, group: &str, version: &str) -> Option<Val
             })
         })
         .collect();
+    if here(&TOKEN_REVIEWS) {
+        resources.push(review::discovery_entry());
+    }
     let group_version = if group.is_empty() {
         version.to_owned()
     } else {

@@ -16,6 +16,8 @@
 //! kube.break_watches(); // watchers resume from their last resourceVersion
 //! kube.compact();       // with this before the break, they would relist
 //! kube.delete(&SERVICES, "shop", "web");
+//! // TokenReview (POST): this token is shop/web's, for the audience "weft".
+//! kube.add_token("t0k3n", "system:serviceaccount:shop:web", &["weft"]);
 //! println!("{} lists, {} watches", kube.lists(&SERVICES), kube.watches(&SERVICES));
 //! ```
 //!
@@ -28,7 +30,9 @@
 //! Served: `GET` of `/version`, discovery (`/api`, `/api/v1`, `/apis`,
 //! `/apis/{group}/{version}`), and for every registered resource its
 //! collections (list, watch; cluster-wide and per namespace) and its objects
-//! by name. Anything else is 404, other methods 405, each with a `Status`.
+//! by name; `POST` of TokenReviews, answered from the tokens the test added
+//! with [`FakeKube::add_token`]. Anything else is 404, other methods 405,
+//! each with a `Status`. Objects change only through the handle.
 //! Objects are JSON values; the server fills in apiVersion, kind, namespace,
 //! uid, creationTimestamp, generation and resourceVersion. One
 //! resourceVersion counter is bumped by every change of any resource, as
@@ -36,14 +40,15 @@
 //!
 //! Files: `store` (objects and history), `list`, `watch`, `server` (HTTP and
 //! routing), `request` (paths and query strings), `selector`, `object` (what
-//! the server writes into objects), `discovery`, `resource`, `shared` (state
-//! and counters).
+//! the server writes into objects), `discovery`, `review` (TokenReview),
+//! `resource`, `shared` (state and counters).
 
 mod discovery;
 mod list;
 mod object;
 mod request;
 mod resource;
+mod review;
 mod selector;
 mod server;
 mod shared;
@@ -53,7 +58,8 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-pub use resource::{Resource, ENDPOINT_SLICES, NAMESPACES, PODS, SERVICES};
+pub use resource::{Resource, ENDPOINT_SLICES, NAMESPACES, PODS, SECRETS, SERVICES, TOKEN_REVIEWS};
+pub use review::API_AUDIENCE;
 
 use serde_json::Value;
 use std::fmt;
@@ -101,7 +107,8 @@ struct Server {
 
 impl FakeKube {
     /// Starts a server with the default [`Options`] that serves services,
-    /// pods, namespaces and endpointslices (empty).
+    /// pods, namespaces, endpointslices and secrets (empty), and
+    /// TokenReviews (no token valid yet).
     ///
     /// # Panics
     /// If 127.0.0.1 cannot be bound or the thread not started.
@@ -122,7 +129,7 @@ impl FakeKube {
             .local_addr()
             .expect("fakekube listener has an address");
         let shared = Arc::new(Shared::new(options));
-        for r in [SERVICES, PODS, NAMESPACES, ENDPOINT_SLICES] {
+        for r in [SERVICES, PODS, NAMESPACES, ENDPOINT_SLICES, SECRETS] {
             shared.change(|s| s.register(&r));
         }
         let (stop, stopped) = oneshot::channel::<()>();
@@ -208,6 +215,20 @@ impl FakeKube {
             .unwrap_or_default()
     }
 
+    /// Makes `token` valid for the TokenReview API: it authenticates as
+    /// `username` (a ServiceAccount's is `system:serviceaccount:NS:NAME`)
+    /// for a review that wants one of `audiences` (a review that names none
+    /// wants [`API_AUDIENCE`]). Replaces what `token` was before.
+    pub fn add_token(&self, token: &str, username: &str, audiences: &[&str]) {
+        self.shared.add_token(token, username, audiences);
+    }
+
+    /// Makes `token` unknown to the TokenReview API again (as a deleted
+    /// ServiceAccount's). Returns whether it was known.
+    pub fn remove_token(&self, token: &str) -> bool {
+        self.shared.tokens().remove(token).is_some()
+    }
+
     /// The current resourceVersion (of the last change).
     pub fn resource_version(&self) -> u64 {
         self.shared.store().rv()
@@ -253,6 +274,12 @@ impl FakeKube {
     /// How many get requests (one object by name) `r` got.
     pub fn gets(&self, r: &Resource) -> u64 {
         self.shared.counts(r).gets
+    }
+
+    /// How many create (POST) requests `r` got, e.g. TokenReviews
+    /// (whatever the answer).
+    pub fn creates(&self, r: &Resource) -> u64 {
+        self.shared.counts(r).creates
     }
 
     /// How many watch streams of `r` are open now.

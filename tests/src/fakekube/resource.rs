@@ -9,7 +9,8 @@ use std::fmt;
 /// One kind of object the server lists and watches, e.g. core/v1 `services`.
 ///
 /// The four the control plane watches are constants ([`SERVICES`], [`PODS`],
-/// [`NAMESPACES`], [`ENDPOINT_SLICES`]); a custom resource is made with
+/// [`NAMESPACES`], [`ENDPOINT_SLICES`]), so are [`SECRETS`] (served too) and
+/// [`TOKEN_REVIEWS`] (POST only); a custom resource is made with
 /// [`Resource::new`] and served once registered or applied to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Resource {
@@ -49,6 +50,16 @@ pub const NAMESPACES: Resource = builtin("", "Namespace", "namespaces", false);
 /// discovery.k8s.io/v1 `endpointslices`.
 pub const ENDPOINT_SLICES: Resource =
     builtin("discovery.k8s.io", "EndpointSlice", "endpointslices", true);
+/// core/v1 `secrets`.
+pub const SECRETS: Resource = builtin("", "Secret", "secrets", true);
+/// authentication.k8s.io/v1 `tokenreviews`: not stored, only created
+/// (POST), answered from the tokens the test added (`FakeKube::add_token`).
+pub const TOKEN_REVIEWS: Resource = builtin(
+    "authentication.k8s.io",
+    "TokenReview",
+    "tokenreviews",
+    false,
+);
 
 impl Resource {
     /// A resource of any group, e.g. a CRD:

@@ -1,7 +1,7 @@
 //! The HTTP side: accepts connections on the bound listener (HTTP/1.1 and
 //! HTTP/2), counts each request, answers 503 while the server is set away,
-//! and routes GETs to discovery, list, get or watch. Every failure is a
-//! `Status` object, as the API server sends.
+//! routes GETs to discovery, list, get or watch, and POSTs of TokenReviews
+//! to `review`. Every failure is a `Status` object, as the API server sends.
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HOST};
@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 
 use super::request::{Api, Query, Route};
 use super::shared::Shared;
-use super::{discovery, list, object, watch};
+use super::{discovery, list, object, review, watch, TOKEN_REVIEWS};
 
 /// The body of every answer: a whole JSON document, or a watch stream.
 pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
@@ -51,8 +51,8 @@ pub(crate) async fn run(
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let response = handle(&shared, &req);
-                async move { Ok::<_, Infallible>(response) }
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
             });
             // A client that goes away mid-request is no error of ours.
             let _ = auto::Builder::new(TokioExecutor::new())
@@ -63,13 +63,16 @@ pub(crate) async fn run(
 }
 
 /// Answers one request.
-fn handle(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response {
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response {
     let route = Route::parse(req.uri().path());
     let query = Query::parse(req.uri().query().unwrap_or(""));
     let is_watch = query.flag("watch");
+    let is_post = req.method() == Method::POST;
     match &route {
         Route::Collection { api, .. } => count(shared, api, |c| {
-            if is_watch {
+            if is_post {
+                c.creates += 1;
+            } else if is_watch {
                 c.watches += 1;
             } else {
                 c.lists += 1;
@@ -85,10 +88,27 @@ fn handle(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response {
             "the API server is unavailable (fakekube: set_unavailable)",
         );
     }
-    if req.method() != Method::GET {
-        let msg = format!("the fake API server serves GET only, not {}", req.method());
-        return status_response(405, "MethodNotAllowed", &msg);
+    let token_reviews = matches!(&route, Route::Collection { api, namespace: None }
+        if TOKEN_REVIEWS.is(&api.group, &api.version, &api.plural));
+    match (req.method(), token_reviews) {
+        (&Method::POST, true) => match req.into_body().collect().await {
+            Ok(body) => review::review(&shared.tokens(), &body.to_bytes()),
+            Err(e) => status_response(400, "BadRequest", &format!("unreadable body: {e}")),
+        },
+        (&Method::GET, false) => get(shared, &req, route, &query),
+        (method, _) => {
+            let msg = format!(
+                "the fake API server serves GET, and POST of tokenreviews; not {method} {}",
+                req.uri().path()
+            );
+            status_response(405, "MethodNotAllowed", &msg)
+        }
     }
+}
+
+/// Answers a GET.
+fn get(shared: &Arc<Shared>, req: &Request<Incoming>, route: Route, query: &Query) -> Response {
+    let is_watch = query.flag("watch");
     // `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`
     let partial = header(req, ACCEPT).contains("as=PartialObjectMetadata");
     match route {
@@ -102,8 +122,8 @@ fn handle(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response {
             }
         }
         Route::Collection { api, namespace } => match table(shared, &api, namespace.as_deref()) {
-            Some(t) if is_watch => watch::watch(shared, t, namespace, &query, partial),
-            Some(t) => list::list(shared, t, namespace, &query, partial),
+            Some(t) if is_watch => watch::watch(shared, t, namespace, query, partial),
+            Some(t) => list::list(shared, t, namespace, query, partial),
             None => not_found(),
         },
         Route::Object {

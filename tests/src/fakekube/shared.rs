@@ -1,12 +1,13 @@
 //! The state the test's handle and the server's tasks share: the store, the
-//! signals that wake watches, the availability switch and the request
-//! counters.
+//! signals that wake watches, the availability switch, the tokens the
+//! TokenReview API knows and the request counters.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
+use super::review::{Token, Tokens};
 use super::store::Store;
 use super::{Options, Resource};
 
@@ -16,6 +17,7 @@ pub(crate) struct Counts {
     pub(crate) lists: u64,
     pub(crate) watches: u64,
     pub(crate) gets: u64,
+    pub(crate) creates: u64,
     pub(crate) open_watches: usize,
 }
 
@@ -32,6 +34,7 @@ pub(crate) struct Shared {
     /// Bumped to drop every open watch stream.
     breaks: watch::Sender<u64>,
     unavailable: AtomicBool,
+    tokens: Mutex<Tokens>,
     counts: Mutex<HashMap<CountKey, Counts>>,
 }
 
@@ -43,6 +46,7 @@ impl Shared {
             breaks: watch::Sender::new(0),
             store: Mutex::new(store),
             unavailable: AtomicBool::new(false),
+            tokens: Mutex::default(),
             counts: Mutex::new(HashMap::new()),
             options,
         }
@@ -83,6 +87,19 @@ impl Shared {
         if away {
             self.break_watches();
         }
+    }
+
+    /// The tokens the TokenReview API knows.
+    pub(crate) fn tokens(&self) -> MutexGuard<'_, Tokens> {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn add_token(&self, token: &str, username: &str, audiences: &[&str]) {
+        let token_info = Token {
+            username: username.to_owned(),
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        self.tokens().insert(token.to_owned(), token_info);
     }
 
     /// Updates the counters of the resource a URL names.

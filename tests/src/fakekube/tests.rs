@@ -2,7 +2,7 @@
 //! kube-rs' `Api::list`, `Api::watch` and kube-runtime's watcher rely on.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -41,6 +41,22 @@ async fn get_as(kube: &FakeKube, path: &str, accept: &str) -> (u16, Value) {
 
 async fn get(kube: &FakeKube, path: &str) -> (u16, Value) {
     get_as(kube, path, "application/json").await
+}
+
+/// `POST path` with a JSON body, as status and the whole body as JSON.
+async fn post(kube: &FakeKube, path: &str, body: &Value) -> (u16, Value) {
+    let req = http::Request::post(format!("{}{path}", kube.url()))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let res = Client::builder(TokioExecutor::new())
+        .build_http()
+        .request(req)
+        .await
+        .expect("the fake server answers");
+    let code = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (code, serde_json::from_slice(&body).expect("a JSON body"))
 }
 
 /// How a watch stream went on.
@@ -712,9 +728,100 @@ async fn gets_discovery_version_and_unknown_paths() {
         .iter()
         .filter_map(|g| g["name"].as_str())
         .collect();
-    assert_eq!(names, ["discovery.k8s.io", "split.smi-spec.io"]);
+    assert_eq!(
+        names,
+        [
+            "authentication.k8s.io",
+            "discovery.k8s.io",
+            "split.smi-spec.io"
+        ]
+    );
     let (_, core) = get(&kube, "/api/v1").await;
-    assert_eq!(core["resources"].as_array().unwrap().len(), 3);
+    assert_eq!(core["resources"].as_array().unwrap().len(), 4);
+    let (code, list) = get(&kube, "/api/v1/namespaces/a/secrets").await;
+    assert_eq!((code, list["kind"].as_str()), (200, Some("SecretList")));
+    let (_, auth) = get(&kube, "/apis/authentication.k8s.io/v1").await;
+    assert_eq!(auth["resources"][0]["name"], "tokenreviews");
+    assert_eq!(auth["resources"][0]["verbs"], json!(["create"]));
+}
+
+#[tokio::test]
+async fn token_reviews_answer_from_the_tokens_added() {
+    const WEB: &str = "system:serviceaccount:shop:web";
+    let kube = FakeKube::start();
+    kube.add_token("web-token", WEB, &["weft", "other"]);
+    kube.add_token("api-token", WEB, &[API_AUDIENCE]);
+    let path = TOKEN_REVIEWS.path(None);
+    assert_eq!(path, "/apis/authentication.k8s.io/v1/tokenreviews");
+    let review = |token: &str, audiences: Value| {
+        let kube = kube.clone();
+        let body = json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "metadata": {}, "spec": {"token": token, "audiences": audiences},
+        });
+        let path = path.clone();
+        async move { post(&kube, &path, &body).await }
+    };
+
+    let (code, r) = review("web-token", json!(["weft"])).await;
+    assert_eq!((code, r["kind"].as_str()), (201, Some("TokenReview")));
+    assert_eq!(r["spec"]["token"], "web-token");
+    assert_eq!(
+        r["status"],
+        json!({
+            "authenticated": true,
+            "user": {"username": WEB, "groups": [
+                "system:serviceaccounts", "system:serviceaccounts:shop", "system:authenticated"
+            ]},
+            "audiences": ["weft"],
+        })
+    );
+    // No audiences named: the API server's own.
+    let (_, r) = review("api-token", Value::Null).await;
+    assert_eq!(r["status"]["audiences"], json!([API_AUDIENCE]));
+    // Another audience, an unknown token: 201 all the same, not authenticated.
+    let (code, r) = review("web-token", json!(["vault"])).await;
+    assert_eq!(code, 201);
+    assert_eq!(r["status"]["authenticated"], Value::Null);
+    assert_eq!(
+        r["status"]["error"],
+        r#"invalid bearer token, token audiences ["weft","other"] is invalid for the target audiences ["vault"]"#
+    );
+    let (_, r) = review("web-token", Value::Null).await;
+    assert!(r["status"]["error"]
+        .as_str()
+        .unwrap()
+        .contains(API_AUDIENCE));
+    let (_, r) = review("nobody", json!(["weft"])).await;
+    assert_eq!(
+        r["status"],
+        json!({"user": {}, "error": "invalid bearer token"})
+    );
+    assert!(kube.remove_token("web-token"));
+    let (_, r) = review("web-token", json!(["weft"])).await;
+    assert_eq!(r["status"]["error"], "invalid bearer token");
+    // Requests that are not reviews.
+    assert_eq!(review("", json!(["weft"])).await.0, 422);
+    let (code, _) = post(&kube, &path, &json!({"kind": "Pod", "apiVersion": "v1"})).await;
+    assert_eq!(code, 400);
+    assert_eq!(kube.creates(&TOKEN_REVIEWS), 8);
+    let (code, status) = get(&kube, &path).await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (405, Some("MethodNotAllowed"))
+    );
+    let (code, _) = post(
+        &kube,
+        "/api/v1/namespaces/a/services",
+        &svc("a", "x", json!({})),
+    )
+    .await;
+    assert_eq!(code, 405, "objects change only through the handle");
+    assert!(kube.objects(&SERVICES).is_empty());
+    assert_eq!(kube.creates(&SERVICES), 1);
+    // Away: 503 as everything else.
+    kube.set_unavailable(true);
+    assert_eq!(review("api-token", Value::Null).await.0, 503);
 }
 
 #[test]
