@@ -15,6 +15,11 @@ keeps one model of them, and streams to every proxy that watches a
 destination (weft.discovery.v1.Discovery/Watch on the gRPC port) its current
 endpoints, then each change as a delta.
 
+With --identity-dir or --identity-secret it is also the mesh's certificate
+authority: weft.identity.v1.Identity/Certify signs a proxy's CSR for its
+SPIFFE identity once its ServiceAccount token is checked (TokenReview in a
+cluster, --identity-tokens otherwise).
+
 Every flag is also an environment variable (shown below). Exit codes: 0
 after a clean shutdown (SIGTERM), 64 for an invalid configuration, 1 for a
 start-up failure (a port in use, no Kubernetes configuration).";

@@ -13,9 +13,18 @@ const LONG_ABOUT: &str = "\
 weft's sidecar proxy. weft-init redirects the pod's TCP traffic to it: outbound
 connections to the outbound listener, inbound ones to the inbound listener. For
 each connection it reads the original destination, detects the protocol
-(HTTP/1, HTTP/2, or opaque TCP) and forwards it: outbound to the original
-destination, inbound to the application on 127.0.0.1:<port>. HTTP is proxied
-per request over reused upstream connections; everything else byte for byte.
+(HTTP/1, HTTP/2, mesh TLS, or opaque TCP) and forwards it: outbound to the
+endpoints of the Service behind the original destination (with
+--control-addr: discovery, Peak-EWMA balancing, retries and deadlines) or to
+the original destination, inbound to the application on 127.0.0.1:<port>.
+HTTP is proxied per request over reused upstream connections; everything
+else byte for byte.
+
+With --identity-token-file it gets a certificate for its SPIFFE identity from
+weft-control (Identity/Certify), is ready only once it has one, renews it, and
+speaks mutual TLS 1.3 to every endpoint discovery names as meshed, checking
+the server's identity; inbound, it terminates mesh TLS and records the
+client's identity. Plaintext from unmeshed clients still works.
 
 It must run as the uid weft-init exempts (2102), so that its own connections
 are not redirected back to it.

@@ -421,3 +421,63 @@ fn certificates_rotate_under_load_without_a_failed_request() {
         "{fresh} fresh connections"
     );
 }
+
+/// The `issuer:` line of a proxy's `/identity`.
+fn issuer_of(pod: &Pod) -> String {
+    let text = admin_get(pod, "/identity").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("issuer: "))
+        .unwrap_or_else(|| panic!("no issuer in {text}"))
+        .to_owned()
+}
+
+#[test]
+fn a_rotated_issuer_signs_new_leaves_and_old_ones_stay_trusted() {
+    if netns_or_skip("mtls_issuer") {
+        return;
+    }
+    let plane = Plane::new("issuer", "60s");
+    let client = plane.node.pod().unwrap();
+    let web = plane.node.pod().unwrap();
+    plane.services(&[Svc {
+        name: "web",
+        ip: "10.96.0.20",
+        pod: &web,
+        sa: "web",
+        meshed: true,
+    }]);
+    let _app = app(&web);
+    let _web_proxy = plane.meshed(&web, "web", &[]);
+    let old = issuer_of(&web);
+
+    // A new issuer under the same anchor, written where weft-control reads it.
+    let out = std::process::Command::new(bin("weft"))
+        .args(["identity", "rotate-issuer", "--dir"])
+        .arg(plane.dir.join("ca"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rotate-issuer: {}", stderr(&out));
+    let loads = "weft_control_issuer_loads_total{result=\"loaded\"}";
+    eventually(Duration::from_secs(10), || {
+        let (_, text) = http_get(&plane.control_pod, "http://127.0.0.1:9990/metrics")
+            .ok_or_else(|| anyhow::anyhow!("no metrics"))?;
+        let n = weft_tests::mesh::sum_samples(&text, loads)?;
+        anyhow::ensure!(n >= 2.0, "{n} issuer loads");
+        Ok(())
+    })
+    .unwrap();
+
+    // A proxy starting now gets a leaf of the new issuer; the server still
+    // holds one of the old; both chain to the anchor, so they talk.
+    let _client_proxy = plane.meshed(&client, "client", &[]);
+    let new = issuer_of(&client);
+    assert_ne!(new, old, "the new leaf names the old issuer");
+    assert!(new.contains("(from "), "{new}");
+    get_ok(&client, "http://10.96.0.20/hello");
+    assert_eq!(issuer_of(&web), old, "the server renewed before the check");
+    let handshakes = format!(
+        "weft_tls_handshake_total{{direction=\"inbound\",peer_id=\"{}\",result=\"ok\"}}",
+        id("client")
+    );
+    assert!(metric(&web, &handshakes).unwrap() >= 1.0);
+}

@@ -14,6 +14,11 @@ The command-line tool of a weft installation.
   weft identity init --out DIR    makes a trust anchor and an issuer (ECDSA
                                   P-256) for a new installation, so nobody
                                   needs openssl
+  weft identity rotate-issuer --dir DIR
+                                  replaces the issuer in DIR with a new one
+                                  signed by the same trust anchor (ca.key):
+                                  weft-control picks it up, and proxies keep
+                                  trusting leaves of both
 
 Exit codes: 0 on success, 64 for invalid arguments, 1 when the work failed.";
 
@@ -56,6 +61,22 @@ enum IdentityCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Replaces tls.crt and tls.key in a directory made by `init` with a new
+    /// issuer signed by its trust anchor (ca.crt and ca.key). Leaves signed
+    /// by the old issuer stay valid until they expire, since every proxy
+    /// trusts the anchor; weft-control --identity-dir loads the new issuer
+    /// within seconds.
+    RotateIssuer {
+        /// The directory `weft identity init` wrote.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The SPIFFE trust domain the certificates are for.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// How long the new issuer is valid, in hours.
+        #[arg(long, default_value_t = 365 * 24, value_parser = clap::value_parser!(u64).range(1..=100 * 365 * 24))]
+        issuer_hours: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +94,18 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Identity {
+            command:
+                IdentityCommand::RotateIssuer {
+                    dir,
+                    trust_domain,
+                    issuer_hours,
+                },
+        } => rotate_issuer(
+            &dir,
+            &trust_domain,
+            Duration::from_secs(issuer_hours * 3600),
+        ),
         Command::Identity {
             command:
                 IdentityCommand::Init {
@@ -122,6 +155,47 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+/// `weft identity rotate-issuer`.
+fn rotate_issuer(dir: &std::path::Path, trust_domain: &str, lifetime: Duration) -> ExitCode {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+    };
+    let rotated = read(ca::ANCHORS_FILE)
+        .and_then(|anchor_pem| Ok((anchor_pem, read(ca::ANCHOR_KEY_FILE)?)))
+        .and_then(|(anchor_pem, anchor_key_pem)| {
+            let current = ca::Generated {
+                anchor_pem,
+                anchor_key_pem,
+                issuer_pem: String::new(),
+                issuer_key_pem: String::new(),
+            };
+            current.next_issuer(trust_domain, lifetime).map_err(|e| {
+                format!(
+                    "cannot sign a new issuer with the anchor in {}: {e}",
+                    dir.display()
+                )
+            })
+        })
+        .and_then(|next| {
+            next.write(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))
+        });
+    match rotated {
+        Ok(()) => {
+            println!(
+                "wrote a new issuer to {dir}/tls.crt and {dir}/tls.key, signed by the trust anchor in {dir}/ca.crt",
+                dir = dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft: {e}");
+            ExitCode::from(1)
         }
     }
 }

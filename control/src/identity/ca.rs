@@ -128,8 +128,13 @@ impl Generated {
         let anchor =
             Issuer::from_ca_cert_der(&anchor_der.into(), KeyPair::from_pem(&self.anchor_key_pem)?)?;
         let issuer_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let issuer = ca_params(&format!("weft issuer {trust_domain}"), issuer_lifetime, 0)
-            .signed_by(&issuer_key, &anchor)?;
+        // A name of its own, so operators (and `/identity` on the proxies)
+        // can tell leaves of the new issuer from those of the old.
+        let name = format!(
+            "weft issuer {trust_domain} (from {})",
+            OffsetDateTime::now_utc().unix_timestamp()
+        );
+        let issuer = ca_params(&name, issuer_lifetime, 0).signed_by(&issuer_key, &anchor)?;
         Ok(Generated {
             anchor_pem: self.anchor_pem.clone(),
             anchor_key_pem: self.anchor_key_pem.clone(),

@@ -54,9 +54,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ! {
-    eprintln!(
-        "usage: weft-netprobe listen ADDR | connect ADDR [TIMEOUT_MS] | capture FILE MS"
-    );
+    eprintln!("usage: weft-netprobe listen ADDR | connect ADDR [TIMEOUT_MS] | capture FILE MS");
     std::process::exit(64)
 }
 
@@ -94,7 +92,11 @@ fn capture(file: &str, duration: Duration) -> ExitCode {
                 out.extend_from_slice(&buf[..n]);
                 frames += 1;
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => {
                 say(&format!("FAILED read: {e}"));
                 return ExitCode::FAILURE;

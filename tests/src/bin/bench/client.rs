@@ -105,6 +105,14 @@ impl Conn {
         Ok(())
     }
 
+    /// Drops the connection: the next request makes a new one.
+    pub fn close(&mut self) {
+        match self {
+            Self::H1 { sender, .. } => *sender = None,
+            Self::H2 { sender, .. } => *sender = None,
+        }
+    }
+
     /// Connects if there is no live connection.
     async fn ensure(&mut self) -> Result<()> {
         match self {

@@ -38,6 +38,9 @@ pub struct Spec {
     pub rate: Option<u64>,
     /// Concurrent requests at most (HTTP/1.1: connections too).
     pub workers: usize,
+    /// Closed loop, HTTP/1.1: every request on a new connection (what a
+    /// connection costs, handshakes included).
+    pub fresh: bool,
 }
 
 impl Spec {
@@ -53,6 +56,9 @@ impl Spec {
         if let Some(rate) = self.rate {
             args.push(format!("--rate={rate}"));
         }
+        if self.fresh {
+            args.push("--new-conn".to_owned());
+        }
         args
     }
 
@@ -63,6 +69,7 @@ impl Spec {
             .unwrap_or(Duration::from_secs(10));
         let rate: Option<u64> = args.value("--rate")?;
         let workers: usize = args.value("--workers")?.unwrap_or(4);
+        let fresh = args.flag("--new-conn");
         let [addr] = args
             .finish()?
             .try_into()
@@ -71,17 +78,21 @@ impl Spec {
         if rate == Some(0) || !(1..=10_000).contains(&workers) {
             bail!("--rate must be above 0 and --workers within 1..=10000");
         }
+        if fresh && (rate.is_some() || proto != Proto::H1) {
+            bail!("--new-conn is for the closed loop (no --rate) over HTTP/1.1");
+        }
         Ok(Self {
             addr,
             proto,
             duration,
             rate,
             workers,
+            fresh,
         })
     }
 }
 
-/// `weft-bench load ADDR [--proto h1|h2] [--duration D] [--rate R] [--workers N]`.
+/// `weft-bench load ADDR [--proto h1|h2] [--duration D] [--rate R] [--workers N] [--new-conn]`.
 pub fn main(spec: &Spec) -> Result<()> {
     crate::safety::check_target(spec.addr)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -98,7 +109,7 @@ pub async fn run(spec: &Spec) -> Result<Outcome> {
     let conns = Conn::pool(spec.addr, spec.proto, spec.workers).await?;
     let (tally, elapsed) = match spec.rate {
         Some(rate) => open_loop(conns, rate, spec.duration).await?,
-        None => closed_loop(conns, spec.duration).await?,
+        None => closed_loop(conns, spec.duration, spec.fresh).await?,
     };
     if let Some(e) = &tally.first_error {
         eprintln!("weft-bench load: {} errors, the first: {e}", tally.errors);
@@ -243,7 +254,11 @@ async fn open_worker(mut conn: Conn, queue: Queue, stop: Instant) -> Tally {
     tally
 }
 
-async fn closed_loop(conns: Vec<Conn>, duration: Duration) -> Result<(Tally, Duration)> {
+async fn closed_loop(
+    conns: Vec<Conn>,
+    duration: Duration,
+    fresh: bool,
+) -> Result<(Tally, Duration)> {
     let start = Instant::now();
     let end = start + duration;
     let workers: Vec<_> = conns
@@ -254,6 +269,9 @@ async fn closed_loop(conns: Vec<Conn>, duration: Duration) -> Result<(Tally, Dur
                 while Instant::now() < end {
                     let sent = Instant::now();
                     let res = conn.get().await;
+                    if fresh {
+                        conn.close();
+                    }
                     if res.is_err() {
                         // A dead server must not turn this into a busy loop.
                         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -307,6 +325,7 @@ mod tests {
                 duration: Duration::from_millis(500),
                 rate: Some(200),
                 workers: 4,
+                fresh: false,
             };
             let out = run(&spec).await.unwrap();
             assert_eq!((out.ok, out.errors), (100, 0), "{proto}");
@@ -352,6 +371,7 @@ mod tests {
             duration: Duration::from_secs(1),
             rate: Some(100),
             workers: 1,
+            fresh: false,
         };
         let out = run(&spec).await.unwrap();
         assert_eq!((out.ok, out.errors), (100, 0));

@@ -44,6 +44,9 @@ pub struct Comparison {
     pub meshed: Option<(Outcome, Usage)>,
     /// The discovery path: a Service balanced over several meshed endpoints.
     pub balanced: Option<(Outcome, Usage)>,
+    /// The mTLS path: one meshed endpoint behind a Service, both proxies
+    /// certified, mutual TLS between them.
+    pub mtls: Option<(Outcome, Usage)>,
 }
 
 /// Our target for the discovery path against passthrough, at each percentile.
@@ -270,6 +273,89 @@ pub fn saturating(title: &str, c: &Comparison) -> String {
     out
 }
 
+/// The mTLS path against the plaintext meshed path measured in the same
+/// rounds: latency (what mTLS adds over plaintext), throughput, proxy CPU
+/// per request and requests per proxy core (requests per CPU-second of the
+/// two proxies together).
+pub fn mtls(title: &str, c: &Comparison) -> String {
+    let mut out = format!("{title}\n");
+    let (Some((m, m_usage)), Some((t, t_usage))) = (&c.meshed, &c.mtls) else {
+        return out;
+    };
+    let d = &c.direct.0;
+    let line = |out: &mut String, cells: [&str; 6]| {
+        let [label, a, p, q, extra, note] = cells;
+        let l = format!("  {label:<16}{a:>12}{p:>16}{q:>16}{extra:>14}   {note}");
+        let _ = writeln!(out, "{}", l.trim_end());
+    };
+    line(
+        &mut out,
+        ["", "direct", "plaintext", "mTLS", "mTLS extra", ""],
+    );
+    for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+        let note = if q == 0.99 {
+            format!(
+                "two hops with mTLS add {} over direct; target < 1 ms: {}",
+                added(d.at(q), t.at(q)),
+                verdict(t.at(q).saturating_sub(d.at(q)) < TARGET_ADDED_P99.as_nanos() as u64)
+            )
+        } else {
+            String::new()
+        };
+        line(
+            &mut out,
+            [
+                label,
+                &latency(d.at(q)),
+                &latency(m.at(q)),
+                &latency(t.at(q)),
+                &added(m.at(q), t.at(q)),
+                &note,
+            ],
+        );
+    }
+    let rps = |o: &Outcome| format!("{:.0}/s", o.rps());
+    line(&mut out, ["throughput", &rps(d), &rps(m), &rps(t), "", ""]);
+    let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
+    line(&mut out, ["ok/errors", &n(d), &n(m), &n(t), "", ""]);
+    line(
+        &mut out,
+        [
+            "proxy CPU",
+            "",
+            &per_request(m_usage.proxy_cpu, m),
+            &per_request(t_usage.proxy_cpu, t),
+            "",
+            "both proxies together",
+        ],
+    );
+    let per_core = |cpu: Duration, o: &Outcome| match cpu.as_secs_f64() {
+        0.0 => "—".to_owned(),
+        secs => format!("{:.0}", o.ok as f64 / secs),
+    };
+    line(
+        &mut out,
+        [
+            "req / core-s",
+            "",
+            &per_core(m_usage.proxy_cpu, m),
+            &per_core(t_usage.proxy_cpu, t),
+            "",
+            "requests per second of proxy CPU (both proxies)",
+        ],
+    );
+    let peaks: Vec<String> = t_usage
+        .rss_peak
+        .iter()
+        .map(|(role, b)| format!("{role} {}", megabytes(*b)))
+        .collect();
+    line(
+        &mut out,
+        ["mTLS proxy RSS", "", "", "", "", &peaks.join(", ")],
+    );
+    out
+}
+
 fn counts(out: &mut String, c: &Comparison) {
     let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
     let m = c.meshed.as_ref().map_or("—".into(), |(m, _)| n(m));
@@ -322,6 +408,7 @@ mod tests {
             direct: (outcome(&[100; 100], 1), direct),
             meshed: Some((outcome(&[400; 100], 1), meshed)),
             balanced: None,
+            mtls: None,
         };
         let t = fixed_rate("== HTTP/1.1", &c);
         let line = |start: &str| {
@@ -354,6 +441,7 @@ mod tests {
             direct: (outcome(&[100; 100], 2), Usage::default()),
             meshed: None,
             balanced: None,
+            mtls: None,
         };
         let t = fixed_rate("== direct only", &c);
         assert!(t.contains("—") && !t.contains("proxy CPU"), "{t}");
@@ -361,7 +449,24 @@ mod tests {
             direct: (outcome(&[100; 1000], 1), Usage::default()),
             meshed: Some((outcome(&[400; 250], 1), Usage::default())),
             balanced: Some((outcome(&[420; 250], 1), Usage::default())),
+            mtls: Some((
+                outcome(&[500; 200], 1),
+                Usage {
+                    proxy_cpu: Duration::from_millis(100),
+                    ..Usage::default()
+                },
+            )),
         };
+        let t = mtls("== mTLS", &c);
+        assert!(
+            t.contains("+100 µs"),
+            "mTLS extra over plaintext at p50: {t}"
+        );
+        assert!(
+            t.contains("2000"),
+            "200 requests in 0.1 s of proxy CPU: {t}"
+        );
+        assert!(t.contains("500.0 µs/req"), "{t}");
         let t = saturating("== HTTP/2", &c);
         assert!(
             t.contains("1000 rps") && t.contains("250 rps") && t.contains("0.25×"),

@@ -156,6 +156,7 @@ pub fn main(opts: &RunOpts) -> Result<()> {
             duration: opts.duration,
             rate: Some(opts.rate),
             workers,
+            fresh: false,
         };
         // Warm up both paths (connection pools, allocators, caches); discarded.
         let warmup = Spec {
@@ -178,6 +179,13 @@ pub fn main(opts: &RunOpts) -> Result<()> {
             );
             print!("{}", report::discovery(&title, &c));
         }
+        if c.mtls.is_some() {
+            let title = format!(
+                "\n== {proto}, fixed rate {} rps: mutual TLS between the two proxies, against plaintext",
+                opts.rate
+            );
+            print!("{}", report::mtls(&title, &c));
+        }
 
         let saturating = Spec {
             duration: opts.saturate,
@@ -195,6 +203,32 @@ pub fn main(opts: &RunOpts) -> Result<()> {
             opts.concurrency
         );
         print!("{}", report::saturating(&title, &c));
+        if c.mtls.is_some() {
+            let title = format!("\n== {proto}, saturating: mutual TLS against plaintext");
+            print!("{}", report::mtls(&title, &c));
+        }
+    }
+    if topo.secured.is_some() && opts.protos.contains(&Proto::H1) {
+        // Every request on a new connection: what a connection costs, and
+        // on the mTLS path, its handshake (the client proxies keep no idle
+        // upstream connections, so each one is new end to end).
+        let fresh = Spec {
+            addr: topo.direct.target(),
+            proto: Proto::H1,
+            duration: opts.saturate,
+            rate: None,
+            workers: 4,
+            fresh: true,
+        };
+        let c = measure(&topo, &bench, &fresh, opts.rounds)?;
+        print!(
+            "{}",
+            report::mtls(
+                "\n== new connections: HTTP/1.1, one request per connection, closed loop (4 at a time); \
+                 mTLS extra = the handshake",
+                &c
+            )
+        );
     }
     println!(
         "\nlinkerd2-proxy's figures for reference: about 0.5 ms added per meshed hop at p99, \
@@ -215,20 +249,31 @@ fn measure(
     let empty = || (Outcome::empty(), Usage::default());
     let mut direct = empty();
     let mut meshed = topo.meshed.as_ref().map(|_| empty());
-    let mut balanced = topo.balanced.as_ref().map(|_| empty());
+    // The discovery path is left out of new-connection runs: they compare
+    // plaintext and mTLS.
+    let mut balanced = topo
+        .balanced
+        .as_ref()
+        .filter(|_| !plan.fresh)
+        .map(|_| empty());
+    let mut mtls = topo.secured.as_ref().map(|_| empty());
     for round in 0..rounds {
         // The paths in turn, starting one later each round.
-        for k in 0..3 {
-            let path = (k + round as usize) % 3;
+        for k in 0..4 {
+            let path = (k + round as usize) % 4;
             let (pair, acc, proxies, name): (&Pair, _, &[Proxy], _) =
-                match (path, &topo.meshed, &topo.balanced) {
-                    (0, _, _) => (&topo.direct, &mut direct, &[], "direct"),
-                    (1, Some(pair), _) => match &mut meshed {
+                match (path, &topo.meshed, &topo.balanced, &topo.secured) {
+                    (0, ..) => (&topo.direct, &mut direct, &[], "direct"),
+                    (1, Some(pair), ..) => match &mut meshed {
                         Some(acc) => (pair, acc, &topo.proxies, "meshed"),
                         None => continue,
                     },
-                    (2, _, Some(b)) => match &mut balanced {
+                    (2, _, Some(b), _) => match &mut balanced {
                         Some(acc) => (&b.pair, acc, &b.proxies, "discovery"),
+                        None => continue,
+                    },
+                    (3, .., Some(s)) => match &mut mtls {
+                        Some(acc) => (&s.pair, acc, &s.proxies, "mTLS"),
                         None => continue,
                     },
                     _ => continue,
@@ -248,6 +293,7 @@ fn measure(
         direct,
         meshed,
         balanced,
+        mtls,
     })
 }
 

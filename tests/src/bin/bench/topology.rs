@@ -57,6 +57,19 @@ impl Drop for Balanced {
     }
 }
 
+/// The mTLS Service: one endpoint, whose pod discovery names as meshed.
+pub const SECURE_SERVICE: &str = "10.96.0.11:80";
+
+/// The mTLS path: like the meshed pair (one client, one server, a proxy in
+/// each) but both proxies hold an identity from weft-control, and the client
+/// dials a Service whose one endpoint discovery names as meshed, so the two
+/// proxies speak mutual TLS.
+#[derive(Debug)]
+pub struct Secured {
+    pub proxies: Vec<Proxy>,
+    pub pair: Pair,
+}
+
 /// A running `weft-proxy` and its process id (the program itself: the
 /// harness `exec`s through `ip netns exec` and `setpriv`).
 #[derive(Debug)]
@@ -74,6 +87,7 @@ pub struct Topology {
     pub direct: Pair,
     pub meshed: Option<Pair>,
     pub balanced: Option<Balanced>,
+    pub secured: Option<Secured>,
     _node: Node,
 }
 
@@ -87,22 +101,28 @@ impl Topology {
             None => (None, Vec::new()),
             Some(proxy) => {
                 let pair = pair(&node, bench)?;
+                // No idle pool: a new client connection makes a new upstream
+                // connection, as on the mTLS path (the new-connection runs).
                 let proxies = vec![
-                    mesh(&pair.client, bench, proxy, "outbound", &[])?,
+                    mesh(&pair.client, bench, proxy, "outbound", &[NO_POOL])?,
                     mesh(&pair.server_pods[0], bench, proxy, "inbound", &[])?,
                 ];
                 (Some(pair), proxies)
             }
         };
-        let balanced = match (proxy, control) {
-            (Some(proxy), Some(control)) => Some(balanced(&node, bench, proxy, control)?),
-            _ => None,
+        let (balanced, secured) = match (proxy, control) {
+            (Some(proxy), Some(control)) => {
+                let (b, s) = balanced(&node, bench, proxy, control)?;
+                (Some(b), Some(s))
+            }
+            _ => (None, None),
         };
         Ok(Self {
             proxies,
             direct,
             meshed,
             balanced,
+            secured,
             _node: node,
         })
     }
@@ -118,6 +138,12 @@ impl Topology {
             s += &format!(
                 ", discovery {} → {ENDPOINTS} meshed endpoints (weft-control on the files source)",
                 pair(&b.pair)
+            );
+        }
+        if let Some(m) = &self.secured {
+            s += &format!(
+                ", mTLS {} → 1 meshed endpoint (both proxies certified by weft-control)",
+                pair(&m.pair)
             );
         }
         s
@@ -154,7 +180,15 @@ fn server(node: &Node, bench: &Path) -> Result<(Proc, Pod, u32)> {
     Ok((server, pod, pid))
 }
 
-fn balanced(node: &Node, bench: &Path, proxy: &Path, control: &Path) -> Result<Balanced> {
+const NO_POOL: (&str, &str) = ("WEFT_PROXY_POOL_MAX_IDLE", "0");
+
+/// The discovery path, and the mTLS path that shares its control plane.
+fn balanced(
+    node: &Node,
+    bench: &Path,
+    proxy: &Path,
+    control: &Path,
+) -> Result<(Balanced, Secured)> {
     let control_pod = node.pod()?;
     let client = node.pod()?;
     let (mut servers, mut pods, mut pids) = (Vec::new(), Vec::new(), Vec::new());
@@ -176,6 +210,45 @@ fn balanced(node: &Node, bench: &Path, proxy: &Path, control: &Path) -> Result<B
         })
         .collect();
     let (ip, port) = SERVICE.split_once(':').expect("ip:port");
+    let secure_client = node.pod()?;
+    let (secure_server, secure_pod, secure_pid) = server(node, bench)?;
+    let (secure_ip, _) = SECURE_SERVICE.split_once(':').expect("ip:port");
+    std::fs::write(
+        manifests.join("secure.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: secure, namespace: bench}}\n\
+             spec: {{clusterIP: {secure_ip}, ports: [{{name: http, port: {port}, targetPort: {SERVER_PORT}}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: secure-1, namespace: bench, labels: {{kubernetes.io/service-name: secure}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {SERVER_PORT}}}]\nendpoints:\n\
+             - addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: secure-0, namespace: bench}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: secure-0, namespace: bench}}\n\
+             spec: {{serviceAccountName: server, containers: [{{name: app}}, {{name: weft-proxy}}]}}\n",
+            secure_pod.ip
+        ),
+    )?;
+    let ca = manifests.join("identity");
+    let out = std::process::Command::new(bench.with_file_name("weft"))
+        .args(["identity", "init", "--out"])
+        .arg(&ca)
+        .output()
+        .context("weft identity init (build it with -p weft-control)")?;
+    if !out.status.success() {
+        bail!("weft identity init: {}", weft_tests::stderr(&out));
+    }
+    // Not `.yaml`: the files source reads every YAML file under `manifests`.
+    let tokens = manifests.join("tokens.list");
+    std::fs::write(
+        &tokens,
+        "\"bench-client-token-0123456789\": bench/client\n\
+         \"bench-server-token-0123456789\": bench/server\n",
+    )?;
+    for who in ["client", "server"] {
+        std::fs::write(
+            manifests.join(format!("{who}.token")),
+            format!("bench-{who}-token-0123456789"),
+        )?;
+    }
     std::fs::write(
         manifests.join("bench.yaml"),
         format!(
@@ -187,6 +260,7 @@ fn balanced(node: &Node, bench: &Path, proxy: &Path, control: &Path) -> Result<B
         ),
     )?;
     let dir = manifests.to_string_lossy().into_owned();
+    let (ca_dir, tokens) = (ca.to_string_lossy(), tokens.to_string_lossy());
     let control = control_pod.spawn(
         None,
         control,
@@ -199,6 +273,10 @@ fn balanced(node: &Node, bench: &Path, proxy: &Path, control: &Path) -> Result<B
             "127.0.0.1:9990",
             "--log",
             "warn",
+            "--identity-dir",
+            &ca_dir,
+            "--identity-tokens",
+            &tokens,
         ],
     )?;
     let out = control_pod.run(
@@ -220,7 +298,41 @@ fn balanced(node: &Node, bench: &Path, proxy: &Path, control: &Path) -> Result<B
     for pod in &pods {
         proxies.push(mesh(pod, bench, proxy, "inbound", &[])?);
     }
-    Ok(Balanced {
+    let identity = |who: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("WEFT_PROXY_CONTROL_ADDR", control_addr.clone()),
+            (
+                "WEFT_PROXY_IDENTITY_TOKEN_FILE",
+                manifests.join(format!("{who}.token")).display().to_string(),
+            ),
+            (
+                "WEFT_PROXY_IDENTITY_TRUST_ANCHORS",
+                ca.join("ca.crt").display().to_string(),
+            ),
+            ("WEFT_PROXY_POD_NAMESPACE", "bench".to_owned()),
+            ("WEFT_PROXY_SERVICE_ACCOUNT", who.to_owned()),
+        ]
+    };
+    let (client_env, server_env) = (identity("client"), identity("server"));
+    fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+        env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+    let mut client_env = refs(&client_env);
+    client_env.push(NO_POOL);
+    let secured = Secured {
+        proxies: vec![
+            mesh(&secure_client, bench, proxy, "outbound", &client_env)?,
+            mesh(&secure_pod, bench, proxy, "inbound", &refs(&server_env))?,
+        ],
+        pair: Pair {
+            _servers: vec![secure_server],
+            server_pids: vec![secure_pid],
+            client: secure_client,
+            server_pods: vec![secure_pod],
+            target: SECURE_SERVICE.parse().expect("a socket address"),
+        },
+    };
+    let balanced = Balanced {
         proxies,
         pair: Pair {
             _servers: servers,
@@ -232,7 +344,8 @@ fn balanced(node: &Node, bench: &Path, proxy: &Path, control: &Path) -> Result<B
         _control: control,
         _control_pod: control_pod,
         manifests,
-    })
+    };
+    Ok((balanced, secured))
 }
 
 /// weft-init (defaults) and a weft-proxy (defaults and `env`) in `pod`.
