@@ -153,20 +153,7 @@ mod tests {
             mesh: true,
             http: true,
         };
-        let hello = |alpn: &[u8]| {
-            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            config.alpn_protocols = vec![alpn.to_vec()];
-            let name = rustls::pki_types::ServerName::try_from("db.test").unwrap();
-            let mut conn = rustls::ClientConnection::new(config.into(), name).unwrap();
-            let mut out = Vec::new();
-            conn.write_tls(&mut out).unwrap();
-            out
-        };
+        let hello = |alpn: &[u8]| hello::rustls_hello(&[alpn]);
         let weft = hello(b"weft.http1");
         assert_eq!(classify_with(&weft, mesh), Verdict::Is(Protocol::MeshTls));
         assert_eq!(classify_with(&weft[..100], mesh), Verdict::NeedMore);

@@ -124,6 +124,18 @@ impl Plane {
         std::thread::sleep(Duration::from_millis(600));
     }
 
+    /// The Service `web` (10.96.0.20) with `pod` behind it, which discovery
+    /// names meshed as ServiceAccount `web`.
+    fn web_behind(&self, pod: &Pod) {
+        self.services(&[Svc {
+            name: "web",
+            ip: "10.96.0.20",
+            pod,
+            sa: "web",
+            meshed: true,
+        }]);
+    }
+
     /// The proxy environment of a meshed pod running as `sa` (with the
     /// token of `token_sa`).
     fn proxy_env(&self, sa: &str, token_sa: &str) -> Vec<(String, String)> {
@@ -304,13 +316,7 @@ fn identities_that_do_not_match_are_refused() {
     let impostor = plane.node.pod().unwrap();
     let liar = plane.node.pod().unwrap();
     // Discovery says the pod behind `web` runs as `web`; it runs as `other`.
-    plane.services(&[Svc {
-        name: "web",
-        ip: "10.96.0.20",
-        pod: &impostor,
-        sa: "web",
-        meshed: true,
-    }]);
+    plane.web_behind(&impostor);
     let _app = app(&impostor);
     let _impostor_proxy = plane.meshed(&impostor, "other", &[]);
     let _client_proxy = plane.meshed(&client, "client", &[]);
@@ -368,13 +374,7 @@ fn certificates_rotate_under_load_without_a_failed_request() {
     let plane = Plane::new("rotation", "20s");
     let client = plane.node.pod().unwrap();
     let web = plane.node.pod().unwrap();
-    plane.services(&[Svc {
-        name: "web",
-        ip: "10.96.0.20",
-        pod: &web,
-        sa: "web",
-        meshed: true,
-    }]);
+    plane.web_behind(&web);
     let _app = app(&web);
     let _web_proxy = plane.meshed(&web, "web", &[]);
     // No idle pool: every new client connection makes a new mesh TLS
@@ -439,13 +439,7 @@ fn a_rotated_issuer_signs_new_leaves_and_old_ones_stay_trusted() {
     let plane = Plane::new("issuer", "60s");
     let client = plane.node.pod().unwrap();
     let web = plane.node.pod().unwrap();
-    plane.services(&[Svc {
-        name: "web",
-        ip: "10.96.0.20",
-        pod: &web,
-        sa: "web",
-        meshed: true,
-    }]);
+    plane.web_behind(&web);
     let _app = app(&web);
     let _web_proxy = plane.meshed(&web, "web", &[]);
     let old = issuer_of(&web);

@@ -122,26 +122,27 @@ fn client_hello_alpn(record: &[u8]) -> Option<&[u8]> {
     Some(&[])
 }
 
+/// A ClientHello as rustls writes it, offering `alpn` (for tests).
+#[cfg(test)]
+pub fn rustls_hello(alpn: &[&[u8]]) -> Vec<u8> {
+    use rustls::pki_types::ServerName;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = ServerName::try_from("example.test").unwrap();
+    let mut conn = rustls::ClientConnection::new(config.into(), name).unwrap();
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).unwrap();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A ClientHello as rustls writes it, offering `alpn`.
-    fn rustls_hello(alpn: &[&[u8]]) -> Vec<u8> {
-        use rustls::pki_types::ServerName;
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let name = ServerName::try_from("example.test").unwrap();
-        let mut conn = rustls::ClientConnection::new(config.into(), name).unwrap();
-        let mut out = Vec::new();
-        conn.write_tls(&mut out).unwrap();
-        out
-    }
 
     #[test]
     fn finds_the_alpn_of_a_real_client_hello() {

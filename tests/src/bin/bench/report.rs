@@ -61,11 +61,7 @@ pub fn discovery(title: &str, c: &Comparison) -> String {
         return out;
     };
     let d = &c.direct.0;
-    let line = |out: &mut String, cells: [&str; 6]| {
-        let [label, a, p, q, added, note] = cells;
-        let l = format!("  {label:<16}{a:>12}{p:>14}{q:>14}{added:>12}   {note}");
-        let _ = writeln!(out, "{}", l.trim_end());
-    };
+    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, [12, 14, 14, 12]);
     line(
         &mut out,
         ["", "direct", "passthrough", "discovery", "added", ""],
@@ -160,6 +156,15 @@ fn verdict(ok: bool) -> &'static str {
 fn row(out: &mut String, label: &str, direct: &str, meshed: &str, delta: &str, note: &str) {
     let line = format!("  {label:<16}{direct:>14}{meshed:>14}{delta:>12}   {note}");
     let _ = writeln!(out, "{}", line.trim_end());
+}
+
+/// A row of a three-path table: a label, four right-aligned cells of the
+/// given widths, a note.
+fn row6(out: &mut String, cells: [&str; 6], widths: [usize; 4]) {
+    let [label, a, b, c, d, note] = cells;
+    let [wa, wb, wc, wd] = widths;
+    let l = format!("  {label:<16}{a:>wa$}{b:>wb$}{c:>wc$}{d:>wd$}   {note}");
+    let _ = writeln!(out, "{}", l.trim_end());
 }
 
 /// CPU time per successful request, `12.3 µs/req`.
@@ -283,11 +288,7 @@ pub fn mtls(title: &str, c: &Comparison) -> String {
         return out;
     };
     let d = &c.direct.0;
-    let line = |out: &mut String, cells: [&str; 6]| {
-        let [label, a, p, q, extra, note] = cells;
-        let l = format!("  {label:<16}{a:>12}{p:>16}{q:>16}{extra:>14}   {note}");
-        let _ = writeln!(out, "{}", l.trim_end());
-    };
+    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, [12, 16, 16, 14]);
     line(
         &mut out,
         ["", "direct", "plaintext", "mTLS", "mTLS extra", ""],
