@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 use weft_proto::discovery::v1 as pb;
@@ -28,14 +29,23 @@ pub struct DiscoveryServer {
     hub: Arc<Hub>,
     metrics: Metrics,
     cluster_domain: String,
+    /// Ends every watch (shutdown): a watch never ends by itself, and a
+    /// graceful shutdown waits for the streams in flight.
+    stop: CancellationToken,
 }
 
 impl DiscoveryServer {
-    pub fn new(hub: Arc<Hub>, metrics: Metrics, cluster_domain: &str) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        metrics: Metrics,
+        cluster_domain: &str,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
             hub,
             metrics,
             cluster_domain: cluster_domain.to_owned(),
+            stop,
         }
     }
 
@@ -83,13 +93,23 @@ impl pb::discovery_server::Discovery for DiscoveryServer {
         let (tx, rx) = mpsc::channel(8);
         let hub = self.hub.clone();
         let metrics = self.metrics.clone();
+        let stop = self.stop.clone();
         tokio::spawn(async move {
             metrics.watchers.inc();
             let mut out = Sender {
                 tx,
                 metrics: metrics.clone(),
             };
-            serve_watch(&hub, &target, &mut out).await;
+            let stopped = tokio::select! {
+                _ = serve_watch(&hub, &target, &mut out) => false,
+                _ = stop.cancelled() => true,
+            };
+            if stopped {
+                // The proxy keeps its endpoints and reconnects (elsewhere).
+                let _ = out
+                    .tx
+                    .try_send(Err(Status::unavailable("weft-control is shutting down")));
+            }
             metrics.watchers.dec();
             debug!(?target, "watch ended");
         });

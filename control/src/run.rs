@@ -120,7 +120,8 @@ pub async fn run(
         });
     }
 
-    let discovery = DiscoveryServer::new(hub, metrics, &config.cluster_domain);
+    let end_watches = CancellationToken::new();
+    let discovery = DiscoveryServer::new(hub, metrics, &config.cluster_domain, end_watches.clone());
     info!(grpc = %bound.grpc.local_addr()?, "weft-control serving");
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -130,7 +131,12 @@ pub async fn run(
         .add_optional_service(identity)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(bound.grpc),
-            shutdown,
+            async move {
+                shutdown.await;
+                // Watches never end by themselves: end them, or the graceful
+                // shutdown would wait for them forever.
+                end_watches.cancel();
+            },
         )
         .await?;
     info!("shut down");

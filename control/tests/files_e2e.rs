@@ -304,7 +304,9 @@ async fn destinations_appear_after_the_watch_started() {
 }
 
 async fn shutdown(mut plane: Plane) {
-    let _ = plane.stop.take().unwrap().send(());
+    if let Some(stop) = plane.stop.take() {
+        let _ = stop.send(());
+    }
     // Shutdown is graceful: it waits for open streams, which the callers
     // dropped.
     let result = tokio::time::timeout(Duration::from_secs(5), &mut plane.task).await;
@@ -312,4 +314,27 @@ async fn shutdown(mut plane: Plane) {
         matches!(result, Ok(Ok(Ok(())))),
         "weft-control did not stop cleanly: {result:?}"
     );
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_watches() {
+    let plane = start("shutdown").await;
+    write(&plane.dir, "web.yaml", &service("web", "10.96.0.20"));
+    let mut open = watch(&plane, authority("web:80")).await;
+    next(&mut open).await;
+    let mut plane = plane;
+    let _ = plane.stop.take().unwrap().send(());
+    // The watcher is told, and weft-control exits though the stream was
+    // never dropped.
+    let end = tokio::time::timeout(Duration::from_secs(5), open.message())
+        .await
+        .expect("the watch ends within 5 s");
+    let status = end.expect_err("the watch ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        status.message().contains("shutting down"),
+        "{}",
+        status.message()
+    );
+    shutdown(plane).await;
 }

@@ -36,7 +36,7 @@ struct Plane {
     node: Node,
     dir: PathBuf,
     control_pod: Pod,
-    _control: Proc,
+    control: Proc,
 }
 
 impl Plane {
@@ -87,7 +87,7 @@ impl Plane {
             node,
             dir,
             control_pod,
-            _control: control,
+            control,
         }
     }
 
@@ -474,4 +474,64 @@ fn a_rotated_issuer_signs_new_leaves_and_old_ones_stay_trusted() {
         id("client")
     );
     assert!(metric(&web, &handshakes).unwrap() >= 1.0);
+}
+
+#[test]
+fn a_failing_renewal_keeps_the_certificate_until_it_expires() {
+    if netns_or_skip("mtls_renewal") {
+        return;
+    }
+    let mut plane = Plane::new("renewal", "20s");
+    let client = plane.node.pod().unwrap();
+    let web = plane.node.pod().unwrap();
+    plane.web_behind(&web);
+    let _app = app(&web);
+    let _web_proxy = plane.meshed(&web, "web", &[]);
+    // No idle pool: the request after the failed renewal needs a new mesh
+    // TLS connection.
+    let _client_proxy = plane.meshed(&client, "client", &[("WEFT_PROXY_POOL_MAX_IDLE", "0")]);
+    get_ok(&client, "http://10.96.0.20/hello");
+
+    // The control plane goes away: no renewal can succeed. Past the
+    // renewal time (14 s) the certificates still serve: endpoints are
+    // known, and new mesh TLS connections are made with the old leaves.
+    plane.control.terminate(WAIT).unwrap();
+    let started = Instant::now();
+    let failed = "weft_identity_certify_total{result=\"error\"}";
+    eventually(Duration::from_secs(20), || {
+        anyhow::ensure!(metric(&client, failed)? >= 1.0, "no failed renewal yet");
+        Ok(())
+    })
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(18),
+        "renewal tried too late"
+    );
+    let (code, _) = http_get(&client, "http://127.0.0.1:4191/ready").unwrap();
+    assert_eq!(code, 200, "ready while the old certificate is valid");
+    assert!(admin_get(&client, "/identity")
+        .unwrap()
+        .contains("last error"));
+    let fresh = client
+        .command(Some(APP_UID), Path::new("curl"))
+        .args(["-sS", "--max-time", "5", "-H", "Connection: close"])
+        .arg("http://10.96.0.20/hello")
+        .output()
+        .unwrap();
+    assert!(fresh.status.success(), "{}", stderr(&fresh));
+    assert_eq!(metric(&client, "weft_identity_cert_valid").unwrap(), 1.0);
+
+    // Past its expiry the proxy has no certificate and says so.
+    let why = eventually(Duration::from_secs(25), || {
+        let (code, text) = http_get(&client, "http://127.0.0.1:4191/ready")
+            .ok_or_else(|| anyhow::anyhow!("no answer"))?;
+        anyhow::ensure!(code == 503, "{code} {text}");
+        Ok(text)
+    })
+    .unwrap();
+    assert!(
+        why.contains("certificate expired; renewal failing"),
+        "{why}"
+    );
+    assert_eq!(metric(&client, "weft_identity_cert_valid").unwrap(), 0.0);
 }

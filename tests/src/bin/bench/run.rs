@@ -257,10 +257,11 @@ fn measure(
         .filter(|_| !plan.fresh)
         .map(|_| empty());
     let mut mtls = topo.secured.as_ref().map(|_| empty());
+    let mut plain = topo.secured.as_ref().map(|_| empty());
     for round in 0..rounds {
         // The paths in turn, starting one later each round.
-        for k in 0..4 {
-            let path = (k + round as usize) % 4;
+        for k in 0..5 {
+            let path = (k + round as usize) % 5;
             let (pair, acc, proxies, name): (&Pair, _, &[Proxy], _) =
                 match (path, &topo.meshed, &topo.balanced, &topo.secured) {
                     (0, ..) => (&topo.direct, &mut direct, &[], "direct"),
@@ -273,7 +274,11 @@ fn measure(
                         None => continue,
                     },
                     (3, .., Some(s)) => match &mut mtls {
-                        Some(acc) => (&s.pair, acc, &s.proxies, "mTLS"),
+                        Some(acc) => (&s.tls.pair, acc, &s.tls.proxies, "mTLS"),
+                        None => continue,
+                    },
+                    (4, .., Some(s)) => match &mut plain {
+                        Some(acc) => (&s.plain.pair, acc, &s.plain.proxies, "mTLS twin"),
                         None => continue,
                     },
                     _ => continue,
@@ -293,7 +298,7 @@ fn measure(
         direct,
         meshed,
         balanced,
-        mtls,
+        mtls: mtls.zip(plain),
     })
 }
 

@@ -59,15 +59,25 @@ impl Drop for Balanced {
 
 /// The mTLS Service: one endpoint, whose pod discovery names as meshed.
 pub const SECURE_SERVICE: &str = "10.96.0.11:80";
+/// Its plaintext twin: one endpoint whose pod discovery names unmeshed.
+pub const TWIN_SERVICE: &str = "10.96.0.12:80";
 
-/// The mTLS path: like the meshed pair (one client, one server, a proxy in
-/// each) but both proxies hold an identity from weft-control, and the client
-/// dials a Service whose one endpoint discovery names as meshed, so the two
-/// proxies speak mutual TLS.
+/// One client and one server with a proxy each, the client dialling a
+/// Service with the server as its one endpoint.
 #[derive(Debug)]
-pub struct Secured {
+pub struct OnePair {
     pub proxies: Vec<Proxy>,
     pub pair: Pair,
+}
+
+/// The mTLS path and its plaintext twin: the same topology (a certified
+/// client proxy resolving a one-endpoint Service through weft-control, a
+/// proxy in the server pod), with mutual TLS between the proxies on one and
+/// plaintext on the other, so that the difference is TLS alone.
+#[derive(Debug)]
+pub struct Secured {
+    pub tls: OnePair,
+    pub plain: OnePair,
 }
 
 /// A running `weft-proxy` and its process id (the program itself: the
@@ -142,8 +152,10 @@ impl Topology {
         }
         if let Some(m) = &self.secured {
             s += &format!(
-                ", mTLS {} → 1 meshed endpoint (both proxies certified by weft-control)",
-                pair(&m.pair)
+                ", mTLS {} → 1 meshed endpoint (both proxies certified by weft-control) \
+                 and its plaintext twin {}",
+                pair(&m.tls.pair),
+                pair(&m.plain.pair)
             );
         }
         s
@@ -210,22 +222,12 @@ fn balanced(
         })
         .collect();
     let (ip, port) = SERVICE.split_once(':').expect("ip:port");
-    let secure_client = node.pod()?;
-    let (secure_server, secure_pod, secure_pid) = server(node, bench)?;
-    let (secure_ip, _) = SECURE_SERVICE.split_once(':').expect("ip:port");
+    let secure = (node.pod()?, server(node, bench)?);
+    let twin = (node.pod()?, server(node, bench)?);
     std::fs::write(
         manifests.join("secure.yaml"),
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: secure, namespace: bench}}\n\
-             spec: {{clusterIP: {secure_ip}, ports: [{{name: http, port: {port}, targetPort: {SERVER_PORT}}}]}}\n---\n\
-             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-             metadata: {{name: secure-1, namespace: bench, labels: {{kubernetes.io/service-name: secure}}}}\n\
-             addressType: IPv4\nports: [{{name: http, port: {SERVER_PORT}}}]\nendpoints:\n\
-             - addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: secure-0, namespace: bench}}\n---\n\
-             apiVersion: v1\nkind: Pod\nmetadata: {{name: secure-0, namespace: bench}}\n\
-             spec: {{serviceAccountName: server, containers: [{{name: app}}, {{name: weft-proxy}}]}}\n",
-            secure_pod.ip
-        ),
+        one_endpoint("secure", SECURE_SERVICE, &secure.1 .1, true)
+            + &one_endpoint("twin", TWIN_SERVICE, &twin.1 .1, false),
     )?;
     let ca = manifests.join("identity");
     let out = std::process::Command::new(bench.with_file_name("weft"))
@@ -319,18 +321,19 @@ fn balanced(
     }
     let mut client_env = refs(&client_env);
     client_env.push(NO_POOL);
+    let server_env = refs(&server_env);
+    // The twin's client is certified too; its server's proxy is not, and
+    // discovery names that endpoint unmeshed: plaintext between them.
     let secured = Secured {
-        proxies: vec![
-            mesh(&secure_client, bench, proxy, "outbound", &client_env)?,
-            mesh(&secure_pod, bench, proxy, "inbound", &refs(&server_env))?,
-        ],
-        pair: Pair {
-            _servers: vec![secure_server],
-            server_pids: vec![secure_pid],
-            client: secure_client,
-            server_pods: vec![secure_pod],
-            target: SECURE_SERVICE.parse().expect("a socket address"),
-        },
+        tls: one_pair(
+            secure,
+            SECURE_SERVICE,
+            bench,
+            proxy,
+            &client_env,
+            &server_env,
+        )?,
+        plain: one_pair(twin, TWIN_SERVICE, bench, proxy, &client_env, &[])?,
     };
     let balanced = Balanced {
         proxies,
@@ -346,6 +349,53 @@ fn balanced(
         manifests,
     };
     Ok((balanced, secured))
+}
+
+/// The manifests of Service `name` at `addr` with `pod` its one endpoint
+/// (meshed as ServiceAccount `server`, or not).
+fn one_endpoint(name: &str, addr: &str, pod: &Pod, meshed: bool) -> String {
+    let (ip, port) = addr.split_once(':').expect("ip:port");
+    let containers = if meshed {
+        "[{name: app}, {name: weft-proxy}]"
+    } else {
+        "[{name: app}]"
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: bench}}\n\
+         spec: {{clusterIP: {ip}, ports: [{{name: http, port: {port}, targetPort: {SERVER_PORT}}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: bench, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {SERVER_PORT}}}]\nendpoints:\n\
+         - addresses: [\"{pod_ip}\"]\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: {name}-0, namespace: bench}}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}-0, namespace: bench}}\n\
+         spec: {{serviceAccountName: server, containers: {containers}}}\n---\n",
+        pod_ip = pod.ip
+    )
+}
+
+/// Proxies in a client pod and a server pod (its server running), the
+/// client dialling `target`.
+fn one_pair(
+    (client, (server, server_pod, pid)): (Pod, (Proc, Pod, u32)),
+    target: &str,
+    bench: &Path,
+    proxy: &Path,
+    client_env: &[(&str, &str)],
+    server_env: &[(&str, &str)],
+) -> Result<OnePair> {
+    Ok(OnePair {
+        proxies: vec![
+            mesh(&client, bench, proxy, "outbound", client_env)?,
+            mesh(&server_pod, bench, proxy, "inbound", server_env)?,
+        ],
+        pair: Pair {
+            _servers: vec![server],
+            server_pids: vec![pid],
+            client,
+            server_pods: vec![server_pod],
+            target: target.parse().expect("a socket address"),
+        },
+    })
 }
 
 /// weft-init (defaults) and a weft-proxy (defaults and `env`) in `pod`.
