@@ -59,6 +59,9 @@ pub struct Credentials {
     current: ArcSwapOption<Leaf>,
     /// Why the last Certify failed (cleared by a success), for `/ready`.
     last_error: Mutex<Option<String>>,
+    /// Told of every new certificate (connections made before the first
+    /// one wait for it).
+    issued: tokio::sync::watch::Sender<()>,
     certify: Family<ResultLabel, Counter>,
     expiry: Gauge,
     valid: Gauge,
@@ -75,6 +78,7 @@ impl Credentials {
             id: id.into(),
             current: ArcSwapOption::empty(),
             last_error: Mutex::default(),
+            issued: tokio::sync::watch::Sender::new(()),
             certify: Family::default(),
             expiry: Gauge::default(),
             valid: Gauge::default(),
@@ -108,6 +112,26 @@ impl Credentials {
             return None;
         }
         Some(leaf)
+    }
+
+    /// The certificate in force, waiting at most `limit` for one when there
+    /// is none yet (a connection made while the proxy starts).
+    pub async fn wait_current(&self, limit: Duration) -> Option<Arc<Leaf>> {
+        if let Some(leaf) = self.current() {
+            return Some(leaf);
+        }
+        let mut issued = self.issued.subscribe();
+        let wait = async {
+            loop {
+                if let Some(leaf) = self.current() {
+                    return leaf;
+                }
+                if issued.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.ok()
     }
 
     /// Why the proxy cannot do mesh TLS now, if it cannot (`/ready`).
@@ -155,6 +179,7 @@ impl Credentials {
         self.expiry.set(until.as_secs() as i64);
         self.valid.set(1);
         self.current.store(Some(Arc::new(leaf)));
+        self.issued.send_replace(());
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.certify
             .get_or_create(&ResultLabel { result: "ok" })

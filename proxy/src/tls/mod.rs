@@ -261,6 +261,18 @@ impl Tls {
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
+        if self
+            .credentials
+            .wait_current(self.handshake_timeout)
+            .await
+            .is_none()
+        {
+            self.count(Direction::Outbound, expected, "no_own_certificate");
+            return Err(format!(
+                "mesh TLS with {expected}: this proxy has no valid certificate ({})",
+                self.credentials.not_ready().unwrap_or_default()
+            ));
+        }
         let config = self.client_config(expected, alpn)?;
         let connector = tokio_rustls::TlsConnector::from(config);
         let handshake = connector.connect(ServerName::IpAddress(addr.ip().into()), io);
@@ -288,6 +300,16 @@ impl Tls {
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
+        if self
+            .credentials
+            .wait_current(self.handshake_timeout)
+            .await
+            .is_none()
+        {
+            self.count(Direction::Inbound, "", "no_own_certificate");
+            info!("mesh TLS from the client refused: this proxy has no valid certificate");
+            return None;
+        }
         let acceptor = tokio_rustls::TlsAcceptor::from(self.server.clone());
         let result = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(io)).await {
             Ok(r) => r,

@@ -221,3 +221,35 @@ fn alpn_ids_round_trip() {
     }
     assert_eq!(Alpn::from_id(b"h2"), None);
 }
+
+#[tokio::test]
+async fn a_connection_waits_for_the_first_certificate() {
+    let ca = ca();
+    let server = ca.tls(ca.credentials(&id("db"), false));
+    // A client proxy still starting: its certificate arrives 200 ms later.
+    let pending = Credentials::new(id("web"));
+    let client = ca.tls(pending.clone());
+    let later = ca.credentials(&id("web"), false).current().unwrap();
+    let issue = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        pending.store(Leaf {
+            key: later.key.clone(),
+            valid_until: later.valid_until,
+            issuer: later.issuer.clone(),
+        });
+    };
+    let db = id("db");
+    let ((c, peer), ()) = tokio::join!(handshake(&client, &server, &db), issue);
+    c.unwrap();
+    assert_eq!(&*peer.unwrap().id, id("web"));
+
+    // With none coming, it gives up after the handshake timeout.
+    let never = ca.tls(Credentials::new(id("web")));
+    let (c, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        handshake(&never, &server, &id("db")),
+    )
+    .await
+    .unwrap();
+    assert!(c.unwrap_err().contains("no valid certificate"));
+}
