@@ -1,5 +1,6 @@
 //! The admin server (port 9990): `/live`, `/ready` (200 once every source
-//! finished its initial sync), `/metrics`.
+//! finished its initial sync and, with Certify served, an issuer is
+//! loaded), `/metrics`.
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
@@ -14,11 +15,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::identity::issuer::Issuer;
+
 #[derive(Debug)]
 pub struct Admin {
     pub registry: Registry,
     /// Sources that have not finished their initial sync.
     pub pending: watch::Receiver<Vec<&'static str>>,
+    /// The CA, when Certify is served: not ready before its first issuer
+    /// (an issuer Secret may not exist yet).
+    pub issuer: Option<Issuer>,
 }
 
 impl Admin {
@@ -34,13 +40,19 @@ impl Admin {
             (&Method::GET, "/live") => reply(StatusCode::OK, "live\n".into()),
             (&Method::GET, "/ready") => {
                 let pending = self.pending.borrow();
-                if pending.is_empty() {
-                    reply(StatusCode::OK, "ready\n".into())
-                } else {
+                let no_issuer = self.issuer.as_ref().is_some_and(|i| i.current().is_none());
+                if !pending.is_empty() {
                     reply(
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!("syncing: {}\n", pending.join(", ")),
                     )
+                } else if no_issuer {
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no issuer loaded yet (see the log)\n".into(),
+                    )
+                } else {
+                    reply(StatusCode::OK, "ready\n".into())
                 }
             }
             (&Method::GET, "/metrics") => {

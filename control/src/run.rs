@@ -92,12 +92,16 @@ pub async fn run(
             Some(client)
         }
     };
-    let identity = identity(&config, client, &mut registry)?.map(IdentityServer::new);
+    let (identity, issuer) = match identity(&config, client, &mut registry)? {
+        Some((service, issuer)) => (Some(IdentityServer::new(service)), Some(issuer)),
+        None => (None, None),
+    };
 
     let stop = CancellationToken::new();
     let admin = Arc::new(Admin {
         registry,
         pending: pending_rx.clone(),
+        issuer,
     });
     let admin_task = tokio::spawn(admin::serve(admin, bound.admin, stop.clone()));
 
@@ -153,7 +157,7 @@ fn identity(
     config: &Config,
     client: Option<::kube::Client>,
     registry: &mut Registry,
-) -> anyhow::Result<Option<IdentityService>> {
+) -> anyhow::Result<Option<(IdentityService, Issuer)>> {
     if config.identity_dir.is_none() && config.identity_secret.is_none() {
         return Ok(None);
     }
@@ -190,10 +194,9 @@ fn identity(
         tokens = tokens_from,
         "serving Certify"
     );
-    Ok(Some(IdentityService::new(
-        issuer,
-        reviewer,
-        config.leaf_lifetime,
-        registry,
+    let kept = issuer.clone();
+    Ok(Some((
+        IdentityService::new(issuer, reviewer, config.leaf_lifetime, registry),
+        kept,
     )))
 }

@@ -274,9 +274,17 @@ async fn the_issuer_follows_its_secret_and_keeps_the_last_good_one() {
             "no issuer loaded yet (see weft-control's log)".into()
         )
     );
+    let ready = async || weft_tests::http_get(plane.admin, "/ready").await;
+    let answer = eventually("synced", async || {
+        let answer = ready().await;
+        (!answer.starts_with("syncing")).then_some(answer)
+    })
+    .await;
+    assert!(answer.contains("no issuer loaded yet"), "{answer}");
     let first = ca::generate("cluster.local", 365 * DAY, 30 * DAY).unwrap();
     kube.apply(&SECRETS, secret_of(&first));
     let rsp = eventually("issued", async || web().await.ok()).await;
+    assert_eq!(ready().await.trim(), "ready");
     assert_eq!(rsp.intermediate_certificates, [der(&first.issuer_pem)]);
 
     // The next issuer under the same anchor: new leaves are its.
