@@ -57,6 +57,21 @@ pub fn start_proxy(pod: &Pod, init_args: &[&str], env: &[(&str, &str)]) -> Proc 
     proxy
 }
 
+/// How many `/hello` requests the test app on 8080 in `pod` has served
+/// (asked from inside the pod, over loopback, which is never redirected).
+pub fn app_served(pod: &Pod) -> u64 {
+    let out = pod
+        .sh(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "2",
+            "http://127.0.0.1:8080/served",
+        ])
+        .expect("the test app answers /served");
+    out.trim().parse().expect("/served is a number")
+}
+
 /// The sum of the samples of `name{labels}` in `/metrics` of the pod's
 /// proxy, over every series that has at least the labels given (in any
 /// order; other labels may be there too); 0 when none matches.

@@ -169,16 +169,7 @@ impl Cluster {
 
     /// `/hello` requests backend `i` has served.
     fn served(&self, i: usize) -> u64 {
-        let out = self.backends[i]
-            .sh(&[
-                "curl",
-                "-sS",
-                "--max-time",
-                "2",
-                "http://127.0.0.1:8080/served",
-            ])
-            .unwrap();
-        out.trim().parse().unwrap()
+        weft_tests::mesh::app_served(&self.backends[i])
     }
 
     fn set_endpoints(&self, pods: &[&Pod]) {

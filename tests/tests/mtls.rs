@@ -7,13 +7,20 @@
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use weft_tests::mesh::{admin_get, metric, spawn_proxy};
+use weft_tests::mesh::{admin_get, app_served, metric, spawn_proxy};
 use weft_tests::*;
 
 const TD: &str = "spiffe://cluster.local";
 
 fn id(sa: &str) -> String {
     format!("{TD}/ns/shop/sa/{sa}")
+}
+
+/// The series of mesh TLS handshakes with `peer` that ended in `result`.
+fn handshakes(direction: &str, peer: &str, result: &str) -> String {
+    format!(
+        "weft_tls_handshake_total{{direction=\"{direction}\",peer_id=\"{peer}\",result=\"{result}\"}}"
+    )
 }
 
 /// The token the files source accepts for `sa` (in namespace shop).
@@ -160,13 +167,30 @@ impl Plane {
         ]
     }
 
-    /// A meshed pod running as `sa`; `extra` is more proxy environment.
+    /// A meshed pod running as `sa`, ready; `extra` is more proxy environment.
     fn meshed(&self, pod: &Pod, sa: &str, extra: &[(&str, &str)]) -> Proc {
-        let env = self.proxy_env(sa, sa);
+        self.proxy(pod, sa, sa, extra, true)
+    }
+
+    /// A proxy in `pod` running as `sa` with the token of `token_sa`;
+    /// waits until it is ready when `wait`.
+    fn proxy(
+        &self,
+        pod: &Pod,
+        sa: &str,
+        token_sa: &str,
+        extra: &[(&str, &str)],
+        wait: bool,
+    ) -> Proc {
+        let env = self.proxy_env(sa, token_sa);
         let mut env: Vec<(&str, &str)> =
             env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         env.extend_from_slice(extra);
-        start_proxy(pod, &[], &env)
+        if wait {
+            start_proxy(pod, &[], &env)
+        } else {
+            spawn_proxy(pod, &[], &env)
+        }
     }
 }
 
@@ -290,11 +314,8 @@ fn meshed_pods_speak_mtls_and_unmeshed_peers_plaintext() {
         id("web")
     );
     assert!(metric(&client, &outbound).unwrap() >= 1.0, "{outbound}");
-    let handshakes = format!(
-        "weft_tls_handshake_total{{direction=\"inbound\",peer_id=\"{}\",result=\"ok\"}}",
-        id("client")
-    );
-    assert!(metric(&web, &handshakes).unwrap() >= 1.0);
+    let ok_handshakes = handshakes("inbound", &id("client"), "ok");
+    assert!(metric(&web, &ok_handshakes).unwrap() >= 1.0);
     // The unmeshed Service was called in plaintext.
     let plain_out =
         "weft_request_total{direction=\"outbound\",dst=\"10.96.0.21:80\",tls=\"false\"}";
@@ -327,27 +348,13 @@ fn identities_that_do_not_match_are_refused() {
         text.to_lowercase().contains("weft-proxy-error: tls failed"),
         "{text}"
     );
-    let refused = format!(
-        "weft_tls_handshake_total{{direction=\"outbound\",peer_id=\"{}\",result=\"wrong_identity\"}}",
-        id("web")
-    );
+    let refused = handshakes("outbound", &id("web"), "wrong_identity");
     assert!(metric(&client, &refused).unwrap() >= 1.0, "{refused}");
-    let served = impostor
-        .sh(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "2",
-            "http://127.0.0.1:8080/served",
-        ])
-        .unwrap();
-    assert_eq!(served.trim(), "0", "the impostor's app was reached");
+    assert_eq!(app_served(&impostor), 0, "the impostor's app was reached");
 
     // A proxy claiming `web` with the token of `other`: Certify refuses it,
     // it never becomes ready, and /ready says why.
-    let env = plane.proxy_env("web", "other");
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let _liar_proxy = spawn_proxy(&liar, &[], &env);
+    let _liar_proxy = plane.proxy(&liar, "web", "other", &[], false);
     let why = eventually(WAIT, || {
         let (code, text) = http_get(&liar, "http://127.0.0.1:4191/ready")
             .ok_or_else(|| anyhow::anyhow!("no answer"))?;
@@ -412,12 +419,9 @@ fn certificates_rotate_under_load_without_a_failed_request() {
         let ok = metric(pod, "weft_identity_certify_total{result=\"ok\"}").unwrap();
         assert!(ok >= 3.0, "{} certificates in {span:?}", ok);
     }
-    let handshakes = format!(
-        "weft_tls_handshake_total{{direction=\"inbound\",peer_id=\"{}\",result=\"ok\"}}",
-        id("client")
-    );
+    let ok_handshakes = handshakes("inbound", &id("client"), "ok");
     assert!(
-        metric(&web, &handshakes).unwrap() >= f64::from(fresh),
+        metric(&web, &ok_handshakes).unwrap() >= f64::from(fresh),
         "{fresh} fresh connections"
     );
 }
@@ -469,11 +473,8 @@ fn a_rotated_issuer_signs_new_leaves_and_old_ones_stay_trusted() {
     assert!(new.contains("(from "), "{new}");
     get_ok(&client, "http://10.96.0.20/hello");
     assert_eq!(issuer_of(&web), old, "the server renewed before the check");
-    let handshakes = format!(
-        "weft_tls_handshake_total{{direction=\"inbound\",peer_id=\"{}\",result=\"ok\"}}",
-        id("client")
-    );
-    assert!(metric(&web, &handshakes).unwrap() >= 1.0);
+    let ok_handshakes = handshakes("inbound", &id("client"), "ok");
+    assert!(metric(&web, &ok_handshakes).unwrap() >= 1.0);
 }
 
 #[test]

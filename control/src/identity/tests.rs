@@ -13,6 +13,16 @@ fn web() -> Identity {
     }
 }
 
+/// A day's leaf for shop/web from `a`, for a CSR asking exactly that.
+fn web_leaf(a: &Authority) -> ca::Leaf {
+    a.certify(
+        &csr(&["spiffe://cluster.local/ns/shop/sa/web"]),
+        &web(),
+        DAY,
+    )
+    .unwrap()
+}
+
 fn authority() -> Authority {
     let g = ca::generate(TD, 10 * 365 * DAY, 365 * DAY).unwrap();
     Authority::from_pem(&g.issuer_pem, &g.issuer_key_pem, &g.anchor_pem, TD).unwrap()
@@ -49,13 +59,7 @@ fn spiffe_ids_round_trip_and_bad_ones_are_named() {
 fn a_leaf_carries_the_identity_and_chains_to_the_anchor() {
     let g = ca::generate(TD, 10 * 365 * DAY, 365 * DAY).unwrap();
     let a = Authority::from_pem(&g.issuer_pem, &g.issuer_key_pem, &g.anchor_pem, TD).unwrap();
-    let leaf = a
-        .certify(
-            &csr(&["spiffe://cluster.local/ns/shop/sa/web"]),
-            &web(),
-            DAY,
-        )
-        .unwrap();
+    let leaf = web_leaf(&a);
     let (_, cert) = x509_parser::parse_x509_certificate(&leaf.der).unwrap();
     let san = cert.subject_alternative_name().unwrap().unwrap();
     let names: Vec<String> = san
@@ -124,13 +128,7 @@ fn csrs_for_anything_else_are_refused_with_the_reason() {
 fn leaves_never_outlive_the_issuer() {
     let g = ca::generate(TD, 365 * DAY, Duration::from_secs(3600)).unwrap();
     let a = Authority::from_pem(&g.issuer_pem, &g.issuer_key_pem, &g.anchor_pem, TD).unwrap();
-    let leaf = a
-        .certify(
-            &csr(&["spiffe://cluster.local/ns/shop/sa/web"]),
-            &web(),
-            DAY,
-        )
-        .unwrap();
+    let leaf = web_leaf(&a);
     assert!(leaf.not_after <= SystemTime::now() + Duration::from_secs(3600));
 }
 
@@ -164,26 +162,14 @@ fn the_chain_handed_out_is_tls_crt_without_the_anchors() {
     let g = ca::generate(TD, 365 * DAY, 30 * DAY).unwrap();
     let with_anchor = format!("{}{}", g.issuer_pem, g.anchor_pem);
     let a = Authority::from_pem(&with_anchor, &g.issuer_key_pem, &g.anchor_pem, TD).unwrap();
-    let leaf = a
-        .certify(
-            &csr(&["spiffe://cluster.local/ns/shop/sa/web"]),
-            &web(),
-            DAY,
-        )
-        .unwrap();
+    let leaf = web_leaf(&a);
     let issuer_der = ca::first_der(&g.issuer_pem, "CERTIFICATE").unwrap();
     assert_eq!(leaf.intermediates, std::slice::from_ref(&issuer_der));
     // An intermediate between the issuer and the anchor is handed out.
     let other = ca::generate(TD, 365 * DAY, 30 * DAY).unwrap();
     let chained = format!("{}{}", g.issuer_pem, other.issuer_pem);
     let a = Authority::from_pem(&chained, &g.issuer_key_pem, &other.anchor_pem, TD).unwrap();
-    let leaf = a
-        .certify(
-            &csr(&["spiffe://cluster.local/ns/shop/sa/web"]),
-            &web(),
-            DAY,
-        )
-        .unwrap();
+    let leaf = web_leaf(&a);
     let middle = ca::first_der(&other.issuer_pem, "CERTIFICATE").unwrap();
     assert_eq!(leaf.intermediates, [issuer_der, middle]);
 }

@@ -250,6 +250,30 @@ impl Tls {
             .inc();
     }
 
+    /// Whether the proxy holds a certificate, waiting for the first one at
+    /// most the handshake timeout; counted when it gives up.
+    async fn own_certificate(&self, direction: Direction, peer_id: &str) -> bool {
+        let held = self
+            .credentials
+            .wait_current(self.handshake_timeout)
+            .await
+            .is_some();
+        if !held {
+            self.count(direction, peer_id, "no_own_certificate");
+        }
+        held
+    }
+
+    /// A handshake, failing with `TimedOut` after the handshake timeout.
+    async fn bounded<T>(
+        &self,
+        handshake: impl std::future::Future<Output = std::io::Result<T>>,
+    ) -> std::io::Result<T> {
+        tokio::time::timeout(self.handshake_timeout, handshake)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    }
+
     /// Opens mesh TLS over `io` to a server that must be `expected`.
     pub async fn connect<I>(
         &self,
@@ -261,13 +285,7 @@ impl Tls {
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
-        if self
-            .credentials
-            .wait_current(self.handshake_timeout)
-            .await
-            .is_none()
-        {
-            self.count(Direction::Outbound, expected, "no_own_certificate");
+        if !self.own_certificate(Direction::Outbound, expected).await {
             return Err(format!(
                 "mesh TLS with {expected}: this proxy has no valid certificate ({})",
                 self.credentials.not_ready().unwrap_or_default()
@@ -276,11 +294,7 @@ impl Tls {
         let config = self.client_config(expected, alpn)?;
         let connector = tokio_rustls::TlsConnector::from(config);
         let handshake = connector.connect(ServerName::IpAddress(addr.ip().into()), io);
-        let result = match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-        };
-        match result {
+        match self.bounded(handshake).await {
             Ok(stream) => {
                 self.count(Direction::Outbound, expected, "ok");
                 Ok(stream)
@@ -300,22 +314,12 @@ impl Tls {
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
-        if self
-            .credentials
-            .wait_current(self.handshake_timeout)
-            .await
-            .is_none()
-        {
-            self.count(Direction::Inbound, "", "no_own_certificate");
+        if !self.own_certificate(Direction::Inbound, "").await {
             info!("mesh TLS from the client refused: this proxy has no valid certificate");
             return None;
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(self.server.clone());
-        let result = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(io)).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-        };
-        let stream = match result {
+        let stream = match self.bounded(acceptor.accept(io)).await {
             Ok(s) => s,
             Err(error) => {
                 let why = reason(&error);

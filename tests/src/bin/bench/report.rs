@@ -110,15 +110,7 @@ pub fn discovery(title: &str, c: &Comparison) -> String {
             "the client's proxy and the endpoints' together",
         ],
     );
-    let peaks: Vec<String> = usage
-        .rss_peak
-        .iter()
-        .map(|(role, bytes)| format!("{role} {}", megabytes(*bytes)))
-        .collect();
-    line(
-        &mut out,
-        ["proxy RSS peak", "", "", "", "", &peaks.join(", ")],
-    );
+    line(&mut out, ["proxy RSS peak", "", "", "", "", &peaks(usage)]);
     out
 }
 
@@ -168,6 +160,16 @@ fn row6(out: &mut String, cells: [&str; 6], widths: [usize; 4]) {
     let _ = writeln!(out, "{}", l.trim_end());
 }
 
+/// Each proxy role's peak memory, `outbound 7.7 MB, inbound 7.6 MB`.
+fn peaks(usage: &Usage) -> String {
+    let peaks: Vec<String> = usage
+        .rss_peak
+        .iter()
+        .map(|(role, bytes)| format!("{role} {}", megabytes(*bytes)))
+        .collect();
+    peaks.join(", ")
+}
+
 /// CPU time per successful request, `12.3 µs/req`.
 fn per_request(cpu: Duration, o: &Outcome) -> String {
     format!(
@@ -199,12 +201,7 @@ fn usage_rows(out: &mut String, c: &Comparison, rss_target: bool) {
     );
     let proxies = per_request(usage.proxy_cpu, m);
     row(out, "proxy CPU", "", &proxies, "", "both proxies together");
-    let peaks: Vec<String> = usage
-        .rss_peak
-        .iter()
-        .map(|(role, b)| format!("{role} {}", megabytes(*b)))
-        .collect();
-    let mut rss = peaks.join(", ");
+    let mut rss = peaks(usage);
     if rss_target {
         let ok = usage.rss_peak.iter().all(|(_, b)| *b < TARGET_RSS);
         let _ = write!(rss, "; target < {}: {}", megabytes(TARGET_RSS), verdict(ok));
@@ -346,14 +343,9 @@ pub fn mtls(title: &str, c: &Comparison) -> String {
             "requests per second of proxy CPU (both proxies)",
         ],
     );
-    let peaks: Vec<String> = t_usage
-        .rss_peak
-        .iter()
-        .map(|(role, b)| format!("{role} {}", megabytes(*b)))
-        .collect();
     line(
         &mut out,
-        ["mTLS proxy RSS", "", "", "", "", &peaks.join(", ")],
+        ["mTLS proxy RSS", "", "", "", "", &peaks(t_usage)],
     );
     out
 }
