@@ -1,5 +1,6 @@
-//! The admin server (port 4191): `/live`, `/ready` (listening, and with mesh
-//! TLS on, holding an unexpired certificate), `/metrics` (Prometheus text),
+//! The admin server (port 4191): `/live`, `/ready` (listening, the control
+//! plane reached once when one is configured, and with mesh TLS on, holding
+//! an unexpired certificate), `/metrics` (Prometheus text),
 //! `/config` (the configuration in force), `/identity` (the proxy's identity
 //! and certificate) and `/shutdown` (POST, from loopback only). It is never redirected (weft-init skips its port) and is
 //! the only thing the kubelet and Prometheus talk to.
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::discovery::Resolver;
 use crate::identity::Credentials;
 
 #[derive(Debug)]
@@ -31,6 +33,9 @@ pub struct Admin {
     pub shutdown: CancellationToken,
     /// The proxy's identity, when mesh TLS is on.
     pub identity: Option<Arc<Credentials>>,
+    /// Discovery, when a control plane is configured: not ready until it
+    /// has been reached once.
+    pub discovery: Option<Arc<Resolver>>,
 }
 
 impl Admin {
@@ -46,6 +51,12 @@ impl Admin {
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n".into()),
             (&Method::GET, "/ready") if !self.ready.load(Ordering::Acquire) => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
+            }
+            (&Method::GET, "/ready") if self.discovery.as_ref().is_some_and(|d| !d.reached()) => {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: the control plane has not been reached yet\n".into(),
+                )
             }
             (&Method::GET, "/ready") => match self.identity.as_ref().and_then(|c| c.not_ready()) {
                 Some(why) => text(

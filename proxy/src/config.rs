@@ -137,6 +137,12 @@ pub struct Config {
     #[arg(long, env = "WEFT_PROXY_RESOLVE_TIMEOUT", value_parser = duration, default_value = "1s")]
     pub resolve_timeout: Duration,
 
+    /// Metric series of a destination no connection has used for this long
+    /// are removed (bounds the memory and the scrape of a proxy whose app
+    /// connects to ever new addresses).
+    #[arg(long, env = "WEFT_PROXY_METRICS_RETAIN_IDLE", value_parser = duration, default_value = "10m")]
+    pub metrics_retain_idle: Duration,
+
     /// A destination unused for this long has its discovery stream closed.
     #[arg(long, env = "WEFT_PROXY_DISCOVERY_IDLE_TIMEOUT", value_parser = duration, default_value = "60s")]
     pub discovery_idle_timeout: Duration,

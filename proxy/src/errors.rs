@@ -23,6 +23,10 @@ pub enum ProxyError {
     Connect(SocketAddr, #[source] std::io::Error),
     #[error("{1}")]
     Tls(SocketAddr, String),
+    /// This proxy has no certificate of its own (yet): it cannot speak mesh
+    /// TLS to anyone, whichever endpoint it picks.
+    #[error("no certificate for this proxy's identity: cannot connect to {0} over mesh TLS")]
+    NoIdentity(SocketAddr),
     #[error("HTTP handshake with {0} failed: {1}")]
     Handshake(SocketAddr, #[source] hyper::Error),
     #[error("upstream {0} failed: {1}")]
@@ -37,10 +41,15 @@ pub enum ProxyError {
     TryTimeout(SocketAddr, Duration),
     #[error("the client's request body failed: {0}")]
     ClientBody(#[source] hyper::Error),
+    /// Inbound authorization refused the request.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
 }
 
 impl ProxyError {
-    /// Whether the request never reached an endpoint (safe to send elsewhere).
+    /// Whether connecting to an endpoint failed because of the endpoint
+    /// (nothing was sent, so another one may be tried, and this one's
+    /// failure is recorded).
     pub fn is_connect(&self) -> bool {
         matches!(
             self,
@@ -49,13 +58,6 @@ impl ProxyError {
                 | ProxyError::Connect(..)
                 | ProxyError::Tls(..)
         )
-    }
-
-    pub fn unavailable(dst: SocketAddr, why: crate::balance::Unavailable) -> Self {
-        match why {
-            crate::balance::Unavailable::NoEndpoints => ProxyError::NoEndpoints(dst),
-            crate::balance::Unavailable::AllFailing => ProxyError::AllFailing(dst),
-        }
     }
 }
 
@@ -67,6 +69,7 @@ impl ProxyError {
             ProxyError::ConnectTimeout(..) => "connect timeout",
             ProxyError::Connect(..) => "connect failed",
             ProxyError::Tls(..) => "tls failed",
+            ProxyError::NoIdentity(_) => "no identity",
             ProxyError::Handshake(..) => "handshake failed",
             ProxyError::Upstream(..) => "upstream failed",
             ProxyError::NoEndpoints(_) => "no endpoints",
@@ -74,6 +77,7 @@ impl ProxyError {
             ProxyError::Timeout(..) => "request timeout",
             ProxyError::TryTimeout(..) => "attempt timeout",
             ProxyError::ClientBody(_) => "client body failed",
+            ProxyError::Forbidden(_) => "forbidden",
         }
     }
 
@@ -82,17 +86,20 @@ impl ProxyError {
             ProxyError::ConnectTimeout(..)
             | ProxyError::Timeout(..)
             | ProxyError::TryTimeout(..) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::NoEndpoints(_) | ProxyError::AllFailing(_) => {
+            ProxyError::NoEndpoints(_) | ProxyError::AllFailing(_) | ProxyError::NoIdentity(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
 
-    /// gRPC status: UNAVAILABLE, or DEADLINE_EXCEEDED for a timeout.
+    /// gRPC status: UNAVAILABLE, DEADLINE_EXCEEDED for a timeout,
+    /// PERMISSION_DENIED for a refusal.
     fn grpc_status(&self) -> &'static str {
         match self {
+            ProxyError::Forbidden(_) => "7",
             ProxyError::ConnectTimeout(..)
             | ProxyError::Timeout(..)
             | ProxyError::TryTimeout(..) => "4",
@@ -143,5 +150,12 @@ mod tests {
         let rsp = ProxyError::NoEndpoints(dst).to_response(false);
         assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], "no endpoints");
+        let rsp = ProxyError::NoIdentity(dst).to_response(false);
+        assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], "no identity");
+        assert!(
+            !ProxyError::NoIdentity(dst).is_connect(),
+            "not the endpoint's fault"
+        );
     }
 }

@@ -1,37 +1,41 @@
 //! weft-proxy: the sidecar data plane.
 //!
-//! The path of a connection, stage by stage (each a module):
+//! Each direction is its own chain of plain async functions, read top to
+//! bottom in its module; the layers below are shared.
 //!
 //! ```text
-//! transport::listen   accept (bounded by a connection limit)
-//! transport::orig_dst the original destination iptables redirected from
-//! proxy               loop check, target (outbound: a Service's balanced
-//!                     endpoints or the original destination; inbound: the
-//!                     app on 127.0.0.1:<port>)
-//! discover            Discovery.Watch per outbound destination → balancer
-//! balance             p2c over Peak-EWMA, failure accrual
-//! detect              HTTP/1, HTTP/2 (prior knowledge), mesh TLS (inbound)
-//!                     or opaque TCP
-//! tls                 mesh TLS: terminated inbound (client identity
-//!                     recorded), originated to meshed endpoints (server
-//!                     identity verified against discovery's)
-//! identity            the proxy's key and certificate, renewed
-//! http                hyper server → upstream connection of the same protocol
-//! opaque              bidirectional copy with half-close and idle timeout
+//! run          start-up: bind, build, serve until shutdown, drain
+//! shared       what every handler needs; the original destination, loop check
+//! outbound     app → Service: resolve, detect, route (a pure function), forward
+//! inbound      peer → app: detect, terminate mesh TLS, authorize, forward
+//! http         hyper server; per request: deadline, retries, send, upgrades
+//! discovery    Discovery.Watch per outbound destination → balancer, policy
+//! balance      p2c over Peak-EWMA, failure accrual; pick, connect, fail over
+//! detect       HTTP/1, HTTP/2 (prior knowledge), mesh TLS (inbound), opaque
+//! tls          mesh TLS contexts: terminated inbound, originated outbound
+//! identity     the proxy's key and certificate, renewed
+//! transport    listen, original destination, connect, byte counting, opaque copy
+//! telemetry    metrics (bounded), process metrics
+//! admin        /live /ready /metrics /config /identity /shutdown
+//! errors       the proxy's errors, and the one place they become responses
 //! ```
+//!
+//! Imports point down this list (a module uses only those below it), but
+//! for `errors` and `config`, which everything may use.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod detect;
-pub mod discover;
+pub mod discovery;
 pub mod errors;
 pub mod http;
 pub mod identity;
-pub mod opaque;
-pub mod proxy;
+pub mod inbound;
+pub mod outbound;
 pub mod run;
+pub mod shared;
 pub mod telemetry;
 pub mod tls;
 pub mod transport;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 use weft_proxy::config::{Config, LogFormat};
-use weft_proxy::run::{run, Bound};
+use weft_proxy::run::{check, run, Bound};
 use weft_proxy::transport::orig_dst::SoOriginalDst;
 
 const LONG_ABOUT: &str = "\
@@ -31,7 +31,10 @@ are not redirected back to it.
 
 Every flag is also an environment variable (shown below). Durations take
 ms, s, m or h. Exit codes: 0 after a clean shutdown, 64 for an invalid
-configuration, 1 when a listener cannot be bound.";
+configuration (checked before anything is bound), 1 when a listener cannot
+be bound or start-up fails. /ready answers 200 once the listeners are up,
+the control plane (with --control-addr) has been reached once and the
+certificate (with mesh TLS) is held.";
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-proxy", version, about = "weft's sidecar proxy", long_about = LONG_ABOUT)]
@@ -58,12 +61,8 @@ fn main() -> ExitCode {
         eprintln!("weft-proxy: {e}");
         return ExitCode::from(64);
     }
-    // Mesh TLS settings and trust anchors are checked before anything starts.
-    let anchors = config.identity_trust_anchors.as_deref();
-    if let Err(e) = config.identity().and_then(|id| match (id, anchors) {
-        (Some(_), Some(path)) => weft_proxy::tls::load_roots(path).map(drop),
-        _ => Ok(()),
-    }) {
+    // Everything that can be found wrong is, before anything is bound.
+    if let Err(e) = check(&config) {
         eprintln!("weft-proxy: {e}");
         return ExitCode::from(64);
     }
@@ -94,8 +93,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config, bound, SoOriginalDst, terminated()));
-    ExitCode::SUCCESS
+    match runtime.block_on(run(config, bound, SoOriginalDst, terminated())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("weft-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// SIGTERM (what the kubelet sends) or SIGINT.
@@ -123,8 +128,11 @@ fn init_tracing(config: &Config) -> Result<(), String> {
             .or_else(|_| EnvFilter::try_from_default_env())
             .unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // Colour only on a terminal: a file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Plain => builder.init(),

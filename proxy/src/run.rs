@@ -18,14 +18,35 @@ use crate::admin::{self, Admin};
 use crate::balance::accrual::AccrualPolicy;
 use crate::balance::BalanceConfig;
 use crate::config::Config;
-use crate::discover::{DiscoveryConfig, Resolver};
+use crate::discovery::{DiscoveryConfig, Resolver};
 use crate::http::HttpServer;
 use crate::identity::Credentials;
-use crate::proxy::{self, Shared};
-use crate::telemetry::{Direction, Metrics};
+use crate::shared::Shared;
+use crate::telemetry::Metrics;
 use crate::tls::{load_roots, Tls};
+use crate::transport::connect::grpc_endpoint;
 use crate::transport::listen::{accept_loop, bind};
 use crate::transport::orig_dst::OrigDstAddr;
+use crate::{inbound, outbound};
+
+/// Everything about `config` that can be found wrong before anything
+/// starts (the binary exits 64 with this line): the control plane and
+/// identity addresses, the identity settings, the trust anchors.
+pub fn check(config: &Config) -> Result<(), String> {
+    if let Some(addr) = &config.control_addr {
+        grpc_endpoint(addr).map_err(|e| format!("--control-addr (WEFT_PROXY_CONTROL_ADDR) {e}"))?;
+    }
+    if let Some(identity) = config.identity()? {
+        if config.identity_addr.is_some() {
+            grpc_endpoint(&identity.addr)
+                .map_err(|e| format!("--identity-addr (WEFT_PROXY_IDENTITY_ADDR) {e}"))?;
+        }
+        if let Some(anchors) = &config.identity_trust_anchors {
+            load_roots(anchors)?;
+        }
+    }
+    Ok(())
+}
 use weft_proto::discovery::v1::ProxyContext;
 
 /// The three listeners, bound.
@@ -118,33 +139,30 @@ fn mesh(config: &Config, registry: &mut Registry) -> Result<Option<Arc<Tls>>, St
     Ok(Some(Arc::new(tls)))
 }
 
-/// Runs the proxy until `signal` completes or `/shutdown` is called, then drains.
-pub async fn run<O>(config: Config, bound: Bound, orig_dst: O, signal: impl Future<Output = ()>)
+/// Runs the proxy until `signal` completes or `/shutdown` is called, then
+/// drains. An error (discovery or mesh TLS cannot be set up: what
+/// [`check`] could not see) returns before anything is served.
+pub async fn run<O>(
+    config: Config,
+    bound: Bound,
+    orig_dst: O,
+    signal: impl Future<Output = ()>,
+) -> Result<(), String>
 where
     O: OrigDstAddr + Send + Sync + 'static,
 {
+    check(&config)?;
     let shutdown = CancellationToken::new();
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let resolver = match discovery(&config, &mut registry) {
-        Ok(r) => r,
-        Err(error) => {
-            warn!(%error, "cannot set up discovery");
-            return;
-        }
-    };
-    let tls = match mesh(&config, &mut registry) {
-        Ok(t) => t,
-        Err(error) => {
-            warn!(%error, "cannot set up mesh TLS");
-            return;
-        }
-    };
+    let resolver = discovery(&config, &mut registry)?;
+    let tls = mesh(&config, &mut registry)?;
     let ports = bound
         .addrs()
         .map(|a| a.map(|a| a.port()))
         .unwrap_or_default();
     let grace = config.shutdown_grace;
+    let retain = config.metrics_retain_idle;
     let limit = Arc::new(Semaphore::new(config.max_connections as usize));
     let admin = Arc::new(Admin {
         registry,
@@ -152,6 +170,7 @@ where
         config_dump: format!("{config:#?}\n"),
         shutdown: shutdown.clone(),
         identity: tls.as_ref().map(|t| t.credentials().clone()),
+        discovery: resolver.clone(),
     });
     let tracker = TaskTracker::new();
     let shared = Arc::new(Shared {
@@ -172,13 +191,9 @@ where
             TcpListener::from_std(bound.admin)?,
         ))
     })();
-    let (outbound, inbound, admin_listener) = match listeners {
-        Ok(l) => l,
-        Err(error) => {
-            warn!(%error, "cannot register the listeners with the runtime");
-            return;
-        }
-    };
+    let (outbound, inbound, admin_listener) =
+        listeners.map_err(|e| format!("cannot register the listeners with the runtime: {e}"))?;
+    tokio::spawn(evict(shared.metrics.clone(), retain, shutdown.clone()));
 
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
@@ -186,21 +201,26 @@ where
         admin_listener,
         admin_stop.clone(),
     ));
-    let mut accepting = Vec::new();
-    for (name, direction, listener) in [
-        ("outbound", Direction::Outbound, outbound),
-        ("inbound", Direction::Inbound, inbound),
-    ] {
-        let shared = shared.clone();
-        accepting.push(tokio::spawn(accept_loop(
-            name,
-            listener,
+    let out = shared.clone();
+    let inb = shared.clone();
+    let accepting = [
+        tokio::spawn(accept_loop(
+            "outbound",
+            outbound,
             limit.clone(),
             tracker.clone(),
             shutdown.clone(),
-            move |tcp, _peer| proxy::serve(shared.clone(), direction, tcp),
-        )));
-    }
+            move |tcp, _peer| outbound::serve(out.clone(), tcp),
+        )),
+        tokio::spawn(accept_loop(
+            "inbound",
+            inbound,
+            limit.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+            move |tcp, _peer| inbound::serve(inb.clone(), tcp),
+        )),
+    ];
     admin.ready.store(true, Ordering::Release);
     info!(
         outbound = %ports[0], inbound = %ports[1], admin = %ports[2],
@@ -232,4 +252,20 @@ where
     }
     admin_stop.cancel();
     let _ = admin_task.await;
+    Ok(())
+}
+
+/// Removes idle metric series every quarter of the retention period.
+async fn evict(metrics: Metrics, retain: std::time::Duration, stop: CancellationToken) {
+    let period = (retain / 4).max(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.cancelled() => return,
+        }
+        let evicted = metrics.evict_idle(retain);
+        if evicted > 0 {
+            tracing::debug!(evicted, "idle metric series removed");
+        }
+    }
 }

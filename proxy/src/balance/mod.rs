@@ -10,10 +10,12 @@
 //! indices, two cost reads.
 
 pub mod accrual;
+pub mod connect;
 pub mod ewma;
 
 use arc_swap::ArcSwap;
 
+use crate::errors::ProxyError;
 use crate::transport::connect::Remote;
 use prometheus_client::metrics::counter::Counter;
 use std::cell::Cell;
@@ -112,6 +114,16 @@ pub enum Unavailable {
     NoEndpoints,
     /// Every usable endpoint is ejected for failing.
     AllFailing,
+}
+
+impl Unavailable {
+    /// The error a request to the Service at `dst` gets.
+    pub fn error(self, dst: SocketAddr) -> ProxyError {
+        match self {
+            Unavailable::NoEndpoints => ProxyError::NoEndpoints(dst),
+            Unavailable::AllFailing => ProxyError::AllFailing(dst),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -21,17 +21,28 @@
 //!
 //! `conn` is the connection's labels: `direction`, `dst` (the original
 //! destination), `tls` (`"true"` for mesh TLS), `client_id` and `server_id`
-//! (the SPIFFE IDs of both ends of the mesh TLS; empty without it). Mesh
-//! TLS families live in `tls` and `identity`.
+//! (the SPIFFE IDs of both ends of the mesh TLS; empty without it). They
+//! describe the connection actually made: inbound, the accepted one;
+//! outbound, the one to the endpoint (per connection for opaque TCP, per
+//! request for HTTP, whose requests may go to meshed and unmeshed
+//! endpoints of one Service). Mesh TLS families live in `tls` and `identity`.
+//!
+//! Bounded: every series keyed by `dst` is removed once no connection uses
+//! it and it has been idle for the retention period
+//! (`--metrics-retain-idle`), so an application that connects to ever new
+//! addresses cannot grow the proxy's memory or its scrape without bound.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use super::histogram::LatencyHistogram;
 use super::process::ProcessCollector;
@@ -135,12 +146,47 @@ struct DetectLabels {
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// The use of one `conn` label set.
+#[derive(Debug)]
+struct Series {
+    /// Handles alive (connections open).
+    users: usize,
+    /// When the last handle was dropped.
+    last: Instant,
+    /// The error reasons recorded under it, to remove them too.
+    reasons: Vec<&'static str>,
+}
+
+/// Keeps a `conn` label set from being evicted while it lives.
+#[derive(Debug)]
+struct InUse {
+    metrics: Metrics,
+    labels: DstLabels,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let mut series = self
+            .metrics
+            .0
+            .series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = series.get_mut(&self.labels) {
+            s.users -= 1;
+            s.last = Instant::now();
+        }
+    }
+}
+
 /// Every family, registered once at start-up. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics(Arc<Families>);
 
 #[derive(Debug, Default)]
 struct Families {
+    /// The `conn` label sets in use or recently used, for eviction.
+    series: Mutex<HashMap<DstLabels, Series>>,
     requests: Family<DstLabels, Counter>,
     responses: Family<ResponseLabels, Counter>,
     latency: Family<DstLabels, LatencyHistogram>,
@@ -219,6 +265,7 @@ impl Metrics {
             client_id: mesh.map(|m| m.client.to_string()).unwrap_or_default(),
             server_id: mesh.map(|m| m.server.to_string()).unwrap_or_default(),
         };
+        let in_use = Arc::new(self.in_use(&labels));
         let m = &self.0;
         m.tcp_total.get_or_create(&labels).inc();
         let open = m.tcp_open.get_or_create(&labels).clone();
@@ -229,7 +276,78 @@ impl Metrics {
             open,
             labels,
             metrics: self.clone(),
+            _in_use: in_use,
         }
+    }
+
+    /// Marks `labels` in use until the guard is dropped.
+    fn in_use(&self, labels: &DstLabels) -> InUse {
+        let mut series = self.0.series.lock().unwrap_or_else(|e| e.into_inner());
+        series
+            .entry(labels.clone())
+            .or_insert_with(|| Series {
+                users: 0,
+                last: Instant::now(),
+                reasons: Vec::new(),
+            })
+            .users += 1;
+        InUse {
+            metrics: self.clone(),
+            labels: labels.clone(),
+        }
+    }
+
+    /// Records an error reason under `labels` (and remembers it for eviction).
+    fn error(&self, labels: &DstLabels, reason: &'static str) {
+        {
+            let mut series = self.0.series.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = series.get_mut(labels) {
+                if !s.reasons.contains(&reason) {
+                    s.reasons.push(reason);
+                }
+            }
+        }
+        self.0
+            .errors
+            .get_or_create(&ErrorLabels {
+                conn: labels.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Removes the series of every `conn` label set that no connection
+    /// uses and that has been idle for `retain`; returns how many.
+    pub fn evict_idle(&self, retain: Duration) -> usize {
+        let m = &self.0;
+        let mut series = m.series.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let before = series.len();
+        series.retain(|labels, s| {
+            let keep = s.users > 0 || now.saturating_duration_since(s.last) < retain;
+            if !keep {
+                m.requests.remove(labels);
+                m.latency.remove(labels);
+                m.tcp_open.remove(labels);
+                m.tcp_total.remove(labels);
+                m.tcp_read.remove(labels);
+                m.tcp_write.remove(labels);
+                for status_class in STATUS_CLASSES {
+                    m.responses.remove(&ResponseLabels {
+                        conn: labels.clone(),
+                        status_class,
+                    });
+                }
+                for reason in &s.reasons {
+                    m.errors.remove(&ErrorLabels {
+                        conn: labels.clone(),
+                        reason,
+                    });
+                }
+            }
+            keep
+        });
+        before - series.len()
     }
 
     pub fn refused(&self, direction: Direction, reason: &'static str) {
@@ -258,27 +376,19 @@ pub struct ConnMetrics {
     open: Gauge,
     labels: DstLabels,
     metrics: Metrics,
+    _in_use: Arc<InUse>,
 }
 
 impl ConnMetrics {
     /// The HTTP handles of this connection (made when it is detected as HTTP).
     pub fn http(&self) -> HttpMetrics {
-        let m = &self.metrics.0;
-        let l = &self.labels;
-        HttpMetrics {
-            requests: m.requests.get_or_create(l).clone(),
-            latency: m.latency.get_or_create(l).clone(),
-            responses: STATUS_CLASSES.map(|status_class| {
-                m.responses
-                    .get_or_create(&ResponseLabels {
-                        conn: l.clone(),
-                        status_class,
-                    })
-                    .clone()
-            }),
-            metrics: self.metrics.clone(),
-            labels: l.clone(),
-        }
+        HttpMetrics::new(&self.metrics, self.labels.clone(), self._in_use.clone())
+    }
+
+    /// The connection failed before anything was forwarded (opaque TCP:
+    /// closing it is all the proxy can say).
+    pub fn proxy_error(&self, reason: &'static str) {
+        self.metrics.error(&self.labels, reason);
     }
 }
 
@@ -291,28 +401,123 @@ impl Drop for ConnMetrics {
 /// Request and response handles of one HTTP connection.
 #[derive(Clone, Debug)]
 pub struct HttpMetrics {
-    pub requests: Counter,
-    pub latency: LatencyHistogram,
+    requests: Counter,
+    latency: LatencyHistogram,
     responses: [Counter; 5],
     metrics: Metrics,
     labels: DstLabels,
+    _in_use: Arc<InUse>,
 }
 
 impl HttpMetrics {
-    pub fn response(&self, status: http::StatusCode) {
+    fn new(metrics: &Metrics, labels: DstLabels, in_use: Arc<InUse>) -> Self {
+        let m = &metrics.0;
+        Self {
+            requests: m.requests.get_or_create(&labels).clone(),
+            latency: m.latency.get_or_create(&labels).clone(),
+            responses: STATUS_CLASSES.map(|status_class| {
+                m.responses
+                    .get_or_create(&ResponseLabels {
+                        conn: labels.clone(),
+                        status_class,
+                    })
+                    .clone()
+            }),
+            metrics: metrics.clone(),
+            labels,
+            _in_use: in_use,
+        }
+    }
+
+    /// The handles of requests from this connection that went over mesh TLS
+    /// from `client` to `server` (outbound, to a meshed endpoint).
+    pub fn meshed(&self, client: &Arc<str>, server: &Arc<str>) -> HttpMetrics {
+        let labels = DstLabels {
+            tls: "true",
+            client_id: client.to_string(),
+            server_id: server.to_string(),
+            ..self.labels.clone()
+        };
+        let in_use = Arc::new(self.metrics.in_use(&labels));
+        HttpMetrics::new(&self.metrics, labels, in_use)
+    }
+
+    /// A request answered (by the upstream or the proxy) with `status`,
+    /// `micros` after it arrived.
+    pub fn done(&self, status: http::StatusCode, micros: u64) {
+        self.requests.inc();
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.responses[class].inc();
+        self.latency.observe_us(micros);
     }
 
     /// A response the proxy made itself (rare: the lookup is fine here).
     pub fn proxy_error(&self, reason: &'static str) {
-        self.metrics
-            .0
-            .errors
-            .get_or_create(&ErrorLabels {
-                conn: self.labels.clone(),
-                reason,
-            })
-            .inc();
+        self.metrics.error(&self.labels, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_series_are_evicted_and_used_ones_kept() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let old: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let busy: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let conn = metrics.conn(Direction::Outbound, old, None);
+        let http = conn.http();
+        http.done(http::StatusCode::OK, 10);
+        http.proxy_error("connect refused");
+        let client: Arc<str> = "spiffe://cluster.local/ns/a/sa/a".into();
+        let server: Arc<str> = "spiffe://cluster.local/ns/b/sa/b".into();
+        http.meshed(&client, &server).done(http::StatusCode::OK, 10);
+        drop((conn, http));
+        let held = metrics.conn(Direction::Outbound, busy, None);
+        assert!(scrape(&registry).contains("10.0.0.1:80"));
+
+        let retain = Duration::from_secs(600);
+        tokio::time::advance(Duration::from_secs(599)).await;
+        assert_eq!(metrics.evict_idle(retain), 0, "not idle long enough");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            metrics.evict_idle(retain),
+            2,
+            "plain and meshed series of 10.0.0.1"
+        );
+        let text = scrape(&registry);
+        assert!(!text.contains("10.0.0.1:80"), "{text}");
+        assert!(
+            text.contains("10.0.0.2:80"),
+            "a connection still uses it: {text}"
+        );
+        drop(held);
+        tokio::time::advance(retain).await;
+        assert_eq!(metrics.evict_idle(retain), 1);
+        assert!(metrics.0.series.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_request_counts_under_the_connection_it_went_over() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let conn = metrics.conn(Direction::Outbound, "10.0.0.1:80".parse().unwrap(), None);
+        let client: Arc<str> = "spiffe://td/ns/a/sa/a".into();
+        let server: Arc<str> = "spiffe://td/ns/b/sa/b".into();
+        conn.http()
+            .meshed(&client, &server)
+            .done(http::StatusCode::OK, 1);
+        conn.http().done(http::StatusCode::BAD_GATEWAY, 1);
+        let text = scrape(&registry);
+        assert!(text.contains(r#"weft_request_total{direction="outbound",dst="10.0.0.1:80",tls="true",client_id="spiffe://td/ns/a/sa/a",server_id="spiffe://td/ns/b/sa/b"} 1"#), "{text}");
+        assert!(text.contains(r#"weft_request_total{direction="outbound",dst="10.0.0.1:80",tls="false",client_id="",server_id=""} 1"#), "{text}");
     }
 }

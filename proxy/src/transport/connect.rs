@@ -68,3 +68,50 @@ impl Connector {
         }
     }
 }
+
+/// A control-plane address (`host:port`, or a URI `http://host:port`) as a
+/// gRPC endpoint; an error says what is wrong with it.
+pub fn grpc_endpoint(addr: &str) -> Result<tonic::transport::Endpoint, String> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let parsed: http::Uri = uri
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an address: {e}"))?;
+    if !matches!(parsed.scheme_str(), Some("http" | "https")) {
+        return Err(format!("{addr:?}: the scheme must be http or https"));
+    }
+    match parsed.authority() {
+        Some(a) if !a.host().is_empty() && a.port_u16().is_some() => {}
+        _ => return Err(format!("{addr:?} is not host:port")),
+    }
+    tonic::transport::Endpoint::from_shared(uri).map_err(|e| format!("{addr:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_plane_addresses() {
+        for ok in [
+            "weft-control.weft:8086",
+            "127.0.0.1:8086",
+            "http://[::1]:8086",
+        ] {
+            assert!(grpc_endpoint(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("not-an-address", "not host:port"),
+            ("host:", "not host:port"),
+            ("ftp://host:21", "scheme"),
+            ("a b:1", "not an address"),
+            (":8086", "not"),
+        ] {
+            let e = grpc_endpoint(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}

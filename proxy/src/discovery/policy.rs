@@ -1,32 +1,21 @@
-//! Retries and deadlines of HTTP requests to a Service: the policy
-//! discovery sends (from the Service's `weft.dev/retry-*` and
-//! `weft.dev/timeout` annotations), the retry budget of a destination, and
-//! the deadline headers.
+//! The retry and timeout policy of a Service, as discovery sends it (from
+//! the Service's `weft.dev/retry-*` and `weft.dev/timeout` annotations),
+//! and the retry budget of a destination.
 //!
 //! A request is retried only when its response (or failure) matches the
 //! policy's conditions, its body is known and small (at most
-//! [`MAX_REPLAY_BODY`], so it can be sent again), its method is idempotent
+//! `http::replay::MAX_REPLAY_BODY`, so it can be sent again), its method is idempotent
 //! (or the policy allows others), fewer than `limit` retries were made, and
 //! the destination's [`Budget`] allows one more.
 //!
-//! Deadlines: the request's timeout is the smallest of the policy's
-//! `timeout`, an incoming `grpc-timeout` and an incoming `weft-timeout`
-//! (same syntax: `250m`, `2S`). What is left of it when a request goes out
-//! is sent on as `grpc-timeout` (gRPC) or `weft-timeout` (anything else), so
-//! the next hop never works past its caller's deadline.
+//! Deadlines are in `http::deadline`.
 
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use weft_proto::discovery::v1 as pb;
 
 use crate::balance::ewma::now_ns;
-
-/// Largest request body kept to be sent again.
-pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
-/// The deadline header for non-gRPC requests (grpc-timeout syntax).
-pub const WEFT_TIMEOUT: &str = "weft-timeout";
-pub const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 /// The retry and timeout policy of one destination.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -209,66 +198,9 @@ impl Budget {
     }
 }
 
-/// A grpc-timeout value (`250m`, `2S`, `1H`; at most 8 digits) as a duration.
-pub fn parse_timeout(v: &HeaderValue) -> Option<Duration> {
-    let s = v.to_str().ok()?;
-    if s.len() < 2 || s.len() > 9 {
-        return None;
-    }
-    let (num, unit) = s.split_at(s.len() - 1);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-/// `d` in grpc-timeout syntax, in milliseconds (at least 1).
-pub fn format_timeout(d: Duration) -> HeaderValue {
-    let ms = d.as_millis().clamp(1, 99_999_999);
-    HeaderValue::from_str(&format!("{ms}m")).expect("digits and a letter")
-}
-
-/// The request's own timeout, from its headers.
-pub fn incoming_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let g = headers.get(GRPC_TIMEOUT).and_then(parse_timeout);
-    let w = headers.get(WEFT_TIMEOUT).and_then(parse_timeout);
-    match (g, w) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// The gRPC status in a response's headers (trailers-only responses).
-pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timeouts_parse_and_format() {
-        let v = |s: &'static str| HeaderValue::from_static(s);
-        assert_eq!(parse_timeout(&v("200m")), Some(Duration::from_millis(200)));
-        assert_eq!(parse_timeout(&v("2S")), Some(Duration::from_secs(2)));
-        assert_eq!(parse_timeout(&v("1H")), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_timeout(&v("m")), None);
-        assert_eq!(parse_timeout(&v("12x")), None);
-        assert_eq!(parse_timeout(&v("123456789m")), None, "more than 8 digits");
-        assert_eq!(format_timeout(Duration::from_micros(1500)), "1m");
-        assert_eq!(format_timeout(Duration::ZERO), "1m");
-        let mut h = HeaderMap::new();
-        h.insert(GRPC_TIMEOUT, v("300m"));
-        h.insert(WEFT_TIMEOUT, v("1S"));
-        assert_eq!(incoming_timeout(&h), Some(Duration::from_millis(300)));
-    }
 
     #[test]
     fn conditions() {

@@ -1,0 +1,245 @@
+//! Discovery in the proxy: one `weft.discovery.v1.Discovery/Watch` stream
+//! per outbound destination (ip:port) in use, opened on first use, kept
+//! while the destination is used and dropped after it has been idle for a
+//! while.
+//!
+//! Each stream feeds the destination's [`Balancer`]. When the control plane
+//! is away, a destination keeps its last endpoints (and says so in
+//! `weft_discovery_stale`) while its stream reconnects with jittered
+//! exponential backoff. A destination the control plane does not know (an
+//! IP outside every Service), or one that has had no answer within the
+//! resolve timeout, is forwarded to its original address: the mesh then
+//! behaves as plain Kubernetes would.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | the [`Resolver`] and its destinations |
+//! | `watch.rs` | one stream per destination, reopened with backoff; the idle sweep |
+//! | `view.rs` | what a stream has said, applied to the destination's balancer |
+//! | `policy.rs` | the retry and timeout policy, the retry budget |
+//! | `metrics.rs` | discovery and balancer metrics |
+
+pub mod metrics;
+pub mod policy;
+mod view;
+mod watch;
+
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch as state;
+use tokio::task::AbortHandle;
+use tonic::transport::Channel;
+use tracing::debug;
+use weft_proto::discovery::v1 as pb;
+use weft_proto::discovery::v1::discovery_client::DiscoveryClient;
+
+use crate::balance::ewma::now_ns;
+use crate::balance::{BalanceConfig, Balancer};
+use metrics::DstLabel;
+use policy::{Budget, Policy};
+
+/// How discovery is reached and how long its answers are waited for.
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    /// The control plane's gRPC address (`http://host:8086` or `host:8086`).
+    pub control: String,
+    /// How long a connection to a destination never resolved waits for the
+    /// first answer before it is forwarded to its original address.
+    pub resolve_timeout: Duration,
+    /// A destination unused for this long has its stream closed.
+    pub idle_timeout: Duration,
+    /// Who is asking: sent with every watch.
+    pub context: pb::ProxyContext,
+}
+
+/// What discovery said about a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// No answer yet.
+    Pending,
+    /// Not a Service the control plane knows: forwarded as is.
+    NotAService,
+    /// A Service port; `opaque` when its traffic skips protocol detection.
+    Service { opaque: bool },
+}
+
+/// What the outbound chain knows about a connection's destination.
+#[derive(Debug)]
+pub enum Resolved {
+    /// Not a Service (or not known in time): forwarded to its original address.
+    Passthrough,
+    /// A Service: its endpoints, balancer and policy.
+    Service(Arc<Dest>),
+}
+
+/// One destination being watched.
+#[derive(Debug)]
+pub struct Dest {
+    pub addr: SocketAddr,
+    pub balancer: Balancer,
+    /// Retries and timeouts, from the Service's profile.
+    pub policy: ArcSwap<Policy>,
+    pub budget: Budget,
+    /// Retries sent, and retries not sent because the budget was spent.
+    pub retries: Counter,
+    pub retries_skipped: Counter,
+    state: state::Sender<Resolution>,
+    created: Instant,
+    /// Last use ([`now_ns`]).
+    used: AtomicU64,
+    /// Whether its stream is up (false while reconnecting).
+    connected: AtomicBool,
+    task: Mutex<Option<AbortHandle>>,
+}
+
+impl Dest {
+    pub fn resolution(&self) -> Resolution {
+        *self.state.borrow()
+    }
+
+    /// A destination with no stream behind it, resolved as `resolution`.
+    #[cfg(test)]
+    pub(crate) fn for_test(addr: SocketAddr, resolution: Resolution) -> Arc<Self> {
+        let balance = BalanceConfig {
+            decay: Duration::from_secs(10),
+            default_rtt: Duration::from_millis(30),
+            accrual: crate::balance::accrual::AccrualPolicy {
+                threshold: 5,
+                min: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            },
+            node: None,
+            zone: None,
+        };
+        Arc::new(Self {
+            addr,
+            balancer: Balancer::new(Arc::new(balance), Counter::default()),
+            policy: ArcSwap::from_pointee(Policy::default()),
+            budget: Budget::default(),
+            retries: Counter::default(),
+            retries_skipped: Counter::default(),
+            state: state::Sender::new(resolution),
+            created: Instant::now(),
+            used: AtomicU64::new(now_ns()),
+            connected: AtomicBool::new(false),
+            task: Mutex::default(),
+        })
+    }
+}
+
+/// The discovery client of the proxy.
+#[derive(Debug)]
+pub struct Resolver {
+    client: DiscoveryClient<Channel>,
+    config: DiscoveryConfig,
+    balance: Arc<BalanceConfig>,
+    dests: Mutex<HashMap<SocketAddr, Arc<Dest>>>,
+    ejections: Family<DstLabel, Counter>,
+    retries: Family<DstLabel, Counter>,
+    retries_skipped: Family<DstLabel, Counter>,
+    updates: Counter,
+    stream_errors: Counter,
+    fallbacks: Counter,
+    /// Whether the control plane has been reached since start (a stream
+    /// answered, or the start-up probe connected).
+    reached: AtomicBool,
+}
+
+impl Resolver {
+    /// A resolver whose channel connects on first use (so the proxy starts
+    /// without the control plane). Must be called within the runtime.
+    pub fn new(config: DiscoveryConfig, balance: BalanceConfig) -> Result<Arc<Self>, String> {
+        let endpoint = crate::transport::connect::grpc_endpoint(&config.control)
+            .map_err(|e| format!("--control-addr {e}"))?;
+        let probe = endpoint.clone().connect_timeout(Duration::from_secs(2));
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let resolver = Arc::new(Self {
+            client: DiscoveryClient::new(channel),
+            config,
+            balance: Arc::new(balance),
+            dests: Mutex::default(),
+            ejections: Family::default(),
+            retries: Family::default(),
+            retries_skipped: Family::default(),
+            updates: Counter::default(),
+            stream_errors: Counter::default(),
+            fallbacks: Counter::default(),
+            reached: AtomicBool::new(false),
+        });
+        tokio::spawn(watch::sweep(Arc::downgrade(&resolver)));
+        tokio::spawn(watch::probe(Arc::downgrade(&resolver), probe));
+        Ok(resolver)
+    }
+
+    /// Whether the control plane has been reached since start: until then
+    /// the proxy is not ready (every Service would be passed through).
+    pub fn reached(&self) -> bool {
+        self.reached.load(Relaxed)
+    }
+
+    /// Where a connection to `orig` goes: waits (at most the resolve
+    /// timeout, counted from the destination's first use) for the first
+    /// answer about a destination not seen before.
+    pub async fn resolve(self: &Arc<Self>, orig: SocketAddr) -> Resolved {
+        let dest = self.dest(orig);
+        dest.used.store(now_ns(), Relaxed);
+        let mut rx = dest.state.subscribe();
+        if *rx.borrow_and_update() == Resolution::Pending {
+            let left = self
+                .config
+                .resolve_timeout
+                .saturating_sub(dest.created.elapsed());
+            let _ = tokio::time::timeout(left, rx.wait_for(|r| *r != Resolution::Pending)).await;
+        }
+        let resolution = *rx.borrow();
+        match resolution {
+            Resolution::Service { .. } => Resolved::Service(dest),
+            Resolution::NotAService => Resolved::Passthrough,
+            Resolution::Pending => {
+                self.fallbacks.inc();
+                debug!(%orig, "no answer from discovery in time: forwarded to the original destination");
+                Resolved::Passthrough
+            }
+        }
+    }
+
+    fn dest(self: &Arc<Self>, addr: SocketAddr) -> Arc<Dest> {
+        let mut dests = self.dests.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = dests.get(&addr) {
+            return d.clone();
+        }
+        let label = DstLabel {
+            dst: addr.to_string(),
+        };
+        let ejections = self.ejections.get_or_create(&label).clone();
+        let dest = Arc::new(Dest {
+            addr,
+            balancer: Balancer::new(self.balance.clone(), ejections),
+            policy: ArcSwap::from_pointee(Policy::default()),
+            budget: Budget::default(),
+            retries: self.retries.get_or_create(&label).clone(),
+            retries_skipped: self.retries_skipped.get_or_create(&label).clone(),
+            state: state::Sender::new(Resolution::Pending),
+            created: Instant::now(),
+            used: AtomicU64::new(now_ns()),
+            connected: AtomicBool::new(false),
+            task: Mutex::default(),
+        });
+        let task = tokio::spawn(watch::follow(self.clone(), dest.clone()));
+        *dest.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
+        dests.insert(addr, dest.clone());
+        dest
+    }
+}

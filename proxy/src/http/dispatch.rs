@@ -1,0 +1,140 @@
+//! The deadline and the retries around one request.
+//!
+//! The deadline (the route's timeout or the caller's, whichever is sooner)
+//! counts from the request's arrival and covers everything: reading a body
+//! kept for a retry, every attempt, the wait for the response's headers.
+
+use http::Request;
+use http_body_util::Either;
+use hyper::body::Incoming;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::deadline::Deadline;
+use super::forward::{Forward, Used};
+use super::replay::Replay;
+use super::{Body, Target};
+use crate::discovery::policy::Outcome;
+use crate::errors::ProxyError;
+
+impl Forward {
+    /// One request to `target`, with its deadline and, for a Service with a
+    /// retry policy, its retries.
+    pub(super) async fn dispatch(
+        &self,
+        target: Target<'_>,
+        req: Request<Incoming>,
+        start: Instant,
+        h2: bool,
+        grpc: bool,
+        used: &mut Used,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
+        let dest = match target {
+            Target::Balanced(dest) => Some(dest),
+            Target::Addr(_) => None,
+        };
+        let policy = dest.map(|d| d.policy.load_full());
+        let deadline = Deadline::of(
+            start,
+            policy.as_ref().and_then(|p| p.timeout),
+            req.headers(),
+        );
+        let retry = policy.as_ref().and_then(|p| p.retry.as_ref());
+        if let (Some(d), Some(_)) = (dest, retry) {
+            d.budget.deposit();
+        }
+        // The common case: no deadline, no retries.
+        if deadline.is_none() && retry.is_none() {
+            return self.send(target, req.map(Either::Left), h2, used).await;
+        }
+        let dst = target.addr();
+        let per_try = policy.as_ref().and_then(|p| p.per_try);
+        let attempts = async {
+            let replay = match (retry, dest) {
+                (Some(_), Some(_)) => Replay::take(req).await?,
+                _ => Err(req),
+            };
+            let mut replay = match replay {
+                Ok(replay) => replay,
+                // Not retryable: one attempt, with the deadline passed on.
+                Err(mut req) => {
+                    if let Some(d) = &deadline {
+                        d.propagate(req.headers_mut(), grpc);
+                    }
+                    let req = req.map(Either::Left);
+                    return self.attempt(target, req, h2, per_try, used).await;
+                }
+            };
+            let (Some(retry), Some(dest)) = (retry, dest) else {
+                unreachable!("a replay is taken only with a retry policy");
+            };
+            let mut tries = 0;
+            loop {
+                if let Some(d) = &deadline {
+                    d.propagate(&mut replay.headers, grpc);
+                }
+                let result = self
+                    .attempt(target, replay.request(), h2, per_try, used)
+                    .await;
+                let outcome = match &result {
+                    Ok(rsp) => Outcome::Status(rsp.status(), grpc_status(rsp.headers())),
+                    Err(ProxyError::TryTimeout(..)) => Outcome::TryTimeout,
+                    Err(e) if e.is_connect() || matches!(e, ProxyError::Upstream(..)) => {
+                        Outcome::ConnectFailure
+                    }
+                    Err(_) => return result,
+                };
+                if tries >= retry.limit || !retry.retryable(outcome, &replay.method) {
+                    return result;
+                }
+                if !dest.budget.withdraw(retry.ratio, retry.min_per_second) {
+                    dest.retries_skipped.inc();
+                    return result;
+                }
+                dest.retries.inc();
+                tries += 1;
+                debug!(?outcome, tries, "retrying");
+            }
+        };
+        let result = match deadline {
+            None => attempts.await,
+            Some(d) => tokio::time::timeout_at(d.at, attempts)
+                .await
+                .unwrap_or(Err(ProxyError::Timeout(dst, d.timeout))),
+        };
+        if !h2
+            && matches!(
+                result,
+                Err(ProxyError::Timeout(..) | ProxyError::TryTimeout(..))
+            )
+        {
+            // The abandoned request may still be using the connection.
+            self.session.discard();
+        }
+        result
+    }
+
+    /// One attempt, bounded by `per_try` (an elapsed attempt is an error
+    /// the retry conditions know).
+    async fn attempt(
+        &self,
+        target: Target<'_>,
+        req: Request<Body>,
+        h2: bool,
+        per_try: Option<Duration>,
+        used: &mut Used,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
+        match per_try {
+            None => self.send(target, req, h2, used).await,
+            Some(t) => tokio::time::timeout(t, self.send(target, req, h2, used))
+                .await
+                .unwrap_or(Err(ProxyError::TryTimeout(target.addr(), t))),
+        }
+    }
+}
+
+/// The gRPC status in a response's headers (trailers-only responses).
+fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}

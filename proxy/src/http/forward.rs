@@ -1,0 +1,148 @@
+//! One client connection's forwarding state, and the way a request goes
+//! through it: in from hyper, out to its [`Target`], its response (the
+//! upstream's, or the proxy's own for an error) back, its metrics recorded
+//! under the labels of the connection it actually went over.
+
+use arc_swap::ArcSwapOption;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use super::headers::{is_upgrade, strip_hop_by_hop};
+use super::server::HttpServer;
+use super::upstream::{H1Session, Upstream};
+use super::{Body, Target};
+use crate::errors::ProxyError;
+use crate::telemetry::HttpMetrics;
+
+/// One client connection's forwarding state.
+#[derive(Debug)]
+pub struct Forward {
+    /// Requests that went over no mesh TLS (or came in over it, inbound).
+    metrics: HttpMetrics,
+    /// Outbound with mesh TLS: this proxy's identity, and the metrics of
+    /// requests that went over mesh TLS, labelled with the server's identity
+    /// (made once per identity the connection meets: one, for a Service of
+    /// one Deployment).
+    mesh: Option<(Arc<str>, ArcSwapOption<(Arc<str>, HttpMetrics)>)>,
+    accrual_5xx: bool,
+    pub(super) session: H1Session,
+    pub(super) h2: Mutex<Option<hyper::client::conn::http2::SendRequest<Body>>>,
+    pub(super) upstream: Arc<Upstream>,
+    pub(super) tracker: TaskTracker,
+}
+
+/// The mesh identity of the server a request went to, when it went over
+/// mesh TLS.
+pub(super) type Used = Option<Arc<str>>;
+
+impl Forward {
+    /// The state of a new client connection. `metrics` label its requests;
+    /// with `mesh_client` (outbound, this proxy's identity), requests that
+    /// go over mesh TLS are labelled with the identities of both ends instead.
+    pub fn new(server: &HttpServer, metrics: HttpMetrics, mesh_client: Option<Arc<str>>) -> Self {
+        Self {
+            metrics,
+            mesh: mesh_client.map(|id| (id, ArcSwapOption::empty())),
+            accrual_5xx: server.accrual_5xx,
+            session: H1Session::new(server.upstream.clone()),
+            h2: Mutex::new(None),
+            upstream: server.upstream.clone(),
+            tracker: server.tracker.clone(),
+        }
+    }
+
+    /// An HTTP/1 request that arrived at `start`.
+    pub async fn h1(
+        &self,
+        target: Target<'_>,
+        mut req: Request<Incoming>,
+        start: Instant,
+    ) -> Response<Body> {
+        let upgrade = is_upgrade(req.headers());
+        strip_hop_by_hop(req.headers_mut(), upgrade);
+        let mut used = None;
+        let result = if upgrade {
+            self.upgrade(target, req, &mut used).await
+        } else {
+            self.dispatch(target, req, start, false, false, &mut used)
+                .await
+        };
+        let mut rsp = self.respond(result, start, false, used);
+        if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            strip_hop_by_hop(rsp.headers_mut(), false);
+        }
+        rsp
+    }
+
+    /// An HTTP/2 request (gRPC among them) that arrived at `start`.
+    pub async fn h2(
+        &self,
+        target: Target<'_>,
+        req: Request<Incoming>,
+        start: Instant,
+    ) -> Response<Body> {
+        let grpc = is_grpc(&req);
+        let mut used = None;
+        let result = self
+            .dispatch(target, req, start, true, grpc, &mut used)
+            .await;
+        self.respond(result, start, grpc, used)
+    }
+
+    /// The proxy's own answer to a request it will not forward.
+    pub fn refuse<B>(&self, req: &Request<B>, error: ProxyError, start: Instant) -> Response<Body> {
+        self.respond(Err(error), start, is_grpc(req), None)
+    }
+
+    /// Whether 5xx responses count against the endpoint.
+    pub(super) fn accrual_5xx(&self) -> bool {
+        self.accrual_5xx
+    }
+
+    fn respond(
+        &self,
+        result: Result<Response<Incoming>, ProxyError>,
+        start: Instant,
+        grpc: bool,
+        used: Used,
+    ) -> Response<Body> {
+        let rsp = match result {
+            Ok(rsp) => rsp.map(Either::Left),
+            Err(error) => {
+                debug!(%error, "answering with an error");
+                self.with_metrics(used.as_ref(), |m| m.proxy_error(error.reason()));
+                error.to_response(grpc).map(|b| Either::Right(Full::new(b)))
+            }
+        };
+        let micros = start.elapsed().as_micros() as u64;
+        self.with_metrics(used.as_ref(), |m| m.done(rsp.status(), micros));
+        rsp
+    }
+
+    /// Runs `f` on the metrics of a request that went to `server` (a mesh
+    /// identity) or over no mesh TLS. One atomic load when the server is
+    /// the one met before; a label lookup when it changes.
+    fn with_metrics(&self, server: Option<&Arc<str>>, f: impl FnOnce(&HttpMetrics)) {
+        let (Some((client, mesh)), Some(server)) = (&self.mesh, server) else {
+            return f(&self.metrics);
+        };
+        let last = mesh.load();
+        if let Some(pair) = last.as_ref().filter(|p| p.0 == *server) {
+            return f(&pair.1);
+        }
+        let metrics = self.metrics.meshed(client, server);
+        f(&metrics);
+        mesh.store(Some(Arc::new((server.clone(), metrics))));
+    }
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}

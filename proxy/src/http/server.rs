@@ -1,0 +1,134 @@
+//! Serving one detected client connection with hyper: HTTP/1 (with
+//! upgrades) or HTTP/2, each request handed to the direction's handler;
+//! after shutdown, HTTP/1 finishes its request in flight and HTTP/2 sends
+//! GOAWAY and lets its streams finish.
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info};
+
+use super::upstream::Upstream;
+use super::Body;
+use crate::config::Config;
+use crate::tls::Tls;
+use crate::transport::connect::Connector;
+
+/// The server side, configured once at start-up and shared by every connection.
+#[derive(Debug)]
+pub struct HttpServer {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    pub upstream: Arc<Upstream>,
+    /// Whether 5xx responses count as endpoint failures.
+    pub accrual_5xx: bool,
+    /// Upgraded (WebSocket, h2c) connections outlive the HTTP connection
+    /// they came from: they are tracked here so that a drain waits for them.
+    pub tracker: TaskTracker,
+}
+
+impl HttpServer {
+    pub fn new(config: &Config, tls: Option<Arc<Tls>>, tracker: TaskTracker) -> Self {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_header_size(config.max_header_bytes as usize)
+            .max_headers(config.max_headers as usize);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(config.h2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(config.h2_max_pending_resets)
+            .max_local_error_reset_streams(1024)
+            .max_header_list_size(config.max_header_bytes)
+            .adaptive_window(true)
+            .keep_alive_interval(std::time::Duration::from_secs(20))
+            .keep_alive_timeout(std::time::Duration::from_secs(20));
+        Self {
+            h1,
+            h2,
+            upstream: Arc::new(Upstream::new(
+                Connector {
+                    timeout: config.connect_timeout,
+                    tls,
+                },
+                config.pool_max_idle,
+                config.pool_idle_timeout,
+            )),
+            accrual_5xx: config.failure_accrual_5xx,
+            tracker,
+        }
+    }
+
+    /// Serves an HTTP/1 client connection, each request answered by
+    /// `handle`, until it ends or, after `shutdown`, until its request in
+    /// flight is answered.
+    pub async fn serve_h1<I, H, F>(&self, io: I, handle: H, shutdown: CancellationToken)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>) -> F + Send + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let service = service_fn(move |req| {
+            let rsp = handle(req);
+            async move { Ok::<_, Infallible>(rsp.await) }
+        });
+        let conn = self
+            .h1
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        log_conn_error(result);
+    }
+
+    /// Serves an HTTP/2 client connection; after `shutdown` it sends GOAWAY
+    /// and lets the streams in flight finish.
+    pub async fn serve_h2<I, H, F>(&self, io: I, handle: H, shutdown: CancellationToken)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>) -> F + Send + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let service = service_fn(move |req| {
+            let rsp = handle(req);
+            async move { Ok::<_, Infallible>(rsp.await) }
+        });
+        let conn = self.h2.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        log_conn_error(result);
+    }
+}
+
+/// Malformed requests are answered by hyper (400, 431) and logged here,
+/// once per connection.
+fn log_conn_error(result: Result<(), hyper::Error>) {
+    match result {
+        Ok(()) => {}
+        Err(e) if e.is_parse() || e.is_parse_too_large() => {
+            info!(error = %e, "malformed request refused")
+        }
+        Err(e) if e.is_timeout() => info!("client too slow sending headers: closed"),
+        Err(e) => debug!(error = %e, "client connection ended with an error"),
+    }
+}

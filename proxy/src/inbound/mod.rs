@@ -1,0 +1,187 @@
+//! The inbound chain: a connection to a pod port, redirected to the inbound
+//! listener, from accept to the application.
+//!
+//! ```text
+//! serve      original destination, loop check
+//! detect     mesh TLS (a ClientHello offering a weft ALPN), HTTP/1, HTTP/2, opaque
+//! terminate  mesh TLS: the client's identity from its certificate (ALPN
+//!            says the protocol inside)
+//! authorize  per request (HTTP) or connection (TCP): authorize.rs
+//! forward    to the app on 127.0.0.1:<port> (or the pod IP): HTTP per
+//!            request over reused connections, TCP byte for byte
+//! ```
+
+pub mod authorize;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::{debug, Span};
+
+use crate::config::InboundTarget;
+use crate::detect::{self, Look};
+use crate::errors::ProxyError;
+use crate::http::{Forward, Target};
+use crate::shared::Shared;
+use crate::telemetry::{Direction, MeshIds, Protocol};
+use crate::tls::Alpn;
+use crate::transport::connect::Remote;
+use crate::transport::io::{Counted, Prefixed};
+use crate::transport::opaque;
+use crate::transport::orig_dst::OrigDstAddr;
+use authorize::{authorize, Denied, PortPolicy};
+
+const IN: Direction = Direction::Inbound;
+
+pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, tcp: TcpStream) {
+    let Some(orig) = shared.original_dst(IN, &tcp) else {
+        return;
+    };
+    let app = app_addr(shared.config.inbound_target, orig);
+    let tls = shared.tls.as_ref();
+    let look = Look {
+        // Mesh TLS reaches the inbound side even on opaque ports.
+        mesh: tls.is_some(),
+        http: !shared.config.opaque_ports.contains(&orig.port()),
+    };
+    let (protocol, io) = if look.mesh || look.http {
+        match detect::detect(tcp, shared.config.detect_timeout, look).await {
+            Ok(detected) => detected,
+            Err(error) => {
+                debug!(%error, "client went away during detection");
+                return;
+            }
+        }
+    } else {
+        (
+            Protocol::OpaquePort,
+            Prefixed::new(bytes::Bytes::new(), tcp),
+        )
+    };
+    shared.metrics.detected(IN, protocol);
+    let (Protocol::MeshTls, Some(tls)) = (protocol, tls) else {
+        return forward(&shared, orig, app, protocol, io, None).await;
+    };
+    let Some((stream, peer)) = tls.accept(io).await else {
+        shared.metrics.refused(IN, "tls");
+        return;
+    };
+    Span::current().record("client_id", tracing::field::display(&peer.id));
+    let protocol = match peer.alpn {
+        Alpn::Http1 => Protocol::Http1,
+        Alpn::Http2 => Protocol::Http2,
+        Alpn::Opaque => Protocol::Opaque,
+    };
+    let ids = MeshIds {
+        client: peer.id,
+        server: tls.credentials().id.clone(),
+    };
+    forward(&shared, orig, app, protocol, stream, Some(ids)).await
+}
+
+/// Where the application listens for a connection to `orig`.
+fn app_addr(target: InboundTarget, orig: SocketAddr) -> SocketAddr {
+    match target {
+        InboundTarget::PodIp => orig,
+        InboundTarget::Loopback => {
+            let ip = match orig.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            };
+            SocketAddr::new(ip, orig.port())
+        }
+    }
+}
+
+/// Forwards a detected connection (plain, or mesh TLS terminated) to the
+/// app, each request or the connection authorized first.
+async fn forward<O, I>(
+    shared: &Shared<O>,
+    orig: SocketAddr,
+    app: SocketAddr,
+    protocol: Protocol,
+    io: I,
+    mesh: Option<MeshIds>,
+) where
+    O: OrigDstAddr,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let metrics = shared.metrics.conn(IN, orig, mesh.as_ref());
+    let io = Counted::new(io, metrics.read.clone(), metrics.write.clone());
+    let client = mesh.map(|m| m.client);
+    let policy = PortPolicy::default();
+    let shutdown = shared.shutdown.clone();
+    debug!(?protocol, %app, "forwarding");
+    if matches!(protocol, Protocol::Http1 | Protocol::Http2) {
+        let fwd = Forward::new(&shared.http, metrics.http(), None);
+        let conn = Arc::new((fwd, policy, client));
+        let h2 = protocol == Protocol::Http2;
+        let handle = move |req: http::Request<hyper::body::Incoming>| {
+            let conn = conn.clone();
+            async move {
+                let start = Instant::now();
+                let (fwd, policy, client) = &*conn;
+                if let Err(Denied(why)) = authorize(policy, client.as_deref(), Some(&req)) {
+                    return fwd.refuse(&req, ProxyError::Forbidden(why), start);
+                }
+                let target = Target::Addr(app);
+                if h2 {
+                    fwd.h2(target, req, start).await
+                } else {
+                    fwd.h1(target, req, start).await
+                }
+            }
+        };
+        if h2 {
+            shared.http.serve_h2(io, handle, shutdown).await
+        } else {
+            shared.http.serve_h1(io, handle, shutdown).await
+        }
+        return;
+    }
+    if let Err(denied) = authorize::<()>(&policy, client.as_deref(), None) {
+        debug!(%denied, "connection refused by policy");
+        metrics.proxy_error(ProxyError::Forbidden(denied.0).reason());
+        return;
+    }
+    let connector = &shared.http.upstream.connector;
+    match connector.connect(&Remote::plain(app), Alpn::Opaque).await {
+        Ok(server) => {
+            let activity = io.activity();
+            opaque::forward(io, activity, server, shared.config.tcp_idle_timeout).await
+        }
+        Err(error) => {
+            // Closing the client connection is all TCP can say.
+            debug!(%error, "opaque forward failed");
+            metrics.proxy_error(error.reason());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_is_on_loopback_or_the_pod_ip() {
+        let orig: SocketAddr = "10.244.0.5:8080".parse().unwrap();
+        assert_eq!(
+            app_addr(InboundTarget::Loopback, orig),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(app_addr(InboundTarget::PodIp, orig), orig);
+        let v6: SocketAddr = "[fd00::5]:8080".parse().unwrap();
+        assert_eq!(
+            app_addr(InboundTarget::Loopback, v6),
+            "[::1]:8080".parse().unwrap()
+        );
+        let mapped: SocketAddr = "[::ffff:10.244.0.5]:8080".parse().unwrap();
+        assert_eq!(
+            app_addr(InboundTarget::Loopback, mapped),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! The outbound chain: a connection the application made, redirected to
+//! the outbound listener, from accept to the upstream.
+//!
+//! ```text
+//! serve     original destination, loop check
+//! resolve   discovery: a Service's balanced endpoints, or passthrough
+//! detect    HTTP/1, HTTP/2, or opaque TCP (not on opaque Services/ports)
+//! route     per request (HTTP) or connection (TCP): a Plan (route.rs)
+//! forward   HTTP: per request over reused upstream connections (crate::http)
+//!           TCP: pick, connect, fail over, then copy bytes both ways
+//! ```
+
+pub mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::balance::connect;
+use crate::detect::{self, Look};
+use crate::discovery::Resolved;
+use crate::http::{Forward, Target};
+use crate::shared::Shared;
+use crate::telemetry::{Direction, MeshIds, Protocol};
+use crate::tls::Alpn;
+use crate::transport::connect::Remote;
+use crate::transport::io::{Counted, Prefixed};
+use crate::transport::opaque;
+use crate::transport::orig_dst::OrigDstAddr;
+
+const OUT: Direction = Direction::Outbound;
+
+pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, tcp: TcpStream) {
+    let Some(orig) = shared.original_dst(OUT, &tcp) else {
+        return;
+    };
+    let view = match &shared.resolver {
+        Some(resolver) => resolver.resolve(orig).await,
+        None => Resolved::Passthrough,
+    };
+    let look = Look {
+        mesh: false,
+        http: route::detects_http(&view, orig, &shared.config.opaque_ports),
+    };
+    let (protocol, io) = if look.http {
+        match detect::detect(tcp, shared.config.detect_timeout, look).await {
+            Ok(detected) => detected,
+            Err(error) => {
+                debug!(%error, "client went away during detection");
+                return;
+            }
+        }
+    } else {
+        (
+            Protocol::OpaquePort,
+            Prefixed::new(bytes::Bytes::new(), tcp),
+        )
+    };
+    shared.metrics.detected(OUT, protocol);
+    match protocol {
+        Protocol::Http1 | Protocol::Http2 => http(&shared, orig, view, protocol, io).await,
+        _ => tcp_forward(&shared, orig, &view, io).await,
+    }
+}
+
+/// Serves the connection's requests, each routed on its own.
+async fn http<O, I>(shared: &Shared<O>, orig: SocketAddr, view: Resolved, protocol: Protocol, io: I)
+where
+    O: OrigDstAddr,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // The accepted connection is plaintext; each request is counted under
+    // the connection it went over upstream.
+    let metrics = shared.metrics.conn(OUT, orig, None);
+    let io = Counted::new(io, metrics.read.clone(), metrics.write.clone());
+    let fwd = Forward::new(&shared.http, metrics.http(), shared.own_id());
+    let conn = Arc::new((fwd, view));
+    let shutdown = shared.shutdown.clone();
+    debug!(?protocol, "forwarding HTTP");
+    if protocol == Protocol::Http2 {
+        let handle = move |req| {
+            let conn = conn.clone();
+            async move {
+                let start = Instant::now();
+                let (fwd, view) = &*conn;
+                fwd.h2(route::route(view, orig, &req).target, req, start)
+                    .await
+            }
+        };
+        shared.http.serve_h2(io, handle, shutdown).await;
+    } else {
+        let handle = move |req| {
+            let conn = conn.clone();
+            async move {
+                let start = Instant::now();
+                let (fwd, view) = &*conn;
+                fwd.h1(route::route(view, orig, &req).target, req, start)
+                    .await
+            }
+        };
+        shared.http.serve_h1(io, handle, shutdown).await;
+    }
+}
+
+/// Opaque TCP: one upstream connection (to an endpoint picked once, with
+/// fail-over), then bytes copied both ways.
+async fn tcp_forward<O, I>(shared: &Shared<O>, orig: SocketAddr, view: &Resolved, io: I)
+where
+    O: OrigDstAddr,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connector = &shared.http.upstream.connector;
+    let attempt = |remote: Remote| async move {
+        let started = Instant::now();
+        let server = connector.connect(&remote, Alpn::Opaque).await?;
+        let mesh = remote.identity.filter(|_| connector.tls.is_some());
+        Ok((server, started.elapsed(), mesh))
+    };
+    let connected = match route::route_tcp(view, orig).target {
+        Target::Addr(addr) => attempt(Remote::plain(addr)).await.map(|c| (None, c)),
+        Target::Balanced(dest) => connect::connect(&dest.balancer, dest.addr, attempt)
+            .await
+            .map(|(picked, c)| {
+                dest.balancer.established(&picked, c.1);
+                (Some(picked), c)
+            }),
+    };
+    let (picked, (server, _, mesh)) = match connected {
+        Ok(c) => c,
+        Err(error) => {
+            // Closing the client connection is all TCP can say.
+            debug!(%error, "opaque forward failed");
+            shared
+                .metrics
+                .conn(OUT, orig, None)
+                .proxy_error(error.reason());
+            return;
+        }
+    };
+    let ids = mesh.and_then(|server| {
+        Some(MeshIds {
+            client: shared.own_id()?,
+            server,
+        })
+    });
+    let metrics = shared.metrics.conn(OUT, orig, ids.as_ref());
+    let io = Counted::new(io, metrics.read.clone(), metrics.write.clone());
+    let activity = io.activity();
+    debug!(tls = ids.is_some(), "forwarding opaque TCP");
+    opaque::forward(io, activity, server, shared.config.tcp_idle_timeout).await;
+    // `picked` counted the connection as the endpoint's load while it lived.
+    drop(picked);
+}
