@@ -36,9 +36,13 @@ pub struct Forward {
     pub(super) tracker: TaskTracker,
 }
 
-/// The mesh identity of the server a request went to, when it went over
-/// mesh TLS.
-pub(super) type Used = Option<Arc<str>>;
+/// Where a request went: whether it has been counted yet, and the mesh
+/// identity of the server, when it went over mesh TLS.
+#[derive(Debug, Default)]
+pub(super) struct Used {
+    counted: bool,
+    mesh: Option<Arc<str>>,
+}
 
 impl Forward {
     /// The state of a new client connection. `metrics` label its requests;
@@ -65,7 +69,7 @@ impl Forward {
     ) -> Response<Body> {
         let upgrade = is_upgrade(req.headers());
         strip_hop_by_hop(req.headers_mut(), upgrade);
-        let mut used = None;
+        let mut used = Used::default();
         let result = if upgrade {
             self.upgrade(target, req, &mut used).await
         } else {
@@ -87,7 +91,7 @@ impl Forward {
         start: Instant,
     ) -> Response<Body> {
         let grpc = is_grpc(&req);
-        let mut used = None;
+        let mut used = Used::default();
         let result = self
             .dispatch(target, req, start, true, grpc, &mut used)
             .await;
@@ -96,7 +100,18 @@ impl Forward {
 
     /// The proxy's own answer to a request it will not forward.
     pub fn refuse<B>(&self, req: &Request<B>, error: ProxyError, start: Instant) -> Response<Body> {
-        self.respond(Err(error), start, is_grpc(req), None)
+        self.respond(Err(error), start, is_grpc(req), Used::default())
+    }
+
+    /// A request goes out over a connection to `mesh` (a server identity,
+    /// or `None` for no mesh TLS): it is counted there, once however many
+    /// attempts it takes.
+    pub(super) fn sending(&self, used: &mut Used, mesh: Option<Arc<str>>) {
+        if !used.counted {
+            used.counted = true;
+            self.with_metrics(mesh.as_ref(), |m| m.request());
+        }
+        used.mesh = mesh;
     }
 
     /// Whether 5xx responses count against the endpoint.
@@ -111,16 +126,21 @@ impl Forward {
         grpc: bool,
         used: Used,
     ) -> Response<Body> {
+        let mesh = used.mesh.as_ref();
+        if !used.counted {
+            // Answered before it went anywhere.
+            self.with_metrics(mesh, |m| m.request());
+        }
         let rsp = match result {
             Ok(rsp) => rsp.map(Either::Left),
             Err(error) => {
                 debug!(%error, "answering with an error");
-                self.with_metrics(used.as_ref(), |m| m.proxy_error(error.reason()));
+                self.with_metrics(mesh, |m| m.proxy_error(error.reason()));
                 error.to_response(grpc).map(|b| Either::Right(Full::new(b)))
             }
         };
         let micros = start.elapsed().as_micros() as u64;
-        self.with_metrics(used.as_ref(), |m| m.done(rsp.status(), micros));
+        self.with_metrics(mesh, |m| m.done(rsp.status(), micros));
         rsp
     }
 

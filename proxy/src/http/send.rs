@@ -6,6 +6,7 @@
 use http::Request;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use super::forward::{Forward, Used};
 use super::{Body, Target};
@@ -16,8 +17,7 @@ use crate::transport::connect::Remote;
 type H2 = hyper::client::conn::http2::SendRequest<Body>;
 
 impl Forward {
-    /// Sends one request to `target`; `used` says over which mesh identity
-    /// it went, if any.
+    /// Sends one request to `target`; `used` records where it went.
     pub(super) async fn send(
         &self,
         target: Target<'_>,
@@ -26,9 +26,13 @@ impl Forward {
         used: &mut Used,
     ) -> Result<http::Response<Incoming>, ProxyError> {
         match (target, h2) {
-            (Target::Addr(addr), false) => self.session.send(&Remote::plain(addr), req).await,
+            (Target::Addr(addr), false) => {
+                self.sending(used, None);
+                self.session.send(&Remote::plain(addr), req).await
+            }
             (Target::Addr(addr), true) => {
                 let mut sender = self.h2_sender(addr).await?;
+                self.sending(used, None);
                 sender
                     .send_request(req)
                     .await
@@ -39,7 +43,7 @@ impl Forward {
                 let session = &self.session;
                 let (picked, ()) =
                     connect::connect(balancer, dest.addr, |r| session.connect(r)).await?;
-                *used = self.mesh_of(&picked);
+                self.sending(used, self.mesh_of(&picked));
                 let result = self.session.send(&picked.remote(), req).await;
                 self.finish(balancer, picked, &result);
                 result
@@ -54,7 +58,7 @@ impl Forward {
                         |r| async move { upstream.h2(&r).await },
                     )
                     .await?;
-                *used = self.mesh_of(&picked);
+                self.sending(used, self.mesh_of(&picked));
                 let addr = picked.addr();
                 let result = sender
                     .send_request(req)
@@ -68,7 +72,7 @@ impl Forward {
 
     /// The identity a connection to `picked` proves: its proxy's, when it
     /// is meshed and this proxy speaks mesh TLS.
-    pub(super) fn mesh_of(&self, picked: &Picked) -> Used {
+    pub(super) fn mesh_of(&self, picked: &Picked) -> Option<Arc<str>> {
         self.upstream.connector.tls.as_ref()?;
         picked.endpoint.info.identity.clone()
     }

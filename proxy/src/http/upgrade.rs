@@ -25,14 +25,18 @@ impl Forward {
         let client_side = hyper::upgrade::on(&mut req);
         let upstream = &self.upstream;
         let (mut sender, addr) = match target {
-            Target::Addr(addr) => (upstream.h1_connect(&Remote::plain(addr), true).await?, addr),
+            Target::Addr(addr) => {
+                let sender = upstream.h1_connect(&Remote::plain(addr), true).await?;
+                self.sending(used, None);
+                (sender, addr)
+            }
             Target::Balanced(dest) => {
                 let (picked, sender) =
                     connect::connect(&dest.balancer, dest.addr, |r| async move {
                         upstream.h1_connect(&r, true).await
                     })
                     .await?;
-                *used = self.mesh_of(&picked);
+                self.sending(used, self.mesh_of(&picked));
                 // An upgraded connection is not a request: its length says
                 // nothing about the endpoint's latency.
                 (sender, picked.addr())

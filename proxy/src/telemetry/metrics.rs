@@ -204,7 +204,11 @@ impl Metrics {
         let metrics = Self::default();
         let m = &metrics.0;
         let weft = registry.sub_registry_with_prefix("weft");
-        weft.register("request", "HTTP requests received", m.requests.clone());
+        weft.register(
+            "request",
+            "HTTP requests, counted when sent on (under the connection they went over) or answered by the proxy itself",
+            m.requests.clone(),
+        );
         weft.register(
             "response",
             "HTTP responses sent, by status class (proxy-generated ones included)",
@@ -442,10 +446,14 @@ impl HttpMetrics {
         HttpMetrics::new(&self.metrics, labels, in_use)
     }
 
+    /// A request sent on (or answered by the proxy without going anywhere).
+    pub fn request(&self) {
+        self.requests.inc();
+    }
+
     /// A request answered (by the upstream or the proxy) with `status`,
     /// `micros` after it arrived.
     pub fn done(&self, status: http::StatusCode, micros: u64) {
-        self.requests.inc();
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.responses[class].inc();
         self.latency.observe_us(micros);
@@ -475,6 +483,7 @@ mod tests {
         let busy: SocketAddr = "10.0.0.2:80".parse().unwrap();
         let conn = metrics.conn(Direction::Outbound, old, None);
         let http = conn.http();
+        http.request();
         http.done(http::StatusCode::OK, 10);
         http.proxy_error("connect refused");
         let client: Arc<str> = "spiffe://cluster.local/ns/a/sa/a".into();
