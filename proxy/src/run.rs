@@ -269,3 +269,49 @@ async fn evict(metrics: Metrics, retain: std::time::Duration, stop: Cancellation
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn config(args: &[&str]) -> Config {
+        let argv = std::iter::once("weft-proxy").chain(args.iter().copied());
+        Cli::try_parse_from(argv).unwrap().config
+    }
+
+    #[test]
+    fn an_unusable_configuration_is_refused_before_start() {
+        assert_eq!(check(&config(&[])), Ok(()));
+        assert_eq!(
+            check(&config(&["--control-addr", "weft-control.weft:8086"])),
+            Ok(())
+        );
+        let e = check(&config(&["--control-addr", "not-an-address"])).unwrap_err();
+        assert!(
+            e.starts_with("--control-addr (WEFT_PROXY_CONTROL_ADDR)"),
+            "{e}"
+        );
+        assert!(e.contains("not host:port"), "{e}");
+        let e = check(&config(&["--identity-token-file", "/t"])).unwrap_err();
+        assert!(e.contains("--identity-trust-anchors"), "{e}");
+        let e = check(&config(&[
+            "--pod-namespace",
+            "web",
+            "--identity-token-file",
+            "/t",
+            "--identity-trust-anchors",
+            "/nonexistent/anchors.pem",
+            "--identity-addr",
+            "ca:8086",
+        ]))
+        .unwrap_err();
+        assert!(e.contains("/nonexistent/anchors.pem"), "{e}");
+    }
+}
