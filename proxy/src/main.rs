@@ -29,8 +29,10 @@ client's identity. Plaintext from unmeshed clients still works.
 It must run as the uid weft-init exempts (2102), so that its own connections
 are not redirected back to it.
 
-Every flag is also an environment variable (shown below). Durations take
-ms, s, m or h. Exit codes: 0 after a clean shutdown, 64 for an invalid
+Every flag is also an environment variable (shown below). Durations are
+written as in Go and Kubernetes, numbers with a unit run together: 300ms,
+1.5s, 2m, 1h30m (units ns, us, ms, s, m, h; a bare 0 is zero). Exit codes:
+0 after a clean shutdown, 64 for an invalid
 configuration, 1 when a listener cannot be bound.";
 
 #[derive(Debug, Parser)]
