@@ -59,17 +59,41 @@ impl Config {
     }
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (like 500ms, 2s, 24h)"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("'{s}' has an unknown unit (use ms, s, m or h)")),
+/// A duration written as Go's `time.ParseDuration` (and so Kubernetes) writes
+/// one: decimal numbers, each with an optional fraction and a unit (`ns`,
+/// `us` or `µs`, `ms`, `s`, `m`, `h`), written together: `300ms`, `1.5s`,
+/// `2m`, `1h30m`; a bare `0` is zero. Gateway API durations (GEP-2257) are a
+/// subset. Negative values and values past Go's limit (`2562047h`) are
+/// refused, never wrapped and never a panic. Flags and the `weft.dev/`
+/// duration annotations ([`crate::model::policy`]) both read this.
+///
+/// The parsing is the go-duration crate's; this only names what is wrong.
+/// It is the same function as `weft_proxy::config::duration` (weft-control
+/// must not depend on weft-proxy); a test in weft-tests
+/// (`tests/src/bin/bench/opts.rs`) checks that the two agree.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    use go_duration::GoDurationParseError as E;
+    const UNITS: &str = "ns, us, ms, s, m or h";
+    const LIKE: &str = "like 300ms, 1.5s, 2m or 1h30m";
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    match go_duration::parse_go_duration(s) {
+        Ok(d) => u64::try_from(d.nanoseconds())
+            .map(Duration::from_nanos)
+            .map_err(|_| format!("'{s}' is negative: a duration is 0 or more")),
+        Err(_) if s.is_empty() => Err(format!("a duration is empty: write one {LIKE}")),
+        Err(E::MissingUnit) => Err(format!(
+            "'{s}' needs a unit after each number ({UNITS}), {LIKE}"
+        )),
+        Err(E::UnknownUnit(u)) if u.contains(char::is_whitespace) => Err(format!(
+            "'{s}' has a space in it: write a duration without spaces, {LIKE}"
+        )),
+        Err(E::UnknownUnit(u)) => Err(format!("'{s}' has an unknown unit '{u}' (use {UNITS})")),
+        Err(_) => Err(format!(
+            "'{s}' is not a duration ({LIKE}, at most 2562047h)"
+        )),
     }
 }
 
@@ -218,6 +242,69 @@ mod tests {
             "{err}"
         );
         assert!(Cli::try_parse_from(["x", "--poll-interval=5d"]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("300ms", ms(300)),
+            ("1.5s", ms(1500)),
+            ("2m", ms(120_000)),
+            ("24h", ms(86_400_000)),
+            ("1h30m", ms(5_400_000)),
+            ("1.5h", ms(5_400_000)),
+            (".5s", ms(500)),
+            ("250us", Duration::from_micros(250)),
+            ("250µs", Duration::from_micros(250)),
+            ("7ns", Duration::from_nanos(7)),
+            ("0", Duration::ZERO),
+            ("2562047h", Duration::from_secs(2_562_047 * 3600)),
+        ] {
+            assert_eq!(duration(text), Ok(want), "{text:?}");
+        }
+        let c = Cli::try_parse_from(["x", "--poll-interval=1.5s", "--leaf-lifetime=1h30m"])
+            .unwrap()
+            .c;
+        assert_eq!(
+            (c.poll_interval, c.leaf_lifetime),
+            (ms(1500), ms(5_400_000))
+        );
+    }
+
+    #[test]
+    fn bad_durations_say_what_is_wrong() {
+        let err = |s: &str| duration(s).unwrap_err();
+        assert_eq!(err("-1s"), "'-1s' is negative: a duration is 0 or more");
+        assert_eq!(
+            err("1x"),
+            "'1x' has an unknown unit 'x' (use ns, us, ms, s, m or h)"
+        );
+        assert_eq!(
+            err("1.5"),
+            "'1.5' needs a unit after each number (ns, us, ms, s, m or h), like 300ms, 1.5s, 2m or 1h30m"
+        );
+        assert_eq!(
+            err(""),
+            "a duration is empty: write one like 300ms, 1.5s, 2m or 1h30m"
+        );
+        assert!(err("1 h").contains("without spaces"));
+        for huge in ["99999999999999999999h", "2562048h"] {
+            assert_eq!(
+                err(huge),
+                format!(
+                    "'{huge}' is not a duration (like 300ms, 1.5s, 2m or 1h30m, at most 2562047h)"
+                )
+            );
+        }
+        let flag = Cli::try_parse_from(["x", "--leaf-lifetime=99999999999999999999h"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            flag.contains("--leaf-lifetime") && flag.contains("at most 2562047h"),
+            "{flag}"
+        );
     }
 
     #[test]

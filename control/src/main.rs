@@ -20,9 +20,11 @@ authority: weft.identity.v1.Identity/Certify signs a proxy's CSR for its
 SPIFFE identity once its ServiceAccount token is checked (TokenReview in a
 cluster, --identity-tokens otherwise).
 
-Every flag is also an environment variable (shown below). Exit codes: 0
-after a clean shutdown (SIGTERM), 64 for an invalid configuration, 1 for a
-start-up failure (a port in use, no Kubernetes configuration).";
+Every flag is also an environment variable (shown below). Durations are
+written as in Go and Kubernetes, numbers with a unit run together: 500ms,
+1.5s, 2m, 24h, 1h30m (units ns, us, ms, s, m, h; a bare 0 is zero). Exit
+codes: 0 after a clean shutdown (SIGTERM), 64 for an invalid configuration,
+1 for a start-up failure (a port in use, no Kubernetes configuration).";
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-control", version, about = "weft's control plane", long_about = LONG_ABOUT)]

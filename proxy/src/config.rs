@@ -277,26 +277,42 @@ impl Config {
     }
 }
 
-/// `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
+/// A duration written as Go's `time.ParseDuration` (and so Kubernetes) writes
+/// one: decimal numbers, each with an optional fraction and a unit (`ns`,
+/// `us` or `µs`, `ms`, `s`, `m`, `h`), written together: `300ms`, `1.5s`,
+/// `2m`, `1h30m`; a bare `0` is zero. Gateway API durations (GEP-2257: `1h`,
+/// `500ms`, `1h30m`) are a subset. Negative values and values past Go's
+/// limit (`2562047h`, about 292 years) are refused, never wrapped and never a
+/// panic.
+///
+/// The parsing is the go-duration crate's; this only names what is wrong.
+/// weft-control has the same function (`weft_control::config::duration`),
+/// and a test in weft-tests (`tests/src/bin/bench/opts.rs`) checks that the
+/// two agree.
 pub fn duration(s: &str) -> Result<Duration, String> {
+    use go_duration::GoDurationParseError as E;
+    const UNITS: &str = "ns, us, ms, s, m or h";
+    const LIKE: &str = "like 300ms, 1.5s, 2m or 1h30m";
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (like 250ms, 10s, 5m, 1h)"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => {
-            return Err(format!(
-                "'{s}' has an unknown unit '{unit}' (use ms, s, m or h)"
-            ))
-        }
-    };
-    Ok(d)
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    match go_duration::parse_go_duration(s) {
+        Ok(d) => u64::try_from(d.nanoseconds())
+            .map(Duration::from_nanos)
+            .map_err(|_| format!("'{s}' is negative: a duration is 0 or more")),
+        Err(_) if s.is_empty() => Err(format!("a duration is empty: write one {LIKE}")),
+        Err(E::MissingUnit) => Err(format!(
+            "'{s}' needs a unit after each number ({UNITS}), {LIKE}"
+        )),
+        Err(E::UnknownUnit(u)) if u.contains(char::is_whitespace) => Err(format!(
+            "'{s}' has a space in it: write a duration without spaces, {LIKE}"
+        )),
+        Err(E::UnknownUnit(u)) => Err(format!("'{s}' has an unknown unit '{u}' (use {UNITS})")),
+        Err(_) => Err(format!(
+            "'{s}' is not a duration ({LIKE}, at most 2562047h)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -312,13 +328,77 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(duration("ten").unwrap_err().contains("not a duration"));
-        assert!(duration("5d").unwrap_err().contains("unknown unit 'd'"));
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("300ms", ms(300)),
+            ("1.5s", ms(1500)),
+            ("2m", ms(120_000)),
+            ("1h", ms(3_600_000)),
+            ("1h30m", ms(5_400_000)),
+            ("1.5h", ms(5_400_000)),
+            ("1m0.5s", ms(60_500)),
+            (".5s", ms(500)),
+            ("+2s", ms(2000)),
+            (" 10s ", ms(10_000)),
+            ("250us", Duration::from_micros(250)),
+            ("250µs", Duration::from_micros(250)),
+            ("7ns", Duration::from_nanos(7)),
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("2562047h", Duration::from_secs(2_562_047 * 3600)),
+        ] {
+            assert_eq!(duration(text), Ok(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_say_what_is_wrong() {
+        let err = |s: &str| duration(s).unwrap_err();
+        assert_eq!(err("-1s"), "'-1s' is negative: a duration is 0 or more");
+        assert_eq!(
+            err("1x"),
+            "'1x' has an unknown unit 'x' (use ns, us, ms, s, m or h)"
+        );
+        assert!(err("5d").contains("unknown unit 'd'"));
+        assert_eq!(
+            err("1.5"),
+            "'1.5' needs a unit after each number (ns, us, ms, s, m or h), like 300ms, 1.5s, 2m or 1h30m"
+        );
+        assert!(err("3").contains("needs a unit"));
+        assert_eq!(
+            err(""),
+            "a duration is empty: write one like 300ms, 1.5s, 2m or 1h30m"
+        );
+        assert!(err("  ").contains("empty"));
+        assert!(err("1h 30m").contains("without spaces"));
+        assert!(err("ten").contains("'ten' is not a duration"));
+        for huge in ["99999999999999999999h", "2562048h", "9223372036854775808ns"] {
+            assert_eq!(
+                err(huge),
+                format!(
+                    "'{huge}' is not a duration (like 300ms, 1.5s, 2m or 1h30m, at most 2562047h)"
+                )
+            );
+        }
+    }
+
+    /// Every short string over the characters that matter gives a value or
+    /// an error, never a panic (overflow checks are on in tests).
+    #[test]
+    fn no_input_panics() {
+        let chars = ['9', '0', '.', 'h', 'm', 's', 'µ', '-'];
+        let mut text = String::new();
+        for n in 0..chars.len().pow(5) {
+            text.clear();
+            let mut k = n;
+            while k > 0 {
+                text.push(chars[k % chars.len()]);
+                k /= chars.len();
+            }
+            let _ = duration(&text);
+        }
+        let _ = duration(&format!("1.{}s", "9".repeat(10_000)));
+        let _ = duration(&"9h".repeat(10_000));
     }
 
     #[test]

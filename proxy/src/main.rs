@@ -29,12 +29,15 @@ client's identity. Plaintext from unmeshed clients still works.
 It must run as the uid weft-init exempts (2102), so that its own connections
 are not redirected back to it.
 
-Every flag is also an environment variable (shown below). Durations take
-ms, s, m or h. Exit codes: 0 after a clean shutdown, 64 for an invalid
-configuration (checked before anything is bound), 1 when a listener cannot
-be bound or start-up fails. /ready answers 200 once the listeners are up,
-the control plane (with --control-addr) has been reached once and the
-certificate (with mesh TLS) is held.";
+Every flag is also an environment variable (shown below). Durations are
+written as in Go and Kubernetes, numbers with a unit run together: 300ms,
+1.5s, 2m, 1h30m (units ns, us, ms, s, m, h; a bare 0 is zero).
+
+Exit codes: 0 after a clean shutdown, 64 for an invalid configuration
+(checked before anything is bound), 1 when a listener cannot be bound or
+start-up fails. /ready answers 200 once the listeners are up, the control
+plane (with --control-addr) has been reached once and, with mesh TLS, the
+certificate is held.";
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-proxy", version, about = "weft's sidecar proxy", long_about = LONG_ABOUT)]

@@ -5,11 +5,11 @@
 //! | `weft.dev/retry-http` | `5xx`, `gateway-error`, `connect-failure`, status codes (e.g. `429`), comma separated | HTTP outcomes retried |
 //! | `weft.dev/retry-grpc` | gRPC status names (`unavailable`, `cancelled`, `deadline-exceeded`, `resource-exhausted`, `internal`, ...) or numbers | gRPC outcomes retried |
 //! | `weft.dev/retry-limit` | 0..=10 (default 2) | most retries of one request |
-//! | `weft.dev/retry-timeout` | duration (`250ms`, `2s`) | deadline of each attempt |
+//! | `weft.dev/retry-timeout` | duration (`250ms`, `1.5s`, `1m30s`; above 0, at most `1h`) | deadline of each attempt |
 //! | `weft.dev/retry-budget` | ratio 0..=1 (default `0.2`) | extra load retries may add |
 //! | `weft.dev/retry-min-per-second` | count (default 10) | retries always allowed per second |
 //! | `weft.dev/retry-non-idempotent` | `true`/`false` (default false) | retry POST/PATCH on every condition |
-//! | `weft.dev/timeout` | duration | deadline of the whole request, retries included |
+//! | `weft.dev/timeout` | duration, as above | deadline of the whole request, retries included |
 //!
 //! A value that does not parse refuses the whole Service, with a reason
 //! naming the annotation, so that a typo never silently turns retries off.
@@ -169,24 +169,20 @@ impl RoutePolicy {
     }
 }
 
-/// `250ms`, `2s`, `1m`, `1.5s`; above zero, at most an hour.
+/// The longest duration annotation: a deadline longer than an hour is taken
+/// for a typo.
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// A duration annotation, in the flags' syntax ([`crate::config::duration`]:
+/// `250ms`, `1.5s`, `2m`, `1h`, `1m30s`), above zero and at most an hour.
 fn duration(key: &str, v: &str) -> Result<Duration, String> {
-    let (num, scale) = if let Some(n) = v.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        return Err(format!("annotation {key}: '{v}' needs a unit (ms, s or m)"));
-    };
-    num.trim()
-        .parse::<f64>()
-        .ok()
-        .map(|n| n * scale)
-        .filter(|s| *s > 0.0 && *s <= 3600.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("annotation {key}: '{v}' is not a duration above 0 and at most 1h"))
+    let d = crate::config::duration(v).map_err(|e| format!("annotation {key}: {e}"))?;
+    if d.is_zero() || d > MAX_DURATION {
+        return Err(format!(
+            "annotation {key}: '{v}' is not a duration above 0 and at most 1h"
+        ));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -237,6 +233,21 @@ mod tests {
     }
 
     #[test]
+    fn durations_take_the_flags_syntax() {
+        for (text, secs) in [
+            ("1h", 3600.0),
+            ("1m30s", 90.0),
+            ("500ms", 0.5),
+            ("1.5s", 1.5),
+        ] {
+            let p =
+                RoutePolicy::from_meta(&meta(&[(TIMEOUT, text), (RETRY_TIMEOUT, text)])).unwrap();
+            let want = Some(Duration::from_secs_f64(secs));
+            assert_eq!((p.timeout, p.per_try), (want, want), "{text}");
+        }
+    }
+
+    #[test]
     fn defaults_when_only_conditions_are_given() {
         let r = RoutePolicy::from_meta(&meta(&[(RETRY_HTTP, "5xx")]))
             .unwrap()
@@ -257,6 +268,18 @@ mod tests {
         assert!(err(&[(RETRY_BUDGET, "1.5")]).contains("ratio"));
         assert!(err(&[(TIMEOUT, "10")]).contains("needs a unit"));
         assert!(err(&[(TIMEOUT, "0s")]).contains("above 0"));
+        assert!(err(&[(TIMEOUT, "0")]).contains("above 0"));
+        assert!(err(&[(TIMEOUT, "1h0m1s")]).contains("at most 1h"));
+        assert_eq!(
+            err(&[(TIMEOUT, "-1s")]),
+            "annotation weft.dev/timeout: '-1s' is negative: a duration is 0 or more"
+        );
+        assert_eq!(
+            err(&[(RETRY_TIMEOUT, "1x")]),
+            "annotation weft.dev/retry-timeout: '1x' has an unknown unit 'x' (use ns, us, ms, s, m or h)"
+        );
+        assert!(err(&[(TIMEOUT, "1.5")]).contains("'1.5' needs a unit"));
+        assert!(err(&[(TIMEOUT, "99999999999999999999h")]).contains("at most 2562047h"));
         assert!(err(&[(RETRY_NON_IDEMPOTENT, "yes")]).contains("true or false"));
     }
 }

@@ -46,18 +46,15 @@ impl fmt::Display for Proto {
     }
 }
 
-/// A duration written as seconds (`10`, `2.5`, `10s`) or milliseconds (`500ms`).
+/// A duration in the mesh's syntax, that of Go and Kubernetes (`500ms`,
+/// `2.5s`, `1m`, `1m30s`; see [`weft_proxy::config::duration`]), above 0
+/// and at most an hour.
 pub fn parse_duration(s: &str) -> Result<Duration> {
-    let (num, scale) = if let Some(ms) = s.strip_suffix("ms") {
-        (ms, 1e-3)
-    } else {
-        (s.strip_suffix('s').unwrap_or(s), 1.0)
-    };
-    let v: f64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
-    if !(v.is_finite() && v > 0.0 && v * scale <= 3600.0) {
+    let d = weft_proxy::config::duration(s).map_err(anyhow::Error::msg)?;
+    if d.is_zero() || d > Duration::from_secs(3600) {
         bail!("duration {s:?} must be above 0 and at most an hour");
     }
-    Ok(Duration::from_secs_f64(v * scale))
+    Ok(d)
 }
 
 /// The arguments of one subcommand, consumed flag by flag.
@@ -146,11 +143,74 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("2.5s").unwrap(), Duration::from_millis(2500));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("-1").is_err());
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        let err = |s: &str| parse_duration(s).unwrap_err().to_string();
+        assert!(err("0").contains("above 0"));
+        assert!(err("1h0m1s").contains("at most an hour"));
+        assert!(err("10").contains("needs a unit"));
+        assert!(err("-1s").contains("negative"));
+        assert!(err("soon").contains("not a duration"));
+        assert!(err("99999999999999999999h").contains("at most 2562047h"));
+        let flag = args("--duration 1x").duration("--duration").unwrap_err();
+        assert_eq!(
+            format!("{flag:#}"),
+            "--duration: '1x' has an unknown unit 'x' (use ns, us, ms, s, m or h)"
+        );
+    }
+
+    /// The proxy's flags, the control plane's flags and annotations, and
+    /// these tools read one syntax: the same input gives the same value or
+    /// the same error everywhere.
+    #[test]
+    fn one_duration_syntax_across_the_crates() {
+        let cases = [
+            "300ms",
+            "1.5s",
+            "2m",
+            "1h",
+            "1h30m",
+            "1.5h",
+            ".5s",
+            "1.s",
+            "+1s",
+            "0",
+            "0s",
+            "250us",
+            "250µs",
+            "250μs",
+            "7ns",
+            " 10s ",
+            "2562047h",
+            "-1s",
+            "1x",
+            "1.5",
+            "10",
+            "",
+            " ",
+            "1h 30m",
+            "1d",
+            "ten",
+            "1e3s",
+            "99999999999999999999h",
+            "2562048h",
+            "9223372036854775808ns",
+            "1m-30s",
+            "--1s",
+            "1.2.3s",
+        ];
+        for s in cases {
+            let proxy = weft_proxy::config::duration(s);
+            assert_eq!(proxy, weft_control::config::duration(s), "{s:?}");
+            match (&proxy, parse_duration(s)) {
+                (Ok(d), Ok(tool)) => assert_eq!(*d, tool, "{s:?}"),
+                (Ok(d), Err(_)) => assert!(d.is_zero() || *d > Duration::from_secs(3600), "{s:?}"),
+                (Err(e), Err(tool)) => assert_eq!(*e, tool.to_string(), "{s:?}"),
+                (Err(e), Ok(_)) => panic!("{s:?}: the proxy says {e}, the bench took it"),
+            }
+        }
     }
 }

@@ -156,19 +156,14 @@ impl Opts {
     }
 }
 
-/// `20ms`, `1.5s`, `2`.
+/// `--pause`: a duration in the mesh's syntax (`20ms`, `1.5s`; see
+/// [`weft_proxy::config::duration`]), from 0 to 60 s.
 fn parse_duration(s: &str) -> Result<Duration> {
-    let (num, scale) = match s.strip_suffix("ms") {
-        Some(ms) => (ms, 1e-3),
-        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
-    };
-    let v: f64 = num
-        .parse()
-        .with_context(|| format!("--pause {s:?}: not a duration"))?;
-    if !(v.is_finite() && (0.0..=60.0).contains(&(v * scale))) {
+    let d = weft_proxy::config::duration(s).map_err(|e| anyhow::anyhow!("--pause: {e}"))?;
+    if d > Duration::from_secs(60) {
         bail!("--pause {s:?}: must be between 0 and 60 s");
     }
-    Ok(Duration::from_secs_f64(v * scale))
+    Ok(d)
 }
 
 fn main() {
@@ -372,4 +367,22 @@ fn weft_control_binary() -> Result<std::path::PathBuf> {
         );
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_takes_the_mesh_duration_syntax() {
+        assert_eq!(parse_duration("20ms").unwrap(), Duration::from_millis(20));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        let err = |s: &str| parse_duration(s).unwrap_err().to_string();
+        assert!(err("1m1s").contains("between 0 and 60 s"));
+        assert!(err("2").starts_with("--pause: '2' needs a unit"));
+        assert!(err("-1s").contains("negative"));
+        assert!(err("99999999999999999999h").contains("at most 2562047h"));
+    }
 }
