@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use weft_tests::mesh::sum_samples;
 use weft_tests::*;
 
 const CLUSTER_IP: &str = "10.96.0.10";
@@ -177,14 +178,88 @@ impl Cluster {
     }
 
     /// Every backend behind `web`, with `annotations` on the Service; waits
-    /// until the control plane has read them.
+    /// until the change has reached everything that acts on it: weft-control
+    /// has applied both objects of the file (its `model_apply_seconds` count
+    /// up by 2) and, when the client's proxy already follows the Service, the
+    /// proxy has received the update that carries it (`weft_discovery_updates`
+    /// up). A destination the proxy does not follow yet gets the new state
+    /// in the snapshot its first request opens.
     fn annotate(&self, annotations: &str) {
+        let applied = "weft_control_model_apply_seconds_count";
+        let updates = "weft_discovery_updates_total";
+        let following = self.following();
+        let (applied_before, updates_before) = (
+            self.control_metric(applied).unwrap(),
+            metric(&self.client, updates).unwrap(),
+        );
         manifests_annotated(
             &self.manifests,
             &self.backends.iter().collect::<Vec<_>>(),
             annotations,
         );
-        std::thread::sleep(Duration::from_millis(600));
+        eventually(WAIT, || {
+            let n = self.control_metric(applied)?;
+            anyhow::ensure!(
+                n >= applied_before + 2.0,
+                "weft-control applied {} of the 2 objects of web.yaml",
+                n - applied_before
+            );
+            Ok(())
+        })
+        .unwrap();
+        if following {
+            eventually(WAIT, || {
+                let n = metric(&self.client, updates)?;
+                anyhow::ensure!(
+                    n > updates_before,
+                    "the proxy got no update for {annotations} (annotations unchanged?)"
+                );
+                Ok(())
+            })
+            .unwrap();
+        }
+    }
+
+    /// Whether the client's proxy follows `SERVICE` with its stream up and a
+    /// first answer in; waits for that when it has started following it.
+    fn following(&self) -> bool {
+        let dst = format!("dst=\"{SERVICE}\"");
+        let known = |text: &str, family: &str| {
+            text.lines()
+                .any(|l| l.starts_with(&format!("{family}{{")) && l.contains(&dst))
+        };
+        let text = weft_tests::mesh::admin_get(&self.client, "/metrics").unwrap();
+        if !known(&text, "weft_discovery_stale") {
+            return false;
+        }
+        eventually(WAIT, || {
+            let text = weft_tests::mesh::admin_get(&self.client, "/metrics")?;
+            let stale = sum_samples(&text, &format!("weft_discovery_stale{{{dst}}}"))?;
+            anyhow::ensure!(
+                known(&text, "weft_balancer_endpoints") && stale == 0.0,
+                "the proxy's stream for {SERVICE} is not up with an answer"
+            );
+            Ok(())
+        })
+        .unwrap();
+        true
+    }
+
+    /// The sum of `series` in weft-control's `/metrics` (its admin port,
+    /// on loopback in its pod).
+    fn control_metric(&self, series: &str) -> anyhow::Result<f64> {
+        let out = self
+            .control_pod
+            .command(None, Path::new("curl"))
+            .args(["-sS", "--fail", "--max-time", "2"])
+            .arg("http://127.0.0.1:9990/metrics")
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "weft-control /metrics: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        sum_samples(&String::from_utf8_lossy(&out.stdout), series)
     }
 
     /// curl as the app in the client pod, with `-sS --max-time 5` and `args`.
@@ -205,21 +280,58 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Waits until the client's proxy balances over `n` ready endpoints
-    /// (sending a request first: a destination is watched from its first use).
-    fn wait_ready_endpoints(&self, n: f64) {
+    /// Waits until the client's proxy balances over exactly `pods` (their
+    /// port 8080; none other known) with its stream up, within `within`.
+    /// Sends a request first: a destination is watched from its first use.
+    /// An endpoint ejected meanwhile still counts: it is in the set.
+    fn wait_endpoints(&self, pods: &[&Pod], within: Duration) {
         let _ = self.curl(&[&format!("http://{SERVICE}/hello")]).output();
-        eventually(WAIT, || {
-            let series = format!("weft_balancer_endpoints{{dst=\"{SERVICE}\",state=\"ready\"}}");
-            let got = metric(&self.client, &series)?;
-            let stale = metric(
-                &self.client,
-                &format!("weft_discovery_stale{{dst=\"{SERVICE}\"}}"),
-            )?;
+        let mut want: Vec<String> = pods.iter().map(|p| format!("{}:8080", p.ip)).collect();
+        want.sort();
+        let dst = format!("dst=\"{SERVICE}\"");
+        eventually(within, || {
+            let text = weft_tests::mesh::admin_get(&self.client, "/metrics")?;
+            let mut known: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("weft_balancer_endpoint_latency_ewma_ms{") && l.contains(&dst)
+                })
+                .filter_map(|l| l.split("endpoint=\"").nth(1)?.split('"').next())
+                .collect();
+            known.sort_unstable();
+            let count = |state| {
+                sum_samples(
+                    &text,
+                    &format!("weft_balancer_endpoints{{{dst},state=\"{state}\"}}"),
+                )
+            };
+            let balanced = count("ready")? + count("ejected")?;
+            let stale = sum_samples(&text, &format!("weft_discovery_stale{{{dst}}}"))?;
             anyhow::ensure!(
-                got == n && stale == 0.0,
-                "{got} ready endpoints (stale {stale}), not {n}"
+                known == want && balanced == want.len() as f64 && stale == 0.0,
+                "the proxy knows {known:?} ({balanced} balanced, stale {stale}), not {want:?}"
             );
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// [`Cluster::wait_endpoints`] over every backend.
+    fn wait_backends(&self) {
+        self.wait_endpoints(&self.backends.iter().collect::<Vec<_>>(), WAIT);
+    }
+
+    /// `/hello` requests the backends `pods` have served in all.
+    fn served_by(&self, pods: &[&Pod]) -> u64 {
+        pods.iter().map(|p| weft_tests::mesh::app_served(p)).sum()
+    }
+
+    /// Waits until a load started in the background reaches `pods` (they
+    /// serve more than `before`).
+    fn wait_load_flowing(&self, pods: &[&Pod], before: u64) {
+        eventually(WAIT, || {
+            let now = self.served_by(pods);
+            anyhow::ensure!(now > before, "the load has not reached the backends yet");
             Ok(())
         })
         .unwrap();
@@ -304,8 +416,13 @@ fn addresses_outside_every_service_and_failing_endpoints() {
 
     // An endpoint that refuses connections (nothing listens on the control
     // pod's 8080): requests go to the good one, the bad one is ejected.
+    // Certain, not likely: of two endpoints p2c compares both at every
+    // pick. The refusing one's estimate is a guess that only decays; the
+    // good one's decays alike and takes in each answer, so the refusing one
+    // is the cheaper from the good one's next answer on, and its first
+    // refusal ejects it (threshold 1): within the first requests of ~200.
     c.set_endpoints(&[&c.backends[0], &c.control_pod]);
-    c.wait_ready_endpoints(2.0);
+    c.wait_endpoints(&[&c.backends[0], &c.control_pod], WAIT);
     let (sent, _, failed, out) = c.load(100, Duration::from_secs(2), 2);
     assert_eq!(
         failed, 0,
@@ -347,17 +464,28 @@ fn rolling_replacement_and_a_control_plane_restart_lose_nothing() {
         &c.backends[3],
     );
     c.set_endpoints(&[a, b]);
-    c.wait_ready_endpoints(2.0);
+    c.wait_endpoints(&[a, b], WAIT);
 
     // Every endpoint replaced, one step at a time, under 200 rps. A
     // replaced pod keeps serving until its removal reached the proxy
     // (as a terminating pod drains), then is no longer sent anything.
+    // A step is taken once the proxy balances over the last one, which
+    // then carries the load for `PACE` (the rollout's pace, about 100
+    // requests a step; not a wait for anything).
+    const PACE: Duration = Duration::from_millis(500);
+    let before = c.served_by(&[a, b]);
     let load = c.load_in_background(200, Duration::from_secs(6));
-    std::thread::sleep(Duration::from_secs(1));
+    c.wait_load_flowing(&[a, b], before);
     for step in [vec![a, b, x], vec![b, x], vec![b, x, y], vec![x, y]] {
         c.set_endpoints(&step);
-        std::thread::sleep(Duration::from_millis(1000));
+        c.wait_endpoints(&step, WAIT);
+        std::thread::sleep(PACE);
     }
+    let early = load.try_line(Duration::ZERO);
+    assert!(
+        early.is_none(),
+        "the load ended before the rollout: {early:?}"
+    );
     let stdout = load.line(Duration::from_secs(15)).unwrap();
     let (sent, ok, failed) = parse_load(&stdout);
     println!("rolling replacement under 200 rps: {sent} sent, {ok} ok, {failed} failed");
@@ -379,8 +507,9 @@ fn rolling_replacement_and_a_control_plane_restart_lose_nothing() {
     println!("served by the replaced pods {old}, by the new ones {new}: {after:?}");
 
     // The control plane killed under load: known Services keep working.
+    let before = c.served(2) + c.served(3);
     let load = c.load_in_background(100, Duration::from_secs(3));
-    std::thread::sleep(Duration::from_millis(500));
+    c.wait_load_flowing(&[&c.backends[2], &c.backends[3]], before);
     drop(c.control.take());
     eventually(WAIT, || {
         let stale = metric(
@@ -391,6 +520,11 @@ fn rolling_replacement_and_a_control_plane_restart_lose_nothing() {
         Ok(())
     })
     .unwrap();
+    let early = load.try_line(Duration::ZERO);
+    assert!(
+        early.is_none(),
+        "the load ended before the proxy saw the control plane go: {early:?}"
+    );
     let stdout = load.line(Duration::from_secs(15)).unwrap();
     let (sent, _, failed) = parse_load(&stdout);
     println!("control plane killed: {sent} sent, {failed} failed");
@@ -406,11 +540,13 @@ fn rolling_replacement_and_a_control_plane_restart_lose_nothing() {
     );
     assert!(metric(&c.client, "weft_discovery_fallbacks_total").unwrap() >= 1.0);
 
-    // Restarted: the stream resumes and changes flow again.
+    // Restarted: the stream resumes and changes flow again. The proxy
+    // reconnects with a backoff that doubled while the control plane was
+    // away and is capped at 10 s: it is back within that, and the change
+    // reaches it within WAIT of being back.
     c.control = Some(start_control(&c.control_pod, &c.manifests));
     c.set_endpoints(&[&c.backends[0]]);
-    std::thread::sleep(Duration::from_secs(2));
-    c.wait_ready_endpoints(1.0);
+    c.wait_endpoints(&[&c.backends[0]], Duration::from_secs(10) + WAIT);
     let before = c.served(0);
     let (_, _, failed, out) = c.load(100, Duration::from_millis(500), 2);
     assert_eq!(failed, 0, "{out}");
@@ -435,7 +571,7 @@ fn retries_hide_a_few_failures_within_the_budget() {
     }
     let failing: &[(&str, &str)] = &[("TESTAPP_FAIL_PERCENT", "10")];
     let c = cluster("retries", &[failing, failing], &[]);
-    c.wait_ready_endpoints(2.0);
+    c.wait_backends();
 
     // 10% of answers are 503: retried (default budget), the client sees them all succeed.
     c.annotate("{weft.dev/retry-http: gateway-error}");
@@ -509,7 +645,7 @@ fn deadlines_cut_slow_requests_and_reach_the_backend() {
         return;
     }
     let c = cluster("deadline", &[&[]], &[]);
-    c.wait_ready_endpoints(1.0);
+    c.wait_backends();
     let curl = |extra: &[&str], url: &str| {
         let out = c
             .curl(&["-i", "-w", "\nTIME %{time_total}\n"])

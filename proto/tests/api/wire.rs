@@ -42,7 +42,7 @@ fn endpoint(a: &str, zone: &str, identity: Option<&str>) -> d::Endpoint {
 
 /// A snapshot with every part of the profile set and two endpoints, IPv4 and
 /// IPv6, one meshed and one not.
-pub fn snapshot() -> d::Update {
+fn snapshot() -> d::Update {
     d::Update {
         kind: Some(d::update::Kind::Snapshot(d::Snapshot {
             profile: Some(d::Profile {

@@ -172,6 +172,34 @@ fn failing_endpoints_are_ejected_and_state_survives_updates() {
 }
 
 #[test]
+fn an_endpoint_not_yet_answered_is_tried_once_another_answers_again() {
+    // Issue 11's flake at the balancer: of two endpoints, one answers
+    // first (its time becomes the other's guess), then answers faster.
+    // The other, never tried, must be chosen within a few picks: its guess
+    // only decays, the measured estimate also takes in each answer. With
+    // the measured estimate decayed twice per answer it was not chosen
+    // before 10 s × ln(2 ms / 1 ms) = 6.9 s of the other answering.
+    let b = Balancer::new(config(None, None), Counter::default());
+    b.update(&[ep(1), ep(2)], Locality::default());
+    let first = b.pick().unwrap();
+    let measured = first.addr();
+    b.record(first, Duration::from_millis(2), true);
+    let tried = (0..10_000).position(|_| {
+        let p = b.pick().unwrap();
+        let other = p.addr() != measured;
+        b.record(p, Duration::from_millis(1), true);
+        other
+    });
+    // The other is cheaper once the time since the first answer is twice
+    // the time the first answer took to reguess it: a few picks.
+    assert!(
+        tried.is_some(),
+        "the endpoint not yet answered was never tried in 10,000 picks"
+    );
+    println!("tried at pick {}", tried.unwrap_or_default() + 1);
+}
+
+#[test]
 fn a_new_endpoint_starts_as_loaded_as_the_others() {
     let b = Balancer::new(config(None, None), Counter::default());
     b.update(&[ep(1)], Locality::default());
