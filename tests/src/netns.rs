@@ -287,9 +287,22 @@ fn staged(program: &Path) -> PathBuf {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .expect("chmod staging directory");
     let copy = dir.join(program.file_name().expect("program has a file name"));
-    std::fs::copy(program, &copy).expect("copy program to staging directory");
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
-        .expect("chmod staged program");
+    // Copied by a child process: if this process opened the copy for
+    // writing, a test thread forking meanwhile would inherit the handle and
+    // the copy's exec would fail with "Text file busy".
+    let status = std::process::Command::new("install")
+        .arg("-m")
+        .arg("0755")
+        .arg(program)
+        .arg(&copy)
+        .status()
+        .expect("run install to stage the program");
+    assert!(
+        status.success(),
+        "install {} {}: {status}",
+        program.display(),
+        copy.display()
+    );
     staged.push((program.to_owned(), copy.clone()));
     copy
 }

@@ -92,10 +92,11 @@ pub(super) async fn follow(resolver: Arc<Resolver>, dest: Arc<Dest>) {
                                 debug!(dst = %dest.addr, "discovery stream up");
                             }
                             backoff = Duration::from_millis(100);
-                            resolver.updates.inc();
                             if let Some(kind) = update.kind {
                                 view.apply(kind, &dest);
                             }
+                            // Counted once applied: tests wait on it.
+                            resolver.updates.inc();
                         }
                         Ok(None) => {
                             debug!(dst = %dest.addr, "the control plane ended the stream");
