@@ -33,5 +33,6 @@ pub mod opaque;
 pub mod proxy;
 pub mod run;
 pub mod telemetry;
+pub mod time;
 pub mod tls;
 pub mod transport;
