@@ -37,5 +37,6 @@ pub mod outbound;
 pub mod run;
 pub mod shared;
 pub mod telemetry;
+pub mod time;
 pub mod tls;
 pub mod transport;

@@ -98,8 +98,8 @@ impl Plane {
         }
     }
 
-    /// Writes the Services and their pods; waits until the control plane
-    /// has read them.
+    /// Writes the Services and their pods; waits until the control plane's
+    /// model holds them (and has published them to discovery).
     fn services(&self, services: &[Svc<'_>]) {
         let mut yaml = String::new();
         for s in services {
@@ -125,10 +125,32 @@ impl Plane {
                 sa = s.sa,
             );
         }
+        let applied = "weft_control_model_apply_seconds_count";
+        let before = self.control_metric(applied).unwrap();
         let tmp = self.dir.join("manifests/.all.yaml.tmp");
         std::fs::write(&tmp, yaml).unwrap();
         std::fs::rename(tmp, self.dir.join("manifests/all.yaml")).unwrap();
-        std::thread::sleep(Duration::from_millis(600));
+        // Three objects per Service, each applied (and published before the
+        // object gauges move): the model holds exactly these.
+        let n = services.len() as f64;
+        eventually(WAIT, || {
+            let changes = self.control_metric(applied)? - before;
+            anyhow::ensure!(changes >= 3.0 * n, "{changes} changes applied");
+            for kind in ["Service", "EndpointSlice", "Pod"] {
+                let held =
+                    self.control_metric(&format!("weft_control_objects{{kind=\"{kind}\"}}"))?;
+                anyhow::ensure!(held == n, "{held} {kind} objects in the model");
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// A sample of weft-control's `/metrics` (summed as [`metric`] does).
+    fn control_metric(&self, series: &str) -> anyhow::Result<f64> {
+        let (_, text) = http_get(&self.control_pod, "http://127.0.0.1:9990/metrics")
+            .ok_or_else(|| anyhow::anyhow!("weft-control's /metrics did not answer"))?;
+        weft_tests::mesh::sum_samples(&text, series)
     }
 
     /// The Service `web` (10.96.0.20) with `pod` behind it, which discovery
@@ -373,12 +395,17 @@ fn identities_that_do_not_match_are_refused() {
     assert!(metric(&liar, failed).unwrap() >= 1.0);
 }
 
+/// The renewal schedule itself (70%, backoff, expiry) is tested under
+/// paused time beside the code (`proxy/src/identity/tests.rs`); this is the
+/// wiring with the real binaries. With 4 s leaves each proxy renews every
+/// 2.1 to 2.8 s (X.509 expiries are whole seconds), so the 3.5 s of load
+/// straddle a rotation on each side.
 #[test]
-fn certificates_rotate_under_load_without_a_failed_request() {
+fn certificates_rotate_under_load_then_expire_without_the_control_plane() {
     if netns_or_skip("mtls_rotation") {
         return;
     }
-    let plane = Plane::new("rotation", "20s");
+    let mut plane = Plane::new("rotation", "4s");
     let client = plane.node.pod().unwrap();
     let web = plane.node.pod().unwrap();
     plane.web_behind(&web);
@@ -388,7 +415,9 @@ fn certificates_rotate_under_load_without_a_failed_request() {
     // connection, with whatever certificates both sides hold by then.
     let _client_proxy = plane.meshed(&client, "client", &[("WEFT_PROXY_POOL_MAX_IDLE", "0")]);
 
-    let span = Duration::from_secs(45);
+    let issued = "weft_identity_certify_total{result=\"ok\"}";
+    let before = [&client, &web].map(|pod| metric(pod, issued).unwrap());
+    let span = Duration::from_millis(3500);
     let mut load = client
         .spawn(
             Some(APP_UID),
@@ -407,22 +436,56 @@ fn certificates_rotate_under_load_without_a_failed_request() {
     while started.elapsed() < span {
         get_ok(&client, "http://10.96.0.20/hello");
         fresh += 1;
-        std::thread::sleep(Duration::from_millis(500));
     }
-    let done = load.expect_line("OK ", Duration::from_secs(10)).unwrap();
+    let done = load.expect_line("OK ", WAIT).unwrap();
     load.wait_exit(WAIT).unwrap();
     assert_eq!(field(&done, "failed"), "0", "{done}");
-    assert!(field(&done, "ok").parse::<u64>().unwrap() > 1000, "{done}");
-    // At least three renewals on each side during the load (20 s leaves,
-    // renewed at 70%).
-    for pod in [&client, &web] {
-        let ok = metric(pod, "weft_identity_certify_total{result=\"ok\"}").unwrap();
-        assert!(ok >= 3.0, "{} certificates in {span:?}", ok);
+    assert!(field(&done, "ok").parse::<u64>().unwrap() >= 100, "{done}");
+    let after = [&client, &web].map(|pod| metric(pod, issued).unwrap());
+    for (side, (b, a)) in ["client", "web"].iter().zip(before.iter().zip(after)) {
+        assert!(
+            a > *b,
+            "the {side} proxy did not renew during the load ({b} → {a})"
+        );
     }
     let ok_handshakes = handshakes("inbound", &id("client"), "ok");
     assert!(
         metric(&web, &ok_handshakes).unwrap() >= f64::from(fresh),
         "{fresh} fresh connections"
+    );
+
+    // The control plane goes away: renewals fail, and the certificate in
+    // force keeps serving (both in one scrape) until it expires.
+    plane.control.terminate(WAIT).unwrap();
+    eventually(WAIT, || {
+        let text = admin_get(&client, "/metrics")?;
+        let failed =
+            weft_tests::mesh::sum_samples(&text, "weft_identity_certify_total{result=\"error\"}")?;
+        let valid = weft_tests::mesh::sum_samples(&text, "weft_identity_cert_valid")?;
+        anyhow::ensure!(
+            failed >= 1.0 && valid == 1.0,
+            "{failed} failed renewals, valid {valid}"
+        );
+        Ok(())
+    })
+    .unwrap();
+    // Past its expiry the proxy has no certificate and says why.
+    let why = eventually(WAIT, || {
+        let (code, text) = http_get(&client, "http://127.0.0.1:4191/ready")
+            .ok_or_else(|| anyhow::anyhow!("no answer"))?;
+        anyhow::ensure!(code == 503, "{code} {text}");
+        Ok(text)
+    })
+    .unwrap();
+    assert!(
+        why.contains("certificate expired; renewal failing"),
+        "{why}"
+    );
+    assert_eq!(metric(&client, "weft_identity_cert_valid").unwrap(), 0.0);
+    let identity = admin_get(&client, "/identity").unwrap();
+    assert!(
+        identity.contains("certificate: expired") && identity.contains("last error"),
+        "{identity}"
     );
 }
 
@@ -457,9 +520,7 @@ fn a_rotated_issuer_signs_new_leaves_and_old_ones_stay_trusted() {
     assert!(out.status.success(), "rotate-issuer: {}", stderr(&out));
     let loads = "weft_control_issuer_loads_total{result=\"loaded\"}";
     eventually(Duration::from_secs(10), || {
-        let (_, text) = http_get(&plane.control_pod, "http://127.0.0.1:9990/metrics")
-            .ok_or_else(|| anyhow::anyhow!("no metrics"))?;
-        let n = weft_tests::mesh::sum_samples(&text, loads)?;
+        let n = plane.control_metric(loads)?;
         anyhow::ensure!(n >= 2.0, "{n} issuer loads");
         Ok(())
     })
@@ -475,64 +536,4 @@ fn a_rotated_issuer_signs_new_leaves_and_old_ones_stay_trusted() {
     assert_eq!(issuer_of(&web), old, "the server renewed before the check");
     let ok_handshakes = handshakes("inbound", &id("client"), "ok");
     assert!(metric(&web, &ok_handshakes).unwrap() >= 1.0);
-}
-
-#[test]
-fn a_failing_renewal_keeps_the_certificate_until_it_expires() {
-    if netns_or_skip("mtls_renewal") {
-        return;
-    }
-    let mut plane = Plane::new("renewal", "20s");
-    let client = plane.node.pod().unwrap();
-    let web = plane.node.pod().unwrap();
-    plane.web_behind(&web);
-    let _app = app(&web);
-    let _web_proxy = plane.meshed(&web, "web", &[]);
-    // No idle pool: the request after the failed renewal needs a new mesh
-    // TLS connection.
-    let _client_proxy = plane.meshed(&client, "client", &[("WEFT_PROXY_POOL_MAX_IDLE", "0")]);
-    get_ok(&client, "http://10.96.0.20/hello");
-
-    // The control plane goes away: no renewal can succeed. Past the
-    // renewal time (14 s) the certificates still serve: endpoints are
-    // known, and new mesh TLS connections are made with the old leaves.
-    plane.control.terminate(WAIT).unwrap();
-    let started = Instant::now();
-    let failed = "weft_identity_certify_total{result=\"error\"}";
-    eventually(Duration::from_secs(20), || {
-        anyhow::ensure!(metric(&client, failed)? >= 1.0, "no failed renewal yet");
-        Ok(())
-    })
-    .unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(18),
-        "renewal tried too late"
-    );
-    let (code, _) = http_get(&client, "http://127.0.0.1:4191/ready").unwrap();
-    assert_eq!(code, 200, "ready while the old certificate is valid");
-    assert!(admin_get(&client, "/identity")
-        .unwrap()
-        .contains("last error"));
-    let fresh = client
-        .command(Some(APP_UID), Path::new("curl"))
-        .args(["-sS", "--max-time", "5", "-H", "Connection: close"])
-        .arg("http://10.96.0.20/hello")
-        .output()
-        .unwrap();
-    assert!(fresh.status.success(), "{}", stderr(&fresh));
-    assert_eq!(metric(&client, "weft_identity_cert_valid").unwrap(), 1.0);
-
-    // Past its expiry the proxy has no certificate and says so.
-    let why = eventually(Duration::from_secs(25), || {
-        let (code, text) = http_get(&client, "http://127.0.0.1:4191/ready")
-            .ok_or_else(|| anyhow::anyhow!("no answer"))?;
-        anyhow::ensure!(code == 503, "{code} {text}");
-        Ok(text)
-    })
-    .unwrap();
-    assert!(
-        why.contains("certificate expired; renewal failing"),
-        "{why}"
-    );
-    assert_eq!(metric(&client, "weft_identity_cert_valid").unwrap(), 0.0);
 }

@@ -12,8 +12,17 @@
 //! - Failures (wrong identity, untrusted or expired certificate, a peer
 //!   that will not do TLS 1.3) refuse the connection; each is counted in
 //!   `weft_tls_handshake_total{direction, peer_id, result}` and logged once.
+//!   A proxy without a certificate of its own refuses before any byte;
+//!   outbound, [`ConnectError`] tells that apart from a failed handshake.
+//!
+//! Identities come from [`crate::identity`]; this module uses it, never
+//! the reverse.
 
+mod error;
 pub mod hello;
+mod recent;
+
+pub use error::{ConnectError, WrongIdentity};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,10 +34,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
-    SignatureScheme,
+    ClientConfig, ConfigBuilder, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme, WantsVerifier,
 };
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -36,7 +44,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
-use crate::identity::Credentials;
+use self::error::reason;
+use self::recent::Recent;
+use crate::identity::{spiffe_id_of_der, Credentials};
 use crate::telemetry::Direction;
 
 /// What follows the handshake, said by ALPN.
@@ -68,65 +78,6 @@ pub fn is_mesh(alpn: hello::Alpn<'_>) -> bool {
     alpn.iter().any(|p| Alpn::from_id(p).is_some())
 }
 
-/// The SPIFFE ID (the URI SAN starting `spiffe://`) of a parsed certificate.
-pub fn spiffe_id_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
-    use x509_parser::extensions::GeneralName;
-    let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|n| match n {
-        GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
-        _ => None,
-    })
-}
-
-fn spiffe_id(der: &CertificateDer<'_>) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    spiffe_id_of(&cert)
-}
-
-/// Why a handshake failed, as a metric label.
-fn reason(error: &std::io::Error) -> &'static str {
-    if error.kind() == std::io::ErrorKind::TimedOut {
-        return "timeout";
-    }
-    let Some(tls) = error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-    else {
-        return "io";
-    };
-    match tls {
-        rustls::Error::InvalidCertificate(CertificateError::Expired)
-        | rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => "expired",
-        rustls::Error::InvalidCertificate(CertificateError::Other(other))
-            if other.0.is::<WrongIdentity>() =>
-        {
-            "wrong_identity"
-        }
-        rustls::Error::InvalidCertificate(_) => "untrusted",
-        rustls::Error::NoCertificatesPresented => "no_certificate",
-        rustls::Error::PeerIncompatible(_) | rustls::Error::NoApplicationProtocol => "incompatible",
-        rustls::Error::AlertReceived(_) => "refused_by_peer",
-        _ => "handshake",
-    }
-}
-
-#[derive(Debug)]
-struct WrongIdentity {
-    expected: Arc<str>,
-    got: Option<String>,
-}
-
-impl std::fmt::Display for WrongIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.got {
-            Some(got) => write!(f, "the server is {got}, not {}", self.expected),
-            None => write!(f, "the server has no SPIFFE ID; expected {}", self.expected),
-        }
-    }
-}
-
-impl std::error::Error for WrongIdentity {}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct HandshakeLabels {
     direction: Direction,
@@ -144,6 +95,14 @@ pub struct Peer {
 /// A client configuration's expected server identity and protocol.
 type ClientKey = (Arc<str>, Alpn);
 
+/// How many client configurations are kept, one per expected identity and
+/// protocol: enough for every identity a proxy talks to in a large mesh.
+/// Each is under 1 KiB (the `ClientConfig` is 344 bytes, plus its
+/// verifier, ALPN list and key), so at most about 4 MiB; past the bound,
+/// those not used recently are rebuilt when next needed (about 4 µs each
+/// in a debug build).
+const CLIENT_CONFIGS: usize = 4096;
+
 /// The TLS state of the proxy, built once at start-up.
 #[derive(Debug)]
 pub struct Tls {
@@ -151,9 +110,11 @@ pub struct Tls {
     roots: Arc<RootCertStore>,
     credentials: Arc<Credentials>,
     server: Arc<ServerConfig>,
-    /// One client configuration per (expected identity, protocol): looked
-    /// up once per new upstream connection.
-    clients: Mutex<HashMap<ClientKey, Arc<ClientConfig>>>,
+    /// TLS 1.3 with the proxy's crypto provider: checked once at start.
+    client: ConfigBuilder<ClientConfig, WantsVerifier>,
+    /// One client configuration per (expected identity, protocol), at most
+    /// [`CLIENT_CONFIGS`]: looked up once per new upstream connection.
+    clients: Mutex<Recent<ClientKey, Arc<ClientConfig>>>,
     handshake_timeout: Duration,
     handshakes: Family<HandshakeLabels, Counter>,
 }
@@ -195,12 +156,16 @@ impl Tls {
         // Mesh connections are long-lived and few: no resumption state to keep.
         server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         server.send_tls13_tickets = 0;
+        let client = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| format!("TLS client: {e}"))?;
         Ok(Self {
             provider,
             roots,
             credentials,
             server: Arc::new(server),
-            clients: Mutex::default(),
+            client,
+            clients: Mutex::new(Recent::new(CLIENT_CONFIGS)),
             handshake_timeout,
             handshakes: Family::default(),
         })
@@ -218,26 +183,23 @@ impl Tls {
         &self.credentials
     }
 
-    fn client_config(&self, expected: &Arc<str>, alpn: Alpn) -> Result<Arc<ClientConfig>, String> {
+    fn client_config(&self, expected: &Arc<str>, alpn: Alpn) -> Arc<ClientConfig> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = clients.get(&(expected.clone(), alpn)) {
-            return Ok(c.clone());
-        }
-        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| format!("TLS client: {e}"))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ExpectIdentity {
-                expected: expected.clone(),
-                roots: self.roots.clone(),
-                provider: self.provider.clone(),
-            }))
-            .with_client_cert_resolver(Arc::new(Resolver(self.credentials.clone())));
-        config.alpn_protocols = vec![alpn.id().to_vec()];
-        config.resumption = rustls::client::Resumption::disabled();
-        let config = Arc::new(config);
-        clients.insert((expected.clone(), alpn), config.clone());
-        Ok(config)
+        clients.get_or_insert_with(&(expected.clone(), alpn), || {
+            let mut config = self
+                .client
+                .clone()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ExpectIdentity {
+                    expected: expected.clone(),
+                    roots: self.roots.clone(),
+                    provider: self.provider.clone(),
+                }))
+                .with_client_cert_resolver(Arc::new(Resolver(self.credentials.clone())));
+            config.alpn_protocols = vec![alpn.id().to_vec()];
+            config.resumption = rustls::client::Resumption::disabled();
+            Arc::new(config)
+        })
     }
 
     fn count(&self, direction: Direction, peer_id: &str, result: &'static str) {
@@ -274,25 +236,26 @@ impl Tls {
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
     }
 
-    /// Opens mesh TLS over `io` to a server that must be `expected`.
+    /// Opens mesh TLS over `io` to a server that must be `expected`,
+    /// waiting at most the handshake timeout for this proxy's first
+    /// certificate.
     pub async fn connect<I>(
         &self,
         io: I,
         addr: SocketAddr,
         expected: &Arc<str>,
         alpn: Alpn,
-    ) -> Result<tokio_rustls::client::TlsStream<I>, String>
+    ) -> Result<tokio_rustls::client::TlsStream<I>, ConnectError>
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
         if !self.own_certificate(Direction::Outbound, expected).await {
-            return Err(format!(
-                "mesh TLS with {expected}: this proxy has no valid certificate ({})",
-                self.credentials.not_ready().unwrap_or_default()
-            ));
+            return Err(ConnectError::NoIdentity {
+                expected: expected.clone(),
+                why: self.credentials.not_ready().unwrap_or_default(),
+            });
         }
-        let config = self.client_config(expected, alpn)?;
-        let connector = tokio_rustls::TlsConnector::from(config);
+        let connector = tokio_rustls::TlsConnector::from(self.client_config(expected, alpn));
         let handshake = connector.connect(ServerName::IpAddress(addr.ip().into()), io);
         match self.bounded(handshake).await {
             Ok(stream) => {
@@ -300,10 +263,11 @@ impl Tls {
                 Ok(stream)
             }
             Err(error) => {
-                let why = reason(&error);
+                let error = ConnectError::handshake(expected, error);
+                let why = error.reason();
                 self.count(Direction::Outbound, expected, why);
                 info!(server = %addr, expected = %expected, %error, reason = why, "mesh TLS to the server refused");
-                Err(format!("mesh TLS with {expected}: {error}"))
+                Err(error)
             }
         }
     }
@@ -332,7 +296,7 @@ impl Tls {
         let id = conn
             .peer_certificates()
             .and_then(|c| c.first())
-            .and_then(spiffe_id);
+            .and_then(|c| spiffe_id_of_der(c));
         let alpn = conn.alpn_protocol().and_then(Alpn::from_id);
         match (id, alpn) {
             (Some(id), Some(alpn)) => {
@@ -411,16 +375,16 @@ impl ServerCertVerifier for ExpectIdentity {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        let got = spiffe_id(end_entity);
+        let got = spiffe_id_of_der(end_entity);
         if got.as_deref() == Some(&*self.expected) {
             return Ok(ServerCertVerified::assertion());
         }
-        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-            rustls::OtherError(Arc::new(WrongIdentity {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Other(rustls::OtherError(Arc::new(WrongIdentity {
                 expected: self.expected.clone(),
                 got,
-            })),
-        )))
+            }))),
+        ))
     }
 
     fn verify_tls12_signature(

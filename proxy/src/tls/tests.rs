@@ -2,89 +2,20 @@
 //! certificates from a CA made here.
 
 use super::*;
-use crate::identity::{Credentials, Leaf};
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
-};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use std::time::SystemTime;
+use crate::identity::testing::TestCa;
+use crate::identity::Leaf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TD: &str = "spiffe://cluster.local";
 
-struct Ca {
-    anchor_der: CertificateDer<'static>,
-    issuer_der: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca() -> Ca {
-    let ca_params = |path_len| {
-        let mut p = CertificateParams::default();
-        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
-        p
-    };
-    let anchor_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let anchor = ca_params(1).self_signed(&anchor_key).unwrap();
-    let issuer_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let issuer_params = ca_params(0);
-    let issuer = issuer_params
-        .signed_by(&issuer_key, &Issuer::new(ca_params(1), anchor_key))
-        .unwrap();
-    Ca {
-        anchor_der: anchor.der().clone(),
-        issuer_der: issuer.der().clone(),
-        issuer: Issuer::new(issuer_params, issuer_key),
-    }
-}
-
-impl Ca {
-    /// Credentials for `id`; `expired` makes a certificate that ended an
-    /// hour ago (while the proxy believes it still valid).
-    fn credentials(&self, id: &str, expired: bool) -> Arc<Credentials> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut p = CertificateParams::default();
-        p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let now = time::OffsetDateTime::now_utc();
-        if expired {
-            p.not_before = now - time::Duration::hours(2);
-            p.not_after = now - time::Duration::hours(1);
-        }
-        let leaf = p.signed_by(&key, &self.issuer).unwrap();
-        let provider = rustls::crypto::ring::default_provider();
-        let signing = provider
-            .key_provider
-            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-                key.serialize_der(),
-            )))
-            .unwrap();
-        let credentials = Credentials::new(id.to_owned());
-        credentials.store(Leaf {
-            key: Arc::new(CertifiedKey::new(
-                vec![leaf.der().clone(), self.issuer_der.clone()],
-                signing,
-            )),
-            valid_until: SystemTime::now() + Duration::from_secs(3600),
-            issuer: "test issuer".into(),
-        });
-        credentials
-    }
-
-    fn tls(&self, credentials: Arc<Credentials>) -> Tls {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.anchor_der.clone()).unwrap();
-        Tls::new(
-            Arc::new(rustls::crypto::ring::default_provider()),
-            roots,
-            credentials,
-            Duration::from_secs(5),
-        )
-        .unwrap()
-    }
+fn tls(ca: &TestCa, credentials: Arc<Credentials>) -> Tls {
+    Tls::new(
+        Arc::new(rustls::crypto::ring::default_provider()),
+        ca.roots(),
+        credentials,
+        Duration::from_secs(5),
+    )
+    .unwrap()
 }
 
 fn id(sa: &str) -> String {
@@ -99,18 +30,24 @@ async fn handshake(
     client: &Tls,
     server: &Tls,
     expected: &str,
-) -> (Result<(), String>, Option<Peer>) {
+) -> (Result<(), ConnectError>, Option<Peer>) {
     let (a, b) = tokio::io::duplex(64 * 1024);
     let expected: Arc<str> = expected.into();
     let (c, s) = tokio::join!(
         async {
             let mut tls = client.connect(a, ADDR, &expected, Alpn::Http2).await?;
-            tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
-            tls.flush().await.map_err(|e| e.to_string())?;
-            let mut buf = [0; 4];
-            tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-            assert_eq!(&buf, b"pong");
-            Ok(())
+            // TLS 1.3: the server may refuse the client's certificate
+            // after the client finished its handshake.
+            let ping = async {
+                tls.write_all(b"ping").await?;
+                tls.flush().await?;
+                let mut buf = [0; 4];
+                tls.read_exact(&mut buf).await?;
+                assert_eq!(&buf, b"pong");
+                Ok(())
+            };
+            ping.await
+                .map_err(|error| ConnectError::handshake(&expected, error))
         },
         async {
             let (mut tls, peer) = server.accept(b).await?;
@@ -136,9 +73,9 @@ fn count(tls: &Tls, direction: Direction, peer_id: &str, result: &'static str) -
 
 #[tokio::test]
 async fn both_sides_learn_the_other_identity() {
-    let ca = ca();
-    let client = ca.tls(ca.credentials(&id("web"), false));
-    let server = ca.tls(ca.credentials(&id("db"), false));
+    let ca = TestCa::new();
+    let client = tls(&ca, ca.credentials(&id("web"), false));
+    let server = tls(&ca, ca.credentials(&id("db"), false));
     let (c, peer) = handshake(&client, &server, &id("db")).await;
     c.unwrap();
     let peer = peer.unwrap();
@@ -150,12 +87,25 @@ async fn both_sides_learn_the_other_identity() {
 
 #[tokio::test]
 async fn a_server_with_another_identity_is_refused() {
-    let ca = ca();
-    let client = ca.tls(ca.credentials(&id("web"), false));
-    let server = ca.tls(ca.credentials(&id("impostor"), false));
+    let ca = TestCa::new();
+    let client = tls(&ca, ca.credentials(&id("web"), false));
+    let server = tls(&ca, ca.credentials(&id("impostor"), false));
     let (c, peer) = handshake(&client, &server, &id("db")).await;
     let error = c.unwrap_err();
-    assert!(error.contains(&id("impostor")), "{error}");
+    let ConnectError::WrongIdentity(wrong) = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(wrong.got.as_deref(), Some(&*id("impostor")));
+    assert_eq!(&*wrong.expected, id("db"));
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "mesh TLS with {}: the server is {}, not {}",
+            id("db"),
+            id("impostor"),
+            id("db")
+        )
+    );
     assert!(peer.is_none());
     assert_eq!(
         count(&client, Direction::Outbound, &id("db"), "wrong_identity"),
@@ -165,38 +115,55 @@ async fn a_server_with_another_identity_is_refused() {
 
 #[tokio::test]
 async fn untrusted_and_expired_certificates_are_refused() {
-    let ca = ca();
-    let other = self::ca();
+    let ca = TestCa::new();
+    let other = TestCa::new();
     // A server whose chain ends at another anchor.
-    let client = ca.tls(ca.credentials(&id("web"), false));
-    let server = ca.tls(other.credentials(&id("db"), false));
+    let client = tls(&ca, ca.credentials(&id("web"), false));
+    let server = tls(&ca, other.credentials(&id("db"), false));
     let (c, _) = handshake(&client, &server, &id("db")).await;
-    assert!(c.is_err());
+    assert!(
+        matches!(
+            c,
+            Err(ConnectError::Handshake {
+                reason: "untrusted",
+                ..
+            })
+        ),
+        "{c:?}"
+    );
     assert_eq!(
         count(&client, Direction::Outbound, &id("db"), "untrusted"),
         1
     );
     // A client whose chain ends at another anchor: the server refuses it.
-    let client = ca.tls(other.credentials(&id("web"), false));
-    let server = ca.tls(ca.credentials(&id("db"), false));
+    let client = tls(&ca, other.credentials(&id("web"), false));
+    let server = tls(&ca, ca.credentials(&id("db"), false));
     let (_, peer) = handshake(&client, &server, &id("db")).await;
     assert!(peer.is_none());
     assert_eq!(count(&server, Direction::Inbound, "", "untrusted"), 1);
     // An expired server certificate.
-    let client = ca.tls(ca.credentials(&id("web"), false));
-    let server = ca.tls(ca.credentials(&id("db"), true));
+    let client = tls(&ca, ca.credentials(&id("web"), false));
+    let server = tls(&ca, ca.credentials(&id("db"), true));
     let (c, _) = handshake(&client, &server, &id("db")).await;
-    assert!(c.is_err());
+    assert!(
+        matches!(
+            c,
+            Err(ConnectError::Handshake {
+                reason: "expired",
+                ..
+            })
+        ),
+        "{c:?}"
+    );
     assert_eq!(count(&client, Direction::Outbound, &id("db"), "expired"), 1);
 }
 
 #[tokio::test]
 async fn a_client_without_a_certificate_or_tls13_is_refused() {
-    let ca = ca();
-    let server = ca.tls(ca.credentials(&id("db"), false));
+    let ca = TestCa::new();
+    let server = tls(&ca, ca.credentials(&id("db"), false));
     // TLS 1.2 only, offering the mesh ALPN: a downgrade attempt.
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.anchor_der.clone()).unwrap();
+    let roots = ca.roots();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS12])
@@ -222,13 +189,15 @@ fn alpn_ids_round_trip() {
     assert_eq!(Alpn::from_id(b"h2"), None);
 }
 
-#[tokio::test]
+/// Under paused time: the waits (200 ms, the 5 s handshake timeout) take
+/// none.
+#[tokio::test(start_paused = true)]
 async fn a_connection_waits_for_the_first_certificate() {
-    let ca = ca();
-    let server = ca.tls(ca.credentials(&id("db"), false));
+    let ca = TestCa::new();
+    let server = tls(&ca, ca.credentials(&id("db"), false));
     // A client proxy still starting: its certificate arrives 200 ms later.
     let pending = Credentials::new(id("web"));
-    let client = ca.tls(pending.clone());
+    let client = tls(&ca, pending.clone());
     let later = ca.credentials(&id("web"), false).current().unwrap();
     let issue = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -243,13 +212,60 @@ async fn a_connection_waits_for_the_first_certificate() {
     c.unwrap();
     assert_eq!(&*peer.unwrap().id, id("web"));
 
-    // With none coming, it gives up after the handshake timeout.
-    let never = ca.tls(Credentials::new(id("web")));
-    let (c, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        handshake(&never, &server, &id("db")),
-    )
-    .await
-    .unwrap();
-    assert!(c.unwrap_err().contains("no valid certificate"));
+    // With none coming, it gives up after the handshake timeout, saying
+    // that it is this proxy that has no certificate, not the server that
+    // failed: the server never saw a byte.
+    let never = Credentials::new(id("web"));
+    never.failed("Certify refused (PermissionDenied): identity mismatch".into());
+    let never = tls(&ca, never);
+    let (a, mut b) = tokio::io::duplex(64 * 1024);
+    let started = tokio::time::Instant::now();
+    let error = never
+        .connect(a, ADDR, &id("db").into(), Alpn::Http1)
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_millis(5010),
+        "{waited:?}"
+    );
+    let ConnectError::NoIdentity { expected, why } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(&**expected, id("db"));
+    assert!(why.contains("PermissionDenied"), "{why}");
+    assert_eq!(error.reason(), "no_own_certificate");
+    assert!(
+        error
+            .to_string()
+            .contains("this proxy has no valid certificate"),
+        "{error}"
+    );
+    assert_eq!(
+        count(&never, Direction::Outbound, &id("db"), "no_own_certificate"),
+        1
+    );
+    let mut sent = Vec::new();
+    b.read_to_end(&mut sent).await.unwrap();
+    assert!(sent.is_empty(), "{} bytes sent", sent.len());
+}
+
+#[test]
+fn client_configurations_are_kept_within_their_bound() {
+    let ca = TestCa::new();
+    let tls = tls(&ca, ca.credentials(&id("web"), false));
+    let db: Arc<str> = id("db").into();
+    let first = tls.client_config(&db, Alpn::Http2);
+    assert!(Arc::ptr_eq(&first, &tls.client_config(&db, Alpn::Http2)));
+    assert!(!Arc::ptr_eq(&first, &tls.client_config(&db, Alpn::Http1)));
+    for n in 0..3 * CLIENT_CONFIGS {
+        let peer: Arc<str> = format!("{TD}/ns/shop/sa/peer-{n}").into();
+        tls.client_config(&peer, Alpn::Opaque);
+        // The identity in use stays cached.
+        if n % 1000 == 0 {
+            assert!(Arc::ptr_eq(&first, &tls.client_config(&db, Alpn::Http2)));
+        }
+    }
+    let held = tls.clients.lock().unwrap().len();
+    assert!(held <= CLIENT_CONFIGS, "{held} configurations held");
 }
