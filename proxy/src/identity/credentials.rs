@@ -114,6 +114,11 @@ impl Credentials {
         if let Some(leaf) = self.current() {
             return Some(leaf);
         }
+        if self.status().last_error.is_some() {
+            // A request for it already failed (Certify refused, the control
+            // plane away): callers get their answer now, not after `limit`.
+            return None;
+        }
         let mut issued = self.issued();
         let wait = async {
             loop {

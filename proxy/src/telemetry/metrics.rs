@@ -521,10 +521,8 @@ mod tests {
         let conn = metrics.conn(Direction::Outbound, "10.0.0.1:80".parse().unwrap(), None);
         let client: Arc<str> = "spiffe://td/ns/a/sa/a".into();
         let server: Arc<str> = "spiffe://td/ns/b/sa/b".into();
-        conn.http()
-            .meshed(&client, &server)
-            .done(http::StatusCode::OK, 1);
-        conn.http().done(http::StatusCode::BAD_GATEWAY, 1);
+        conn.http().meshed(&client, &server).request();
+        conn.http().request();
         let text = scrape(&registry);
         assert!(text.contains(r#"weft_request_total{direction="outbound",dst="10.0.0.1:80",tls="true",client_id="spiffe://td/ns/a/sa/a",server_id="spiffe://td/ns/b/sa/b"} 1"#), "{text}");
         assert!(text.contains(r#"weft_request_total{direction="outbound",dst="10.0.0.1:80",tls="false",client_id="",server_id=""} 1"#), "{text}");

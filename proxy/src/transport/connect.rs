@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
 use crate::errors::ProxyError;
-use crate::tls::{Alpn, Tls};
+use crate::tls::{Alpn, ConnectError, Tls};
 
 pub async fn connect(dst: SocketAddr, timeout: Duration) -> Result<TcpStream, ProxyError> {
     match tokio::time::timeout(timeout, TcpStream::connect(dst)).await {
@@ -63,7 +63,10 @@ impl Connector {
                 .connect(tcp, remote.addr, id, alpn)
                 .await
                 .map(Either::Right)
-                .map_err(|e| ProxyError::Tls(remote.addr, e)),
+                .map_err(|e| match e {
+                    ConnectError::NoIdentity { .. } => ProxyError::NoIdentity(remote.addr),
+                    e => ProxyError::Tls(remote.addr, e.to_string()),
+                }),
             _ => Ok(Either::Left(tcp)),
         }
     }
