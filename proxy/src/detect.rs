@@ -103,6 +103,29 @@ fn could_be_request_line(buf: &[u8]) -> bool {
     target_ok && version_ok && parts.next().is_none()
 }
 
+/// What the first bytes of an accepted connection say, looking for what
+/// `look` asks (nothing: opaque without reading a byte); `None` when the
+/// client went away (logged).
+pub async fn accepted(
+    tcp: tokio::net::TcpStream,
+    timeout: Duration,
+    look: Look,
+) -> Option<(Protocol, Prefixed<tokio::net::TcpStream>)> {
+    if !look.mesh && !look.http {
+        return Some((
+            Protocol::OpaquePort,
+            Prefixed::new(bytes::Bytes::new(), tcp),
+        ));
+    }
+    match detect(tcp, timeout, look).await {
+        Ok(detected) => Some(detected),
+        Err(error) => {
+            tracing::debug!(%error, "client went away during detection");
+            None
+        }
+    }
+}
+
 /// Reads until the protocol is known; returns it and the stream with the
 /// bytes read put back in front.
 pub async fn detect<T: AsyncRead + Unpin>(

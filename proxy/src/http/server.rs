@@ -10,6 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -76,23 +77,11 @@ impl HttpServer {
         H: Fn(Request<Incoming>) -> F + Send + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        let service = service_fn(move |req| {
-            let rsp = handle(req);
-            async move { Ok::<_, Infallible>(rsp.await) }
-        });
         let conn = self
             .h1
-            .serve_connection(TokioIo::new(io), service)
+            .serve_connection(TokioIo::new(io), service(handle))
             .with_upgrades();
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        log_conn_error(result);
+        log_conn_error(until_shutdown(conn, |c| c.graceful_shutdown(), shutdown).await);
     }
 
     /// Serves an HTTP/2 client connection; after `shutdown` it sends GOAWAY
@@ -103,20 +92,48 @@ impl HttpServer {
         H: Fn(Request<Incoming>) -> F + Send + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        let service = service_fn(move |req| {
-            let rsp = handle(req);
-            async move { Ok::<_, Infallible>(rsp.await) }
-        });
-        let conn = self.h2.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        log_conn_error(result);
+        let conn = self.h2.serve_connection(TokioIo::new(io), service(handle));
+        log_conn_error(until_shutdown(conn, |c| c.graceful_shutdown(), shutdown).await);
+    }
+}
+
+/// `handle` as hyper's service (the proxy answers every request itself,
+/// errors included, so the service never fails).
+fn service<H, F>(
+    handle: H,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Send
+where
+    H: Fn(Request<Incoming>) -> F + Send + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    service_fn(move |req| {
+        let rsp = handle(req);
+        async move { Ok::<_, Infallible>(rsp.await) }
+    })
+}
+
+/// Runs `conn` to its end; after `shutdown`, asks it to finish gracefully
+/// (`graceful`) and waits for that.
+async fn until_shutdown<C, E>(
+    conn: C,
+    graceful: fn(Pin<&mut C>),
+    shutdown: CancellationToken,
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            graceful(conn.as_mut());
+            conn.await
+        }
     }
 }
 

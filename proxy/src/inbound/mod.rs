@@ -28,7 +28,7 @@ use crate::shared::Shared;
 use crate::telemetry::{Direction, MeshIds, Protocol};
 use crate::tls::Alpn;
 use crate::transport::connect::Remote;
-use crate::transport::io::{Counted, Prefixed};
+use crate::transport::io::Counted;
 use crate::transport::opaque;
 use crate::transport::orig_dst::OrigDstAddr;
 use authorize::{authorize, Denied, PortPolicy};
@@ -46,19 +46,9 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, tcp: TcpStream) {
         mesh: tls.is_some(),
         http: !shared.config.opaque_ports.contains(&orig.port()),
     };
-    let (protocol, io) = if look.mesh || look.http {
-        match detect::detect(tcp, shared.config.detect_timeout, look).await {
-            Ok(detected) => detected,
-            Err(error) => {
-                debug!(%error, "client went away during detection");
-                return;
-            }
-        }
-    } else {
-        (
-            Protocol::OpaquePort,
-            Prefixed::new(bytes::Bytes::new(), tcp),
-        )
+    let Some((protocol, io)) = detect::accepted(tcp, shared.config.detect_timeout, look).await
+    else {
+        return;
     };
     shared.metrics.detected(IN, protocol);
     let (Protocol::MeshTls, Some(tls)) = (protocol, tls) else {

@@ -27,7 +27,7 @@ use crate::shared::Shared;
 use crate::telemetry::{Direction, MeshIds, Protocol};
 use crate::tls::Alpn;
 use crate::transport::connect::Remote;
-use crate::transport::io::{Counted, Prefixed};
+use crate::transport::io::Counted;
 use crate::transport::opaque;
 use crate::transport::orig_dst::OrigDstAddr;
 
@@ -45,19 +45,9 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, tcp: TcpStream) {
         mesh: false,
         http: route::detects_http(&view, orig, &shared.config.opaque_ports),
     };
-    let (protocol, io) = if look.http {
-        match detect::detect(tcp, shared.config.detect_timeout, look).await {
-            Ok(detected) => detected,
-            Err(error) => {
-                debug!(%error, "client went away during detection");
-                return;
-            }
-        }
-    } else {
-        (
-            Protocol::OpaquePort,
-            Prefixed::new(bytes::Bytes::new(), tcp),
-        )
+    let Some((protocol, io)) = detect::accepted(tcp, shared.config.detect_timeout, look).await
+    else {
+        return;
     };
     shared.metrics.detected(OUT, protocol);
     match protocol {
