@@ -70,28 +70,24 @@ where
     let conn = Arc::new((fwd, view));
     let shutdown = shared.shutdown.clone();
     debug!(?protocol, "forwarding HTTP");
-    if protocol == Protocol::Http2 {
-        let handle = move |req| {
-            let conn = conn.clone();
-            async move {
-                let start = Instant::now();
-                let (fwd, view) = &*conn;
-                fwd.h2(route::route(view, orig, &req).target, req, start)
-                    .await
+    let h2 = protocol == Protocol::Http2;
+    let handle = move |req| {
+        let conn = conn.clone();
+        async move {
+            let start = Instant::now();
+            let (fwd, view) = &*conn;
+            let target = route::route(view, orig, &req).target;
+            if h2 {
+                fwd.h2(target, req, start).await
+            } else {
+                fwd.h1(target, req, start).await
             }
-        };
-        shared.http.serve_h2(io, handle, shutdown).await;
+        }
+    };
+    if h2 {
+        shared.http.serve_h2(io, handle, shutdown).await
     } else {
-        let handle = move |req| {
-            let conn = conn.clone();
-            async move {
-                let start = Instant::now();
-                let (fwd, view) = &*conn;
-                fwd.h1(route::route(view, orig, &req).target, req, start)
-                    .await
-            }
-        };
-        shared.http.serve_h1(io, handle, shutdown).await;
+        shared.http.serve_h1(io, handle, shutdown).await
     }
 }
 
