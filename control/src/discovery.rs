@@ -14,6 +14,7 @@ use weft_proto::discovery::v1::update::Kind as U;
 use crate::hub::{DestState, Hub};
 use crate::metrics::Metrics;
 use crate::model::{parse_host, DestKey, DestView};
+use crate::ready::Readiness;
 
 /// What a watch asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub struct DiscoveryServer {
     hub: Arc<Hub>,
     metrics: Metrics,
     cluster_domain: String,
+    /// Until the sources synced, watches are refused with UNAVAILABLE.
+    ready: Readiness,
     /// Ends every watch (shutdown): a watch never ends by itself, and a
     /// graceful shutdown waits for the streams in flight.
     stop: CancellationToken,
@@ -39,12 +42,14 @@ impl DiscoveryServer {
         hub: Arc<Hub>,
         metrics: Metrics,
         cluster_domain: &str,
+        ready: Readiness,
         stop: CancellationToken,
     ) -> Self {
         Self {
             hub,
             metrics,
             cluster_domain: cluster_domain.to_owned(),
+            ready,
             stop,
         }
     }
@@ -90,6 +95,11 @@ impl pb::discovery_server::Discovery for DiscoveryServer {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let target = self.target(request.get_ref())?;
+        if let Some(why) = self.ready.discovery() {
+            // The model holds part of the cluster: an answer from it could
+            // say DoesNotExist for a Service that exists (discovery.proto).
+            return Err(Status::unavailable(why));
+        }
         let (tx, rx) = mpsc::channel(8);
         let hub = self.hub.clone();
         let metrics = self.metrics.clone();

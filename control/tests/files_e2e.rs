@@ -40,12 +40,29 @@ async fn start(name: &str) -> Plane {
     let task = tokio::spawn(run(config, bound, async {
         let _ = stopped.await;
     }));
+    // Watches are refused (UNAVAILABLE) until the first scan is in.
+    wait_ready(admin).await;
     Plane {
         dir,
         grpc,
         admin,
         stop: Some(stop),
         task,
+    }
+}
+
+/// Waits (with a deadline) until the admin port says ready.
+async fn wait_ready(admin: std::net::SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !weft_tests::http_get(admin, "/ready")
+        .await
+        .starts_with("ready")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "weft-control not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -106,6 +123,18 @@ async fn next(stream: &mut Streaming<pb::Update>) -> U {
         .unwrap()
 }
 
+/// The first Snapshot, after a DoesNotExist if the file written before the
+/// watch was not read yet.
+async fn snapshot(stream: &mut Streaming<pb::Update>) -> pb::Snapshot {
+    loop {
+        match next(stream).await {
+            U::DoesNotExist(_) => continue,
+            U::Snapshot(s) => return s,
+            other => panic!("a snapshot first, not {other:?}"),
+        }
+    }
+}
+
 fn addrs(endpoints: &[pb::Endpoint]) -> Vec<String> {
     let mut v: Vec<String> = endpoints
         .iter()
@@ -138,9 +167,7 @@ async fn watchers_follow_file_edits_and_breakage() {
     );
 
     let mut by_name = watch(&plane, authority("web:80")).await;
-    let U::Snapshot(s) = next(&mut by_name).await else {
-        panic!("snapshot first")
-    };
+    let s = snapshot(&mut by_name).await;
     assert_eq!(
         s.profile.unwrap().fully_qualified_name,
         "web.shop.svc.cluster.local"
@@ -156,7 +183,7 @@ async fn watchers_follow_file_edits_and_breakage() {
         ),
     )
     .await;
-    assert!(matches!(next(&mut by_ip).await, U::Snapshot(_)));
+    snapshot(&mut by_ip).await;
 
     // A second slice in another file: an Add with just the new endpoint.
     write(
