@@ -336,10 +336,12 @@ impl Store {
                     meshed,
                     pod_name: ep.pod.as_ref().map(|k| k.1.clone()).unwrap_or_default(),
                     pod_namespace: ep.pod.as_ref().map(|k| k.0.clone()).unwrap_or_default(),
-                    protocol_hint: if pod_opaque {
+                    // What the endpoint says beyond the profile (never a
+                    // copy of it): its pod's opaque ports.
+                    protocol_hint: if pod_opaque && protocol != pb::Protocol::Opaque {
                         pb::Protocol::Opaque
                     } else {
-                        protocol
+                        pb::Protocol::Unspecified
                     } as i32,
                 };
                 // The same address in two slices (a pod moving between

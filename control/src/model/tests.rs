@@ -324,3 +324,41 @@ fn retry_and_timeout_annotations_reach_the_profile() {
     let p = dest(&s, 80).profile;
     assert!(p.retry.is_none() && p.timeouts.is_none());
 }
+
+#[test]
+fn protocol_hints_say_only_what_the_endpoint_adds_to_the_profile() {
+    let mut s = Store::new("cluster.local", "cluster.local");
+    s.apply(&web()).unwrap();
+    s.apply(&web_slice("a", "IPv4", 8080, &["10.244.0.2", "10.244.0.3"]))
+        .unwrap();
+    // web-a-0 treats 8080 and 9000 as opaque; web-a-1 says nothing.
+    s.apply(&pod(json!({
+        "metadata": {"name": "web-a-0", "namespace": "shop",
+                     "annotations": {"weft.dev/opaque-ports": "8080,9000"}},
+        "spec": {"containers": [{"name": "app"}, {"name": "weft-proxy"}]}
+    })))
+    .unwrap();
+    let hint = |s: &Store, port: u16, addr: &str| {
+        let v = dest(s, port);
+        let e = &v.endpoints[&addr.parse().unwrap()];
+        (
+            pb::Protocol::try_from(v.profile.protocol).unwrap(),
+            pb::Protocol::try_from(e.protocol_hint).unwrap(),
+        )
+    };
+    use pb::Protocol::*;
+    // Port 80 (no appProtocol): the pod's opaque port is news.
+    assert_eq!(hint(&s, 80, "10.244.0.2:8080"), (Unspecified, Opaque));
+    // The Service's protocol is the profile's, never repeated per endpoint.
+    assert_eq!(hint(&s, 80, "10.244.0.3:8080"), (Unspecified, Unspecified));
+    assert_eq!(hint(&s, 9000, "10.244.0.3:9000"), (Grpc, Unspecified));
+    assert_eq!(hint(&s, 9000, "10.244.0.2:9000"), (Grpc, Opaque));
+
+    // A Service that is opaque on that port already says it all.
+    s.apply(&svc(json!({
+        "metadata": {"name": "web", "namespace": "shop", "annotations": {"weft.dev/opaque-ports": "80"}},
+        "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+    })))
+    .unwrap();
+    assert_eq!(hint(&s, 80, "10.244.0.2:8080"), (Opaque, Unspecified));
+}
