@@ -58,6 +58,8 @@ pub async fn run(
     bound: Bound,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // The addresses bound (a port 0 in the flags is a free port here).
+    let (grpc_addr, admin_addr) = bound.addrs()?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let hub = Arc::new(Hub::default());
@@ -116,7 +118,7 @@ pub async fn run(
         ready,
         end_watches.clone(),
     );
-    info!(grpc = %bound.grpc.local_addr()?, "weft-control serving");
+    info!(grpc = %grpc_addr, admin = %admin_addr, "weft-control serving");
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -167,6 +169,7 @@ fn identity(
             issuer.watch_secret(client.clone(), secret.clone());
             format!("Secret {secret}")
         }
+        // Config::validate refuses these before anything starts.
         _ => anyhow::bail!("identity: --identity-secret needs --source=kube"),
     };
     let (reviewer, tokens_from): (Arc<dyn Reviewer>, _) = match (&config.identity_tokens, client) {
