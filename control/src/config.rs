@@ -208,7 +208,9 @@ pub struct Config {
     /// The proxy's projected token (a `serviceAccountToken` volume source)
     /// must be requested with this audience; a pod's default token, whose
     /// audience is the API server, is refused. Accepted tokens are
-    /// remembered for a minute.
+    /// remembered for a minute, refused ones for 5 s; a client (an IP) may
+    /// cause 10 reviews at once, then one a second (beyond:
+    /// RESOURCE_EXHAUSTED).
     #[arg(
         long,
         env = "WEFT_CONTROL_IDENTITY_TOKEN_AUDIENCE",

@@ -178,7 +178,11 @@ fn identity(
             file.display().to_string(),
         ),
         (None, Some(client)) => (
-            Arc::new(TokenReviewer::new(client, &config.identity_token_audience)),
+            Arc::new(TokenReviewer::new(
+                client,
+                &config.identity_token_audience,
+                registry,
+            )),
             format!("TokenReview, audience {}", config.identity_token_audience),
         ),
         (None, None) => anyhow::bail!(
