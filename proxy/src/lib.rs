@@ -33,6 +33,8 @@ pub mod opaque;
 pub mod proxy;
 pub mod run;
 pub mod telemetry;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod time;
 pub mod tls;
 pub mod transport;
