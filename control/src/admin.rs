@@ -12,19 +12,16 @@ use prometheus_client::registry::Registry;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::identity::issuer::Issuer;
+use crate::ready::Readiness;
 
 #[derive(Debug)]
 pub struct Admin {
     pub registry: Registry,
-    /// Sources that have not finished their initial sync.
-    pub pending: watch::Receiver<Vec<&'static str>>,
-    /// The CA, when Certify is served: not ready before its first issuer
+    /// Every source synced and, when Certify is served, an issuer loaded
     /// (an issuer Secret may not exist yet).
-    pub issuer: Option<Issuer>,
+    pub ready: Readiness,
 }
 
 impl Admin {
@@ -38,23 +35,10 @@ impl Admin {
         };
         match (method, path) {
             (&Method::GET, "/live") => reply(StatusCode::OK, "live\n".into()),
-            (&Method::GET, "/ready") => {
-                let pending = self.pending.borrow();
-                let no_issuer = self.issuer.as_ref().is_some_and(|i| i.current().is_none());
-                if !pending.is_empty() {
-                    reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("syncing: {}\n", pending.join(", ")),
-                    )
-                } else if no_issuer {
-                    reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no issuer loaded yet (see the log)\n".into(),
-                    )
-                } else {
-                    reply(StatusCode::OK, "ready\n".into())
-                }
-            }
+            (&Method::GET, "/ready") => match self.ready.overall() {
+                Some(why) => reply(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                None => reply(StatusCode::OK, "ready\n".into()),
+            },
             (&Method::GET, "/metrics") => {
                 let mut out = String::new();
                 match prometheus_client::encoding::text::encode(&mut out, &self.registry) {

@@ -59,6 +59,28 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What the flags cannot say alone: combinations that cannot work. The
+    /// reason is one line naming the flags; `weft-control` exits 64 with it.
+    pub fn validate(&self) -> Result<(), String> {
+        let directory = matches!(self.source, Source::Files(_));
+        if directory && self.identity_secret.is_some() {
+            return Err(
+                "--identity-secret needs --source=kube (a directory source has no Secrets to watch; use --identity-dir)"
+                    .into(),
+            );
+        }
+        let certify = self.identity_dir.is_some() || self.identity_secret.is_some();
+        if directory && certify && self.identity_tokens.is_none() {
+            return Err(
+                "--identity-dir on a directory source needs --identity-tokens (there is no TokenReview API to ask)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A duration written as Go's `time.ParseDuration` (and so Kubernetes) writes
 /// one: decimal numbers, each with an optional fraction and a unit (`ns`,
 /// `us` or `µs`, `ms`, `s`, `m`, `h`), written together: `300ms`, `1.5s`,
@@ -186,7 +208,9 @@ pub struct Config {
     /// The proxy's projected token (a `serviceAccountToken` volume source)
     /// must be requested with this audience; a pod's default token, whose
     /// audience is the API server, is refused. Accepted tokens are
-    /// remembered for a minute.
+    /// remembered for a minute, refused ones for 5 s; a client (an IP) may
+    /// cause 10 reviews at once, then one a second (beyond:
+    /// RESOURCE_EXHAUSTED).
     #[arg(
         long,
         env = "WEFT_CONTROL_IDENTITY_TOKEN_AUDIENCE",
@@ -305,6 +329,31 @@ mod tests {
             flag.contains("--leaf-lifetime") && flag.contains("at most 2562047h"),
             "{flag}"
         );
+    }
+
+    #[test]
+    fn combinations_that_cannot_work_are_refused() {
+        let dir = std::env::temp_dir();
+        let src = format!("--source={}", dir.display());
+        let parse = |args: &[&str]| {
+            let mut all = vec!["x"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).unwrap().c.validate()
+        };
+        assert_eq!(parse(&[]), Ok(()));
+        let err = parse(&[&src, "--identity-secret=weft/issuer"]).unwrap_err();
+        assert!(
+            err.starts_with("--identity-secret needs --source=kube"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+        let err = parse(&[&src, "--identity-dir=/ca"]).unwrap_err();
+        assert!(err.contains("needs --identity-tokens"), "{err}");
+        assert_eq!(
+            parse(&[&src, "--identity-dir=/ca", "--identity-tokens=/t.yaml"]),
+            Ok(())
+        );
+        assert_eq!(parse(&["--identity-secret=weft/issuer"]), Ok(()));
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! The `weft.discovery.v1.Discovery` gRPC service: one stream per watched
 //! destination, the current state first, then changes as they happen.
+//!
+//! An address is a Service's ClusterIP:port, else a pod's own IP (any
+//! port: that pod as the one endpoint, with its identity when meshed), else
+//! unknown (`DoesNotExist`, and looked up again whenever destinations
+//! appear). Before the sources synced, nothing is answered: UNAVAILABLE.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,14 +16,17 @@ use tracing::debug;
 use weft_proto::discovery::v1 as pb;
 use weft_proto::discovery::v1::update::Kind as U;
 
+use crate::hub::Delta;
 use crate::hub::{DestState, Hub};
 use crate::metrics::Metrics;
-use crate::model::{parse_host, DestKey, DestView};
+use crate::model::{parse_host, DestKey, DestView, PodView};
+use crate::ready::Readiness;
 
 /// What a watch asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// A ClusterIP and port: which Service it is may change.
+    /// A ClusterIP and port, or a pod's IP and port: which Service or pod
+    /// it is may change.
     Addr(SocketAddr),
     /// A Service port by name.
     Name(DestKey),
@@ -29,6 +37,8 @@ pub struct DiscoveryServer {
     hub: Arc<Hub>,
     metrics: Metrics,
     cluster_domain: String,
+    /// Until the sources synced, watches are refused with UNAVAILABLE.
+    ready: Readiness,
     /// Ends every watch (shutdown): a watch never ends by itself, and a
     /// graceful shutdown waits for the streams in flight.
     stop: CancellationToken,
@@ -39,12 +49,14 @@ impl DiscoveryServer {
         hub: Arc<Hub>,
         metrics: Metrics,
         cluster_domain: &str,
+        ready: Readiness,
         stop: CancellationToken,
     ) -> Self {
         Self {
             hub,
             metrics,
             cluster_domain: cluster_domain.to_owned(),
+            ready,
             stop,
         }
     }
@@ -90,6 +102,11 @@ impl pb::discovery_server::Discovery for DiscoveryServer {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let target = self.target(request.get_ref())?;
+        if let Some(why) = self.ready.discovery() {
+            // The model holds part of the cluster: an answer from it could
+            // say DoesNotExist for a Service that exists (discovery.proto).
+            return Err(Status::unavailable(why));
+        }
         let (tx, rx) = mpsc::channel(8);
         let hub = self.hub.clone();
         let metrics = self.metrics.clone();
@@ -138,26 +155,44 @@ async fn serve_watch(hub: &Hub, target: &Target, out: &mut Sender) {
     let mut said_missing = false;
     loop {
         let mut generation = hub.generation();
-        let key = match target {
-            Target::Name(key) => Some(key.clone()),
-            Target::Addr(addr) => hub.by_addr(*addr),
+        let found = match target {
+            Target::Name(key) => Some(Found::Service(key.clone())),
+            Target::Addr(addr) => hub
+                .by_addr(*addr)
+                .map(Found::Service)
+                .or_else(|| hub.pod(addr.ip()).map(Found::Pod)),
         };
-        let Some(key) = key else {
-            if !said_missing && !out.send(U::DoesNotExist(pb::DoesNotExist {})).await {
-                return;
+        let again = match found {
+            Some(Found::Service(key)) => {
+                follow(hub.subscribe(&key), target, out, &mut said_missing).await
             }
-            said_missing = true;
-            tokio::select! {
-                r = generation.changed() => if r.is_err() { return },
-                _ = out.tx.closed() => return,
+            Some(Found::Pod(rx)) => {
+                let Target::Addr(addr) = target else {
+                    unreachable!("pods are found by address")
+                };
+                follow_pod(rx, *addr, out, &mut said_missing).await
             }
-            continue;
+            None => {
+                if !said_missing && !out.send(U::DoesNotExist(pb::DoesNotExist {})).await {
+                    return;
+                }
+                said_missing = true;
+                tokio::select! {
+                    r = generation.changed() => r.is_ok(),
+                    _ = out.tx.closed() => false,
+                }
+            }
         };
-        let rx = hub.subscribe(&key);
-        if !follow(rx, target, out, &mut said_missing).await {
+        if !again {
             return;
         }
     }
+}
+
+/// What an address or name resolved to.
+enum Found {
+    Service(DestKey),
+    Pod(watch::Receiver<Option<Arc<PodView>>>),
 }
 
 /// Streams one destination's states; returns `true` when the target should
@@ -178,18 +213,14 @@ async fn follow(
                 }
                 *said_missing = true;
                 if matches!(target, Target::Addr(_)) {
-                    // The address may belong to another Service next.
+                    // The address may belong to another Service (or a pod) next.
                     return true;
                 }
                 last = None;
             }
             (Some(view), None) => {
                 *said_missing = false;
-                let snapshot = pb::Snapshot {
-                    profile: Some(view.profile.clone()),
-                    endpoints: view.endpoints.values().cloned().collect(),
-                };
-                if !out.send(U::Snapshot(snapshot)).await {
+                if !send_snapshot(out, &view).await {
                     return false;
                 }
                 last = Some((state.version, view));
@@ -201,33 +232,12 @@ async fn follow(
                 let delta = match &state.delta {
                     Some(d) if state.version == version + 1 => d.as_ref(),
                     _ => {
-                        computed = crate::hub::Delta::between(old, &view);
+                        computed = Delta::between(old, &view);
                         &computed
                     }
                 };
-                if delta.profile_changed && !out.send(U::Profile(view.profile.clone())).await {
+                if !send_changes(out, old, &view, delta).await {
                     return false;
-                }
-                if view.endpoints.is_empty() && !old.endpoints.is_empty() {
-                    if !out.send(U::NoEndpoints(pb::NoEndpoints {})).await {
-                        return false;
-                    }
-                } else {
-                    if !delta.removed.is_empty() {
-                        let addrs = delta.removed.iter().map(|a| (*a).into()).collect();
-                        if !out.send(U::Remove(pb::Remove { addrs })).await {
-                            return false;
-                        }
-                    }
-                    if !delta.added.is_empty()
-                        && !out
-                            .send(U::Add(pb::Add {
-                                endpoints: delta.added.clone(),
-                            }))
-                            .await
-                    {
-                        return false;
-                    }
                 }
                 last = Some((state.version, view));
             }
@@ -237,4 +247,76 @@ async fn follow(
             _ = out.tx.closed() => return false,
         }
     }
+}
+
+/// Streams a pod as the destination `addr` (its IP, the watched port);
+/// returns `true` when the address should be resolved again (the pod
+/// went), `false` when the client is gone.
+async fn follow_pod(
+    mut rx: watch::Receiver<Option<Arc<PodView>>>,
+    addr: SocketAddr,
+    out: &mut Sender,
+    said_missing: &mut bool,
+) -> bool {
+    let mut last: Option<DestView> = None;
+    loop {
+        let pod = rx.borrow_and_update().clone();
+        let Some(pod) = pod else {
+            if !*said_missing && !out.send(U::DoesNotExist(pb::DoesNotExist {})).await {
+                return false;
+            }
+            *said_missing = true;
+            return true;
+        };
+        let view = pod.at(addr);
+        let sent = match &last {
+            None => send_snapshot(out, &view).await,
+            Some(old) => send_changes(out, old, &view, &Delta::between(old, &view)).await,
+        };
+        if !sent {
+            return false;
+        }
+        *said_missing = false;
+        last = Some(view);
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return true },
+            _ = out.tx.closed() => return false,
+        }
+    }
+}
+
+/// Sends the whole state; `false` once the client has gone.
+async fn send_snapshot(out: &mut Sender, view: &DestView) -> bool {
+    let snapshot = pb::Snapshot {
+        profile: Some(view.profile.clone()),
+        endpoints: view.endpoints.values().cloned().collect(),
+    };
+    out.send(U::Snapshot(snapshot)).await
+}
+
+/// Sends what `delta` changed from `old` to `new`; `false` once the client
+/// has gone.
+async fn send_changes(out: &mut Sender, old: &DestView, new: &DestView, delta: &Delta) -> bool {
+    if delta.profile_changed && !out.send(U::Profile(new.profile.clone())).await {
+        return false;
+    }
+    if new.endpoints.is_empty() && !old.endpoints.is_empty() {
+        return out.send(U::NoEndpoints(pb::NoEndpoints {})).await;
+    }
+    if !delta.removed.is_empty() {
+        let addrs = delta.removed.iter().map(|a| (*a).into()).collect();
+        if !out.send(U::Remove(pb::Remove { addrs })).await {
+            return false;
+        }
+    }
+    if !delta.added.is_empty()
+        && !out
+            .send(U::Add(pb::Add {
+                endpoints: delta.added.clone(),
+            }))
+            .await
+    {
+        return false;
+    }
+    true
 }

@@ -6,6 +6,10 @@
 //! that fell behind finds versions skipped and diffs the latest full state
 //! against what it last sent: its memory stays one state, whatever the rate
 //! of change (coalescing).
+//!
+//! Pods are published by IP, for watches on a pod's own address: one
+//! channel per pod IP in the model (none for an IP no pod holds, whoever
+//! asks), removed when the pod goes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 use weft_proto::discovery::v1 as pb;
 
-use crate::model::{DestKey, DestView, ObjKey};
+use crate::model::{DestKey, DestView, ObjKey, PodView};
 
 /// What changed between two versions of a destination.
 #[derive(Debug, Default, PartialEq)]
@@ -64,6 +68,9 @@ pub struct DestState {
 pub struct Hub {
     dests: Mutex<HashMap<DestKey, watch::Sender<DestState>>>,
     by_ip: RwLock<HashMap<IpAddr, ObjKey>>,
+    /// Each pod IP's pod (`None` sent to its watchers when it goes, just
+    /// before the entry is removed).
+    pods: RwLock<HashMap<IpAddr, watch::Sender<Option<Arc<PodView>>>>>,
     /// Bumped whenever destinations appear or disappear, so that watchers of
     /// a destination that does not exist yet look again.
     generation: watch::Sender<u64>,
@@ -74,6 +81,7 @@ impl Default for Hub {
         Self {
             dests: Mutex::default(),
             by_ip: RwLock::default(),
+            pods: RwLock::default(),
             generation: watch::Sender::new(0),
         }
     }
@@ -155,6 +163,53 @@ impl Hub {
         if appeared_or_gone {
             self.generation.send_modify(|g| *g += 1);
         }
+    }
+
+    /// Publishes the pod whose own address `ip` is now (`None`: no pod).
+    pub fn publish_pod(&self, ip: IpAddr, pod: Option<PodView>) {
+        let appeared_or_gone = {
+            let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
+            match (pods.get(&ip), pod) {
+                (Some(tx), Some(pod)) => {
+                    tx.send_if_modified(|old| {
+                        let changed = old.as_deref() != Some(&pod);
+                        if changed {
+                            *old = Some(Arc::new(pod));
+                        }
+                        changed
+                    });
+                    false
+                }
+                (None, Some(pod)) => {
+                    pods.insert(ip, watch::Sender::new(Some(Arc::new(pod))));
+                    true
+                }
+                (Some(_), None) => {
+                    if let Some(tx) = pods.remove(&ip) {
+                        tx.send_replace(None);
+                    }
+                    true
+                }
+                (None, None) => false,
+            }
+        };
+        if appeared_or_gone {
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// The pod whose own address `ip` is, to follow, if there is one.
+    pub fn pod(&self, ip: IpAddr) -> Option<watch::Receiver<Option<Arc<PodView>>>> {
+        self.pods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
+            .map(watch::Sender::subscribe)
+    }
+
+    /// How many pod IPs are published.
+    pub fn pod_ips(&self) -> usize {
+        self.pods.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// The Service port behind a ClusterIP:port.
@@ -299,5 +354,49 @@ mod tests {
         assert!(slow.borrow_and_update().view.is_none());
         assert!(generation.has_changed().unwrap());
         assert_eq!(hub.by_addr("10.96.0.1:80".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn pods_are_published_by_ip_and_forgotten_when_they_go() {
+        let hub = Hub::default();
+        let ip: IpAddr = "10.244.1.5".parse().unwrap();
+        let pod = PodView {
+            key: ("db".into(), "pg-0".into()),
+            meshed: true,
+            identity: Some("spiffe://cluster.local/ns/db/sa/pg".into()),
+            node: String::new(),
+            opaque_ports: Default::default(),
+        };
+        assert!(hub.pod(ip).is_none(), "no entry for an IP no pod holds");
+        let mut generation = hub.generation();
+        generation.borrow_and_update();
+        hub.publish_pod(ip, Some(pod.clone()));
+        assert!(generation.has_changed().unwrap(), "a pod appeared");
+        generation.borrow_and_update();
+        let mut rx = hub.pod(ip).unwrap();
+        assert_eq!(rx.borrow_and_update().as_deref(), Some(&pod));
+
+        // The same again is no change; a changed pod is.
+        hub.publish_pod(ip, Some(pod.clone()));
+        assert!(!rx.has_changed().unwrap());
+        let unmeshed = PodView {
+            meshed: false,
+            identity: None,
+            ..pod
+        };
+        hub.publish_pod(ip, Some(unmeshed.clone()));
+        assert_eq!(rx.borrow_and_update().as_deref(), Some(&unmeshed));
+        assert!(!generation.has_changed().unwrap(), "not an appearance");
+
+        // Gone: watchers see None, the entry is dropped.
+        hub.publish_pod(ip, None);
+        assert!(rx.borrow_and_update().is_none());
+        assert!(rx.has_changed().is_err(), "the channel is closed");
+        assert!(hub.pod(ip).is_none());
+        assert_eq!(hub.pod_ips(), 0);
+        assert!(generation.has_changed().unwrap());
+        // Publishing an absent pod twice is nothing.
+        hub.publish_pod(ip, None);
+        assert_eq!(hub.pod_ips(), 0);
     }
 }

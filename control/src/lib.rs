@@ -10,5 +10,6 @@ pub mod hub;
 pub mod identity;
 pub mod metrics;
 pub mod model;
+pub mod ready;
 pub mod run;
 pub mod sources;

@@ -1,6 +1,7 @@
 //! weft-control: the control plane. See `weft-control --help` and the README.
 #![forbid(unsafe_code)]
 
+use clap::error::{ContextKind, ContextValue};
 use clap::Parser;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -23,8 +24,12 @@ cluster, --identity-tokens otherwise).
 Every flag is also an environment variable (shown below). Durations are
 written as in Go and Kubernetes, numbers with a unit run together: 500ms,
 1.5s, 2m, 24h, 1h30m (units ns, us, ms, s, m, h; a bare 0 is zero). Exit
-codes: 0 after a clean shutdown (SIGTERM), 64 for an invalid configuration,
-1 for a start-up failure (a port in use, no Kubernetes configuration).";
+codes: 0 after a clean shutdown (SIGTERM), 64 for an invalid configuration
+(a bad flag, or flags that cannot work together, such as --identity-secret
+on a directory source), 1 for a start-up failure (a port in use, no
+Kubernetes configuration). The addresses bound are logged at start
+(\"weft-control serving\"), so a port 0 in --grpc-addr or --admin-addr
+can be found.";
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-control", version, about = "weft's control plane", long_about = LONG_ABOUT)]
@@ -38,15 +43,25 @@ fn main() -> ExitCode {
         Ok(cli) => cli.config,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
+            // One line (it goes to a pod's log), with the values a choice
+            // takes, which clap puts on a line of their own.
             let msg = e.to_string();
             let line = msg.lines().next().unwrap_or("invalid configuration");
-            eprintln!(
-                "weft-control: {} (see weft-control --help)",
-                line.strip_prefix("error: ").unwrap_or(line)
-            );
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            let choices = match e.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(values)) if !line.contains("possible values") => {
+                    format!(" (possible values: {})", values.join(", "))
+                }
+                _ => String::new(),
+            };
+            eprintln!("weft-control: {line}{choices} (see weft-control --help)");
             return ExitCode::from(64);
         }
     };
+    if let Err(e) = config.validate() {
+        eprintln!("weft-control: {e} (see weft-control --help)");
+        return ExitCode::from(64);
+    }
     let filter = match &config.log {
         Some(f) => match EnvFilter::try_new(f) {
             Ok(f) => f,

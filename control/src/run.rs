@@ -26,6 +26,7 @@ use crate::discovery::DiscoveryServer;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::model::{self, Store};
+use crate::ready::{self, Readiness};
 use crate::sources::{files, kube};
 
 /// The two listeners, bound before anything runs.
@@ -57,6 +58,8 @@ pub async fn run(
     bound: Bound,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // The addresses bound (a port 0 in the flags is a free port here).
+    let (grpc_addr, admin_addr) = bound.addrs()?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let hub = Arc::new(Hub::default());
@@ -97,36 +100,25 @@ pub async fn run(
         None => (None, None),
     };
 
+    let ready = Readiness::new(pending_rx, issuer);
     let stop = CancellationToken::new();
     let admin = Arc::new(Admin {
         registry,
-        pending: pending_rx.clone(),
-        issuer,
+        ready: ready.clone(),
     });
     let admin_task = tokio::spawn(admin::serve(admin, bound.admin, stop.clone()));
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_not_serving::<DiscoveryGrpc<DiscoveryServer>>()
-        .await;
-    {
-        // Serving once the sources synced.
-        let health = health.clone();
-        let mut pending = pending_rx;
-        tokio::spawn(async move {
-            while !pending.borrow_and_update().is_empty() {
-                if pending.changed().await.is_err() {
-                    return;
-                }
-            }
-            health.set_serving::<DiscoveryGrpc<DiscoveryServer>>().await;
-            info!("sources synced: ready");
-        });
-    }
-
+    let end_health = CancellationToken::new();
+    let (health_task, health_service) = ready::health(ready.clone(), end_health.clone()).await;
     let end_watches = CancellationToken::new();
-    let discovery = DiscoveryServer::new(hub, metrics, &config.cluster_domain, end_watches.clone());
-    info!(grpc = %bound.grpc.local_addr()?, "weft-control serving");
+    let discovery = DiscoveryServer::new(
+        hub,
+        metrics,
+        &config.cluster_domain,
+        ready,
+        end_watches.clone(),
+    );
+    info!(grpc = %grpc_addr, admin = %admin_addr, "weft-control serving");
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -137,6 +129,9 @@ pub async fn run(
             tokio_stream::wrappers::TcpListenerStream::new(bound.grpc),
             async move {
                 shutdown.await;
+                // Draining: every health status NOT_SERVING first.
+                end_health.cancel();
+                let _ = health_task.await;
                 // Watches never end by themselves: end them, or the graceful
                 // shutdown would wait for them forever.
                 end_watches.cancel();
@@ -174,6 +169,7 @@ fn identity(
             issuer.watch_secret(client.clone(), secret.clone());
             format!("Secret {secret}")
         }
+        // Config::validate refuses these before anything starts.
         _ => anyhow::bail!("identity: --identity-secret needs --source=kube"),
     };
     let (reviewer, tokens_from): (Arc<dyn Reviewer>, _) = match (&config.identity_tokens, client) {
@@ -182,7 +178,11 @@ fn identity(
             file.display().to_string(),
         ),
         (None, Some(client)) => (
-            Arc::new(TokenReviewer::new(client, &config.identity_token_audience)),
+            Arc::new(TokenReviewer::new(
+                client,
+                &config.identity_token_audience,
+                registry,
+            )),
             format!("TokenReview, audience {}", config.identity_token_audience),
         ),
         (None, None) => anyhow::bail!(

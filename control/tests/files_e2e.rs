@@ -40,12 +40,29 @@ async fn start(name: &str) -> Plane {
     let task = tokio::spawn(run(config, bound, async {
         let _ = stopped.await;
     }));
+    // Watches are refused (UNAVAILABLE) until the first scan is in.
+    wait_ready(admin).await;
     Plane {
         dir,
         grpc,
         admin,
         stop: Some(stop),
         task,
+    }
+}
+
+/// Waits (with a deadline) until the admin port says ready.
+async fn wait_ready(admin: std::net::SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !weft_tests::http_get(admin, "/ready")
+        .await
+        .starts_with("ready")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "weft-control not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -106,6 +123,18 @@ async fn next(stream: &mut Streaming<pb::Update>) -> U {
         .unwrap()
 }
 
+/// The first Snapshot, after a DoesNotExist if the file written before the
+/// watch was not read yet.
+async fn snapshot(stream: &mut Streaming<pb::Update>) -> pb::Snapshot {
+    loop {
+        match next(stream).await {
+            U::DoesNotExist(_) => continue,
+            U::Snapshot(s) => return s,
+            other => panic!("a snapshot first, not {other:?}"),
+        }
+    }
+}
+
 fn addrs(endpoints: &[pb::Endpoint]) -> Vec<String> {
     let mut v: Vec<String> = endpoints
         .iter()
@@ -138,9 +167,7 @@ async fn watchers_follow_file_edits_and_breakage() {
     );
 
     let mut by_name = watch(&plane, authority("web:80")).await;
-    let U::Snapshot(s) = next(&mut by_name).await else {
-        panic!("snapshot first")
-    };
+    let s = snapshot(&mut by_name).await;
     assert_eq!(
         s.profile.unwrap().fully_qualified_name,
         "web.shop.svc.cluster.local"
@@ -156,7 +183,7 @@ async fn watchers_follow_file_edits_and_breakage() {
         ),
     )
     .await;
-    assert!(matches!(next(&mut by_ip).await, U::Snapshot(_)));
+    snapshot(&mut by_ip).await;
 
     // A second slice in another file: an Add with just the new endpoint.
     write(
@@ -321,7 +348,7 @@ async fn shutdown_ends_open_watches() {
     let plane = start("shutdown").await;
     write(&plane.dir, "web.yaml", &service("web", "10.96.0.20"));
     let mut open = watch(&plane, authority("web:80")).await;
-    next(&mut open).await;
+    snapshot(&mut open).await;
     let mut plane = plane;
     let _ = plane.stop.take().unwrap().send(());
     // The watcher is told, and weft-control exits though the stream was
@@ -336,5 +363,71 @@ async fn shutdown_ends_open_watches() {
         "{}",
         status.message()
     );
+    shutdown(plane).await;
+}
+
+/// The value of one series on /metrics (0 when absent).
+async fn metric(admin: std::net::SocketAddr, series: &str) -> u64 {
+    weft_tests::http_get(admin, "/metrics")
+        .await
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_misspelled_kind_is_reported_and_keeps_the_files_objects() {
+    let plane = start("typo").await;
+    let errors = "weft_control_source_errors_total{source=\"files\",kind=\"file\"}";
+    write(&plane.dir, "web.yaml", &service("web", "10.96.0.20"));
+    let mut by_name = watch(&plane, authority("web:80")).await;
+    snapshot(&mut by_name).await;
+
+    // The same file, now also holding a kind Kubernetes has not got: the
+    // file is refused as if it did not parse, counted, and the Service stays.
+    write(
+        &plane.dir,
+        "web.yaml",
+        &format!(
+            "{}---\napiVersion: v1\nkind: Sevrice\nmetadata: {{name: api, namespace: shop}}\n",
+            service("web", "10.96.0.21")
+        ),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(plane.admin, errors).await < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "not counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // An unknown apiVersion in a new file: counted too.
+    write(
+        &plane.dir,
+        "api.yaml",
+        "apiVersion: app/v1\nkind: Deployment\nmetadata: {name: api}\n",
+    );
+    while metric(plane.admin, errors).await < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "not counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Fixed: applied (the ClusterIP moved), so the typo was what held it.
+    write(&plane.dir, "web.yaml", &service("web", "10.96.0.21"));
+    let mut moved = watch(
+        &plane,
+        pb::watch_request::Destination::Addr(
+            "10.96.0.21:80"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        ),
+    )
+    .await;
+    snapshot(&mut moved).await;
+    assert_eq!(metric(plane.admin, errors).await, 2);
+    drop((by_name, moved));
     shutdown(plane).await;
 }

@@ -316,3 +316,74 @@ async fn the_issuer_follows_its_secret_and_keeps_the_last_good_one() {
     assert_eq!(kube.creates(&TOKEN_REVIEWS), 0, "the token file decides");
     std::fs::remove_file(&tokens).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_tokens_are_remembered_and_reviews_are_limited_per_client() {
+    use weft_control::identity::review::CLIENT_BURST;
+    let kube = FakeKube::start();
+    let g = ca::generate("cluster.local", 365 * DAY, 30 * DAY).unwrap();
+    kube.apply(&SECRETS, secret_of(&g));
+    kube.add_token("web-token", WEB_SA, &["weft"]);
+    let plane = start(&kube, |c| c).await;
+    eventually("issued", async || {
+        certify(&plane, WEB, "web-token").await.ok()
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+
+    // A bad token sent again and again costs one TokenReview.
+    let reviews = kube.creates(&TOKEN_REVIEWS);
+    let first = certify(&plane, WEB, "a-bad-token").await.unwrap_err();
+    assert_eq!(first.0, Code::Unauthenticated);
+    for _ in 0..4 {
+        assert_eq!(
+            certify(&plane, WEB, "a-bad-token").await.unwrap_err(),
+            first
+        );
+    }
+    assert_eq!(kube.creates(&TOKEN_REVIEWS), reviews + 1, "refusal cached");
+
+    // Many different bad tokens from one client: the API server sees the
+    // client's burst (and its refills), the rest is RESOURCE_EXHAUSTED.
+    let mut limited = 0;
+    for i in 0..40 {
+        match certify(&plane, WEB, &format!("bad-token-{i}")).await {
+            Err((Code::ResourceExhausted, msg)) => {
+                assert!(
+                    msg.contains("too many token reviews from 127.0.0.1"),
+                    "{msg}"
+                );
+                limited += 1;
+            }
+            Err((Code::Unauthenticated, _)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let spent = kube.creates(&TOKEN_REVIEWS) - reviews;
+    let budget = u64::from(CLIENT_BURST) + started.elapsed().as_secs() + 1;
+    assert!(spent <= budget, "{spent} reviews, at most {budget} allowed");
+    assert!(limited >= 40 + 1 - budget, "only {limited} limited");
+    // A token accepted before is still taken (cached), limit or not.
+    certify(&plane, WEB, "web-token").await.unwrap();
+
+    let reviews_of = async |result: &str| {
+        metric(
+            &plane,
+            &format!("weft_control_token_reviews_total{{result=\"{result}\"}}"),
+        )
+        .await
+    };
+    assert_eq!(reviews_of("cached_refused").await, 4);
+    assert_eq!(reviews_of("rate_limited").await, limited);
+    assert_eq!(reviews_of("cached_accepted").await, 1);
+    assert_eq!(reviews_of("accepted").await, 1);
+    assert_eq!(reviews_of("refused").await, spent);
+    assert_eq!(
+        metric(
+            &plane,
+            "weft_control_certify_total{result=\"rate_limited\"}"
+        )
+        .await,
+        limited
+    );
+}

@@ -111,11 +111,20 @@ async fn kube_source_syncs_follows_changes_and_survives_broken_watches_and_410()
         ..Config::loopback(Source::Kube)
     };
     let bound = Bound::bind(&config).await.unwrap();
-    let (grpc, _admin) = bound.addrs().unwrap();
+    let (grpc, admin) = bound.addrs().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let plane = tokio::spawn(run(config, bound, async {
         let _ = stopped.await;
     }));
+    // Watches are refused (UNAVAILABLE) until the first list is in.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !weft_tests::http_get(admin, "/ready")
+        .await
+        .starts_with("ready")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let mut client = DiscoveryClient::connect(format!("http://{grpc}"))
         .await
@@ -181,12 +190,19 @@ async fn kube_source_syncs_follows_changes_and_survives_broken_watches_and_410()
         "a resumed watch must not relist"
     );
 
-    // History compacted and the watch cut: the resume gets 410, the watcher
-    // relists; a slice deleted meanwhile is deleted here too.
-    kube.compact();
+    // History compacted while the watch was cut: the resume gets 410, the
+    // watcher relists; a slice deleted meanwhile is deleted here too.
+    // The API server goes away first (every watch cut, none can reopen),
+    // so the delete cannot reach an open watch and the resume must relist.
+    kube.set_unavailable(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while kube.open_watches(&ENDPOINT_SLICES) > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "watches not cut");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     kube.delete(&ENDPOINT_SLICES, "shop", "web-a");
     kube.compact();
-    kube.break_watches();
+    kube.set_unavailable(false);
     view.until(&mut stream, &["10.244.0.4:8080", "10.244.0.5:8080"])
         .await;
     // Live again after the relist.

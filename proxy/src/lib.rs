@@ -37,6 +37,8 @@ pub mod outbound;
 pub mod run;
 pub mod shared;
 pub mod telemetry;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod time;
 pub mod tls;
 pub mod transport;

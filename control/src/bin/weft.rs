@@ -84,12 +84,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            let msg = e.to_string();
-            let line = msg.lines().next().unwrap_or("invalid arguments");
-            eprintln!(
-                "weft: {} (see weft --help)",
-                line.strip_prefix("error: ").unwrap_or(line)
-            );
+            // clap's whole message: which required arguments are missing,
+            // the values a choice takes, the usage line.
+            let _ = e.print();
             return ExitCode::from(64);
         }
     };

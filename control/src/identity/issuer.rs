@@ -21,6 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::ca::{Authority, ANCHORS_FILE, ISSUER_CERT_FILE, ISSUER_KEY_FILE};
@@ -30,6 +31,8 @@ use super::{valid_name, ResultLabel};
 #[derive(Clone, Debug)]
 pub struct Issuer {
     current: Arc<ArcSwapOption<Authority>>,
+    /// Bumped at each issuer taken into use, for readiness.
+    taken: Arc<watch::Sender<u64>>,
     trust_domain: String,
     loads: Family<ResultLabel, Counter>,
 }
@@ -71,6 +74,7 @@ impl Issuer {
         );
         Self {
             current: Arc::default(),
+            taken: Arc::new(watch::Sender::new(0)),
             trust_domain: trust_domain.to_owned(),
             loads,
         }
@@ -81,6 +85,11 @@ impl Issuer {
         self.current.load_full()
     }
 
+    /// Changes whenever an issuer is taken into use.
+    pub fn taken(&self) -> watch::Receiver<u64> {
+        self.taken.subscribe()
+    }
+
     /// Uses `loaded` if it parsed; else reports it and keeps the issuer in
     /// use. `from` says where it came from.
     fn take(&self, from: &str, loaded: Result<Authority, String>) -> Result<(), String> {
@@ -88,6 +97,7 @@ impl Issuer {
             Ok(authority) => {
                 info!(from, "issuer loaded");
                 self.current.store(Some(Arc::new(authority)));
+                self.taken.send_modify(|n| *n += 1);
                 Ok(())
             }
             Err(error) => {

@@ -77,12 +77,22 @@ pub enum ReviewError {
     /// not answer): Certify answers UNAVAILABLE, worth a retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The client asked for too many reviews: Certify answers
+    /// RESOURCE_EXHAUSTED, worth a retry later.
+    #[error("{0}")]
+    Limited(String),
 }
 
 /// Checks a ServiceAccount token and says whose it is.
 #[tonic::async_trait]
 pub trait Reviewer: Send + Sync + std::fmt::Debug + 'static {
-    async fn review(&self, token: &str) -> Result<Identity, ReviewError>;
+    /// `client` is the address the request came from (`None` when it came
+    /// over something that is not TCP), for per-client limits.
+    async fn review(
+        &self,
+        token: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Identity, ReviewError>;
 }
 
 /// The `result` label of the identity counters.

@@ -33,7 +33,7 @@ impl IdentityService {
         let results = Family::<ResultLabel, Counter>::default();
         registry.sub_registry_with_prefix("weft_control").register(
             "certify",
-            "Certify requests by result (issued, no_issuer, bad_request, invalid_token, review_unavailable, identity_mismatch, bad_csr)",
+            "Certify requests by result (issued, no_issuer, bad_request, invalid_token, review_unavailable, rate_limited, identity_mismatch, bad_csr)",
             results.clone(),
         );
         Self {
@@ -57,6 +57,7 @@ impl pb::identity_server::Identity for IdentityService {
         &self,
         request: Request<pb::CertifyRequest>,
     ) -> Result<Response<pb::CertifyResponse>, Status> {
+        let client = request.remote_addr().map(|a| a.ip().to_canonical());
         let req = request.into_inner();
         let authority = self.issuer.current().ok_or_else(|| {
             self.refuse(
@@ -68,7 +69,7 @@ impl pb::identity_server::Identity for IdentityService {
             .map_err(|e| self.refuse("bad_request", Status::invalid_argument(e)))?;
         let holder = self
             .reviewer
-            .review(&req.token)
+            .review(&req.token, client)
             .await
             .map_err(|e| match e {
                 ReviewError::Invalid(e) => self.refuse(
@@ -78,6 +79,10 @@ impl pb::identity_server::Identity for IdentityService {
                 ReviewError::Unavailable(e) => self.refuse(
                     "review_unavailable",
                     Status::unavailable(format!("the token could not be checked: {e}")),
+                ),
+                ReviewError::Limited(e) => self.refuse(
+                    "rate_limited",
+                    Status::resource_exhausted(format!("the token was not checked: {e}")),
                 ),
             })?;
         if holder != wanted {

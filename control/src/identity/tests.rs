@@ -248,9 +248,9 @@ async fn token_files_review_tokens() {
     let path = std::env::temp_dir().join(format!("weft-tokens-unit-{}", std::process::id()));
     std::fs::write(&path, "\"0123456789abcdef\": shop/web\n").unwrap();
     let file = tokens::TokenFile::load(&path).unwrap();
-    assert_eq!(file.review("0123456789abcdef").await, Ok(web()));
+    assert_eq!(file.review("0123456789abcdef", None).await, Ok(web()));
     assert!(matches!(
-        file.review("fedcba9876543210").await,
+        file.review("fedcba9876543210", None).await,
         Err(ReviewError::Invalid(_))
     ));
     std::fs::remove_file(&path).unwrap();

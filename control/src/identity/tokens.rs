@@ -9,8 +9,9 @@
 //! "77ab...02": shop/db
 //! ```
 //!
-//! The file is read again when it changes; a file that does not parse is
-//! reported and the tokens known before stay valid.
+//! The file is read again when it changes (looked at on each review, on
+//! tokio's blocking pool); a file that does not parse is reported and the
+//! tokens known before stay valid.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,25 +62,63 @@ impl TokenFile {
     }
 
     /// Reads the file again if it changed; on error the old tokens stay.
+    /// Blocking: for start-up; [`Reviewer::review`] reads off the runtime.
     pub fn refresh(&self) -> Result<(), String> {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        if self.state.read().unwrap_or_else(|e| e.into_inner()).0 == Some(modified) {
-            return Ok(());
+        match read_if_changed(&self.path, self.modified()).map_err(|e| self.error(e))? {
+            Some((modified, text)) => self.take(modified, &text),
+            None => Ok(()),
         }
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let tokens = parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))?;
+    }
+
+    /// [`TokenFile::refresh`] on tokio's blocking pool, so that a slow disk
+    /// stalls one Certify, not the runtime.
+    async fn refresh_async(&self) -> Result<(), String> {
+        let (path, known) = (self.path.clone(), self.modified());
+        let read = tokio::task::spawn_blocking(move || read_if_changed(&path, known))
+            .await
+            .map_err(|e| format!("{}: {e}", self.path.display()))?
+            .map_err(|e| self.error(e))?;
+        match read {
+            Some((modified, text)) => self.take(modified, &text),
+            None => Ok(()),
+        }
+    }
+
+    fn error(&self, e: std::io::Error) -> String {
+        format!("{}: {e}", self.path.display())
+    }
+
+    fn modified(&self) -> Option<SystemTime> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    fn take(&self, modified: SystemTime, text: &str) -> Result<(), String> {
+        let tokens = parse(text).map_err(|e| format!("{}: {e}", self.path.display()))?;
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = (Some(modified), tokens);
         Ok(())
     }
 }
 
+/// The file's text and modification time, unless it is still `known`.
+fn read_if_changed(
+    path: &Path,
+    known: Option<SystemTime>,
+) -> std::io::Result<Option<(SystemTime, String)>> {
+    let modified = std::fs::metadata(path)?.modified()?;
+    if known == Some(modified) {
+        return Ok(None);
+    }
+    Ok(Some((modified, std::fs::read_to_string(path)?)))
+}
+
 #[tonic::async_trait]
 impl Reviewer for TokenFile {
-    async fn review(&self, token: &str) -> Result<Identity, ReviewError> {
-        if let Err(error) = self.refresh() {
+    async fn review(
+        &self,
+        token: &str,
+        _client: Option<std::net::IpAddr>,
+    ) -> Result<Identity, ReviewError> {
+        if let Err(error) = self.refresh_async().await {
             tracing::warn!(%error, "token file not reloaded; the tokens known before stay");
         }
         self.state

@@ -62,8 +62,11 @@ pub async fn run(
                 continue;
             }
         };
-        for svc in &touched {
+        for svc in &touched.services {
             hub.publish(svc, store.destinations(svc), store.cluster_ips(svc));
+        }
+        for ip in &touched.pod_ips {
+            hub.publish_pod(*ip, store.pod_at(*ip));
         }
         for kind in [Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace] {
             metrics.objects(kind.as_str(), store.count(kind));

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod objects;
+pub mod pods;
 pub mod policy;
 pub mod store;
 #[cfg(test)]
@@ -9,4 +10,5 @@ mod tests;
 
 pub use apply::Change;
 pub use objects::ObjKey;
+pub use pods::PodView;
 pub use store::{parse_host, DestKey, DestView, Kind, Object, Store, Touched};

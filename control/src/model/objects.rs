@@ -300,12 +300,48 @@ pub struct PodInfo {
     pub service_account: String,
     pub meshed: bool,
     pub opaque_ports: BTreeSet<u16>,
+    /// The pod's own addresses (`status.podIPs`, else `status.podIP`), when
+    /// they are the pod's alone: empty for a pod on the host's network
+    /// (its IP is the node's, shared by every such pod) and for a pod that
+    /// finished (Succeeded or Failed: its IP may be given to another pod).
+    pub ips: Vec<IpAddr>,
+    /// `spec.nodeName`.
+    pub node: String,
+    /// It has a `deletionTimestamp`: another pod may already hold its IP.
+    pub deleting: bool,
 }
 
 impl PodInfo {
     pub fn from_k8s(pod: &Pod) -> Result<Self, String> {
         let key = name_of(&pod.metadata, "Pod")?;
         let spec = pod.spec.clone().unwrap_or_default();
+        let status = pod.status.clone().unwrap_or_default();
+        let mut listed: Vec<(String, String)> = status
+            .pod_ips
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, p)| (format!("status.podIPs[{i}]"), p.ip.clone()))
+            .collect();
+        if listed.is_empty() {
+            listed.extend(
+                status
+                    .pod_ip
+                    .filter(|ip| !ip.is_empty())
+                    .map(|ip| ("status.podIP".to_owned(), ip)),
+            );
+        }
+        let mut ips = listed
+            .iter()
+            .map(|(field, ip)| {
+                ip.parse::<IpAddr>()
+                    .map_err(|_| format!("{field} '{ip}' is not an IP address"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let finished = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+        if spec.host_network == Some(true) || finished {
+            ips.clear();
+        }
         Ok(Self {
             key,
             service_account: spec
@@ -314,6 +350,9 @@ impl PodInfo {
                 .unwrap_or_else(|| "default".into()),
             meshed: spec.containers.iter().any(|c| c.name == PROXY_CONTAINER),
             opaque_ports: opaque_ports(&pod.metadata)?,
+            ips,
+            node: spec.node_name.unwrap_or_default(),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
         })
     }
 }

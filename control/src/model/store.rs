@@ -2,8 +2,9 @@
 //! sources reported, indexed, and the destinations computed from them.
 //!
 //! Pure and synchronous: sources feed it objects, it answers which Services
-//! a change touched and what each Service port's destination looks like now.
-//! Tested without any I/O.
+//! and pod IPs a change touched, what each Service port's destination looks
+//! like now, and which pod an IP is ([`super::pods`]). Tested without any
+//! I/O.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +14,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use weft_proto::discovery::v1 as pb;
 
 use super::objects::*;
+use super::pods::PodView;
 
 /// One Service port: what a proxy watches.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
@@ -93,12 +95,30 @@ pub struct Store {
     namespaces: HashMap<String, NamespaceInfo>,
     slices_by_service: HashMap<ObjKey, BTreeSet<ObjKey>>,
     slices_by_pod: HashMap<ObjKey, BTreeSet<ObjKey>>,
+    /// The pods that hold each IP (more than one only while one replaces
+    /// another): one entry per pod IP, so bounded by the pods.
+    pods_by_ip: HashMap<IpAddr, BTreeSet<ObjKey>>,
     trust_domain: String,
     cluster_domain: String,
 }
 
-/// The Services whose destinations a change may have changed.
-pub type Touched = BTreeSet<ObjKey>;
+/// What a change may have changed: the destinations of these Services, and
+/// of watches on these pod IPs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub services: BTreeSet<ObjKey>,
+    pub pod_ips: BTreeSet<IpAddr>,
+}
+
+impl Touched {
+    /// These Services, no pod IP.
+    pub fn services(services: impl IntoIterator<Item = ObjKey>) -> Self {
+        Self {
+            services: services.into_iter().collect(),
+            pod_ips: BTreeSet::new(),
+        }
+    }
+}
 
 impl Store {
     pub fn new(cluster_domain: &str, trust_domain: &str) -> Self {
@@ -126,7 +146,7 @@ impl Store {
                 let info = ServiceInfo::from_k8s(svc)?;
                 let key = info.key.clone();
                 self.services.insert(key.clone(), info);
-                Ok(Touched::from([key]))
+                Ok(Touched::services([key]))
             }
             Object::Slice(slice) => {
                 let info = SliceInfo::from_k8s(slice)?;
@@ -136,7 +156,7 @@ impl Store {
                         .entry(svc.clone())
                         .or_default()
                         .insert(info.key.clone());
-                    touched.insert(svc.clone());
+                    touched.services.insert(svc.clone());
                 }
                 for pod in info.endpoints.iter().filter_map(|e| e.pod.clone()) {
                     self.slices_by_pod
@@ -149,13 +169,21 @@ impl Store {
             }
             Object::Pod(pod) => {
                 let info = PodInfo::from_k8s(pod)?;
-                let touched = self.services_of_pod(&info.key);
+                let mut touched = Touched::services(self.services_of_pod(&info.key));
+                touched.pod_ips = self.remove_pod(&info.key);
+                for ip in &info.ips {
+                    self.pods_by_ip
+                        .entry(*ip)
+                        .or_default()
+                        .insert(info.key.clone());
+                    touched.pod_ips.insert(*ip);
+                }
                 self.pods.insert(info.key.clone(), info);
                 Ok(touched)
             }
             Object::Namespace(ns) => {
                 let info = NamespaceInfo::from_k8s(ns)?;
-                let touched = self.services_in(&info.name);
+                let touched = self.touched_in(&info.name);
                 self.namespaces.insert(info.name.clone(), info);
                 Ok(touched)
             }
@@ -167,22 +195,22 @@ impl Store {
         match kind {
             Kind::Service => {
                 self.services.remove(key);
-                Touched::from([key.clone()])
+                Touched::services([key.clone()])
             }
             Kind::Slice => self.remove_slice(key),
-            Kind::Pod => {
-                self.pods.remove(key);
-                self.services_of_pod(key)
-            }
+            Kind::Pod => Touched {
+                services: self.services_of_pod(key),
+                pod_ips: self.remove_pod(key),
+            },
             Kind::Namespace => {
                 self.namespaces.remove(&key.1);
-                self.services_in(&key.1)
+                self.touched_in(&key.1)
             }
         }
     }
 
     fn remove_slice(&mut self, key: &ObjKey) -> Touched {
-        let mut touched = Touched::new();
+        let mut touched = Touched::default();
         if let Some(old) = self.slices.remove(key) {
             if let Some(svc) = &old.service {
                 if let Some(set) = self.slices_by_service.get_mut(svc) {
@@ -191,7 +219,7 @@ impl Store {
                         self.slices_by_service.remove(svc);
                     }
                 }
-                touched.insert(svc.clone());
+                touched.services.insert(svc.clone());
             }
             for pod in old.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
                 if let Some(set) = self.slices_by_pod.get_mut(pod) {
@@ -205,7 +233,23 @@ impl Store {
         touched
     }
 
-    fn services_of_pod(&self, pod: &ObjKey) -> Touched {
+    /// Removes a pod and its IPs from the index; returns those IPs.
+    fn remove_pod(&mut self, key: &ObjKey) -> BTreeSet<IpAddr> {
+        let Some(old) = self.pods.remove(key) else {
+            return BTreeSet::new();
+        };
+        for ip in &old.ips {
+            if let Some(set) = self.pods_by_ip.get_mut(ip) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.pods_by_ip.remove(ip);
+                }
+            }
+        }
+        old.ips.into_iter().collect()
+    }
+
+    fn services_of_pod(&self, pod: &ObjKey) -> BTreeSet<ObjKey> {
         self.slices_by_pod
             .get(pod)
             .into_iter()
@@ -214,12 +258,53 @@ impl Store {
             .collect()
     }
 
-    fn services_in(&self, ns: &str) -> Touched {
-        self.services
-            .keys()
-            .filter(|k| k.0 == ns)
-            .cloned()
-            .collect()
+    /// The Services and pod IPs of a namespace (whose opaque ports apply
+    /// to both).
+    fn touched_in(&self, ns: &str) -> Touched {
+        Touched {
+            services: self
+                .services
+                .keys()
+                .filter(|k| k.0 == ns)
+                .cloned()
+                .collect(),
+            pod_ips: self
+                .pods
+                .values()
+                .filter(|p| p.key.0 == ns)
+                .flat_map(|p| p.ips.iter().copied())
+                .collect(),
+        }
+    }
+
+    /// The pod whose own address `ip` is, for a watch on it. While two pods
+    /// claim it (one replacing another) the one not being deleted wins,
+    /// then the first by namespace and name.
+    pub fn pod_at(&self, ip: IpAddr) -> Option<PodView> {
+        let pod = self
+            .pods_by_ip
+            .get(&ip)?
+            .iter()
+            .filter_map(|k| self.pods.get(k))
+            .min_by_key(|p| p.deleting)?;
+        let mut opaque_ports = pod.opaque_ports.clone();
+        if let Some(ns) = self.namespaces.get(&pod.key.0) {
+            opaque_ports.extend(&ns.opaque_ports);
+        }
+        Some(PodView {
+            key: pod.key.clone(),
+            meshed: pod.meshed,
+            identity: pod.meshed.then(|| self.spiffe_id(pod)),
+            node: pod.node.clone(),
+            opaque_ports,
+        })
+    }
+
+    fn spiffe_id(&self, pod: &PodInfo) -> String {
+        format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            self.trust_domain, pod.key.0, pod.service_account
+        )
     }
 
     /// The Service (and so the destinations) behind a ClusterIP.
@@ -328,18 +413,17 @@ impl Store {
                         }
                     }),
                     tls_identity: pod.filter(|p| p.meshed).map(|p| pb::TlsIdentity {
-                        spiffe_id: format!(
-                            "spiffe://{}/ns/{}/sa/{}",
-                            self.trust_domain, p.key.0, p.service_account
-                        ),
+                        spiffe_id: self.spiffe_id(p),
                     }),
                     meshed,
                     pod_name: ep.pod.as_ref().map(|k| k.1.clone()).unwrap_or_default(),
                     pod_namespace: ep.pod.as_ref().map(|k| k.0.clone()).unwrap_or_default(),
-                    protocol_hint: if pod_opaque {
+                    // What the endpoint says beyond the profile (never a
+                    // copy of it): its pod's opaque ports.
+                    protocol_hint: if pod_opaque && protocol != pb::Protocol::Opaque {
                         pb::Protocol::Opaque
                     } else {
-                        protocol
+                        pb::Protocol::Unspecified
                     } as i32,
                 };
                 // The same address in two slices (a pod moving between

@@ -2,6 +2,7 @@
 
 use super::*;
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use weft_proto::discovery::v1 as pb;
 
@@ -122,7 +123,7 @@ fn a_slice_moving_to_another_service_touches_both() {
     let touched = s.apply(&moved).unwrap();
     assert_eq!(
         touched,
-        Touched::from([key("shop", "api"), key("shop", "web")])
+        Touched::services([key("shop", "api"), key("shop", "web")])
     );
     assert!(dest(&s, 80).endpoints.is_empty());
 }
@@ -149,7 +150,7 @@ fn conditions_identity_and_meshing_come_from_slices_and_pods() {
             "spec": {"serviceAccountName": "web-sa", "containers": [{"name": "app"}, {"name": "weft-proxy"}]}
         })))
         .unwrap();
-    assert_eq!(touched, Touched::from([key("shop", "web")]));
+    assert_eq!(touched.services, BTreeSet::from([key("shop", "web")]));
     let v = dest(&s, 80);
     let e0 = &v.endpoints[&"10.244.0.2:8080".parse().unwrap()];
     let c = e0.conditions.as_ref().unwrap();
@@ -283,7 +284,7 @@ fn deletes_remove_endpoints_and_services() {
         .unwrap();
     assert_eq!(
         s.delete(Kind::Slice, &key("shop", "a")),
-        Touched::from([key("shop", "web")])
+        Touched::services([key("shop", "web")])
     );
     assert!(dest(&s, 80).endpoints.is_empty());
     s.delete(Kind::Service, &key("shop", "web"));
@@ -323,4 +324,200 @@ fn retry_and_timeout_annotations_reach_the_profile() {
     s.apply(&web()).unwrap();
     let p = dest(&s, 80).profile;
     assert!(p.retry.is_none() && p.timeouts.is_none());
+}
+
+#[test]
+fn protocol_hints_say_only_what_the_endpoint_adds_to_the_profile() {
+    let mut s = Store::new("cluster.local", "cluster.local");
+    s.apply(&web()).unwrap();
+    s.apply(&web_slice("a", "IPv4", 8080, &["10.244.0.2", "10.244.0.3"]))
+        .unwrap();
+    // web-a-0 treats 8080 and 9000 as opaque; web-a-1 says nothing.
+    s.apply(&pod(json!({
+        "metadata": {"name": "web-a-0", "namespace": "shop",
+                     "annotations": {"weft.dev/opaque-ports": "8080,9000"}},
+        "spec": {"containers": [{"name": "app"}, {"name": "weft-proxy"}]}
+    })))
+    .unwrap();
+    let hint = |s: &Store, port: u16, addr: &str| {
+        let v = dest(s, port);
+        let e = &v.endpoints[&addr.parse().unwrap()];
+        (
+            pb::Protocol::try_from(v.profile.protocol).unwrap(),
+            pb::Protocol::try_from(e.protocol_hint).unwrap(),
+        )
+    };
+    use pb::Protocol::*;
+    // Port 80 (no appProtocol): the pod's opaque port is news.
+    assert_eq!(hint(&s, 80, "10.244.0.2:8080"), (Unspecified, Opaque));
+    // The Service's protocol is the profile's, never repeated per endpoint.
+    assert_eq!(hint(&s, 80, "10.244.0.3:8080"), (Unspecified, Unspecified));
+    assert_eq!(hint(&s, 9000, "10.244.0.3:9000"), (Grpc, Unspecified));
+    assert_eq!(hint(&s, 9000, "10.244.0.2:9000"), (Grpc, Opaque));
+
+    // A Service that is opaque on that port already says it all.
+    s.apply(&svc(json!({
+        "metadata": {"name": "web", "namespace": "shop", "annotations": {"weft.dev/opaque-ports": "80"}},
+        "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+    })))
+    .unwrap();
+    assert_eq!(hint(&s, 80, "10.244.0.2:8080"), (Opaque, Unspecified));
+}
+
+fn pod_at(name: &str, ip: &str, extra: serde_json::Value) -> Object {
+    let mut v = json!({
+        "metadata": {"name": name, "namespace": "db"},
+        "spec": {"serviceAccountName": "pg", "nodeName": "node-1",
+                 "containers": [{"name": "postgres"}, {"name": "weft-proxy"}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+    });
+    merge(&mut v, extra);
+    pod(v)
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+#[test]
+fn a_pod_ip_is_that_pod_alone_with_its_identity() {
+    let mut s = Store::new("cluster.local", "example.org");
+    let ip: std::net::IpAddr = "10.244.1.5".parse().unwrap();
+    let touched = s.apply(&pod_at("pg-0", "10.244.1.5", json!({}))).unwrap();
+    assert_eq!(touched.pod_ips, BTreeSet::from([ip]));
+    assert!(touched.services.is_empty(), "no Service selects it");
+
+    let pod = s.pod_at(ip).expect("the pod's IP is known");
+    let v = pod.at("10.244.1.5:5432".parse().unwrap());
+    assert_eq!(
+        v.profile.service_name, "",
+        "no Service behind a pod address"
+    );
+    assert_eq!(v.profile.port, 5432);
+    assert_eq!(v.profile.protocol, pb::Protocol::Unspecified as i32);
+    assert_eq!(addrs(&v), ["10.244.1.5:5432"]);
+    let e = &v.endpoints[&"10.244.1.5:5432".parse().unwrap()];
+    assert!(e.meshed);
+    assert_eq!(
+        e.tls_identity.as_ref().unwrap().spiffe_id,
+        "spiffe://example.org/ns/db/sa/pg"
+    );
+    assert_eq!(
+        (e.pod_name.as_str(), e.pod_namespace.as_str()),
+        ("pg-0", "db")
+    );
+    assert_eq!(e.node_name, "node-1");
+    let c = e.conditions.as_ref().unwrap();
+    assert!(c.ready && c.serving && !c.terminating);
+    // Any port of the pod is the pod.
+    assert_eq!(
+        addrs(&pod.at("10.244.1.5:9187".parse().unwrap())),
+        ["10.244.1.5:9187"]
+    );
+
+    // Opaque ports of the pod, then of its namespace, reach the profile.
+    s.apply(&pod_at(
+        "pg-0",
+        "10.244.1.5",
+        json!({"metadata": {"annotations": {"weft.dev/opaque-ports": "5432"}}}),
+    ))
+    .unwrap();
+    let at = |s: &Store, port: u16| {
+        s.pod_at(ip)
+            .unwrap()
+            .at(SocketAddr::new(ip, port))
+            .profile
+            .protocol
+    };
+    assert_eq!(at(&s, 5432), pb::Protocol::Opaque as i32);
+    assert_eq!(at(&s, 9187), pb::Protocol::Unspecified as i32);
+    let touched = s
+        .apply(&Object::Namespace(Box::new(
+            serde_json::from_value(json!({"metadata": {"name": "db",
+                "annotations": {"weft.dev/opaque-ports": "9187"}}}))
+            .unwrap(),
+        )))
+        .unwrap();
+    assert_eq!(touched.pod_ips, BTreeSet::from([ip]));
+    assert_eq!(at(&s, 9187), pb::Protocol::Opaque as i32);
+
+    // Unmeshed: the pod, without identity.
+    s.apply(&pod_at(
+        "pg-0",
+        "10.244.1.5",
+        json!({"spec": {"containers": [{"name": "postgres"}]}}),
+    ))
+    .unwrap();
+    let v = s.pod_at(ip).unwrap().at(SocketAddr::new(ip, 5432));
+    let e = v.endpoints.values().next().unwrap();
+    assert!(!e.meshed && e.tls_identity.is_none());
+
+    // Deleted: the IP is nobody's.
+    let touched = s.delete(Kind::Pod, &key("db", "pg-0"));
+    assert_eq!(touched.pod_ips, BTreeSet::from([ip]));
+    assert_eq!(s.pod_at(ip), None);
+}
+
+#[test]
+fn pod_ips_that_are_not_the_pods_own_are_not_answered() {
+    let mut s = Store::new("cluster.local", "cluster.local");
+    let ip = |a: &str| a.parse::<std::net::IpAddr>().unwrap();
+    // The host's network: its IP is the node's.
+    s.apply(&pod_at(
+        "agent",
+        "192.168.0.10",
+        json!({"spec": {"hostNetwork": true}}),
+    ))
+    .unwrap();
+    assert_eq!(s.pod_at(ip("192.168.0.10")), None);
+    // A finished pod: its IP may be another pod's by now.
+    s.apply(&pod_at(
+        "job",
+        "10.244.1.7",
+        json!({"status": {"phase": "Succeeded"}}),
+    ))
+    .unwrap();
+    assert_eq!(s.pod_at(ip("10.244.1.7")), None);
+    // A pod that finishes gives its IP up.
+    s.apply(&pod_at("web-0", "10.244.1.8", json!({}))).unwrap();
+    assert!(s.pod_at(ip("10.244.1.8")).is_some());
+    let touched = s
+        .apply(&pod_at(
+            "web-0",
+            "10.244.1.8",
+            json!({"status": {"phase": "Failed"}}),
+        ))
+        .unwrap();
+    assert_eq!(touched.pod_ips, BTreeSet::from([ip("10.244.1.8")]));
+    assert_eq!(s.pod_at(ip("10.244.1.8")), None);
+    // Two pods on one IP (one being replaced): the one not being deleted.
+    s.apply(&pod_at(
+        "a-old",
+        "10.244.1.9",
+        json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}),
+    ))
+    .unwrap();
+    s.apply(&pod_at("b-new", "10.244.1.9", json!({}))).unwrap();
+    assert_eq!(s.pod_at(ip("10.244.1.9")).unwrap().key, key("db", "b-new"));
+    s.delete(Kind::Pod, &key("db", "b-new"));
+    assert_eq!(s.pod_at(ip("10.244.1.9")).unwrap().key, key("db", "a-old"));
+    // Dual stack: both addresses are the pod's; a bad one refuses the pod.
+    s.apply(&pod_at(
+        "v6",
+        "10.244.1.10",
+        json!({"status": {"podIPs": [{"ip": "10.244.1.10"}, {"ip": "fd00:10:244::10"}]}}),
+    ))
+    .unwrap();
+    assert!(s.pod_at(ip("fd00:10:244::10")).is_some());
+    assert_eq!(
+        s.apply(&pod_at("bad", "ten", json!({}))).unwrap_err(),
+        "status.podIPs[0] 'ten' is not an IP address"
+    );
 }

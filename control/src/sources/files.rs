@@ -2,13 +2,16 @@
 //! polled for changes (every file under it ending in .yaml, .yml or .json).
 //!
 //! A changed file is parsed whole before anything is applied: a file that
-//! fails to parse is reported with its path, the document index and the
-//! reason, and the objects it held before stay as they were. Objects that a
+//! fails to parse, or holds an object Kubernetes would not know (a
+//! misspelled kind, an apiVersion it does not serve), is reported with its
+//! path, the document index and the reason, counted
+//! (`weft_control_source_errors_total{source="files",kind="file"}`), and
+//! the objects it held before stay as they were. Objects that a
 //! changed file no longer holds (and every object of a deleted file) are
 //! deleted. Polling, rather than inotify, works on every file system and
 //! for files replaced by ConfigMap updates (symlink swaps).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
@@ -20,9 +23,12 @@ use crate::model::{Change, Kind, ObjKey, Object};
 
 pub const SOURCE: &str = "files";
 
+/// A file's modification time and size: a change to either is a change.
+type Stamp = (SystemTime, u64);
+
 #[derive(Debug, Default)]
 struct FileState {
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<Stamp>,
     held: BTreeSet<(Kind, ObjKey)>,
 }
 
@@ -62,17 +68,22 @@ impl FilesSource {
         }
     }
 
-    /// One pass over the directory. Errs only when the model is gone.
+    /// One pass over the directory. Errs only when the model is gone. The
+    /// file system is read on tokio's blocking pool (a slow or hung mount
+    /// stalls this source, never the runtime that serves the watches).
     async fn scan(&mut self) -> Result<(), ()> {
-        let mut present = Vec::new();
-        walk(&self.dir, &mut present);
-        let gone: Vec<PathBuf> = self
-            .files
-            .keys()
-            .filter(|p| !present.iter().any(|(q, _)| q == *p))
-            .cloned()
-            .collect();
-        for path in gone {
+        let dir = self.dir.clone();
+        let Ok(present) = tokio::task::spawn_blocking(move || {
+            let mut present = BTreeMap::new();
+            walk(&dir, &mut present);
+            present
+        })
+        .await
+        else {
+            warn!(dir = %self.dir.display(), "listing the directory failed; trying again next time");
+            return Ok(());
+        };
+        for path in gone(&self.files, &present) {
             if let Some(state) = self.files.remove(&path) {
                 info!(path = %path.display(), "file removed: deleting its objects");
                 for (kind, key) in state.held {
@@ -86,16 +97,24 @@ impl FilesSource {
                 continue;
             }
             state.stamp = Some(stamp);
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    warn!(path = %path.display(), error = %e, "cannot read file; keeping its objects");
+            let reading = path.clone();
+            let read = tokio::task::spawn_blocking(move || read(&reading))
+                .await
+                .unwrap_or_else(|e| Read::Unreadable(std::io::Error::other(e.to_string())));
+            let objects = match read {
+                Read::Objects(objects) => objects,
+                Read::Unreadable(error) => {
+                    warn!(path = %path.display(), %error, "cannot read file; keeping its objects");
                     self.metrics.source_error(SOURCE, "file");
                     continue;
                 }
-            };
-            let Some(objects) = self.parse(&path, &text) else {
-                continue;
+                Read::Refused(errors) => {
+                    for (document, reason) in errors {
+                        warn!(path = %path.display(), document, %reason, "file refused; its objects stay as they were");
+                        self.metrics.source_error(SOURCE, "file");
+                    }
+                    continue;
+                }
             };
             let held: BTreeSet<(Kind, ObjKey)> =
                 objects.iter().map(|(_, o)| (o.kind(), o.key())).collect();
@@ -122,34 +141,58 @@ impl FilesSource {
         Ok(())
     }
 
-    /// Every object of a file with its origin, or `None` (reported) when a
-    /// document fails.
-    fn parse(&self, path: &Path, text: &str) -> Option<Vec<(String, Object)>> {
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (i, doc) in parse::documents(text).iter().enumerate() {
-            match parse::objects(doc) {
-                Ok(objects) => {
-                    let origin = format!("{}#{i}", path.display());
-                    out.extend(objects.into_iter().map(|o| (origin.clone(), o)));
-                }
-                Err(reason) => {
-                    warn!(path = %path.display(), document = i, %reason, "file refused; its objects stay as they were");
-                    self.metrics.source_error(SOURCE, "file");
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(out)
-    }
-
     async fn send(&self, change: Change) -> Result<(), ()> {
         self.changes.send(change).await.map_err(|_| ())
     }
 }
 
-/// Every manifest file under `dir` with its modification time and size.
-fn walk(dir: &Path, out: &mut Vec<(PathBuf, (SystemTime, u64))>) {
+/// The files known before that are no longer present: one lookup each.
+fn gone(known: &HashMap<PathBuf, FileState>, present: &BTreeMap<PathBuf, Stamp>) -> Vec<PathBuf> {
+    known
+        .keys()
+        .filter(|p| !present.contains_key(*p))
+        .cloned()
+        .collect()
+}
+
+/// What reading one file gave.
+#[derive(Debug)]
+enum Read {
+    /// Every object, with its origin (`path#document`).
+    Objects(Vec<(String, Object)>),
+    Unreadable(std::io::Error),
+    /// The documents that failed, by index, with the reason.
+    Refused(Vec<(usize, String)>),
+}
+
+/// Reads and parses one file (blocking: run on the blocking pool). A file
+/// is taken whole or not at all.
+fn read(path: &Path) -> Read {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return Read::Unreadable(e),
+    };
+    let mut objects = Vec::new();
+    let mut refused = Vec::new();
+    for (i, doc) in parse::documents(&text).iter().enumerate() {
+        match parse::objects(doc) {
+            Ok(found) => {
+                let origin = format!("{}#{i}", path.display());
+                objects.extend(found.into_iter().map(|o| (origin.clone(), o)));
+            }
+            Err(reason) => refused.push((i, reason)),
+        }
+    }
+    if refused.is_empty() {
+        Read::Objects(objects)
+    } else {
+        Read::Refused(refused)
+    }
+}
+
+/// Every manifest file under `dir` with its modification time and size
+/// (blocking).
+fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Stamp>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -171,7 +214,55 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, (SystemTime, u64))>) {
                 .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
         {
             let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            out.push((path, (mtime, meta.len())));
+            out.insert(path, (mtime, meta.len()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_taken_whole_or_refused_with_each_reason() {
+        let dir = std::env::temp_dir().join(format!("weft-files-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.yaml");
+        let service = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n";
+        std::fs::write(
+            &path,
+            format!("{service}---\napiVersion: v1\nkind: Sevrice\n"),
+        )
+        .unwrap();
+        let Read::Refused(errors) = read(&path) else {
+            panic!("refused")
+        };
+        assert_eq!(
+            errors,
+            [(
+                1,
+                "kind 'Sevrice' is not a kind of apiVersion v1 (did you mean Service?)".to_owned()
+            )]
+        );
+        std::fs::write(&path, service).unwrap();
+        let Read::Objects(objects) = read(&path) else {
+            panic!("read")
+        };
+        assert_eq!(objects.len(), 1);
+        assert_eq!(objects[0].0, format!("{}#0", path.display()));
+        assert!(matches!(read(&dir.join("none.yaml")), Read::Unreadable(_)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn gone_files_are_those_no_longer_present() {
+        let known: HashMap<PathBuf, FileState> = ["a", "b", "c"]
+            .into_iter()
+            .map(|p| (PathBuf::from(p), FileState::default()))
+            .collect();
+        let present = BTreeMap::from([(PathBuf::from("b"), (SystemTime::UNIX_EPOCH, 1))]);
+        let mut gone = gone(&known, &present);
+        gone.sort();
+        assert_eq!(gone, [PathBuf::from("a"), PathBuf::from("c")]);
     }
 }

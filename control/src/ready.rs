@@ -1,0 +1,216 @@
+//! Whether weft-control may answer: every source finished its first sync
+//! and, when Certify is served, an issuer is loaded.
+//!
+//! `/ready`, `grpc.health.v1` and `Discovery.Watch` all ask here, so they
+//! never disagree. Before the first sync the model holds only part of the
+//! cluster: a watch answered from it would say `DoesNotExist` for a
+//! Service that exists, and a proxy would send that Service's traffic in
+//! plaintext to its original address. So until then Watch answers
+//! `UNAVAILABLE` (the proxy keeps what it had and retries) and every health
+//! status is NOT_SERVING.
+//!
+//! Touches nothing but the two watch channels it reads and the health
+//! reporter it writes.
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+use tracing::info;
+use weft_proto::discovery::v1::discovery_server::DiscoveryServer as DiscoveryGrpc;
+use weft_proto::identity::v1::identity_server::IdentityServer as IdentityGrpc;
+
+use crate::discovery::DiscoveryServer;
+use crate::identity::issuer::Issuer;
+use crate::identity::service::IdentityService;
+
+/// The health service name of Discovery.
+pub const DISCOVERY: &str = <DiscoveryGrpc<DiscoveryServer> as NamedService>::NAME;
+/// The health service name of Identity.
+pub const IDENTITY: &str = <IdentityGrpc<IdentityService> as NamedService>::NAME;
+
+/// What readiness depends on; clones read the same state.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    /// Sources that have not finished their initial sync.
+    pending: watch::Receiver<Vec<&'static str>>,
+    /// The CA, when Certify is served.
+    issuer: Option<(Issuer, watch::Receiver<u64>)>,
+}
+
+impl Readiness {
+    /// Ready once `pending` is empty and, with `issuer`, once it has one.
+    pub fn new(pending: watch::Receiver<Vec<&'static str>>, issuer: Option<Issuer>) -> Self {
+        Self {
+            pending,
+            issuer: issuer.map(|i| {
+                let taken = i.taken();
+                (i, taken)
+            }),
+        }
+    }
+
+    /// Why discovery cannot answer yet (the sources still syncing), or
+    /// `None` once it can.
+    pub fn discovery(&self) -> Option<String> {
+        let pending = self.pending.borrow();
+        (!pending.is_empty()).then(|| {
+            format!(
+                "syncing: {} (weft-control has not finished its first sync)",
+                pending.join(", ")
+            )
+        })
+    }
+
+    /// Why Certify cannot be served yet, or `None` once it can (or when it
+    /// is not served at all).
+    pub fn identity(&self) -> Option<String> {
+        let (issuer, _) = self.issuer.as_ref()?;
+        self.discovery().or_else(|| {
+            issuer
+                .current()
+                .is_none()
+                .then(|| "no issuer loaded yet (see the log)".to_owned())
+        })
+    }
+
+    /// Why weft-control as a whole is not ready, or `None` once it is.
+    pub fn overall(&self) -> Option<String> {
+        self.discovery().or_else(|| self.identity())
+    }
+
+    /// Whether Certify is served.
+    pub fn serves_identity(&self) -> bool {
+        self.issuer.is_some()
+    }
+
+    /// Waits until something readiness depends on changed; `false` when
+    /// nothing can change any more (the model and the issuer are gone).
+    pub async fn changed(&mut self) -> bool {
+        let issuer = async {
+            match &mut self.issuer {
+                Some((_, taken)) => taken.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = self.pending.changed() => r.is_ok(),
+            r = issuer => r,
+        }
+    }
+}
+
+fn status(not_ready: Option<String>) -> ServingStatus {
+    match not_ready {
+        None => ServingStatus::Serving,
+        Some(_) => ServingStatus::NotServing,
+    }
+}
+
+/// Sets the `grpc.health.v1` statuses of `""` (the whole server),
+/// Discovery and, when served, Identity from `ready`.
+async fn set(reporter: &HealthReporter, ready: &Readiness) {
+    reporter
+        .set_service_status("", status(ready.overall()))
+        .await;
+    reporter
+        .set_service_status(DISCOVERY, status(ready.discovery()))
+        .await;
+    if ready.serves_identity() {
+        reporter
+            .set_service_status(IDENTITY, status(ready.identity()))
+            .await;
+    }
+}
+
+/// Makes the health service and keeps its statuses in step with `ready`
+/// until `stop`, when everything turns NOT_SERVING (a draining server takes
+/// no new work) and health Watch streams end. Every status is NOT_SERVING before this returns, so no
+/// client can see SERVING before the sources synced.
+pub async fn health(
+    mut ready: Readiness,
+    stop: CancellationToken,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (mut reporter, service) = tonic_health::server::health_reporter();
+    set(&reporter, &ready).await;
+    let task = tokio::spawn(async move {
+        let mut said_ready = false;
+        loop {
+            if !said_ready && ready.overall().is_none() {
+                said_ready = true;
+                info!("sources synced: ready");
+            }
+            tokio::select! {
+                more = ready.changed() => {
+                    if !more {
+                        break;
+                    }
+                    set(&reporter, &ready).await;
+                }
+                _ = stop.cancelled() => break,
+            }
+        }
+        // NOT_SERVING, then forgotten: a health Watch stream ends once it
+        // said so (a stream left open would hold the graceful shutdown).
+        let mut names = vec!["", DISCOVERY];
+        if ready.serves_identity() {
+            names.push(IDENTITY);
+        }
+        for name in names {
+            reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+            reporter.clear_service_status(name).await;
+        }
+    });
+    (task, service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    #[tokio::test]
+    async fn ready_after_every_source_and_the_issuer() {
+        let (pending_tx, pending) = watch::channel(vec!["kube"]);
+        let issuer = Issuer::new("cluster.local", &mut Registry::default());
+        let mut ready = Readiness::new(pending, Some(issuer));
+        let syncing = ready.discovery().unwrap();
+        assert!(
+            syncing.contains("first sync") && syncing.contains("kube"),
+            "{syncing}"
+        );
+        assert_eq!(ready.identity(), Some(syncing.clone()));
+        assert_eq!(ready.overall(), Some(syncing));
+
+        pending_tx.send_modify(|p| p.clear());
+        assert!(ready.changed().await);
+        assert_eq!(ready.discovery(), None);
+        assert_eq!(
+            ready.identity().as_deref(),
+            Some("no issuer loaded yet (see the log)")
+        );
+        assert!(ready.overall().is_some(), "no issuer: not ready overall");
+
+        let dir = std::env::temp_dir().join(format!("weft-ready-{}", std::process::id()));
+        let day = std::time::Duration::from_secs(24 * 3600);
+        crate::identity::ca::generate("cluster.local", 365 * day, 30 * day)
+            .unwrap()
+            .write(&dir)
+            .unwrap();
+        let (issuer, _) = ready.issuer.clone().unwrap();
+        issuer.load_dir(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(ready.changed().await, "an issuer taken is a change");
+        assert_eq!((ready.identity(), ready.overall()), (None, None));
+
+        let plain = Readiness::new(watch::channel(vec![]).1, None);
+        assert_eq!((plain.identity(), plain.overall()), (None, None));
+        assert!(!plain.serves_identity());
+    }
+}

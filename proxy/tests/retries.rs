@@ -1,0 +1,209 @@
+//! Retries as a Service's annotations configure them: failures hidden from
+//! the client, each retry counted; none without a policy; the retry limit
+//! of one request; the budget that caps the extra load; methods that are
+//! not idempotent and bodies too large to keep, sent once; gRPC statuses;
+//! a connection that broke before its answer, retried elsewhere.
+
+mod support;
+
+use http::{Method, StatusCode, Version};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use support::client::{full, request};
+use support::tcp::Server;
+use support::*;
+
+const WEB: &str = "127.96.2.10:8080";
+const PLAIN: &str = "127.96.2.11:8080";
+
+fn retries(dst: SocketAddr) -> String {
+    format!("weft_retry_requests_total{{dst=\"{dst}\"}}")
+}
+
+/// A control plane with `services` in front of `backends`, and a proxy
+/// that balances over them.
+async fn setup(services: &[&Svc], backends: &[&Backend], args: &[&str]) -> (Control, Proxy) {
+    let eps: Vec<Ep> = backends.iter().map(|b| Ep::ready(b.addr)).collect();
+    let yaml: Vec<String> = services.iter().map(|s| s.yaml(&eps)).collect();
+    let control = Control::start(&yaml.join("---\n")).await;
+    let proxy = Proxy::with_control(&control, args).await;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    for s in services {
+        proxy.wait_endpoints(s.addr, &addrs).await;
+    }
+    (control, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_hide_a_few_failures_and_are_counted() {
+    let backends = [Backend::start("a").await, Backend::start("b").await];
+    for b in &backends {
+        b.fail(1, 10);
+    }
+    let web = Svc::new("web", WEB).annotate("weft.dev/retry-http", "gateway-error");
+    let plain = Svc::new("plain", PLAIN);
+    let (_control, proxy) = setup(&[&web, &plain], &[&backends[0], &backends[1]], &[]).await;
+    let counts = || {
+        (
+            backends.iter().map(Backend::requests).sum::<u64>(),
+            backends.iter().map(Backend::failed).sum::<u64>(),
+        )
+    };
+
+    // One in ten answers is a 503: each is retried, the client sees none.
+    let (served0, failed0) = counts();
+    let tally = proxy.burst(web.addr, "/hello", 2, 100).await;
+    let (served, failed) = (counts().0 - served0, counts().1 - failed0);
+    assert_eq!(tally.ok, 200, "{tally:?}");
+    assert!(failed >= 15, "{failed} failures in {served} answers");
+    assert_eq!(served, 200 + failed, "one retry per failure");
+    assert_eq!(proxy.metric(&retries(web.addr)).await, failed as f64);
+
+    // The same backends behind a Service without a policy: the client sees
+    // every failure, and nothing is retried.
+    let (_, failed0) = counts();
+    let tally = proxy.burst(plain.addr, "/hello", 2, 100).await;
+    let failed = counts().1 - failed0;
+    assert!(failed >= 15, "{failed} failures");
+    assert_eq!(tally.failed, failed, "{tally:?}");
+    let apps = tally.with_body("a failed as told\n") + tally.with_body("b failed as told\n");
+    assert_eq!(apps, failed, "the app's answers, passed on: {tally:?}");
+    assert_eq!(proxy.metric(&retries(plain.addr)).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_bounds_the_retries_of_one_request() {
+    let down = Backend::start("down").await;
+    down.fail(1, 1);
+    let web = Svc::new("web", WEB)
+        .annotate("weft.dev/retry-http", "5xx")
+        .annotate("weft.dev/retry-limit", "3");
+    let (_control, proxy) = setup(&[&web], &[&down], &[]).await;
+    let r = proxy.get(web.addr, "/hello").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.body, "down failed as told\n", "the app's last answer");
+    assert_eq!(r.proxy_error(), None);
+    assert_eq!(down.requests(), 4, "one attempt and three retries");
+    assert_eq!(proxy.metric(&retries(web.addr)).await, 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_caps_the_extra_load_of_retries() {
+    let flaky = Backend::start("flaky").await;
+    flaky.fail(3, 5);
+    // 60% failing, up to 3 retries each: without a budget that would more
+    // than double the load. The budget allows 20% more, and no minimum.
+    let web = Svc::new("web", WEB)
+        .annotate("weft.dev/retry-http", "5xx")
+        .annotate("weft.dev/retry-limit", "3")
+        .annotate("weft.dev/retry-budget", "0.2")
+        .annotate("weft.dev/retry-min-per-second", "0");
+    let (_control, proxy) = setup(&[&web], &[&flaky], &[]).await;
+    let served0 = flaky.requests();
+    let tally = proxy.burst(web.addr, "/hello", 1, 200).await;
+    let extra = flaky.requests() - served0 - 200;
+    assert_eq!(tally.sent(), 200);
+    assert!(
+        (30..=40).contains(&extra),
+        "{extra} retries for 200 requests (the budget allows 40)"
+    );
+    assert_eq!(proxy.metric(&retries(web.addr)).await, extra as f64);
+    let skipped = proxy
+        .metric(&format!(
+            "weft_retry_skipped_budget_total{{dst=\"{}\"}}",
+            web.addr
+        ))
+        .await;
+    assert!(skipped > 0.0, "the budget never refused a retry");
+    assert!(
+        tally.failed > 0,
+        "with the budget spent, some failures reach the client"
+    );
+    let started = Instant::now();
+    assert_eq!(proxy.admin_get("/ready").await.unwrap().status, 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_cannot_be_sent_again_are_sent_once() {
+    let down = Backend::start("down").await;
+    down.fail(1, 1);
+    let web = Svc::new("web", WEB).annotate("weft.dev/retry-http", "5xx");
+    let any = Svc::new("any", PLAIN)
+        .annotate("weft.dev/retry-http", "5xx")
+        .annotate("weft.dev/retry-non-idempotent", "true");
+    let (_control, proxy) = setup(&[&web, &any], &[&down], &[]).await;
+    let attempts = async |dst: SocketAddr, method: Method, body: Vec<u8>| {
+        let before = down.requests();
+        let r = proxy
+            .h1(dst)
+            .await
+            .send(request(method, "/count", full(body)))
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        down.requests() - before
+    };
+    assert_eq!(
+        attempts(web.addr, Method::PUT, vec![1; 100]).await,
+        3,
+        "PUT is idempotent"
+    );
+    assert_eq!(
+        attempts(web.addr, Method::POST, vec![1; 100]).await,
+        1,
+        "POST is not"
+    );
+    assert_eq!(
+        attempts(any.addr, Method::POST, vec![1; 100]).await,
+        3,
+        "unless the Service says so"
+    );
+    // More than the 64 KiB kept to be sent again: streamed, once.
+    assert_eq!(
+        attempts(any.addr, Method::POST, vec![1; 100 * 1024]).await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_statuses_are_retried_as_configured() {
+    let flaky = Backend::start("flaky").await;
+    flaky.fail(1, 2);
+    let web = Svc::new("web", WEB)
+        .annotate("weft.dev/retry-grpc", "unavailable")
+        .annotate("weft.dev/retry-non-idempotent", "true");
+    let (_control, proxy) = setup(&[&web], &[&flaky], &[]).await;
+    let mut h2 = proxy.h2(web.addr).await;
+    for _ in 0..5 {
+        let mut req = support::post("/grpc?status=0", &b"\0\0\0\0\0"[..]);
+        req.headers_mut()
+            .insert("content-type", "application/grpc".parse().unwrap());
+        let r = h2.send(req).await.unwrap();
+        assert_eq!(r.header("grpc-status"), Some("0"), "{r:?}");
+    }
+    assert_eq!(flaky.requests(), 10, "every other attempt failed");
+    assert_eq!(proxy.metric(&retries(web.addr)).await, 5.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_broke_before_its_answer_is_retried_elsewhere() {
+    let good = Backend::start("good").await;
+    let broken = Server::hang_up().await;
+    let web = Svc::new("web", WEB).annotate("weft.dev/retry-http", "connect-failure");
+    let control = Control::start(&web.yaml(&[Ep::ready(good.addr), Ep::ready(broken.addr)])).await;
+    let proxy = Proxy::with_control(&control, &[]).await;
+    proxy
+        .wait_endpoints(web.addr, &[good.addr, broken.addr])
+        .await;
+    let tally = proxy.burst(web.addr, "/hello", 2, 20).await;
+    assert_eq!(
+        tally.with_body(&good.hello(Version::HTTP_11)),
+        40,
+        "{tally:?}"
+    );
+    assert!(
+        proxy.metric(&retries(web.addr)).await >= 1.0,
+        "the broken endpoint was tried, and the request retried"
+    );
+}
