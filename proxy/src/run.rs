@@ -11,7 +11,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::{self, Admin};
@@ -27,6 +26,7 @@ use crate::tls::{load_roots, Tls};
 use crate::transport::connect::grpc_endpoint;
 use crate::transport::listen::{accept_loop, bind};
 use crate::transport::orig_dst::OrigDstAddr;
+use crate::transport::tasks::Tasks;
 use crate::{inbound, outbound};
 
 /// Everything about `config` that can be found wrong before anything
@@ -172,9 +172,9 @@ where
         identity: tls.as_ref().map(|t| t.credentials().clone()),
         discovery: resolver.clone(),
     });
-    let tracker = TaskTracker::new();
+    let tasks = Tasks::default();
     let shared = Arc::new(Shared {
-        http: HttpServer::new(&config, tls.clone(), tracker.clone()),
+        http: HttpServer::new(&config, tls.clone(), tasks.clone()),
         tls,
         config,
         metrics,
@@ -208,7 +208,7 @@ where
             "outbound",
             outbound,
             limit.clone(),
-            tracker.clone(),
+            tasks.clone(),
             shutdown.clone(),
             move |tcp, _peer| outbound::serve(out.clone(), tcp),
         )),
@@ -216,7 +216,7 @@ where
             "inbound",
             inbound,
             limit.clone(),
-            tracker.clone(),
+            tasks.clone(),
             shutdown.clone(),
             move |tcp, _peer| inbound::serve(inb.clone(), tcp),
         )),
@@ -236,20 +236,22 @@ where
     for task in accepting {
         let _ = task.await;
     }
-    tracker.close();
-    let open = tracker.len();
+    tasks.close();
+    let open = tasks.len();
     info!(
         open,
         ?grace,
         "no longer accepting; waiting for open connections"
     );
-    match tokio::time::timeout(grace, tracker.wait()).await {
+    match tokio::time::timeout(grace, tasks.wait()).await {
         Ok(()) => info!("drained"),
         Err(_) => warn!(
-            open = tracker.len(),
+            open = tasks.len(),
             "grace period over: closing the connections still open"
         ),
     }
+    tasks.kill();
+    tasks.wait().await;
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(())

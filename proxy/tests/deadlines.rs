@@ -198,7 +198,6 @@ async fn an_attempt_past_its_per_try_timeout_is_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: an attempt cut by its per-try timeout (or by the request's deadline) teaches the balancer nothing (the pick is cancelled: no latency observed, no failure counted), so p2c keeps choosing an endpoint that never answers in time: here every request fails with 504 attempt timeout while the other endpoint is idle"]
 async fn a_per_try_timeout_moves_traffic_off_a_slow_endpoint() {
     let slow = Backend::start("slow").await;
     slow.set_delay(Duration::from_secs(3));

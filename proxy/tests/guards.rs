@@ -144,7 +144,6 @@ async fn an_http2_rapid_reset_flood_is_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: each accept loop takes a connection permit before it waits for a connection, so an idle listener holds one of the limit's permits: with --max-connections=1 whichever of the outbound and inbound loops got the permit first is the only one that ever accepts (here the first outbound connection is never served), and a permit freed later goes to the other loop's wait"]
 async fn past_the_connection_limit_clients_wait_for_a_free_slot() {
     let app = Backend::start("app").await;
     let proxy = Proxy::start(&["--max-connections=1"]).await;

@@ -136,7 +136,6 @@ async fn a_drain_waits_for_an_upgraded_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: when the grace period is over run() returns but the connections still open keep being served (their tasks outlive it; only the binary's runtime exit closes them)"]
 async fn the_grace_period_ends_what_is_still_open() {
     let app = Backend::start("app").await;
     let mut proxy = Proxy::start(&["--shutdown-grace=300ms"]).await;

@@ -14,7 +14,7 @@ use tracing::debug;
 use super::deadline::Deadline;
 use super::forward::{Forward, Used};
 use super::replay::Replay;
-use super::{Body, Target};
+use super::Target;
 use crate::discovery::policy::Outcome;
 use crate::errors::ProxyError;
 
@@ -46,7 +46,9 @@ impl Forward {
         }
         // The common case: no deadline, no retries.
         if deadline.is_none() && retry.is_none() {
-            return self.send(target, req.map(Either::Left), h2, used).await;
+            return self
+                .send(target, req.map(Either::Left), h2, used, None)
+                .await;
         }
         let dst = target.addr();
         let per_try = policy.as_ref().and_then(|p| p.per_try);
@@ -63,7 +65,8 @@ impl Forward {
                         d.propagate(req.headers_mut(), grpc);
                     }
                     let req = req.map(Either::Left);
-                    return self.attempt(target, req, h2, per_try, used).await;
+                    let cut = Cut::sooner(deadline, per_try);
+                    return self.send(target, req, h2, used, cut).await;
                 }
             };
             let (Some(retry), Some(dest)) = (retry, dest) else {
@@ -74,9 +77,8 @@ impl Forward {
                 if let Some(d) = &deadline {
                     d.propagate(&mut replay.headers, grpc);
                 }
-                let result = self
-                    .attempt(target, replay.request(), h2, per_try, used)
-                    .await;
+                let cut = Cut::sooner(deadline, per_try);
+                let result = self.send(target, replay.request(), h2, used, cut).await;
                 let outcome = match &result {
                     Ok(rsp) => Outcome::Status(rsp.status(), grpc_status(rsp.headers())),
                     Err(ProxyError::TryTimeout(..)) => Outcome::TryTimeout,
@@ -114,22 +116,52 @@ impl Forward {
         }
         result
     }
+}
 
-    /// One attempt, bounded by `per_try` (an elapsed attempt is an error
-    /// the retry conditions know).
-    async fn attempt(
-        &self,
-        target: Target<'_>,
-        req: Request<Body>,
-        h2: bool,
-        per_try: Option<Duration>,
-        used: &mut Used,
-    ) -> Result<http::Response<Incoming>, ProxyError> {
-        match per_try {
-            None => self.send(target, req, h2, used).await,
-            Some(t) => tokio::time::timeout(t, self.send(target, req, h2, used))
-                .await
-                .unwrap_or(Err(ProxyError::TryTimeout(target.addr(), t))),
+/// When an attempt is cut short: at its per-try timeout or the request's
+/// deadline, whichever comes first. The attempt is cut where it runs, so
+/// that the endpoint it was waiting for is told of the failure.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Cut {
+    at: Instant,
+    timeout: Duration,
+    per_try: bool,
+}
+
+impl Cut {
+    fn sooner(deadline: Option<Deadline>, per_try: Option<Duration>) -> Option<Self> {
+        let try_at = per_try.and_then(|t| Some((Instant::now().checked_add(t)?, t)));
+        match (deadline, try_at) {
+            (Some(d), Some((at, t))) if at < d.at => Some(Cut {
+                at,
+                timeout: t,
+                per_try: true,
+            }),
+            (Some(d), _) => Some(Cut {
+                at: d.at,
+                timeout: d.timeout,
+                per_try: false,
+            }),
+            (None, Some((at, t))) => Some(Cut {
+                at,
+                timeout: t,
+                per_try: true,
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// Runs `step` of an attempt to `dst` until the cut.
+    pub(super) async fn within<T>(
+        cut: Option<Cut>,
+        dst: std::net::SocketAddr,
+        step: impl std::future::Future<Output = Result<T, ProxyError>>,
+    ) -> Result<T, ProxyError> {
+        let Some(cut) = cut else { return step.await };
+        match tokio::time::timeout_at(cut.at, step).await {
+            Ok(result) => result,
+            Err(_) if cut.per_try => Err(ProxyError::TryTimeout(dst, cut.timeout)),
+            Err(_) => Err(ProxyError::Timeout(dst, cut.timeout)),
         }
     }
 }

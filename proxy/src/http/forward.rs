@@ -9,7 +9,6 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::headers::{is_upgrade, strip_hop_by_hop};
@@ -18,6 +17,7 @@ use super::upstream::{H1Session, Upstream};
 use super::{Body, Target};
 use crate::errors::ProxyError;
 use crate::telemetry::HttpMetrics;
+use crate::transport::tasks::Tasks;
 
 /// One client connection's forwarding state.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ pub struct Forward {
     pub(super) session: H1Session,
     pub(super) h2: Mutex<Option<hyper::client::conn::http2::SendRequest<Body>>>,
     pub(super) upstream: Arc<Upstream>,
-    pub(super) tracker: TaskTracker,
+    pub(super) tasks: Tasks,
 }
 
 /// Where a request went: whether it has been counted yet, and the mesh
@@ -56,7 +56,7 @@ impl Forward {
             session: H1Session::new(server.upstream.clone()),
             h2: Mutex::new(None),
             upstream: server.upstream.clone(),
-            tracker: server.tracker.clone(),
+            tasks: server.tasks.clone(),
         }
     }
 

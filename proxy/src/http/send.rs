@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::dispatch::Cut;
 use super::forward::{Forward, Used};
 use super::{Body, Target};
 use crate::balance::{connect, Balancer, Picked};
@@ -17,53 +18,66 @@ use crate::transport::connect::Remote;
 type H2 = hyper::client::conn::http2::SendRequest<Body>;
 
 impl Forward {
-    /// Sends one request to `target`; `used` records where it went.
+    /// Sends one request to `target`, cut short at `cut`; `used` records
+    /// where it went.
     pub(super) async fn send(
         &self,
         target: Target<'_>,
         req: Request<Body>,
         h2: bool,
         used: &mut Used,
+        cut: Option<Cut>,
     ) -> Result<http::Response<Incoming>, ProxyError> {
+        let dst = target.addr();
         match (target, h2) {
             (Target::Addr(addr), false) => {
                 self.sending(used, None);
-                self.session.send(&Remote::plain(addr), req).await
+                Cut::within(cut, dst, self.session.send(&Remote::plain(addr), req)).await
             }
             (Target::Addr(addr), true) => {
-                let mut sender = self.h2_sender(addr).await?;
+                let mut sender = Cut::within(cut, dst, self.h2_sender(addr)).await?;
                 self.sending(used, None);
-                sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| ProxyError::Upstream(addr, e))
+                let sent = async {
+                    sender
+                        .send_request(req)
+                        .await
+                        .map_err(|e| ProxyError::Upstream(addr, e))
+                };
+                Cut::within(cut, dst, sent).await
             }
             (Target::Balanced(dest), false) => {
                 let balancer = &dest.balancer;
                 let session = &self.session;
-                let (picked, ()) =
-                    connect::connect(balancer, dest.addr, |r| session.connect(r)).await?;
+                let connecting = connect::connect(balancer, dest.addr, |r| session.connect(r));
+                let (picked, ()) = Cut::within(cut, dst, connecting).await?;
                 self.sending(used, self.mesh_of(&picked));
-                let result = self.session.send(&picked.remote(), req).await;
+                let remote = picked.remote();
+                let sent = self.session.send(&remote, req);
+                let result = Cut::within(cut, dst, sent).await;
                 self.finish(balancer, picked, &result);
                 result
             }
             (Target::Balanced(dest), true) => {
                 let balancer = &dest.balancer;
                 let upstream = &self.upstream;
-                let (picked, mut sender) =
+                let connecting =
                     connect::connect(
                         balancer,
                         dest.addr,
                         |r| async move { upstream.h2(&r).await },
-                    )
-                    .await?;
+                    );
+                let (picked, mut sender) = Cut::within(cut, dst, connecting).await?;
                 self.sending(used, self.mesh_of(&picked));
                 let addr = picked.addr();
-                let result = sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| ProxyError::Upstream(addr, e));
+                let sent = async {
+                    sender
+                        .send_request(req)
+                        .await
+                        .map_err(|e| ProxyError::Upstream(addr, e))
+                };
+                // Cut short, the attempt counts against the endpoint: a
+                // hung endpoint loses its traffic instead of keeping it.
+                let result = Cut::within(cut, dst, sent).await;
                 self.finish(balancer, picked, &result);
                 result
             }

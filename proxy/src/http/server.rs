@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
 use super::upstream::Upstream;
@@ -22,6 +21,7 @@ use super::Body;
 use crate::config::Config;
 use crate::tls::Tls;
 use crate::transport::connect::Connector;
+use crate::transport::tasks::Tasks;
 
 /// The server side, configured once at start-up and shared by every connection.
 #[derive(Debug)]
@@ -33,11 +33,11 @@ pub struct HttpServer {
     pub accrual_5xx: bool,
     /// Upgraded (WebSocket, h2c) connections outlive the HTTP connection
     /// they came from: they are tracked here so that a drain waits for them.
-    pub tracker: TaskTracker,
+    pub tasks: Tasks,
 }
 
 impl HttpServer {
-    pub fn new(config: &Config, tls: Option<Arc<Tls>>, tracker: TaskTracker) -> Self {
+    pub fn new(config: &Config, tls: Option<Arc<Tls>>, tasks: Tasks) -> Self {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
@@ -64,7 +64,7 @@ impl HttpServer {
                 config.pool_idle_timeout,
             )),
             accrual_5xx: config.failure_accrual_5xx,
-            tracker,
+            tasks,
         }
     }
 

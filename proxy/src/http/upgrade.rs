@@ -48,7 +48,7 @@ impl Forward {
             .map_err(|e| ProxyError::Upstream(addr, e))?;
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let server_side = hyper::upgrade::on(&mut rsp);
-            self.tracker.spawn(async move {
+            self.tasks.spawn(async move {
                 match tokio::try_join!(client_side, server_side) {
                     Ok((c, s)) => {
                         let (mut c, mut s) = (TokioIo::new(c), TokioIo::new(s));

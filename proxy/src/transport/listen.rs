@@ -10,8 +10,9 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
+
+use super::tasks::Tasks;
 
 /// Binds `addr`. `[::]` is dual-stack; where the kernel has no IPv6 it
 /// falls back to `0.0.0.0` on the same port. Called before the runtime
@@ -43,12 +44,12 @@ fn bind_exact(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts until `shutdown`, each connection in its own task tracked by
-/// `tracker`, at most as many at once as `limit` has permits.
+/// `tasks`, at most as many at once as `limit` has permits.
 pub async fn accept_loop<H, F>(
     name: &'static str,
     listener: TcpListener,
     limit: Arc<Semaphore>,
-    tracker: TaskTracker,
+    tasks: Tasks,
     shutdown: CancellationToken,
     handle: H,
 ) where
@@ -57,13 +58,6 @@ pub async fn accept_loop<H, F>(
 {
     let mut backoff = Duration::from_millis(5);
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.cancelled() => return,
@@ -81,6 +75,16 @@ pub async fn accept_loop<H, F>(
                 continue;
             }
         };
+        // The permit is taken once a connection is there, so an idle
+        // listener holds none. At the limit this connection waits for a
+        // free slot, and the ones after it wait in the listen backlog.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
         let _ = tcp.set_nodelay(true);
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         let span = info_span!(
@@ -92,7 +96,7 @@ pub async fn accept_loop<H, F>(
             client_id = tracing::field::Empty
         );
         let fut = handle(tcp, peer);
-        tracker.spawn(
+        tasks.spawn(
             async move {
                 fut.await;
                 drop(permit);

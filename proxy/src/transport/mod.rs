@@ -6,3 +6,4 @@ pub mod io;
 pub mod listen;
 pub mod opaque;
 pub mod orig_dst;
+pub mod tasks;
