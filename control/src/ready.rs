@@ -147,6 +147,8 @@ pub async fn health(
             tokio::select! {
                 more = ready.changed() => {
                     if !more {
+                        // Nothing can change any more: hold until shutdown.
+                        stop.cancelled().await;
                         break;
                     }
                     set(&reporter, &ready).await;
