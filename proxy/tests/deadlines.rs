@@ -2,15 +2,20 @@
 //! Service's (`weft.dev/timeout`), whichever is sooner, cut a slow request
 //! with a 504 (gRPC: DEADLINE_EXCEEDED) and what is left of them reaches the
 //! backend; a per-try timeout moves a slow attempt to another endpoint; a
-//! client connection outlives the request it timed out.
+//! client connection outlives the request it timed out; the deadline also
+//! covers reading a body kept for a retry.
 
 mod support;
 
-use http::{StatusCode, Version};
+use bytes::Bytes;
+use http::{Method, StatusCode, Version};
+use hyper::body::Frame;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::backend::Seen;
+use support::client::{channel, read_until, request};
 use support::*;
+use tokio::io::AsyncWriteExt;
 
 const WEB: &str = "127.96.3.10:8080";
 
@@ -245,4 +250,66 @@ async fn a_connection_outlives_the_request_it_timed_out() {
     assert_eq!(r.body, app.hello(Version::HTTP_11));
     assert!(started.elapsed() < Duration::from_millis(1000));
     assert_eq!(app.connections() - connections, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_covers_reading_a_body_kept_for_a_retry() {
+    let app = Backend::start("app").await;
+    // A retry policy: the proxy reads a small body whole, to send it again.
+    let web = Svc::new("web", WEB)
+        .annotate("weft.dev/timeout", "300ms")
+        .annotate("weft.dev/retry-http", "gateway-error");
+    let (_control, proxy) = service(&web, &app).await;
+    let in_time =
+        |took: Duration| took >= Duration::from_millis(290) && took < Duration::from_millis(1300);
+
+    // HTTP/1: the head says 10 bytes follow; none ever do.
+    let mut tcp = proxy.connect(web.addr).await;
+    let started = Instant::now();
+    tcp.write_all(b"POST /count HTTP/1.1\r\nHost: web\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_until(&mut tcp, "\r\n\r\n", WAIT).await;
+    let took = started.elapsed();
+    assert!(head.starts_with("HTTP/1.1 504 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("weft-proxy-error: request timeout\r\n"),
+        "{head}"
+    );
+    assert!(
+        in_time(took),
+        "HTTP/1: answered after {took:?} (timeout 300 ms)"
+    );
+
+    // HTTP/2: 3 of the 10 bytes announced, then nothing (the stream stays open).
+    let (tx, body) = channel();
+    let mut req = request(Method::POST, "/count", body);
+    req.headers_mut()
+        .insert("content-length", "10".parse().unwrap());
+    tx.send(Frame::data(Bytes::from_static(b"abc")))
+        .await
+        .unwrap();
+    let mut h2 = proxy.h2(web.addr).await;
+    let started = Instant::now();
+    let r = h2.send(req).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{r:?}");
+    assert_eq!(r.proxy_error(), Some("request timeout"));
+    assert!(
+        in_time(took),
+        "HTTP/2: answered after {took:?} (timeout 300 ms)"
+    );
+    drop(tx);
+
+    assert_eq!(app.requests(), 0, "nothing was sent without its body");
+    assert_eq!(
+        proxy
+            .metric(&format!(
+                "weft_proxy_error_total{{dst=\"{}\",reason=\"request timeout\"}}",
+                web.addr
+            ))
+            .await,
+        2.0
+    );
 }

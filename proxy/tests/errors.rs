@@ -1,7 +1,8 @@
 //! The answers the proxy makes itself: each names its reason in the
 //! `weft-proxy-error` header (and in `weft_proxy_error_total`), HTTP
 //! clients get a status that says what happened, gRPC clients a gRPC
-//! status; the app's own errors pass untouched.
+//! status; the app's own errors pass untouched. A proxy without a
+//! certificate of its own says so at once, and blames no endpoint for it.
 
 mod support;
 
@@ -10,8 +11,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::tcp::{Refusing, Server, Unanswering};
 use support::*;
+use weft_proxy::test_util::OrigDst;
 
 const WEB: &str = "127.96.5.10:8080";
+const API: &str = "127.96.5.20:8080";
 
 fn errors(dst: SocketAddr, reason: &str) -> String {
     format!("weft_proxy_error_total{{dst=\"{dst}\",reason=\"{reason}\"}}")
@@ -171,4 +174,84 @@ async fn inbound_to_a_port_nothing_listens_on_is_502() {
         "weft_proxy_error_total{{direction=\"inbound\",dst=\"{nobody}\",reason=\"connect refused\"}}"
     );
     assert_eq!(proxy.metric(&series).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_without_its_own_certificate_is_503_no_identity_at_once() {
+    let apps = [Backend::start("api-0").await, Backend::start("api-1").await];
+    let api = Svc::new("api", API);
+    let endpoints = [
+        Ep::ready(apps[0].addr).meshed("api-0", "api"),
+        Ep::ready(apps[1].addr).meshed("api-1", "api"),
+    ];
+    let ca = Ca::new(&["client", "api"]);
+    let control = Control::with_identity(&api.yaml(&endpoints), &ca).await;
+    // It claims to run as `client` with the token of `api`: Certify refuses
+    // it, again on every renewal, and it never holds a certificate.
+    let mut args = ca.proxy_args_with_token_of("client", "api");
+    args.push(format!("--control-addr={}", control.addr()));
+    args.push("--connect-timeout=2s".into());
+    let proxy = Proxy::launch(OrigDst::default(), &args);
+    eventually("Certify refused the proxy", async || {
+        let refused = proxy
+            .metric("weft_identity_certify_total{result=\"error\"}")
+            .await;
+        anyhow::ensure!(refused >= 1.0, "no refusal yet");
+        let r = proxy.admin_get("/ready").await?;
+        anyhow::ensure!(r.status == StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+        anyhow::ensure!(r.body.contains("no certificate"), "{}", r.body);
+        Ok(())
+    })
+    .await;
+    proxy
+        .wait_endpoints(api.addr, &[apps[0].addr, apps[1].addr])
+        .await;
+
+    // (The connection that made the proxy watch the Service failed so too.)
+    let before = proxy.metric(&errors(api.addr, "no identity")).await;
+
+    // More requests than --failure-accrual (5) needs to eject both.
+    let mut h1 = proxy.h1(api.addr).await;
+    for n in 0..12 {
+        let started = Instant::now();
+        let r = h1.get("/hello").await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request {n}: {r:?}"
+        );
+        assert_eq!(r.proxy_error(), Some("no identity"), "request {n}: {r:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "request {n} answered after {took:?} (connect timeout 2 s)"
+        );
+    }
+    for n in 0..3 {
+        let started = Instant::now();
+        let r = grpc(&proxy, api.addr).await;
+        let took = started.elapsed();
+        assert_eq!(r.status, StatusCode::OK, "call {n}: {r:?}");
+        assert_eq!(r.header("grpc-status"), Some("14"), "call {n}: {r:?}");
+        assert_eq!(r.proxy_error(), Some("no identity"), "call {n}: {r:?}");
+        assert!(took < Duration::from_secs(1), "call {n} took {took:?}");
+    }
+    assert_eq!(
+        proxy.metric(&errors(api.addr, "no identity")).await - before,
+        15.0
+    );
+    // Not the endpoints' fault: none is marked failed or ejected.
+    let dst = api.addr;
+    assert_eq!(
+        proxy
+            .metric(&format!(
+                "weft_balancer_endpoint_ejections_total{{dst=\"{dst}\"}}"
+            ))
+            .await,
+        0.0
+    );
+    let state = |s: &str| format!("weft_balancer_endpoints{{dst=\"{dst}\",state=\"{s}\"}}");
+    assert_eq!(proxy.metric(&state("ready")).await, 2.0);
+    assert_eq!(proxy.metric(&state("ejected")).await, 0.0);
+    assert_eq!(apps[0].requests() + apps[1].requests(), 0);
 }

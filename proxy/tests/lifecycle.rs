@@ -1,16 +1,21 @@
 //! The proxy's life: the admin port (`/live`, `/ready`, `/metrics`,
 //! `/config`, `/identity`, `/shutdown`), `/shutdown` from loopback, a drain
 //! on the termination signal that lets requests in flight and upgraded
-//! connections finish, and a grace period that ends the rest.
+//! connections finish, and a grace period that ends the rest; not ready
+//! until the control plane has been reached, and a control-plane address
+//! that cannot work refused before start.
 
 mod support;
 
 use http::StatusCode;
 use std::time::{Duration, Instant};
 use support::client::read_until;
+use support::control::NOTHING;
 use support::metrics;
+use support::tcp::Refusing;
 use support::*;
 use tokio::io::AsyncWriteExt;
+use weft_proxy::test_util::OrigDst;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_port_serves_probes_metrics_and_config() {
@@ -163,6 +168,60 @@ async fn the_grace_period_ends_what_is_still_open() {
     assert!(
         result.is_err(),
         "answered after the grace period: {result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_waits_for_the_control_plane() {
+    // Where the control plane will be; nothing listens there yet.
+    let unreached = Refusing::new();
+    let addr = unreached.addr;
+    let proxy = Proxy::launch(OrigDst::default(), &[format!("--control-addr={addr}")]);
+    let r = proxy.admin_get("/ready").await.unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+    assert!(
+        r.body.contains("the control plane has not been reached"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        proxy.admin_get("/live").await.unwrap().status,
+        StatusCode::OK
+    );
+
+    // The port freed and taken by the control plane at once.
+    drop(unreached);
+    let _control = Control::start_on(NOTHING, addr).await;
+    eventually("/ready once the control plane is up", async || {
+        let r = proxy.admin_get("/ready").await?;
+        anyhow::ensure!(r.status == StatusCode::OK, "{} {}", r.status, r.body);
+        anyhow::ensure!(r.body == "ready\n", "{}", r.body);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_address_that_cannot_work_is_refused_before_start() {
+    let config = support::proxy::config(&["--control-addr=not-an-address".to_string()]);
+    // Before anything is bound.
+    let e = weft_proxy::run::check(&config).unwrap_err();
+    assert!(e.contains("--control-addr"), "{e}");
+    assert!(e.contains("not-an-address"), "{e}");
+    // And run() itself returns the error rather than serving.
+    let bound = weft_proxy::run::Bound::bind(&config).unwrap();
+    let [outbound, ..] = bound.addrs().unwrap();
+    let ran = tokio::time::timeout(
+        WAIT,
+        weft_proxy::run::run(config, bound, OrigDst::default(), std::future::pending()),
+    )
+    .await
+    .expect("run() returns at once");
+    let e = ran.unwrap_err();
+    assert!(e.contains("--control-addr"), "{e}");
+    assert!(
+        tokio::net::TcpStream::connect(outbound).await.is_err(),
+        "nothing listens once run() has returned"
     );
 }
 

@@ -31,6 +31,11 @@ struct Mesh {
 }
 
 async fn mesh(app: &Backend, server_sa: &str, client_args: &[&str]) -> Mesh {
+    mesh_with(app, server_sa, client_args, &[]).await
+}
+
+/// As [`mesh`], the Service also having the endpoints `others`.
+async fn mesh_with(app: &Backend, server_sa: &str, client_args: &[&str], others: &[Ep]) -> Mesh {
     let ca = Ca::new(&["client", "api", "other"]);
     let control = Control::with_identity(NOTHING, &ca).await;
     let orig = OrigDst::default();
@@ -44,11 +49,14 @@ async fn mesh(app: &Backend, server_sa: &str, client_args: &[&str]) -> Mesh {
     let app_port = support::addr(&format!("127.0.0.1:{}", app.addr.port()));
     orig.set_listener(server.inbound, app_port);
     let api = Svc::new("api", API);
-    control.apply(&api.yaml(&[Ep::ready(server.inbound).meshed("api-0", "api")]));
+    let mut endpoints = vec![Ep::ready(server.inbound).meshed("api-0", "api")];
+    endpoints.extend(others.iter().cloned());
+    control.apply(&api.yaml(&endpoints));
     let mut args = with("client");
     args.extend(client_args.iter().map(|a| a.to_string()));
     let client = Proxy::start_with(orig, &args).await;
-    client.wait_endpoints(api.addr, &[server.inbound]).await;
+    let addrs: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
+    client.wait_endpoints(api.addr, &addrs).await;
     Mesh {
         api,
         client,
@@ -116,4 +124,46 @@ async fn a_server_of_another_service_account_is_refused() {
             .await
             >= 1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_labelled_with_the_tls_of_the_connection_they_went_over() {
+    let app = Backend::start("app").await;
+    // An endpoint of the same Service whose pod has no proxy: plaintext.
+    let plain = Backend::start("plain").await;
+    let m = mesh_with(&app, "api", &[], &[Ep::ready(plain.addr)]).await;
+    // Requests at once, so that the balancer does not keep all of them on
+    // the faster (plaintext) endpoint: Peak-EWMA weighs requests pending.
+    let load = m.client.load(m.api.addr, "/hello", 4);
+    eventually("both endpoints got requests", async || {
+        anyhow::ensure!(
+            app.requests() > 0 && plain.requests() > 0,
+            "meshed {}, plain {}",
+            app.requests(),
+            plain.requests()
+        );
+        Ok(())
+    })
+    .await;
+    let tally = load.stop().await;
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    let sent = tally.sent() as f64;
+
+    let dst = m.api.addr;
+    let series = |tls: &str, client: &str, server: &str| {
+        format!(
+            "weft_request_total{{direction=\"outbound\",dst=\"{dst}\",tls=\"{tls}\",\
+             client_id=\"{client}\",server_id=\"{server}\"}}"
+        )
+    };
+    let meshed = m
+        .client
+        .metric(&series("true", &Ca::id("client"), &Ca::id("api")))
+        .await;
+    let plaintext = m.client.metric(&series("false", "", "")).await;
+    assert_eq!(meshed, app.requests() as f64, "over mesh TLS to api-0");
+    assert_eq!(plaintext, plain.requests() as f64, "in plaintext to plain");
+    assert_eq!(meshed + plaintext, sent, "every request counted once");
+    let all = format!("weft_request_total{{direction=\"outbound\",dst=\"{dst}\"}}");
+    assert_eq!(m.client.metric(&all).await, sent, "under no other labels");
 }

@@ -1,13 +1,13 @@
 //! Opaque TCP through the real proxy: bytes that are not HTTP, a server
 //! that speaks first (detection gives up after its timeout), a port
-//! configured opaque (no detection at all), half-close both ways, and idle
-//! connections closed.
+//! configured opaque (no detection at all), half-close both ways, idle
+//! connections closed, and a destination nobody listens on: closed, counted.
 
 mod support;
 
 use std::time::{Duration, Instant};
 use support::client::{read_until, read_until_closed};
-use support::tcp::Server;
+use support::tcp::{Refusing, Server};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -120,4 +120,38 @@ async fn an_idle_opaque_connection_is_closed() {
         took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
         "closed after {took:?} of silence"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_connection_nobody_accepts_is_closed_and_counted() {
+    let opaque_port = Refusing::new();
+    let speaks_first = Refusing::new();
+    let opaque = format!("--opaque-ports={}", opaque_port.addr.port());
+    let proxy = Proxy::start(&[&opaque, "--detect-timeout=200ms"]).await;
+    let refused = |dst: std::net::SocketAddr| {
+        format!(
+            "weft_proxy_error_total{{direction=\"outbound\",dst=\"{dst}\",reason=\"connect refused\"}}"
+        )
+    };
+    // Each connection: nothing said, the client's connection closed, one
+    // more error counted (before the close: no waiting for it).
+    for dst in [opaque_port.addr, speaks_first.addr] {
+        for n in 1..=2 {
+            let mut tcp = proxy.connect(dst).await;
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(WAIT, tcp.read_to_end(&mut got))
+                .await
+                .unwrap_or_else(|_| panic!("connection {n} to {dst} is still open after {WAIT:?}"));
+            assert!(
+                matches!(read, Ok(0) | Err(_)),
+                "connection {n} to {dst}: {read:?} {got:?}"
+            );
+            assert_eq!(proxy.metric(&refused(dst)).await, n as f64, "{dst}");
+        }
+    }
+    for protocol in ["opaque_port", "opaque_timeout"] {
+        let detected =
+            format!("weft_protocol_detect_total{{direction=\"outbound\",protocol=\"{protocol}\"}}");
+        assert_eq!(proxy.metric(&detected).await, 2.0, "{protocol}");
+    }
 }

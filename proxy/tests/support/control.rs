@@ -49,6 +49,12 @@ impl Control {
         .await
     }
 
+    /// As [`Control::start`], its gRPC port on `grpc` (an address a proxy
+    /// was already told, where nothing listened).
+    pub async fn start_on(yaml: &str, grpc: SocketAddr) -> Self {
+        Self::launch(yaml, move |c| c.grpc_addr = grpc).await
+    }
+
     async fn launch(yaml: &str, configure: impl FnOnce(&mut Config)) -> Self {
         super::logs();
         let manifests = TempDir::new("manifests");
@@ -349,6 +355,14 @@ impl Ca {
             format!("--pod-namespace={NS}"),
             format!("--service-account={sa}"),
         ]
+    }
+
+    /// The proxy flags of a pod claiming to run as `sa` in `shop` with the
+    /// token of `token_of`: Certify refuses it (identity mismatch).
+    pub fn proxy_args_with_token_of(&self, sa: &str, token_of: &str) -> Vec<String> {
+        let mut args = self.proxy_args(sa);
+        args[0] = self.proxy_args(token_of).swap_remove(0);
+        args
     }
 
     /// The SPIFFE ID of `sa` in `shop`.

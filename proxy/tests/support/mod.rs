@@ -40,17 +40,18 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// test with `what` and the last error.
 pub async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> anyhow::Result<T>) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = anyhow::anyhow!("no attempt finished");
     loop {
-        let attempt = tokio::time::timeout_at(deadline, f())
-            .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the last attempt did not finish")));
-        match attempt {
-            Ok(v) => return v,
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                panic!("{what}: still not so after {WAIT:?}: {e:#}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        match tokio::time::timeout_at(deadline, f()).await {
+            Ok(Ok(v)) => return v,
+            Ok(Err(e)) => last = e,
+            // Cut at the deadline: the attempt before says why.
+            Err(_) => {}
         }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: still not so after {WAIT:?}: {last:#}")
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -70,6 +70,20 @@ impl Proxy {
     /// A proxy reading original destinations from `orig` (shared with
     /// other proxies of the test, say); returns once its `/ready` is 200.
     pub async fn start_with(orig: OrigDst, args: &[String]) -> Self {
+        let proxy = Self::launch(orig, args);
+        eventually("the proxy is ready", async || {
+            let r = proxy.admin_get("/ready").await?;
+            anyhow::ensure!(r.status == 200, "{} {}", r.status, r.body);
+            Ok(())
+        })
+        .await;
+        proxy
+    }
+
+    /// As [`Proxy::start_with`], without waiting for `/ready`: for a proxy
+    /// that is not to be ready (its listeners are bound on return, so its
+    /// admin port answers).
+    pub fn launch(orig: OrigDst, args: &[String]) -> Self {
         super::logs();
         let config = config(args);
         let bound = Bound::bind(&config).expect("the proxy binds its listeners");
@@ -78,21 +92,14 @@ impl Proxy {
         let task = tokio::spawn(run(config, bound, orig.clone(), async move {
             let _ = stopped.await;
         }));
-        let proxy = Self {
+        Self {
             outbound,
             inbound,
             admin,
             orig,
             stop: Some(stop),
             task: Some(task),
-        };
-        eventually("the proxy is ready", async || {
-            let r = proxy.admin_get("/ready").await?;
-            anyhow::ensure!(r.status == 200, "{} {}", r.status, r.body);
-            Ok(())
-        })
-        .await;
-        proxy
+        }
     }
 
     /// A connection to the outbound listener that was going to `dst`.
