@@ -24,16 +24,22 @@ use crate::transport::tasks::Tasks;
 pub struct Forward {
     /// Requests that went over no mesh TLS (or came in over it, inbound).
     metrics: HttpMetrics,
-    /// Outbound with mesh TLS: this proxy's identity, and the metrics of
-    /// requests that went over mesh TLS, labelled with the server's identity
-    /// (made once per identity the connection meets: one, for a Service of
-    /// one Deployment).
-    mesh: Option<(Arc<str>, ArcSwapOption<(Arc<str>, HttpMetrics)>)>,
+    /// Outbound with mesh TLS: requests that went over it.
+    mesh: Option<MeshMetrics>,
     accrual_5xx: bool,
     pub(super) session: H1Session,
     pub(super) h2: Mutex<Option<hyper::client::conn::http2::SendRequest<Body>>>,
     pub(super) upstream: Arc<Upstream>,
     pub(super) tasks: Tasks,
+}
+
+/// This proxy's identity, and the metrics of requests that went over mesh
+/// TLS labelled with the server's identity (made once per identity the
+/// connection meets: one, for a Service of one Deployment).
+#[derive(Debug)]
+struct MeshMetrics {
+    client: Arc<str>,
+    last: ArcSwapOption<(Arc<str>, HttpMetrics)>,
 }
 
 /// Where a request went: whether it has been counted yet, and the mesh
@@ -51,7 +57,10 @@ impl Forward {
     pub fn new(server: &HttpServer, metrics: HttpMetrics, mesh_client: Option<Arc<str>>) -> Self {
         Self {
             metrics,
-            mesh: mesh_client.map(|id| (id, ArcSwapOption::empty())),
+            mesh: mesh_client.map(|client| MeshMetrics {
+                client,
+                last: ArcSwapOption::empty(),
+            }),
             accrual_5xx: server.accrual_5xx,
             session: H1Session::new(server.upstream.clone()),
             h2: Mutex::new(None),
@@ -148,16 +157,16 @@ impl Forward {
     /// identity) or over no mesh TLS. One atomic load when the server is
     /// the one met before; a label lookup when it changes.
     fn with_metrics(&self, server: Option<&Arc<str>>, f: impl FnOnce(&HttpMetrics)) {
-        let (Some((client, mesh)), Some(server)) = (&self.mesh, server) else {
+        let (Some(mesh), Some(server)) = (&self.mesh, server) else {
             return f(&self.metrics);
         };
-        let last = mesh.load();
+        let last = mesh.last.load();
         if let Some(pair) = last.as_ref().filter(|p| p.0 == *server) {
             return f(&pair.1);
         }
-        let metrics = self.metrics.meshed(client, server);
+        let metrics = self.metrics.meshed(&mesh.client, server);
         f(&metrics);
-        mesh.store(Some(Arc::new((server.clone(), metrics))));
+        mesh.last.store(Some(Arc::new((server.clone(), metrics))));
     }
 }
 
