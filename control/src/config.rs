@@ -55,6 +55,7 @@ impl Config {
             identity_tokens: None,
             identity_token_audience: "weft".into(),
             leaf_lifetime: Duration::from_secs(24 * 3600),
+            max_watches_per_connection: 10_000,
         }
     }
 }
@@ -224,6 +225,17 @@ pub struct Config {
     /// issuer's own expiry).
     #[arg(long, env = "WEFT_CONTROL_LEAF_LIFETIME", value_parser = duration, default_value = "24h")]
     pub leaf_lifetime: Duration,
+
+    /// Concurrent Discovery.Watch streams one client connection may hold;
+    /// a Watch over it is refused with RESOURCE_EXHAUSTED (a proxy opens one
+    /// stream per destination its application talks to).
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_MAX_WATCHES_PER_CONNECTION",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_watches_per_connection: u32,
 
     /// Log format.
     #[arg(

@@ -5,9 +5,15 @@
 //! port: that pod as the one endpoint, with its identity when meshed), else
 //! unknown (`DoesNotExist`, and looked up again whenever destinations
 //! appear). Before the sources synced, nothing is answered: UNAVAILABLE.
+//!
+//! A client connection (its peer address) holds at most
+//! `--max-watches-per-connection` streams at once: one more is refused with
+//! RESOURCE_EXHAUSTED, so a client cannot make the hub hold names without
+//! bound (each watched name is one hub entry while it is watched).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +23,7 @@ use weft_proto::discovery::v1 as pb;
 use weft_proto::discovery::v1::update::Kind as U;
 
 use crate::hub::Delta;
-use crate::hub::{DestState, Hub};
+use crate::hub::{Hub, Subscription};
 use crate::metrics::Metrics;
 use crate::model::{parse_host, DestKey, DestView, PodView};
 use crate::ready::Readiness;
@@ -42,6 +48,56 @@ pub struct DiscoveryServer {
     /// Ends every watch (shutdown): a watch never ends by itself, and a
     /// graceful shutdown waits for the streams in flight.
     stop: CancellationToken,
+    connections: Arc<Connections>,
+}
+
+/// Open watches per client connection, keyed by peer address (`None`: a
+/// transport without one, in-process; those share one count). An entry
+/// lives while its connection has a watch open.
+#[derive(Debug)]
+struct Connections {
+    max: u32,
+    open: Mutex<HashMap<Option<SocketAddr>, u32>>,
+}
+
+/// One open watch, counted against its connection until dropped.
+struct Slot {
+    connections: Arc<Connections>,
+    peer: Option<SocketAddr>,
+}
+
+impl Connections {
+    fn take(self: &Arc<Self>, peer: Option<SocketAddr>) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(peer).or_default();
+        if *n >= self.max {
+            if *n == 0 {
+                open.remove(&peer);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            connections: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self
+            .connections
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl DiscoveryServer {
@@ -58,7 +114,21 @@ impl DiscoveryServer {
             cluster_domain: cluster_domain.to_owned(),
             ready,
             stop,
+            connections: Arc::new(Connections {
+                max: 10_000,
+                open: Mutex::default(),
+            }),
         }
+    }
+
+    /// At most `max` concurrent watches per client connection (default
+    /// 10,000).
+    pub fn with_max_watches_per_connection(mut self, max: u32) -> Self {
+        self.connections = Arc::new(Connections {
+            max,
+            open: Mutex::default(),
+        });
+        self
     }
 
     /// The watch's target, or why the request is not one.
@@ -107,6 +177,14 @@ impl pb::discovery_server::Discovery for DiscoveryServer {
             // say DoesNotExist for a Service that exists (discovery.proto).
             return Err(Status::unavailable(why));
         }
+        let peer = request.remote_addr();
+        let Some(slot) = self.connections.take(peer) else {
+            self.metrics.watches_refused.inc();
+            return Err(Status::resource_exhausted(format!(
+                "this connection already has {} watches open (--max-watches-per-connection)",
+                self.connections.max
+            )));
+        };
         let (tx, rx) = mpsc::channel(8);
         let hub = self.hub.clone();
         let metrics = self.metrics.clone();
@@ -128,6 +206,7 @@ impl pb::discovery_server::Discovery for DiscoveryServer {
                     .try_send(Err(Status::unavailable("weft-control is shutting down")));
             }
             metrics.watchers.dec();
+            drop(slot);
             debug!(?target, "watch ended");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -198,7 +277,7 @@ enum Found {
 /// Streams one destination's states; returns `true` when the target should
 /// be resolved again (it stopped existing), `false` when the client is gone.
 async fn follow(
-    mut rx: watch::Receiver<DestState>,
+    mut rx: Subscription<'_>,
     target: &Target,
     out: &mut Sender,
     said_missing: &mut bool,
@@ -319,4 +398,153 @@ async fn send_changes(out: &mut Sender, old: &DestView, new: &DestView, delta: &
         return false;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::discovery_server::Discovery;
+    use prometheus_client::registry::Registry;
+    use std::time::{Duration, Instant};
+    use tokio_stream::StreamExt;
+
+    fn server(hub: Arc<Hub>, max: u32) -> DiscoveryServer {
+        let (_, pending) = watch::channel(vec![]);
+        DiscoveryServer::new(
+            hub,
+            Metrics::register(&mut Registry::default()),
+            "cluster.local",
+            Readiness::new(pending, None),
+            CancellationToken::new(),
+        )
+        .with_max_watches_per_connection(max)
+    }
+
+    fn by_name(authority: String) -> Request<pb::WatchRequest> {
+        Request::new(pb::WatchRequest {
+            destination: Some(pb::watch_request::Destination::Authority(authority)),
+            ..Default::default()
+        })
+    }
+
+    /// Waits for `f` to hold, at most `within`.
+    async fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + within;
+        while !f() {
+            assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn names_nobody_watches_any_more_are_forgotten() {
+        const NAMES: usize = 100_000;
+        let hub = Arc::new(Hub::default());
+        let server = server(hub.clone(), NAMES as u32);
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rss = vec![("before", rss_kib())];
+        for round in 1..=2 {
+            let mut streams = Vec::with_capacity(NAMES);
+            for _ in 0..NAMES {
+                // xorshift: names no Service has, none repeated in practice.
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let name = format!("n{seed:016x}.x{}:80", seed % 97);
+                streams.push(server.watch(by_name(name)).await.unwrap().into_inner());
+            }
+            eventually("every name watched", Duration::from_secs(60), || {
+                hub.destinations() >= NAMES - 10
+            })
+            .await;
+            // Each stream says DoesNotExist first.
+            let first = streams[NAMES / 2].next().await.unwrap().unwrap();
+            assert_eq!(first.kind, Some(U::DoesNotExist(pb::DoesNotExist {})));
+            rss.push(("watching", rss_kib()));
+            drop(streams);
+            eventually("names forgotten", Duration::from_secs(60), || {
+                hub.destinations() == 0
+            })
+            .await;
+            eventually("watch tasks ended", Duration::from_secs(60), || {
+                server.metrics.watchers.get() == 0
+            })
+            .await;
+            assert!(
+                server.connections.open.lock().unwrap().is_empty(),
+                "round {round}: no connection counted"
+            );
+            rss.push(("dropped", rss_kib()));
+        }
+        for (when, kib) in &rss {
+            println!("RSS {when}: {} MiB", kib / 1024);
+        }
+    }
+
+    #[tokio::test]
+    async fn watches_over_the_connection_limit_are_refused() {
+        let hub = Arc::new(Hub::default());
+        let server = server(hub.clone(), 3);
+        let with_peer = |name: &str, peer: &str| {
+            let mut r = by_name(name.into());
+            r.extensions_mut()
+                .insert(tonic::transport::server::TcpConnectInfo {
+                    local_addr: None,
+                    remote_addr: Some(peer.parse().unwrap()),
+                });
+            r
+        };
+        let mut held = vec![];
+        for name in ["a.x:80", "b.x:80", "c.x:80"] {
+            held.push(
+                server
+                    .watch(with_peer(name, "10.0.0.1:40000"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let refused = server
+            .watch(with_peer("d.x:80", "10.0.0.1:40000"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().contains("--max-watches-per-connection"));
+        assert_eq!(server.metrics.watches_refused.get(), 1);
+        // Another connection has its own count.
+        let other = server
+            .watch(with_peer("d.x:80", "10.0.0.2:40000"))
+            .await
+            .unwrap();
+        // A stream that ends frees its slot.
+        drop(held.pop());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let again = loop {
+            match server.watch(with_peer("e.x:80", "10.0.0.1:40000")).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+                    assert!(Instant::now() < deadline, "the slot was not freed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        drop((held, other, again));
+        eventually("every slot freed", Duration::from_secs(10), || {
+            server.connections.open.lock().unwrap().is_empty()
+        })
+        .await;
+        eventually("names forgotten", Duration::from_secs(10), || {
+            hub.destinations() == 0
+        })
+        .await;
+    }
 }

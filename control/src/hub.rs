@@ -63,10 +63,15 @@ pub struct DestState {
     pub delta: Option<Arc<Delta>>,
 }
 
-/// The published state of every destination.
+/// The published state of every destination, indexed by the Service it
+/// belongs to: a change to one Service touches its own ports only.
+///
+/// Bounded by the model plus what is watched: a Service's entries live while
+/// it exists or someone watches them, and an entry for a name nobody
+/// publishes goes with its last [`Subscription`].
 #[derive(Debug)]
 pub struct Hub {
-    dests: Mutex<HashMap<DestKey, watch::Sender<DestState>>>,
+    dests: Mutex<HashMap<ObjKey, BTreeMap<u16, watch::Sender<DestState>>>>,
     by_ip: RwLock<HashMap<IpAddr, ObjKey>>,
     /// Each pod IP's pod (`None` sent to its watchers when it goes, just
     /// before the entry is removed).
@@ -87,7 +92,58 @@ impl Default for Hub {
     }
 }
 
+/// Follows one destination; dropping the last one of a destination that
+/// does not exist forgets it.
+#[derive(Debug)]
+pub struct Subscription<'a> {
+    hub: &'a Hub,
+    key: DestKey,
+    rx: watch::Receiver<DestState>,
+}
+
+impl Subscription<'_> {
+    pub fn borrow_and_update(&mut self) -> watch::Ref<'_, DestState> {
+        self.rx.borrow_and_update()
+    }
+
+    /// Waits for a new version; an error once the destination was dropped
+    /// from the hub (it can no longer change).
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        self.rx.changed().await
+    }
+
+    pub fn has_changed(&self) -> Result<bool, watch::error::RecvError> {
+        self.rx.has_changed()
+    }
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        // Every subscribe happens under this lock, so a count of one is
+        // this receiver alone: nobody else watches.
+        let mut all = self.hub.lock();
+        let Some(ports) = all.get_mut(&self.key.service) else {
+            return;
+        };
+        let unwatched = ports
+            .get(&self.key.port)
+            .is_some_and(|tx| tx.receiver_count() == 1 && tx.borrow().view.is_none());
+        if unwatched {
+            ports.remove(&self.key.port);
+            if ports.is_empty() {
+                all.remove(&self.key.service);
+            }
+        }
+    }
+}
+
 impl Hub {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ObjKey, BTreeMap<u16, watch::Sender<DestState>>>> {
+        self.dests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Publishes the destinations of `service` as they are now (`dests`
     /// empty: the Service is gone), and its ClusterIPs.
     pub fn publish(&self, service: &ObjKey, dests: Vec<(DestKey, DestView)>, ips: Vec<IpAddr>) {
@@ -103,16 +159,18 @@ impl Hub {
             }
             appeared_or_gone |= by_ip.len() != before;
         }
-        let mut all = self.dests.lock().unwrap_or_else(|e| e.into_inner());
-        let mut current: BTreeMap<DestKey, DestView> = dests.into_iter().collect();
-        // Ports of this service that no longer exist.
-        let gone: Vec<DestKey> = all
-            .keys()
-            .filter(|k| &k.service == service && !current.contains_key(k))
-            .cloned()
+        let mut current: BTreeMap<u16, DestView> = dests
+            .into_iter()
+            .filter(|(k, _)| &k.service == service)
+            .map(|(k, v)| (k.port, v))
             .collect();
-        for key in gone {
-            let tx = &all[&key];
+        let mut all = self.lock();
+        let ports = all.entry(service.clone()).or_default();
+        // Ports of this service that no longer exist.
+        ports.retain(|port, tx| {
+            if current.contains_key(port) {
+                return true;
+            }
             if tx.borrow().view.is_some() {
                 tx.send_modify(|s| {
                     s.version += 1;
@@ -121,12 +179,10 @@ impl Hub {
                 });
                 appeared_or_gone = true;
             }
-            if tx.receiver_count() == 0 {
-                all.remove(&key);
-            }
-        }
-        for (key, view) in std::mem::take(&mut current) {
-            match all.get(&key) {
+            tx.receiver_count() > 0
+        });
+        for (port, view) in std::mem::take(&mut current) {
+            match ports.get(&port) {
                 Some(tx) => {
                     let old = tx.borrow().view.clone();
                     let delta = match &old {
@@ -155,16 +211,18 @@ impl Hub {
                         view: Some(Arc::new(view)),
                         delta: None,
                     });
-                    all.insert(key, tx);
+                    ports.insert(port, tx);
                 }
             }
+        }
+        if ports.is_empty() {
+            all.remove(service);
         }
         drop(all);
         if appeared_or_gone {
             self.generation.send_modify(|g| *g += 1);
         }
     }
-
     /// Publishes the pod whose own address `ip` is now (`None`: no pod).
     pub fn publish_pod(&self, ip: IpAddr, pod: Option<PodView>) {
         let appeared_or_gone = {
@@ -228,19 +286,20 @@ impl Hub {
     }
 
     pub fn exists(&self, key: &DestKey) -> bool {
-        self.dests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
+        self.lock()
+            .get(&key.service)
+            .and_then(|ports| ports.get(&key.port))
             .is_some_and(|tx| tx.borrow().view.is_some())
     }
 
-    /// Subscribes to a destination (made, as not existing, if unknown).
-    pub fn subscribe(&self, key: &DestKey) -> watch::Receiver<DestState> {
-        self.dests
+    /// Subscribes to a destination (made, as not existing, if unknown, and
+    /// forgotten again with its last subscription while it does not exist).
+    pub fn subscribe(&self, key: &DestKey) -> Subscription<'_> {
+        let rx = self
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key.clone())
+            .entry(key.service.clone())
+            .or_default()
+            .entry(key.port)
             .or_insert_with(|| {
                 watch::channel(DestState {
                     version: 0,
@@ -249,7 +308,12 @@ impl Hub {
                 })
                 .0
             })
-            .subscribe()
+            .subscribe();
+        Subscription {
+            hub: self,
+            key: key.clone(),
+            rx,
+        }
     }
 
     /// Changes when destinations appear or disappear.
@@ -257,8 +321,9 @@ impl Hub {
         self.generation.subscribe()
     }
 
+    /// How many destinations are held: those that exist and those watched.
     pub fn destinations(&self) -> usize {
-        self.dests.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().values().map(BTreeMap::len).sum()
     }
 }
 
@@ -398,5 +463,67 @@ mod tests {
         // Publishing an absent pod twice is nothing.
         hub.publish_pod(ip, None);
         assert_eq!(hub.pod_ips(), 0);
+    }
+
+    #[test]
+    fn a_change_wakes_only_the_watchers_of_its_own_service() {
+        let hub = Hub::default();
+        let other: ObjKey = ("shop".into(), "cart".into());
+        let other_key = DestKey {
+            service: other.clone(),
+            port: 80,
+        };
+        hub.publish(&svc(), vec![(key(), view(&["10.0.0.1:80"]))], vec![]);
+        hub.publish(
+            &other,
+            vec![(other_key.clone(), view(&["10.0.1.1:80"]))],
+            vec![],
+        );
+        let mut web = hub.subscribe(&key());
+        let mut cart = hub.subscribe(&other_key);
+        web.borrow_and_update();
+        cart.borrow_and_update();
+
+        hub.publish(
+            &svc(),
+            vec![(key(), view(&["10.0.0.1:80", "10.0.0.2:80"]))],
+            vec![],
+        );
+        assert!(web.has_changed().unwrap());
+        assert!(!cart.has_changed().unwrap(), "cart did not change");
+        // Publishing one Service never drops another's ports.
+        hub.publish(&svc(), vec![], vec![]);
+        assert!(hub.exists(&other_key));
+        assert!(!cart.has_changed().unwrap());
+        assert_eq!(hub.destinations(), 2, "web is still watched");
+        drop(web);
+        assert_eq!(hub.destinations(), 1, "web is gone and unwatched");
+    }
+
+    #[test]
+    fn a_name_nobody_publishes_is_held_while_watched() {
+        let hub = Hub::default();
+        let missing = DestKey {
+            service: ("nowhere".into(), "nothing".into()),
+            port: 1,
+        };
+        let a = hub.subscribe(&missing);
+        let b = hub.subscribe(&missing);
+        assert_eq!(hub.destinations(), 1);
+        drop(a);
+        assert_eq!(hub.destinations(), 1, "still watched by b");
+        drop(b);
+        assert_eq!(hub.destinations(), 0);
+
+        // An existing Service's entry stays without watchers; once deleted,
+        // it goes with its last watcher.
+        hub.publish(&svc(), vec![(key(), view(&["10.0.0.1:80"]))], vec![]);
+        let w = hub.subscribe(&key());
+        drop(hub.subscribe(&key()));
+        assert_eq!(hub.destinations(), 1);
+        hub.publish(&svc(), vec![], vec![]);
+        assert_eq!(hub.destinations(), 1, "deleted, still watched");
+        drop(w);
+        assert_eq!(hub.destinations(), 0);
     }
 }

@@ -3,6 +3,7 @@
 //! | family | type | labels |
 //! |---|---|---|
 //! | `weft_control_watchers` | gauge | |
+//! | `weft_control_watches_refused` | counter | |
 //! | `weft_control_updates_sent_total` | counter | kind (snapshot, add, remove, no_endpoints, does_not_exist, profile) |
 //! | `weft_control_objects` | gauge | kind |
 //! | `weft_control_source_errors_total` | counter | source, kind |
@@ -42,6 +43,7 @@ struct SourceLabel {
 #[derive(Clone, Debug)]
 pub struct Metrics {
     pub watchers: Gauge,
+    pub watches_refused: Counter,
     updates: Family<KindLabel, Counter>,
     objects: Family<KindLabel, Gauge>,
     errors: Family<SourceLabels, Counter>,
@@ -53,6 +55,7 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
             watchers: Gauge::default(),
+            watches_refused: Counter::default(),
             updates: Family::default(),
             objects: Family::default(),
             errors: Family::default(),
@@ -65,6 +68,11 @@ impl Metrics {
             "watchers",
             "Open discovery watch streams",
             m.watchers.clone(),
+        );
+        r.register(
+            "watches_refused",
+            "Discovery watch streams refused: over --max-watches-per-connection",
+            m.watches_refused.clone(),
         );
         r.register(
             "updates_sent",

@@ -117,7 +117,8 @@ pub async fn run(
         &config.cluster_domain,
         ready,
         end_watches.clone(),
-    );
+    )
+    .with_max_watches_per_connection(config.max_watches_per_connection);
     info!(grpc = %grpc_addr, admin = %admin_addr, "weft-control serving");
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
