@@ -233,31 +233,35 @@ impl Sender {
 async fn serve_watch(hub: &Hub, target: &Target, out: &mut Sender) {
     let mut said_missing = false;
     loop {
-        let mut generation = hub.generation();
+        // A watch of an address waits on it when nothing is there: the
+        // wait is made before the look-up, so nothing appears unseen.
         let found = match target {
-            Target::Name(key) => Some(Found::Service(key.clone())),
-            Target::Addr(addr) => hub
-                .by_addr(*addr)
-                .map(Found::Service)
-                .or_else(|| hub.pod(addr.ip()).map(Found::Pod)),
+            Target::Name(key) => Ok(Found::Service(key.clone())),
+            Target::Addr(addr) => {
+                let wait = hub.wait_for(addr.ip());
+                hub.by_addr(*addr)
+                    .map(Found::Service)
+                    .or_else(|| hub.pod(addr.ip()).map(Found::Pod))
+                    .ok_or(wait)
+            }
         };
         let again = match found {
-            Some(Found::Service(key)) => {
+            Ok(Found::Service(key)) => {
                 follow(hub.subscribe(&key), target, out, &mut said_missing).await
             }
-            Some(Found::Pod(rx)) => {
+            Ok(Found::Pod(rx)) => {
                 let Target::Addr(addr) = target else {
                     unreachable!("pods are found by address")
                 };
                 follow_pod(rx, *addr, out, &mut said_missing).await
             }
-            None => {
+            Err(mut wait) => {
                 if !said_missing && !out.send(U::DoesNotExist(pb::DoesNotExist {})).await {
                     return;
                 }
                 said_missing = true;
                 tokio::select! {
-                    r = generation.changed() => r.is_ok(),
+                    _ = wait.appeared() => true,
                     _ = out.tx.closed() => false,
                 }
             }
@@ -544,6 +548,59 @@ mod tests {
         .await;
         eventually("names forgotten", Duration::from_secs(10), || {
             hub.destinations() == 0
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn address_watches_wait_on_their_own_ip_and_are_forgotten() {
+        let hub = Arc::new(Hub::default());
+        let server = server(hub.clone(), 10_000);
+        let by_addr = |ip: String| {
+            Request::new(pb::WatchRequest {
+                destination: Some(pb::watch_request::Destination::Addr(
+                    SocketAddr::new(ip.parse().unwrap(), 5432).into(),
+                )),
+                ..Default::default()
+            })
+        };
+        let mut streams = vec![];
+        for i in 0..1000 {
+            let ip = format!("10.244.{}.{}", i / 250, i % 250 + 1);
+            streams.push(server.watch(by_addr(ip)).await.unwrap().into_inner());
+        }
+        for s in &mut streams {
+            let u = s.next().await.unwrap().unwrap();
+            assert_eq!(u.kind, Some(U::DoesNotExist(pb::DoesNotExist {})));
+        }
+        assert_eq!(hub.waited_ips(), 1000);
+        // A pod appears at one of them: that watch is answered, and the
+        // others stay waiting on their own IP.
+        hub.publish_pod(
+            "10.244.0.7".parse().unwrap(),
+            Some(PodView {
+                key: ("db".into(), "pg-0".into()),
+                meshed: true,
+                identity: Some("spiffe://cluster.local/ns/db/sa/pg".into()),
+                node: String::new(),
+                opaque_ports: Default::default(),
+            }),
+        );
+        let u = tokio::time::timeout(Duration::from_secs(10), streams[6].next())
+            .await
+            .expect("the pod's watcher is answered")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(u.kind, Some(U::Snapshot(_))), "{u:?}");
+        eventually(
+            "the found IP is no longer waited on",
+            Duration::from_secs(10),
+            || hub.waited_ips() == 999,
+        )
+        .await;
+        drop(streams);
+        eventually("no IP waited on", Duration::from_secs(10), || {
+            hub.waited_ips() == 0
         })
         .await;
     }

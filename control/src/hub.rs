@@ -10,6 +10,11 @@
 //! Pods are published by IP, for watches on a pod's own address: one
 //! channel per pod IP in the model (none for an IP no pod holds, whoever
 //! asks), removed when the pod goes.
+//!
+//! A watch of an address nothing answers waits on that IP alone
+//! ([`Hub::wait_for`]): a Service or pod appearing wakes the watchers of its
+//! own addresses, not every waiting watcher (pod churn would wake them all).
+//! One entry per IP waited on, gone with its last waiter.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -76,9 +81,9 @@ pub struct Hub {
     /// Each pod IP's pod (`None` sent to its watchers when it goes, just
     /// before the entry is removed).
     pods: RwLock<HashMap<IpAddr, watch::Sender<Option<Arc<PodView>>>>>,
-    /// Bumped whenever destinations appear or disappear, so that watchers of
-    /// a destination that does not exist yet look again.
-    generation: watch::Sender<u64>,
+    /// IPs that watchers wait on (nothing answers there yet), each bumped
+    /// when a Service port or pod appears there.
+    waiting: Mutex<HashMap<IpAddr, watch::Sender<u64>>>,
 }
 
 impl Default for Hub {
@@ -87,7 +92,43 @@ impl Default for Hub {
             dests: Mutex::default(),
             by_ip: RwLock::default(),
             pods: RwLock::default(),
-            generation: watch::Sender::new(0),
+            waiting: Mutex::default(),
+        }
+    }
+}
+
+/// Waits for something to appear at one IP; the last one dropped forgets
+/// the IP.
+#[derive(Debug)]
+pub struct IpWait<'a> {
+    hub: &'a Hub,
+    ip: IpAddr,
+    rx: watch::Receiver<u64>,
+}
+
+impl IpWait<'_> {
+    /// Returns once a Service port or a pod may have appeared at the IP
+    /// since this wait was made (or since the last call).
+    pub async fn appeared(&mut self) {
+        // The sender lives while this receiver does (removed only by the
+        // last waiter's drop), so this cannot fail.
+        let _ = self.rx.changed().await;
+    }
+
+    pub fn has_appeared(&self) -> bool {
+        self.rx.has_changed().unwrap_or(true)
+    }
+}
+
+impl Drop for IpWait<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.hub.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        // Made under this lock: a count of one is this receiver alone.
+        if waiting
+            .get(&self.ip)
+            .is_some_and(|tx| tx.receiver_count() == 1)
+        {
+            waiting.remove(&self.ip);
         }
     }
 }
@@ -220,12 +261,40 @@ impl Hub {
         }
         drop(all);
         if appeared_or_gone {
-            self.generation.send_modify(|g| *g += 1);
+            self.appeared(&ips);
         }
+    }
+
+    /// Wakes whoever waits on one of `ips`.
+    fn appeared(&self, ips: &[IpAddr]) {
+        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        for ip in ips {
+            if let Some(tx) = waiting.get(ip) {
+                tx.send_modify(|n| *n += 1);
+            }
+        }
+    }
+
+    /// A wait for a Service port or pod to appear at `ip`: make it before
+    /// looking the address up, so that nothing appears unseen in between.
+    pub fn wait_for(&self, ip: IpAddr) -> IpWait<'_> {
+        let rx = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ip)
+            .or_insert_with(|| watch::Sender::new(0))
+            .subscribe();
+        IpWait { hub: self, ip, rx }
+    }
+
+    /// How many IPs watchers wait on.
+    pub fn waited_ips(&self) -> usize {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
     /// Publishes the pod whose own address `ip` is now (`None`: no pod).
     pub fn publish_pod(&self, ip: IpAddr, pod: Option<PodView>) {
-        let appeared_or_gone = {
+        let appeared = {
             let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
             match (pods.get(&ip), pod) {
                 (Some(tx), Some(pod)) => {
@@ -246,13 +315,13 @@ impl Hub {
                     if let Some(tx) = pods.remove(&ip) {
                         tx.send_replace(None);
                     }
-                    true
+                    false
                 }
                 (None, None) => false,
             }
         };
-        if appeared_or_gone {
-            self.generation.send_modify(|g| *g += 1);
+        if appeared {
+            self.appeared(&[ip]);
         }
     }
 
@@ -314,11 +383,6 @@ impl Hub {
             key: key.clone(),
             rx,
         }
-    }
-
-    /// Changes when destinations appear or disappear.
-    pub fn generation(&self) -> watch::Receiver<u64> {
-        self.generation.subscribe()
     }
 
     /// How many destinations are held: those that exist and those watched.
@@ -413,12 +477,23 @@ mod tests {
         assert_eq!(hub.by_addr("10.96.0.1:81".parse().unwrap()), None);
 
         // The Service goes: watchers are told, the address no longer resolves.
-        let mut generation = hub.generation();
-        generation.borrow_and_update();
         hub.publish(&svc(), vec![], vec![]);
         assert!(slow.borrow_and_update().view.is_none());
-        assert!(generation.has_changed().unwrap());
         assert_eq!(hub.by_addr("10.96.0.1:80".parse().unwrap()), None);
+
+        // It comes back: whoever waits on its address is woken.
+        let wait = hub.wait_for("10.96.0.1".parse().unwrap());
+        let elsewhere = hub.wait_for("10.96.0.2".parse().unwrap());
+        assert_eq!(hub.waited_ips(), 2);
+        hub.publish(
+            &svc(),
+            vec![(key(), view(&["10.0.0.2:80"]))],
+            vec!["10.96.0.1".parse().unwrap()],
+        );
+        assert!(wait.has_appeared());
+        assert!(!elsewhere.has_appeared(), "not its address");
+        drop((wait, elsewhere));
+        assert_eq!(hub.waited_ips(), 0);
     }
 
     #[test]
@@ -433,11 +508,12 @@ mod tests {
             opaque_ports: Default::default(),
         };
         assert!(hub.pod(ip).is_none(), "no entry for an IP no pod holds");
-        let mut generation = hub.generation();
-        generation.borrow_and_update();
+        let other = hub.wait_for("10.244.1.6".parse().unwrap());
+        let mut wait = hub.wait_for(ip);
         hub.publish_pod(ip, Some(pod.clone()));
-        assert!(generation.has_changed().unwrap(), "a pod appeared");
-        generation.borrow_and_update();
+        assert!(wait.has_appeared(), "a pod appeared");
+        assert!(!other.has_appeared(), "at another address");
+        wait.rx.borrow_and_update();
         let mut rx = hub.pod(ip).unwrap();
         assert_eq!(rx.borrow_and_update().as_deref(), Some(&pod));
 
@@ -451,7 +527,7 @@ mod tests {
         };
         hub.publish_pod(ip, Some(unmeshed.clone()));
         assert_eq!(rx.borrow_and_update().as_deref(), Some(&unmeshed));
-        assert!(!generation.has_changed().unwrap(), "not an appearance");
+        assert!(!wait.has_appeared(), "not an appearance");
 
         // Gone: watchers see None, the entry is dropped.
         hub.publish_pod(ip, None);
@@ -459,7 +535,7 @@ mod tests {
         assert!(rx.has_changed().is_err(), "the channel is closed");
         assert!(hub.pod(ip).is_none());
         assert_eq!(hub.pod_ips(), 0);
-        assert!(generation.has_changed().unwrap());
+        assert!(!wait.has_appeared(), "a pod going wakes nobody who waits");
         // Publishing an absent pod twice is nothing.
         hub.publish_pod(ip, None);
         assert_eq!(hub.pod_ips(), 0);
