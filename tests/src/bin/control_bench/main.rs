@@ -31,6 +31,12 @@
 //! --changes N        EndpointSlice changes, alternately hot and warm (default 200; --quick 40)
 //! --pause D          pause after each change has fully arrived (default 20ms)
 //! --quick            the smaller cluster
+//! --scale N          multiplies Services, endpoints, streams, hot streams and warm
+//!                    Services (default 1: 1,000 Services, 20,000 endpoints, 2,000
+//!                    streams); the options above override it
+//! --baseline PATH    another weft-control binary (e.g. built at an earlier
+//!                    commit), run on the same cluster before this one: both
+//!                    tables, then each figure as a ratio new / baseline
 //! ```
 //!
 //! # What it prints
@@ -74,6 +80,8 @@ struct Opts {
     connections: usize,
     changes: usize,
     pause: Duration,
+    /// A weft-control to measure first, on the same cluster, for ratios.
+    baseline: Option<std::path::PathBuf>,
 }
 
 impl Opts {
@@ -87,6 +95,19 @@ impl Opts {
             connections: 20,
             changes: 200,
             pause: Duration::from_millis(20),
+            baseline: None,
+        }
+    }
+
+    /// `n` times the cluster and its watchers (the changes stay as many).
+    fn scaled(self, n: usize) -> Self {
+        Self {
+            services: self.services * n,
+            endpoints: self.endpoints * n,
+            streams: self.streams * n,
+            hot_streams: self.hot_streams * n,
+            warm_services: self.warm_services * n,
+            ..self
         }
     }
 
@@ -108,6 +129,15 @@ impl Opts {
         } else {
             Self::full()
         };
+        if let Some(i) = args.iter().position(|a| a == "--scale") {
+            let v = args.get(i + 1).context("--scale needs a value")?;
+            let n = v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .with_context(|| format!("--scale {v:?}: expected a whole number from 1 to 100"))?;
+            o = o.scaled(n);
+        }
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             if flag == "--quick" {
@@ -134,6 +164,10 @@ impl Opts {
                 "--connections" => o.connections = count(&mut it)?,
                 "--changes" => o.changes = count(&mut it)?,
                 "--pause" => o.pause = parse_duration(&value(&mut it)?)?,
+                "--scale" => {
+                    value(&mut it)?;
+                }
+                "--baseline" => o.baseline = Some(value(&mut it)?.into()),
                 "-h" | "--help" => bail!("help"),
                 other => bail!("unknown option {other:?}"),
             }
@@ -191,17 +225,35 @@ fn main() {
             std::process::exit(64);
         }
     };
-    if let Err(e) = run(&opts) {
+    if let Err(e) = compare(&opts) {
         eprintln!("weft-control-bench: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(o: &Opts) -> Result<()> {
+/// Runs the baseline (if any) then this build's weft-control, each on a
+/// fresh copy of the same cluster, and prints the ratios.
+fn compare(o: &Opts) -> Result<()> {
+    let binary = weft_control_binary()?;
+    let Some(baseline) = &o.baseline else {
+        run(o, &binary)?;
+        return Ok(());
+    };
+    if !baseline.is_file() {
+        bail!("--baseline {}: no such file", baseline.display());
+    }
+    println!("==== baseline\n");
+    let before = run(o, baseline)?;
+    println!("\n==== this build\n");
+    let after = run(o, &binary)?;
+    print!("\n{}", report::ratios(&before, &after));
+    Ok(())
+}
+
+fn run(o: &Opts, binary: &std::path::Path) -> Result<Results> {
     let mut layout = Layout::new(o.services, o.endpoints)?;
     let watches = Watches::new(&layout, o.streams, o.hot_streams, o.warm_services);
     let plan = plan::changes(&layout, &watches, o.changes);
-    let binary = weft_control_binary()?;
     println!("weft-control-bench: {}", layout.describe());
     println!(
         "  {} Watch streams over {} HTTP/2 connections: {} on the hot Service, the others over {} warm Services",
@@ -250,7 +302,7 @@ fn run(o: &Opts) -> Result<()> {
     }
     r.loaded = (objects, t.elapsed());
 
-    let mut control = Control::start(&binary, &kube.url())?;
+    let mut control = Control::start(binary, &kube.url())?;
     r.ready = control.wait_ready(Duration::from_secs(120))?;
     r.ready_cpu = control.cpu()?;
     let synced = control.metric("weft_control_objects{kind=\"EndpointSlice\"}")?;
@@ -345,7 +397,7 @@ fn run(o: &Opts) -> Result<()> {
         code.map_or("a signal".to_owned(), |c| format!("code {c}")),
         report::latency(took)
     );
-    Ok(())
+    Ok(r)
 }
 
 /// `weft_control_model_apply_seconds` sum and count.
@@ -384,5 +436,28 @@ mod tests {
         assert!(err("2").starts_with("--pause: '2' needs a unit"));
         assert!(err("-1s").contains("negative"));
         assert!(err("99999999999999999999h").contains("at most 2562047h"));
+    }
+
+    #[test]
+    fn scale_multiplies_the_cluster_and_options_override_it() {
+        let args = |s: &str| -> Vec<String> { s.split_whitespace().map(String::from).collect() };
+        let o = Opts::parse(&args("--scale 5")).unwrap();
+        assert_eq!(
+            (
+                o.services,
+                o.endpoints,
+                o.streams,
+                o.hot_streams,
+                o.warm_services
+            ),
+            (5000, 100_000, 10_000, 2500, 500)
+        );
+        assert_eq!(o.changes, 200, "as many changes");
+        let o = Opts::parse(&args("--streams 7 --hot-streams 3 --scale 2")).unwrap();
+        assert_eq!((o.services, o.streams, o.hot_streams), (2000, 7, 3));
+        assert_eq!(Opts::parse(&args("--scale 1")).unwrap().services, 1000);
+        for bad in ["--scale 0", "--scale x", "--scale"] {
+            assert!(Opts::parse(&args(bad)).is_err(), "{bad}");
+        }
     }
 }

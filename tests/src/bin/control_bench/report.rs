@@ -214,3 +214,85 @@ pub fn render(r: &Results) -> String {
     }
     out
 }
+
+/// Each headline figure of `after` as a ratio to `before` (below 1: better).
+pub fn ratios(before: &Results, after: &Results) -> String {
+    let mut out = String::from("== this build / baseline\n");
+    let line = |out: &mut String, label: &str, b: f64, a: f64, show: &dyn Fn(f64) -> String| {
+        let ratio = if b > 0.0 {
+            format!("{:.2}x", a / b)
+        } else {
+            "-".to_owned()
+        };
+        let l = format!("  {label:<26}{:>12}{:>12}{ratio:>9}", show(b), show(a));
+        let _ = writeln!(out, "{}", l.trim_end());
+    };
+    let ms = |v: f64| latency(Duration::from_secs_f64(v));
+    let mb = |v: f64| megabytes(v as u64);
+    let s = |v: f64| cpu(Duration::from_secs_f64(v));
+    let _ = writeln!(
+        out,
+        "  {:<26}{:>12}{:>12}{:>9}",
+        "", "baseline", "this", "ratio"
+    );
+    let q = |v: &[Duration], p: f64| quantile(v, p).as_secs_f64();
+    let (bf, af) = (&before.fanout, &after.fanout);
+    line(
+        &mut out,
+        "hot → last watcher p50",
+        q(&bf.hot_last, 0.5),
+        q(&af.hot_last, 0.5),
+        &ms,
+    );
+    line(
+        &mut out,
+        "hot → last watcher p99",
+        q(&bf.hot_last, 0.99),
+        q(&af.hot_last, 0.99),
+        &ms,
+    );
+    line(
+        &mut out,
+        "warm → last watcher p99",
+        q(&bf.warm_last, 0.99),
+        q(&af.warm_last, 0.99),
+        &ms,
+    );
+    line(
+        &mut out,
+        "change → first p99",
+        q(&bf.first, 0.99),
+        q(&af.first, 0.99),
+        &ms,
+    );
+    line(
+        &mut out,
+        "every snapshot (last)",
+        before.snapshots.2.as_secs_f64(),
+        after.snapshots.2.as_secs_f64(),
+        &ms,
+    );
+    line(
+        &mut out,
+        "CPU over the changes",
+        before.changes_cpu.as_secs_f64(),
+        after.changes_cpu.as_secs_f64(),
+        &s,
+    );
+    line(
+        &mut out,
+        "RSS idle",
+        before.idle_rss as f64,
+        after.idle_rss as f64,
+        &mb,
+    );
+    line(
+        &mut out,
+        "RSS peak",
+        before.peak_rss as f64,
+        after.peak_rss as f64,
+        &mb,
+    );
+    line(&mut out, "VmHWM", before.hwm as f64, after.hwm as f64, &mb);
+    out
+}
