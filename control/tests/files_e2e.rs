@@ -217,6 +217,21 @@ async fn watchers_follow_file_edits_and_breakage() {
         panic!("add")
     };
     assert_eq!(addrs(&a.endpoints), ["10.244.0.4:8081"]);
+    // The scan that applied web-b.yaml may not have reached web.yaml yet
+    // (files are read in order, off the runtime): wait until the broken
+    // file was seen and refused before fixing it.
+    let refused = "weft_control_source_errors_total{source=\"files\",kind=\"file\"} 1";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !weft_tests::http_get(plane.admin, "/metrics")
+        .await
+        .contains(refused)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broken file was never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Fix the first file with one endpoint less.
     write(
