@@ -41,11 +41,10 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::time::Instant;
 
 use super::histogram::LatencyHistogram;
 use super::process::ProcessCollector;
+use super::series::{InUse, Series};
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
@@ -103,7 +102,7 @@ impl EncodeLabelValue for Protocol {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DstLabels {
+pub(super) struct DstLabels {
     direction: Direction,
     dst: String,
     tls: &'static str,
@@ -112,17 +111,17 @@ struct DstLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResponseLabels {
+pub(super) struct ResponseLabels {
     #[prometheus(flatten)]
-    conn: DstLabels,
-    status_class: &'static str,
+    pub(super) conn: DstLabels,
+    pub(super) status_class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ErrorLabels {
+pub(super) struct ErrorLabels {
     #[prometheus(flatten)]
-    conn: DstLabels,
-    reason: &'static str,
+    pub(super) conn: DstLabels,
+    pub(super) reason: &'static str,
 }
 
 /// The two ends of a mesh TLS connection.
@@ -144,57 +143,24 @@ struct DetectLabels {
     protocol: Protocol,
 }
 
-const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// The use of one `conn` label set.
-#[derive(Debug)]
-struct Series {
-    /// Handles alive (connections open).
-    users: usize,
-    /// When the last handle was dropped.
-    last: Instant,
-    /// The error reasons recorded under it, to remove them too.
-    reasons: Vec<&'static str>,
-}
-
-/// Keeps a `conn` label set from being evicted while it lives.
-#[derive(Debug)]
-struct InUse {
-    metrics: Metrics,
-    labels: DstLabels,
-}
-
-impl Drop for InUse {
-    fn drop(&mut self) {
-        let mut series = self
-            .metrics
-            .0
-            .series
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = series.get_mut(&self.labels) {
-            s.users -= 1;
-            s.last = Instant::now();
-        }
-    }
-}
+pub(super) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Every family, registered once at start-up. Cheap to clone.
 #[derive(Clone, Debug, Default)]
-pub struct Metrics(Arc<Families>);
+pub struct Metrics(pub(super) Arc<Families>);
 
 #[derive(Debug, Default)]
-struct Families {
+pub(super) struct Families {
     /// The `conn` label sets in use or recently used, for eviction.
-    series: Mutex<HashMap<DstLabels, Series>>,
-    requests: Family<DstLabels, Counter>,
-    responses: Family<ResponseLabels, Counter>,
-    latency: Family<DstLabels, LatencyHistogram>,
-    errors: Family<ErrorLabels, Counter>,
-    tcp_open: Family<DstLabels, Gauge>,
-    tcp_total: Family<DstLabels, Counter>,
-    tcp_read: Family<DstLabels, Counter>,
-    tcp_write: Family<DstLabels, Counter>,
+    pub(super) series: Mutex<HashMap<DstLabels, Series>>,
+    pub(super) requests: Family<DstLabels, Counter>,
+    pub(super) responses: Family<ResponseLabels, Counter>,
+    pub(super) latency: Family<DstLabels, LatencyHistogram>,
+    pub(super) errors: Family<ErrorLabels, Counter>,
+    pub(super) tcp_open: Family<DstLabels, Gauge>,
+    pub(super) tcp_total: Family<DstLabels, Counter>,
+    pub(super) tcp_read: Family<DstLabels, Counter>,
+    pub(super) tcp_write: Family<DstLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
     detect: Family<DetectLabels, Counter>,
 }
@@ -282,76 +248,6 @@ impl Metrics {
             metrics: self.clone(),
             _in_use: in_use,
         }
-    }
-
-    /// Marks `labels` in use until the guard is dropped.
-    fn in_use(&self, labels: &DstLabels) -> InUse {
-        let mut series = self.0.series.lock().unwrap_or_else(|e| e.into_inner());
-        series
-            .entry(labels.clone())
-            .or_insert_with(|| Series {
-                users: 0,
-                last: Instant::now(),
-                reasons: Vec::new(),
-            })
-            .users += 1;
-        InUse {
-            metrics: self.clone(),
-            labels: labels.clone(),
-        }
-    }
-
-    /// Records an error reason under `labels` (and remembers it for eviction).
-    fn error(&self, labels: &DstLabels, reason: &'static str) {
-        {
-            let mut series = self.0.series.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(s) = series.get_mut(labels) {
-                if !s.reasons.contains(&reason) {
-                    s.reasons.push(reason);
-                }
-            }
-        }
-        self.0
-            .errors
-            .get_or_create(&ErrorLabels {
-                conn: labels.clone(),
-                reason,
-            })
-            .inc();
-    }
-
-    /// Removes the series of every `conn` label set that no connection
-    /// uses and that has been idle for `retain`; returns how many.
-    pub fn evict_idle(&self, retain: Duration) -> usize {
-        let m = &self.0;
-        let mut series = m.series.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let before = series.len();
-        series.retain(|labels, s| {
-            let keep = s.users > 0 || now.saturating_duration_since(s.last) < retain;
-            if !keep {
-                m.requests.remove(labels);
-                m.latency.remove(labels);
-                m.tcp_open.remove(labels);
-                m.tcp_total.remove(labels);
-                m.tcp_read.remove(labels);
-                m.tcp_write.remove(labels);
-                for status_class in STATUS_CLASSES {
-                    m.responses.remove(&ResponseLabels {
-                        conn: labels.clone(),
-                        status_class,
-                    });
-                }
-                for reason in &s.reasons {
-                    m.errors.remove(&ErrorLabels {
-                        conn: labels.clone(),
-                        reason,
-                    });
-                }
-            }
-            keep
-        });
-        before - series.len()
     }
 
     pub fn refused(&self, direction: Direction, reason: &'static str) {

@@ -4,5 +4,6 @@
 pub mod histogram;
 pub mod metrics;
 pub mod process;
+mod series;
 
 pub use metrics::{ConnMetrics, Direction, HttpMetrics, MeshIds, Metrics, Protocol};
