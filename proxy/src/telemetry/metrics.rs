@@ -364,6 +364,7 @@ impl HttpMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn scrape(registry: &Registry) -> String {
         let mut out = String::new();
