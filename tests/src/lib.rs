@@ -8,7 +8,9 @@ pub mod fakekube;
 pub mod mesh;
 pub mod netns;
 pub mod process;
+pub mod relay;
 pub mod require;
+pub mod wire;
 
 pub use mesh::{eventually, metric, start_proxy};
 pub use netns::{Node, Pod};

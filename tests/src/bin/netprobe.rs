@@ -14,6 +14,11 @@
 //!                                  FILE, frames back to back; prints
 //!                                  "CAPTURING" once the socket is open and
 //!                                  "CAPTURED N frames" at the end
+//! weft-netprobe relay FROM TO      accept on FROM and relay each connection,
+//!                                  both ways, to TO (each `tcp:ADDR` or
+//!                                  `unix:PATH`): a path crosses network
+//!                                  namespaces, so a pod reaches a server on
+//!                                  the host's loopback through two relays
 //! ```
 //!
 //! Listening prints "LISTENING ADDR" once the socket is bound, so a test can
@@ -26,6 +31,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use weft_proxy::transport::orig_dst::{OrigDstAddr, SoOriginalDst};
+
+#[path = "netprobe/relay.rs"]
+mod relay;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,6 +51,12 @@ fn main() -> ExitCode {
             };
             capture(file, Duration::from_millis(ms))
         }
+        Some("relay") => {
+            let (Some(from), Some(to)) = (args.get(1), args.get(2)) else {
+                usage()
+            };
+            relay::run(from, to)
+        }
         Some("connect") => {
             let ms = args
                 .get(2)
@@ -54,7 +68,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: weft-netprobe listen ADDR | connect ADDR [TIMEOUT_MS] | capture FILE MS");
+    eprintln!("usage: weft-netprobe listen ADDR | connect ADDR [TIMEOUT_MS] | capture FILE MS | relay FROM TO");
     std::process::exit(64)
 }
 

@@ -260,6 +260,15 @@ impl FakeKube {
         self.shared.set_unavailable(away);
     }
 
+    /// From now on every request waits `latency` before it is answered
+    /// (a watch: before its stream starts; events then flow at once), as an
+    /// overloaded API server does: an informer takes that long to sync.
+    /// Requests already waiting keep their delay. Zero (the default) turns
+    /// it off.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.set_latency(latency);
+    }
+
     /// How many list requests `r` got (cluster-wide and per namespace,
     /// each page counted, whatever the answer).
     pub fn lists(&self, r: &Resource) -> u64 {

@@ -1,7 +1,7 @@
 //! The HTTP side: accepts connections on the bound listener (HTTP/1.1 and
-//! HTTP/2), counts each request, answers 503 while the server is set away,
-//! routes GETs to discovery, list, get or watch, and POSTs of TokenReviews
-//! to `review`. Every failure is a `Status` object, as the API server sends.
+//! HTTP/2), counts each request, holds it for the latency set, answers 503
+//! while the server is set away, routes GETs to discovery, list, get or
+//! watch, and POSTs of TokenReviews to `review`. Every failure is a `Status` object, as the API server sends.
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HOST};
@@ -80,6 +80,10 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response {
         }),
         Route::Object { api, .. } => count(shared, api, |c| c.gets += 1),
         _ => {}
+    }
+    let latency = shared.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     if shared.unavailable() {
         return status_response(

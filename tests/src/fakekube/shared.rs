@@ -3,8 +3,9 @@
 //! TokenReview API knows and the request counters.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::watch;
 
 use super::review::{Token, Tokens};
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     /// Bumped to drop every open watch stream.
     breaks: watch::Sender<u64>,
     unavailable: AtomicBool,
+    /// How long each request waits before it is answered, in microseconds.
+    latency_us: AtomicU64,
     tokens: Mutex<Tokens>,
     counts: Mutex<HashMap<CountKey, Counts>>,
 }
@@ -46,6 +49,7 @@ impl Shared {
             breaks: watch::Sender::new(0),
             store: Mutex::new(store),
             unavailable: AtomicBool::new(false),
+            latency_us: AtomicU64::new(0),
             tokens: Mutex::default(),
             counts: Mutex::new(HashMap::new()),
             options,
@@ -87,6 +91,15 @@ impl Shared {
         if away {
             self.break_watches();
         }
+    }
+
+    pub(crate) fn latency(&self) -> Duration {
+        Duration::from_micros(self.latency_us.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latency_us.store(us, Ordering::SeqCst);
     }
 
     /// The tokens the TokenReview API knows.

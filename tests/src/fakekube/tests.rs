@@ -623,6 +623,36 @@ async fn unavailable_answers_503_to_everything() {
 }
 
 #[tokio::test]
+async fn a_latency_holds_every_request_until_it_is_turned_off() {
+    let kube = FakeKube::start();
+    kube.apply(&SERVICES, svc("a", "web", json!({})));
+    let latency = Duration::from_millis(300);
+    kube.set_latency(latency);
+    for path in [
+        "/api/v1/services",
+        "/api/v1/services?watch=true&resourceVersion=1",
+    ] {
+        let t = std::time::Instant::now();
+        let res = client()
+            .get(format!("{}{path}", kube.url()).parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert!(
+            t.elapsed() >= latency,
+            "{path} answered in {:?}",
+            t.elapsed()
+        );
+    }
+    kube.set_latency(Duration::ZERO);
+    let t = std::time::Instant::now();
+    assert_eq!(get(&kube, "/api/v1/services").await.0, 200);
+    // Well under the latency even on a loaded machine.
+    assert!(t.elapsed() < latency, "answered in {:?}", t.elapsed());
+    assert_eq!(kube.lists(&SERVICES), 2);
+}
+
+#[tokio::test]
 async fn streaming_lists_end_their_initial_events_with_a_bookmark() {
     let kube = FakeKube::start();
     kube.apply(&PODS, json!({"metadata": {"name": "p", "namespace": "a"}}));
