@@ -303,7 +303,9 @@ fn run(o: &Opts, binary: &std::path::Path) -> Result<Results> {
     r.loaded = (objects, t.elapsed());
 
     let mut control = Control::start(binary, &kube.url())?;
-    r.ready = control.wait_ready(Duration::from_secs(120))?;
+    // Start-up grows with the cluster: 2 minutes per 20,000 endpoints.
+    let limit = Duration::from_secs(120 * (o.endpoints as u64).div_ceil(20_000));
+    r.ready = control.wait_ready(limit)?;
     r.ready_cpu = control.cpu()?;
     let synced = control.metric("weft_control_objects{kind=\"EndpointSlice\"}")?;
     if synced as usize != layout.slices() {
