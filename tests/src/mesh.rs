@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::{bin, install, Pod, Proc, PROXY_UID};
+use crate::{bin, install, Pod, Proc, APP_UID, PROXY_UID, WAIT};
 
 /// Retries `f` until it succeeds or `within` has passed; the last error
 /// explains the failure.
@@ -137,4 +137,53 @@ mod tests {
         assert_eq!(sum("weft_request_total{direction=\"sideways\"}"), 0.0);
         assert_eq!(sum("weft_request{direction=\"inbound\"}"), 0.0);
     }
+}
+
+/// The SPIFFE ID of ServiceAccount `sa` in the scenarios' namespace `shop`.
+pub fn shop_id(sa: &str) -> String {
+    format!("spiffe://cluster.local/ns/shop/sa/{sa}")
+}
+
+/// The token the scenarios' control planes accept for `sa` in `shop`.
+pub fn shop_token(sa: &str) -> String {
+    format!("token-of-{sa}-0123456789abcdef")
+}
+
+/// The test app's HTTP server on 8080 in `pod`, as the app's uid.
+pub fn app(pod: &Pod) -> Proc {
+    let p = pod
+        .spawn(
+            Some(APP_UID),
+            &bin("weft-testapp"),
+            &["http", "0.0.0.0:8080"],
+        )
+        .unwrap();
+    p.expect_line("LISTENING", WAIT).unwrap();
+    p
+}
+
+/// curl `url` in `pod` as `uid` (root when None), on a new connection:
+/// (HTTP status, headers and body).
+pub fn curl(pod: &Pod, uid: Option<u32>, url: &str) -> Option<(u16, String)> {
+    let out = pod
+        .command(uid, Path::new("curl"))
+        .args(["-sS", "-i", "--max-time", "5", url])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text))
+}
+
+/// A GET by the app of `pod` that must succeed: its headers and body.
+pub fn get_ok(pod: &Pod, url: &str) -> String {
+    let (code, text) =
+        curl(pod, Some(APP_UID), url).unwrap_or_else(|| panic!("GET {url}: no answer"));
+    assert_eq!(code, 200, "GET {url}: {text}");
+    text
+}
+
+/// Whether `needle` appears in `haystack` (a capture, say).
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -14,25 +14,18 @@
 
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use weft_tests::fakekube::{FakeKube, ENDPOINT_SLICES, NAMESPACES, PODS, SERVICES};
-use weft_tests::mesh::{admin_get, app_served, sum_samples};
+use weft_tests::mesh::{
+    admin_get, app, app_served, contains, curl, get_ok, shop_id, shop_token, sum_samples,
+};
 use weft_tests::relay::HostRelay;
 use weft_tests::wire::{tcp_streams, tls_records, Stream};
 use weft_tests::*;
 
-const TD: &str = "spiffe://cluster.local";
 /// Where weft-control's pod reaches the fake API server.
 const KUBE_IN_POD: &str = "127.0.0.1:6443";
-
-fn id(sa: &str) -> String {
-    format!("{TD}/ns/shop/sa/{sa}")
-}
-
-fn token(sa: &str) -> String {
-    format!("token-of-{sa}-0123456789abcdef")
-}
 
 /// A node, the fake API server and weft-control (kube source) in a pod.
 /// Fields drop in order: weft-control goes before the API server it
@@ -61,11 +54,11 @@ impl Plane {
         let sas = ["client", "web", "db"];
         let tokens: String = sas
             .iter()
-            .map(|sa| format!("\"{}\": shop/{sa}\n", token(sa)))
+            .map(|sa| format!("\"{}\": shop/{sa}\n", shop_token(sa)))
             .collect();
         std::fs::write(dir.join("tokens.yaml"), tokens).unwrap();
         for sa in sas {
-            std::fs::write(dir.join(format!("{sa}.token")), token(sa)).unwrap();
+            std::fs::write(dir.join(format!("{sa}.token")), shop_token(sa)).unwrap();
         }
         let kube = FakeKube::start();
         kube.apply(&NAMESPACES, json!({"metadata": {"name": "shop"}}));
@@ -225,44 +218,6 @@ impl Drop for Plane {
     }
 }
 
-/// The test app's HTTP server on 8080 in `pod`.
-fn app(pod: &Pod) -> Proc {
-    let p = pod
-        .spawn(
-            Some(APP_UID),
-            &bin("weft-testapp"),
-            &["http", "0.0.0.0:8080"],
-        )
-        .unwrap();
-    p.expect_line("LISTENING", WAIT).unwrap();
-    p
-}
-
-/// curl `url` in `pod` as `uid` (root when None), on a new connection:
-/// (HTTP status, headers and body).
-fn curl(pod: &Pod, uid: Option<u32>, url: &str) -> Option<(u16, String)> {
-    let out = pod
-        .command(uid, Path::new("curl"))
-        .args(["-sS", "-i", "--max-time", "5", url])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, text))
-}
-
-/// A GET by the app of `pod` that must succeed.
-fn get_ok(pod: &Pod, url: &str) -> String {
-    let (code, text) =
-        curl(pod, Some(APP_UID), url).unwrap_or_else(|| panic!("GET {url}: no answer"));
-    assert_eq!(code, 200, "GET {url}: {text}");
-    text
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// The streams between `a` and `b`, both ways.
 fn between(streams: &[Stream], a: &Pod, b: &Pod) -> Vec<Stream> {
     let (a, b) = (std::net::IpAddr::V4(a.ip), std::net::IpAddr::V4(b.ip));
@@ -376,7 +331,7 @@ fn a_control_plane_restarted_on_a_slow_api_server_leaves_traffic_on_mtls() {
     get_ok(&client, "http://10.96.0.20/hello?canary=BEFORE-7f3a");
     let mtls_out = format!(
         "weft_request_total{{direction=\"outbound\",dst=\"{service}\",tls=\"true\",server_id=\"{}\"}}",
-        id("web")
+        shop_id("web")
     );
     let plain_out =
         format!("weft_request_total{{direction=\"outbound\",dst=\"{service}\",tls=\"false\"}}");
@@ -497,7 +452,7 @@ fn a_control_plane_restarted_on_a_slow_api_server_leaves_traffic_on_mtls() {
     );
     let inbound_mtls = format!(
         "weft_request_total{{direction=\"inbound\",tls=\"true\",client_id=\"{}\"}}",
-        id("client")
+        shop_id("client")
     );
     assert!(
         metric(&web, &inbound_mtls).unwrap() >= ok as f64,
@@ -594,14 +549,14 @@ fn pod_addresses_are_reached_over_mtls_when_meshed_and_in_plaintext_when_not() {
     // the client's identity, the client's outbound one the server's.
     let inbound = format!(
         "weft_request_total{{direction=\"inbound\",tls=\"true\",client_id=\"{}\",server_id=\"{}\"}}",
-        id("client"),
-        id("db")
+        shop_id("client"),
+        shop_id("db")
     );
     assert_eq!(metric(&db, &inbound).unwrap(), 1.0, "{inbound}");
     let outbound = format!(
         "weft_request_total{{direction=\"outbound\",dst=\"{}:8080\",tls=\"true\",server_id=\"{}\"}}",
         db.ip,
-        id("db")
+        shop_id("db")
     );
     assert_eq!(metric(&client, &outbound).unwrap(), 1.0, "{outbound}");
     let plain = format!(
@@ -615,5 +570,5 @@ fn pod_addresses_are_reached_over_mtls_when_meshed_and_in_plaintext_when_not() {
         0.0
     );
     let identity = admin_get(&client, "/identity").unwrap();
-    assert!(identity.contains(&id("client")), "{identity}");
+    assert!(identity.contains(&shop_id("client")), "{identity}");
 }

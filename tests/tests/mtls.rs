@@ -5,27 +5,19 @@
 //! the manifests, whose endpoints name Pods (meshed or not, and as which
 //! ServiceAccount) so that discovery tells each proxy what to expect.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use weft_tests::mesh::{admin_get, app_served, metric, spawn_proxy};
+use weft_tests::mesh::{
+    admin_get, app, app_served, contains, curl, get_ok, metric, shop_id, shop_token, spawn_proxy,
+};
 use weft_tests::*;
 
-const TD: &str = "spiffe://cluster.local";
-
-fn id(sa: &str) -> String {
-    format!("{TD}/ns/shop/sa/{sa}")
-}
 
 /// The series of mesh TLS handshakes with `peer` that ended in `result`.
 fn handshakes(direction: &str, peer: &str, result: &str) -> String {
     format!(
         "weft_tls_handshake_total{{direction=\"{direction}\",peer_id=\"{peer}\",result=\"{result}\"}}"
     )
-}
-
-/// The token the files source accepts for `sa` (in namespace shop).
-fn token(sa: &str) -> String {
-    format!("token-of-{sa}-0123456789abcdef")
 }
 
 /// A Service: its ClusterIP, and the pod behind it as the manifests
@@ -62,11 +54,11 @@ impl Plane {
         assert!(out.status.success(), "weft identity init: {}", stderr(&out));
         let tokens: String = ["client", "web", "other"]
             .iter()
-            .map(|sa| format!("\"{}\": shop/{sa}\n", token(sa)))
+            .map(|sa| format!("\"{}\": shop/{sa}\n", shop_token(sa)))
             .collect();
         std::fs::write(dir.join("tokens.yaml"), tokens).unwrap();
         for sa in ["client", "web", "other"] {
-            std::fs::write(dir.join(format!("{sa}.token")), token(sa)).unwrap();
+            std::fs::write(dir.join(format!("{sa}.token")), shop_token(sa)).unwrap();
         }
         let control_pod = node.pod().unwrap();
         let mut cmd = control_pod.command(None, &bin("weft-control"));
@@ -85,7 +77,7 @@ impl Plane {
             .arg(dir.join("tokens.yaml"));
         let control = Proc::spawn("weft-control", cmd).unwrap();
         eventually(WAIT, || {
-            http_get(&control_pod, "http://127.0.0.1:9990/ready")
+            curl(&control_pod, Some(APP_UID), "http://127.0.0.1:9990/ready")
                 .filter(|(code, _)| *code == 200)
                 .ok_or_else(|| anyhow::anyhow!("weft-control not ready"))
         })
@@ -148,8 +140,12 @@ impl Plane {
 
     /// A sample of weft-control's `/metrics` (summed as [`metric`] does).
     fn control_metric(&self, series: &str) -> anyhow::Result<f64> {
-        let (_, text) = http_get(&self.control_pod, "http://127.0.0.1:9990/metrics")
-            .ok_or_else(|| anyhow::anyhow!("weft-control's /metrics did not answer"))?;
+        let (_, text) = curl(
+            &self.control_pod,
+            Some(APP_UID),
+            "http://127.0.0.1:9990/metrics",
+        )
+        .ok_or_else(|| anyhow::anyhow!("weft-control's /metrics did not answer"))?;
         weft_tests::mesh::sum_samples(&text, series)
     }
 
@@ -222,41 +218,6 @@ impl Drop for Plane {
     }
 }
 
-/// The test app's HTTP server on 8080 in `pod`.
-fn app(pod: &Pod) -> Proc {
-    let p = pod
-        .spawn(
-            Some(APP_UID),
-            &bin("weft-testapp"),
-            &["http", "0.0.0.0:8080"],
-        )
-        .unwrap();
-    p.expect_line("LISTENING", WAIT).unwrap();
-    p
-}
-
-/// curl `url` in `pod` as the app: (HTTP status, body and headers).
-fn http_get(pod: &Pod, url: &str) -> Option<(u16, String)> {
-    let out = pod
-        .command(Some(APP_UID), Path::new("curl"))
-        .args(["-sS", "-i", "--max-time", "5", url])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, text))
-}
-
-fn get_ok(pod: &Pod, url: &str) -> String {
-    let (code, text) = http_get(pod, url).unwrap_or_else(|| panic!("GET {url}: no answer"));
-    assert_eq!(code, 200, "GET {url}: {text}");
-    text
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 #[test]
 fn meshed_pods_speak_mtls_and_unmeshed_peers_plaintext() {
     if netns_or_skip("mtls_wire") {
@@ -288,7 +249,7 @@ fn meshed_pods_speak_mtls_and_unmeshed_peers_plaintext() {
     let _client_proxy = plane.meshed(&client, "client", &[]);
     assert!(admin_get(&client, "/identity")
         .unwrap()
-        .contains(&id("client")));
+        .contains(&shop_id("client")));
 
     // Capture everything on the node's bridge while the client calls a
     // meshed Service and an unmeshed one.
@@ -326,17 +287,17 @@ fn meshed_pods_speak_mtls_and_unmeshed_peers_plaintext() {
     // Each side knows the other's identity.
     let inbound = format!(
         "weft_request_total{{direction=\"inbound\",tls=\"true\",client_id=\"{}\",server_id=\"{}\"}}",
-        id("client"),
-        id("web")
+        shop_id("client"),
+        shop_id("web")
     );
     assert!(metric(&web, &inbound).unwrap() >= 1.0, "{inbound}");
     let outbound = format!(
         "weft_request_total{{direction=\"outbound\",tls=\"true\",client_id=\"{}\",server_id=\"{}\"}}",
-        id("client"),
-        id("web")
+        shop_id("client"),
+        shop_id("web")
     );
     assert!(metric(&client, &outbound).unwrap() >= 1.0, "{outbound}");
-    let ok_handshakes = handshakes("inbound", &id("client"), "ok");
+    let ok_handshakes = handshakes("inbound", &shop_id("client"), "ok");
     assert!(metric(&web, &ok_handshakes).unwrap() >= 1.0);
     // The unmeshed Service was called in plaintext.
     let plain_out =
@@ -364,13 +325,13 @@ fn identities_that_do_not_match_are_refused() {
     let _impostor_proxy = plane.meshed(&impostor, "other", &[]);
     let _client_proxy = plane.meshed(&client, "client", &[]);
 
-    let (code, text) = http_get(&client, "http://10.96.0.20/hello").unwrap();
+    let (code, text) = curl(&client, Some(APP_UID), "http://10.96.0.20/hello").unwrap();
     assert_eq!(code, 502, "{text}");
     assert!(
         text.to_lowercase().contains("weft-proxy-error: tls failed"),
         "{text}"
     );
-    let refused = handshakes("outbound", &id("web"), "wrong_identity");
+    let refused = handshakes("outbound", &shop_id("web"), "wrong_identity");
     assert!(metric(&client, &refused).unwrap() >= 1.0, "{refused}");
     assert_eq!(app_served(&impostor), 0, "the impostor's app was reached");
 
@@ -378,7 +339,7 @@ fn identities_that_do_not_match_are_refused() {
     // it never becomes ready, and /ready says why.
     let _liar_proxy = plane.proxy(&liar, "web", "other", &[], false);
     let why = eventually(WAIT, || {
-        let (code, text) = http_get(&liar, "http://127.0.0.1:4191/ready")
+        let (code, text) = curl(&liar, Some(APP_UID), "http://127.0.0.1:4191/ready")
             .ok_or_else(|| anyhow::anyhow!("no answer"))?;
         anyhow::ensure!(
             code == 503 && text.contains("PermissionDenied"),
@@ -388,7 +349,7 @@ fn identities_that_do_not_match_are_refused() {
     })
     .unwrap();
     assert!(
-        why.contains(&id("web")) && why.contains(&id("other")),
+        why.contains(&shop_id("web")) && why.contains(&shop_id("other")),
         "{why}"
     );
     let failed = "weft_identity_certify_total{result=\"error\"}";
@@ -448,7 +409,7 @@ fn certificates_rotate_under_load_then_expire_without_the_control_plane() {
             "the {side} proxy did not renew during the load ({b} → {a})"
         );
     }
-    let ok_handshakes = handshakes("inbound", &id("client"), "ok");
+    let ok_handshakes = handshakes("inbound", &shop_id("client"), "ok");
     assert!(
         metric(&web, &ok_handshakes).unwrap() >= f64::from(fresh),
         "{fresh} fresh connections"
@@ -471,7 +432,7 @@ fn certificates_rotate_under_load_then_expire_without_the_control_plane() {
     .unwrap();
     // Past its expiry the proxy has no certificate and says why.
     let why = eventually(WAIT, || {
-        let (code, text) = http_get(&client, "http://127.0.0.1:4191/ready")
+        let (code, text) = curl(&client, Some(APP_UID), "http://127.0.0.1:4191/ready")
             .ok_or_else(|| anyhow::anyhow!("no answer"))?;
         anyhow::ensure!(code == 503, "{code} {text}");
         Ok(text)
@@ -534,6 +495,6 @@ fn a_rotated_issuer_signs_new_leaves_and_old_ones_stay_trusted() {
     assert!(new.contains("(from "), "{new}");
     get_ok(&client, "http://10.96.0.20/hello");
     assert_eq!(issuer_of(&web), old, "the server renewed before the check");
-    let ok_handshakes = handshakes("inbound", &id("client"), "ok");
+    let ok_handshakes = handshakes("inbound", &shop_id("client"), "ok");
     assert!(metric(&web, &ok_handshakes).unwrap() >= 1.0);
 }
