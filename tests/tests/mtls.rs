@@ -12,7 +12,6 @@ use weft_tests::mesh::{
 };
 use weft_tests::*;
 
-
 /// The series of mesh TLS handshakes with `peer` that ended in `result`.
 fn handshakes(direction: &str, peer: &str, result: &str) -> String {
     format!(
