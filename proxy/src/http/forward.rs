@@ -69,6 +69,21 @@ impl Forward {
         }
     }
 
+    /// A request that arrived at `start` on an HTTP/2 (`h2`) or HTTP/1 connection.
+    pub async fn request(
+        &self,
+        h2: bool,
+        target: Target<'_>,
+        req: Request<Incoming>,
+        start: Instant,
+    ) -> Response<Body> {
+        if h2 {
+            self.h2(target, req, start).await
+        } else {
+            self.h1(target, req, start).await
+        }
+    }
+
     /// An HTTP/1 request that arrived at `start`.
     pub async fn h1(
         &self,

@@ -68,6 +68,20 @@ impl HttpServer {
         }
     }
 
+    /// Serves an HTTP/2 (`h2`) or HTTP/1 client connection.
+    pub async fn serve<I, H, F>(&self, h2: bool, io: I, handle: H, shutdown: CancellationToken)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>) -> F + Send + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        if h2 {
+            self.serve_h2(io, handle, shutdown).await
+        } else {
+            self.serve_h1(io, handle, shutdown).await
+        }
+    }
+
     /// Serves an HTTP/1 client connection, each request answered by
     /// `handle`, until it ends or, after `shutdown`, until its request in
     /// flight is answered.

@@ -117,20 +117,10 @@ async fn forward<O, I>(
                 if let Err(Denied(why)) = authorize(policy, client.as_deref(), Some(&req)) {
                     return fwd.refuse(&req, ProxyError::Forbidden(why), start);
                 }
-                let target = Target::Addr(app);
-                if h2 {
-                    fwd.h2(target, req, start).await
-                } else {
-                    fwd.h1(target, req, start).await
-                }
+                fwd.request(h2, Target::Addr(app), req, start).await
             }
         };
-        if h2 {
-            shared.http.serve_h2(io, handle, shutdown).await
-        } else {
-            shared.http.serve_h1(io, handle, shutdown).await
-        }
-        return;
+        return shared.http.serve(h2, io, handle, shutdown).await;
     }
     if let Err(denied) = authorize::<()>(&policy, client.as_deref(), None) {
         debug!(%denied, "connection refused by policy");

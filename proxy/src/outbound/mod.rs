@@ -77,18 +77,10 @@ where
             let start = Instant::now();
             let (fwd, view) = &*conn;
             let target = route::route(view, orig, &req).target;
-            if h2 {
-                fwd.h2(target, req, start).await
-            } else {
-                fwd.h1(target, req, start).await
-            }
+            fwd.request(h2, target, req, start).await
         }
     };
-    if h2 {
-        shared.http.serve_h2(io, handle, shutdown).await
-    } else {
-        shared.http.serve_h1(io, handle, shutdown).await
-    }
+    shared.http.serve(h2, io, handle, shutdown).await
 }
 
 /// Opaque TCP: one upstream connection (to an endpoint picked once, with
