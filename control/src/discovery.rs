@@ -11,9 +11,10 @@
 //! RESOURCE_EXHAUSTED, so a client cannot make the hub hold names without
 //! bound (each watched name is one hub entry while it is watched).
 
+use futures_util::stream::{Map, StreamExt};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -22,8 +23,8 @@ use tracing::debug;
 use weft_proto::discovery::v1 as pb;
 use weft_proto::discovery::v1::update::Kind as U;
 
-use crate::hub::Delta;
-use crate::hub::{Hub, Subscription};
+use crate::encoded::Encoded;
+use crate::hub::{snapshot_of, Delta, Hub, Published, Subscription};
 use crate::metrics::Metrics;
 use crate::model::{parse_host, DestKey, DestView, PodView};
 use crate::ready::Readiness;
@@ -163,14 +164,12 @@ impl DiscoveryServer {
     }
 }
 
-#[tonic::async_trait]
-impl pb::discovery_server::Discovery for DiscoveryServer {
-    type WatchStream = ReceiverStream<Result<pb::Update, Status>>;
-
-    async fn watch(
+impl DiscoveryServer {
+    /// `Discovery.Watch`: served over gRPC by [`crate::encoded::DiscoveryService`].
+    pub async fn watch(
         &self,
         request: Request<pb::WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    ) -> Result<Response<WatchStream>, Status> {
         let target = self.target(request.get_ref())?;
         if let Some(why) = self.ready.discovery() {
             // The model holds part of the cluster: an answer from it could
@@ -201,32 +200,50 @@ impl pb::discovery_server::Discovery for DiscoveryServer {
             };
             if stopped {
                 // The proxy keeps its endpoints and reconnects (elsewhere).
-                let _ = out
-                    .tx
-                    .try_send(Err(Status::unavailable("weft-control is shutting down")));
+                let _ = out.tx.try_send(Err(Box::new(Status::unavailable(
+                    "weft-control is shutting down",
+                ))));
             }
             metrics.watchers.dec();
             drop(slot);
             debug!(?target, "watch ended");
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(
+            ReceiverStream::new(rx).map(unbox as fn(_) -> _),
+        ))
     }
 }
 
+/// What a watch's task hands its stream: an update, or the error that
+/// ends it (boxed: a `Status` is ten times the size of an update, and the
+/// channel's slots are allocated 32 at a time).
+type Item = Result<Encoded, Box<Status>>;
+
+/// A watch's updates as tonic takes them.
+pub type WatchStream = Map<ReceiverStream<Item>, fn(Item) -> Result<Encoded, Status>>;
+
+fn unbox(item: Item) -> Result<Encoded, Status> {
+    item.map_err(|s| *s)
+}
+
 struct Sender {
-    tx: mpsc::Sender<Result<pb::Update, Status>>,
+    tx: mpsc::Sender<Item>,
     metrics: Metrics,
 }
 
 impl Sender {
     /// Sends one update; `false` once the client has gone.
-    async fn send(&mut self, kind: U) -> bool {
-        self.metrics.update_sent(&kind);
-        self.tx
-            .send(Ok(pb::Update { kind: Some(kind) }))
-            .await
-            .is_ok()
+    async fn send(&mut self, update: Encoded) -> bool {
+        self.metrics.update_sent(update.kind());
+        self.tx.send(Ok(update)).await.is_ok()
     }
+}
+
+/// The one `DoesNotExist` update, encoded once.
+fn does_not_exist() -> Encoded {
+    static ENCODED: LazyLock<Encoded> =
+        LazyLock::new(|| Encoded::new(U::DoesNotExist(pb::DoesNotExist {})));
+    ENCODED.clone()
 }
 
 /// Runs one watch until the client goes away.
@@ -256,7 +273,7 @@ async fn serve_watch(hub: &Hub, target: &Target, out: &mut Sender) {
                 follow_pod(rx, *addr, out, &mut said_missing).await
             }
             Err(mut wait) => {
-                if !said_missing && !out.send(U::DoesNotExist(pb::DoesNotExist {})).await {
+                if !said_missing && !out.send(does_not_exist()).await {
                     return;
                 }
                 said_missing = true;
@@ -286,12 +303,12 @@ async fn follow(
     out: &mut Sender,
     said_missing: &mut bool,
 ) -> bool {
-    let mut last: Option<(u64, Arc<DestView>)> = None;
+    let mut last: Option<(u64, Arc<Published>)> = None;
     loop {
         let state = rx.borrow_and_update().clone();
         match (state.view, &last) {
             (None, _) => {
-                if !*said_missing && !out.send(U::DoesNotExist(pb::DoesNotExist {})).await {
+                if !*said_missing && !out.send(does_not_exist()).await {
                     return false;
                 }
                 *said_missing = true;
@@ -303,7 +320,7 @@ async fn follow(
             }
             (Some(view), None) => {
                 *said_missing = false;
-                if !send_snapshot(out, &view).await {
+                if !out.send(view.snapshot().clone()).await {
                     return false;
                 }
                 last = Some((state.version, view));
@@ -315,11 +332,11 @@ async fn follow(
                 let delta = match &state.delta {
                     Some(d) if state.version == version + 1 => d.as_ref(),
                     _ => {
-                        computed = Delta::between(old, &view);
+                        computed = Delta::between(old.view(), view.view());
                         &computed
                     }
                 };
-                if !send_changes(out, old, &view, delta).await {
+                if !send_all(out, delta.updates(old.view(), view.view())).await {
                     return false;
                 }
                 last = Some((state.version, view));
@@ -345,7 +362,7 @@ async fn follow_pod(
     loop {
         let pod = rx.borrow_and_update().clone();
         let Some(pod) = pod else {
-            if !*said_missing && !out.send(U::DoesNotExist(pb::DoesNotExist {})).await {
+            if !*said_missing && !out.send(does_not_exist()).await {
                 return false;
             }
             *said_missing = true;
@@ -353,8 +370,8 @@ async fn follow_pod(
         };
         let view = pod.at(addr);
         let sent = match &last {
-            None => send_snapshot(out, &view).await,
-            Some(old) => send_changes(out, old, &view, &Delta::between(old, &view)).await,
+            None => out.send(snapshot_of(&view)).await,
+            Some(old) => send_all(out, Delta::between(old, &view).updates(old, &view)).await,
         };
         if !sent {
             return false;
@@ -368,38 +385,12 @@ async fn follow_pod(
     }
 }
 
-/// Sends the whole state; `false` once the client has gone.
-async fn send_snapshot(out: &mut Sender, view: &DestView) -> bool {
-    let snapshot = pb::Snapshot {
-        profile: Some(view.profile.clone()),
-        endpoints: view.endpoints.values().cloned().collect(),
-    };
-    out.send(U::Snapshot(snapshot)).await
-}
-
-/// Sends what `delta` changed from `old` to `new`; `false` once the client
-/// has gone.
-async fn send_changes(out: &mut Sender, old: &DestView, new: &DestView, delta: &Delta) -> bool {
-    if delta.profile_changed && !out.send(U::Profile(new.profile.clone())).await {
-        return false;
-    }
-    if new.endpoints.is_empty() && !old.endpoints.is_empty() {
-        return out.send(U::NoEndpoints(pb::NoEndpoints {})).await;
-    }
-    if !delta.removed.is_empty() {
-        let addrs = delta.removed.iter().map(|a| (*a).into()).collect();
-        if !out.send(U::Remove(pb::Remove { addrs })).await {
+/// Sends `updates` in order; `false` once the client has gone.
+async fn send_all(out: &mut Sender, updates: &[Encoded]) -> bool {
+    for update in updates {
+        if !out.send(update.clone()).await {
             return false;
         }
-    }
-    if !delta.added.is_empty()
-        && !out
-            .send(U::Add(pb::Add {
-                endpoints: delta.added.clone(),
-            }))
-            .await
-    {
-        return false;
     }
     true
 }
@@ -407,10 +398,8 @@ async fn send_changes(out: &mut Sender, old: &DestView, new: &DestView, delta: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pb::discovery_server::Discovery;
     use prometheus_client::registry::Registry;
     use std::time::{Duration, Instant};
-    use tokio_stream::StreamExt;
 
     fn server(hub: Arc<Hub>, max: u32) -> DiscoveryServer {
         let (_, pending) = watch::channel(vec![]);
@@ -472,7 +461,10 @@ mod tests {
             .await;
             // Each stream says DoesNotExist first.
             let first = streams[NAMES / 2].next().await.unwrap().unwrap();
-            assert_eq!(first.kind, Some(U::DoesNotExist(pb::DoesNotExist {})));
+            assert_eq!(
+                first.decode().kind,
+                Some(U::DoesNotExist(pb::DoesNotExist {}))
+            );
             rss.push(("watching", rss_kib()));
             drop(streams);
             eventually("names forgotten", Duration::from_secs(60), || {
@@ -571,7 +563,7 @@ mod tests {
         }
         for s in &mut streams {
             let u = s.next().await.unwrap().unwrap();
-            assert_eq!(u.kind, Some(U::DoesNotExist(pb::DoesNotExist {})));
+            assert_eq!(u.decode().kind, Some(U::DoesNotExist(pb::DoesNotExist {})));
         }
         assert_eq!(hub.waited_ips(), 1000);
         // A pod appears at one of them: that watch is answered, and the
@@ -590,7 +582,8 @@ mod tests {
             .await
             .expect("the pod's watcher is answered")
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .decode();
         assert!(matches!(u.kind, Some(U::Snapshot(_))), "{u:?}");
         eventually(
             "the found IP is no longer waited on",

@@ -18,10 +18,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::watch;
 use weft_proto::discovery::v1 as pb;
+use weft_proto::discovery::v1::update::Kind as U;
 
+use crate::encoded::Encoded;
 use crate::model::{DestKey, DestView, ObjKey, PodView};
 
 /// What changed between two versions of a destination.
@@ -30,6 +32,9 @@ pub struct Delta {
     pub profile_changed: bool,
     pub added: Vec<pb::Endpoint>,
     pub removed: Vec<SocketAddr>,
+    /// The updates that say it, encoded once for every watcher that kept
+    /// up ([`Delta::updates`]).
+    encoded: OnceLock<Vec<Encoded>>,
 }
 
 impl Delta {
@@ -50,12 +55,74 @@ impl Delta {
             profile_changed: old.profile != new.profile,
             added,
             removed,
+            encoded: OnceLock::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         !self.profile_changed && self.added.is_empty() && self.removed.is_empty()
     }
+
+    /// The updates that take a watcher from `old` to `new` (the two views
+    /// this delta is between), encoded by the first caller: the new
+    /// profile if it changed, then `NoEndpoints` when the last endpoint
+    /// went, else the removes and the adds.
+    pub fn updates(&self, old: &DestView, new: &DestView) -> &[Encoded] {
+        self.encoded.get_or_init(|| {
+            let mut out = Vec::with_capacity(2);
+            if self.profile_changed {
+                out.push(Encoded::new(U::Profile(new.profile.clone())));
+            }
+            if new.endpoints.is_empty() && !old.endpoints.is_empty() {
+                out.push(Encoded::new(U::NoEndpoints(pb::NoEndpoints {})));
+                return out;
+            }
+            if !self.removed.is_empty() {
+                let addrs = self.removed.iter().map(|a| (*a).into()).collect();
+                out.push(Encoded::new(U::Remove(pb::Remove { addrs })));
+            }
+            if !self.added.is_empty() {
+                out.push(Encoded::new(U::Add(pb::Add {
+                    endpoints: self.added.clone(),
+                })));
+            }
+            out
+        })
+    }
+}
+
+/// One version of a destination as published, with its `Snapshot`
+/// encoded by the first watcher that sends it.
+#[derive(Debug)]
+pub struct Published {
+    view: DestView,
+    snapshot: OnceLock<Encoded>,
+}
+
+impl Published {
+    pub fn new(view: DestView) -> Self {
+        Self {
+            view,
+            snapshot: OnceLock::new(),
+        }
+    }
+
+    pub fn view(&self) -> &DestView {
+        &self.view
+    }
+
+    /// The whole state as one `Snapshot` update.
+    pub fn snapshot(&self) -> &Encoded {
+        self.snapshot.get_or_init(|| snapshot_of(&self.view))
+    }
+}
+
+/// `view` as a `Snapshot` update.
+pub fn snapshot_of(view: &DestView) -> Encoded {
+    Encoded::new(U::Snapshot(pb::Snapshot {
+        profile: Some(view.profile.clone()),
+        endpoints: view.endpoints.values().cloned().collect(),
+    }))
 }
 
 /// A destination's state at one version; `view` is `None` while it does
@@ -63,7 +130,7 @@ impl Delta {
 #[derive(Clone, Debug)]
 pub struct DestState {
     pub version: u64,
-    pub view: Option<Arc<DestView>>,
+    pub view: Option<Arc<Published>>,
     /// From `version - 1` to `version`, when both existed.
     pub delta: Option<Arc<Delta>>,
 }
@@ -74,7 +141,7 @@ pub struct DestState {
 /// Bounded by the model plus what is watched: a Service's entries live while
 /// it exists or someone watches them, and an entry for a name nobody
 /// publishes goes with its last [`Subscription`].
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Hub {
     dests: Mutex<HashMap<ObjKey, BTreeMap<u16, watch::Sender<DestState>>>>,
     by_ip: RwLock<HashMap<IpAddr, ObjKey>>,
@@ -84,17 +151,6 @@ pub struct Hub {
     /// IPs that watchers wait on (nothing answers there yet), each bumped
     /// when a Service port or pod appears there.
     waiting: Mutex<HashMap<IpAddr, watch::Sender<u64>>>,
-}
-
-impl Default for Hub {
-    fn default() -> Self {
-        Self {
-            dests: Mutex::default(),
-            by_ip: RwLock::default(),
-            pods: RwLock::default(),
-            waiting: Mutex::default(),
-        }
-    }
 }
 
 /// Waits for something to appear at one IP; the last one dropped forgets
@@ -228,7 +284,7 @@ impl Hub {
                     let old = tx.borrow().view.clone();
                     let delta = match &old {
                         Some(old) => {
-                            let d = Delta::between(old, &view);
+                            let d = Delta::between(old.view(), &view);
                             if d.is_empty() {
                                 continue;
                             }
@@ -241,7 +297,7 @@ impl Hub {
                     };
                     tx.send_modify(|s| {
                         s.version += 1;
-                        s.view = Some(Arc::new(view));
+                        s.view = Some(Arc::new(Published::new(view)));
                         s.delta = delta;
                     });
                 }
@@ -249,7 +305,7 @@ impl Hub {
                     appeared_or_gone = true;
                     let (tx, _) = watch::channel(DestState {
                         version: 1,
-                        view: Some(Arc::new(view)),
+                        view: Some(Arc::new(Published::new(view))),
                         delta: None,
                     });
                     ports.insert(port, tx);
@@ -454,6 +510,21 @@ mod tests {
             let d = s.delta.as_ref().unwrap();
             assert_eq!(d.added.len(), 1);
             assert!(d.removed.is_empty() && !d.profile_changed);
+            // Encoded once, by whoever asks first, then shared.
+            let (old, new) = (
+                view(&["10.0.0.1:80"]),
+                s.view.as_ref().unwrap().view().clone(),
+            );
+            let first = d.updates(&old, &new);
+            assert_eq!(first.len(), 1);
+            assert_eq!(first[0].kind(), "add");
+            assert!(std::ptr::eq(first, d.updates(&old, &new)));
+            let published = s.view.as_ref().unwrap();
+            assert!(std::ptr::eq(published.snapshot(), published.snapshot()));
+            let Some(U::Snapshot(snap)) = published.snapshot().decode().kind else {
+                panic!("a snapshot")
+            };
+            assert_eq!(snap.endpoints.len(), 2);
         }
         // An identical publish is not a change.
         hub.publish(
@@ -471,7 +542,7 @@ mod tests {
         // The slow watcher missed versions: it sees one state, the latest.
         let s = slow.borrow_and_update();
         assert_eq!(s.version, 3);
-        assert_eq!(s.view.as_ref().unwrap().endpoints.len(), 1);
+        assert_eq!(s.view.as_ref().unwrap().view().endpoints.len(), 1);
         drop(s);
         assert_eq!(hub.by_addr("10.96.0.1:80".parse().unwrap()), Some(key()));
         assert_eq!(hub.by_addr("10.96.0.1:81".parse().unwrap()), None);

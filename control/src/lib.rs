@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod config;
 pub mod discovery;
+pub mod encoded;
 pub mod hub;
 pub mod identity;
 pub mod metrics;

@@ -22,7 +22,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use weft_proto::discovery::v1::update::Kind as U;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -102,15 +101,8 @@ impl Metrics {
         m
     }
 
-    pub fn update_sent(&self, kind: &U) {
-        let kind = match kind {
-            U::Snapshot(_) => "snapshot",
-            U::Add(_) => "add",
-            U::Remove(_) => "remove",
-            U::NoEndpoints(_) => "no_endpoints",
-            U::DoesNotExist(_) => "does_not_exist",
-            U::Profile(_) => "profile",
-        };
+    /// One update sent to a watcher; `kind` as [`crate::encoded::kind_name`] says it.
+    pub fn update_sent(&self, kind: &'static str) {
         self.updates.get_or_create(&KindLabel { kind }).inc();
     }
 

@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use weft_proto::discovery::v1::discovery_server::DiscoveryServer as DiscoveryGrpc;
 use weft_proto::identity::v1::identity_server::IdentityServer;
 
 use crate::identity::issuer::Issuer;
@@ -23,6 +22,7 @@ use crate::identity::Reviewer;
 use crate::admin::{self, Admin};
 use crate::config::{Config, Source};
 use crate::discovery::DiscoveryServer;
+use crate::encoded::DiscoveryService;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::model::{self, Store};
@@ -124,7 +124,7 @@ pub async fn run(
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(health_service)
-        .add_service(DiscoveryGrpc::new(discovery))
+        .add_service(DiscoveryService::new(discovery))
         .add_optional_service(identity)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(bound.grpc),

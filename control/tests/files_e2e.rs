@@ -446,3 +446,79 @@ async fn a_misspelled_kind_is_reported_and_keeps_the_files_objects() {
     drop((by_name, moved));
     shutdown(plane).await;
 }
+
+/// One raw HTTP/2 call to weft-control's gRPC port: the `grpc-status` it
+/// answers (trailers-only) and its message.
+async fn raw_call(plane: &Plane, path: &str, body: &'static [u8]) -> (String, String) {
+    use http_body_util::{BodyExt, Full};
+    let tcp = tokio::net::TcpStream::connect(plane.grpc).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{}{path}", plane.grpc))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(bytes::Bytes::from_static(body)))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let mut headers = resp.headers().clone();
+    if let Ok(collected) = resp.into_body().collect().await {
+        if let Some(trailers) = collected.trailers() {
+            headers.extend(trailers.clone());
+        }
+    }
+    let get = |h: &str| {
+        headers
+            .get(h)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    (get("grpc-status"), percent_decoded(&get("grpc-message")))
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2).
+fn percent_decoded(s: &str) -> String {
+    let mut out = Vec::new();
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                out.push(u8::from_str_radix(&hex, 16).expect("percent-encoding"));
+            }
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).expect("UTF-8")
+}
+
+#[tokio::test]
+async fn calls_that_are_not_one_watch_request_are_refused_with_a_reason() {
+    let plane = start("raw").await;
+    let watch = "/weft.discovery.v1.Discovery/Watch";
+    let (code, message) = raw_call(&plane, "/weft.discovery.v1.Discovery/Nope", b"").await;
+    assert_eq!(code, "12", "{code} {message}");
+    assert!(message.contains("no method"), "{message}");
+    let (code, message) = raw_call(&plane, watch, &[1, 0, 0, 0, 0]).await;
+    assert_eq!(code, "12", "{message}");
+    assert!(message.contains("compressed"), "{message}");
+    // A length that is not the body's, and no message at all.
+    let (code, message) = raw_call(&plane, watch, &[0, 0, 0, 0, 9, 1]).await;
+    assert_eq!(code, "3", "{message}");
+    assert!(message.contains("not one gRPC message"), "{message}");
+    let (code, _) = raw_call(&plane, watch, b"").await;
+    assert_eq!(code, "3");
+    // Bytes that are not a WatchRequest.
+    let (code, message) = raw_call(&plane, watch, &[0, 0, 0, 0, 2, 0xff, 0xff]).await;
+    assert_eq!(code, "3", "{message}");
+    assert!(message.contains("WatchRequest"), "{message}");
+    // An empty message is a request without a destination.
+    let (code, message) = raw_call(&plane, watch, &[0, 0, 0, 0, 0]).await;
+    assert_eq!(code, "3", "{message}");
+    assert!(message.contains("no destination"), "{message}");
+    shutdown(plane).await;
+}

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use weft_proto::discovery::v1 as pb;
 
+use super::keys::Keys;
 use super::objects::*;
 use super::pods::PodView;
 
@@ -94,10 +95,10 @@ pub struct Store {
     pods: HashMap<ObjKey, PodInfo>,
     namespaces: HashMap<String, NamespaceInfo>,
     slices_by_service: HashMap<ObjKey, BTreeSet<ObjKey>>,
-    slices_by_pod: HashMap<ObjKey, BTreeSet<ObjKey>>,
+    slices_by_pod: HashMap<ObjKey, Keys>,
     /// The pods that hold each IP (more than one only while one replaces
     /// another): one entry per pod IP, so bounded by the pods.
-    pods_by_ip: HashMap<IpAddr, BTreeSet<ObjKey>>,
+    pods_by_ip: HashMap<IpAddr, Keys>,
     trust_domain: String,
     cluster_domain: String,
 }
