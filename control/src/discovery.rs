@@ -484,6 +484,14 @@ mod tests {
         for (when, kib) in &rss {
             println!("RSS {when}: {} MiB", kib / 1024);
         }
+        // Flat: the second client's 100,000 names reuse what the first
+        // one's took (the allocator keeps freed memory for reuse, so RSS
+        // does not fall back; it must not climb).
+        let (first, second) = (rss[1].1, rss[3].1);
+        assert!(
+            second <= first + first / 10,
+            "RSS grew from {first} KiB to {second} KiB between two rounds of 100,000 names"
+        );
     }
 
     #[tokio::test]

@@ -8,8 +8,8 @@
 //! of change (coalescing).
 //!
 //! Pods are published by IP, for watches on a pod's own address: one
-//! channel per pod IP in the model (none for an IP no pod holds, whoever
-//! asks), removed when the pod goes.
+//! entry per pod IP in the model (none for an IP no pod holds, whoever
+//! asks), with a channel once someone watches it, removed when the pod goes.
 //!
 //! A watch of an address nothing answers waits on that IP alone
 //! ([`Hub::wait_for`]): a Service or pod appearing wakes the watchers of its
@@ -147,10 +147,20 @@ pub struct Hub {
     by_ip: RwLock<HashMap<IpAddr, ObjKey>>,
     /// Each pod IP's pod (`None` sent to its watchers when it goes, just
     /// before the entry is removed).
-    pods: RwLock<HashMap<IpAddr, watch::Sender<Option<Arc<PodView>>>>>,
+    pods: RwLock<HashMap<IpAddr, PodEntry>>,
     /// IPs that watchers wait on (nothing answers there yet), each bumped
     /// when a Service port or pod appears there.
     waiting: Mutex<HashMap<IpAddr, watch::Sender<u64>>>,
+}
+
+/// A pod IP's pod, and the channel its watchers follow: made by the first
+/// watch of that IP, since most pods are reached through Services and never
+/// watched by their own address (a channel is about 250 bytes: 25 MB at
+/// 100,000 pods), and dropped at the next change once nobody follows it.
+#[derive(Debug)]
+struct PodEntry {
+    pod: Arc<PodView>,
+    tx: Option<watch::Sender<Option<Arc<PodView>>>>,
 }
 
 /// Waits for something to appear at one IP; the last one dropped forgets
@@ -352,23 +362,26 @@ impl Hub {
     pub fn publish_pod(&self, ip: IpAddr, pod: Option<PodView>) {
         let appeared = {
             let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
-            match (pods.get(&ip), pod) {
-                (Some(tx), Some(pod)) => {
-                    tx.send_if_modified(|old| {
-                        let changed = old.as_deref() != Some(&pod);
-                        if changed {
-                            *old = Some(Arc::new(pod));
+            match (pods.get_mut(&ip), pod) {
+                (Some(entry), Some(pod)) => {
+                    if *entry.pod != pod {
+                        entry.pod = Arc::new(pod);
+                        if entry.tx.as_ref().is_some_and(|tx| tx.receiver_count() == 0) {
+                            entry.tx = None;
                         }
-                        changed
-                    });
+                        if let Some(tx) = &entry.tx {
+                            tx.send_replace(Some(entry.pod.clone()));
+                        }
+                    }
                     false
                 }
                 (None, Some(pod)) => {
-                    pods.insert(ip, watch::Sender::new(Some(Arc::new(pod))));
+                    let pod = Arc::new(pod);
+                    pods.insert(ip, PodEntry { pod, tx: None });
                     true
                 }
                 (Some(_), None) => {
-                    if let Some(tx) = pods.remove(&ip) {
+                    if let Some(tx) = pods.remove(&ip).and_then(|e| e.tx) {
                         tx.send_replace(None);
                     }
                     false
@@ -383,11 +396,14 @@ impl Hub {
 
     /// The pod whose own address `ip` is, to follow, if there is one.
     pub fn pod(&self, ip: IpAddr) -> Option<watch::Receiver<Option<Arc<PodView>>>> {
-        self.pods
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&ip)
-            .map(watch::Sender::subscribe)
+        let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
+        let entry = pods.get_mut(&ip)?;
+        Some(
+            entry
+                .tx
+                .get_or_insert_with(|| watch::Sender::new(Some(entry.pod.clone())))
+                .subscribe(),
+        )
     }
 
     /// How many pod IPs are published.
@@ -594,11 +610,19 @@ mod tests {
         let unmeshed = PodView {
             meshed: false,
             identity: None,
-            ..pod
+            ..pod.clone()
         };
         hub.publish_pod(ip, Some(unmeshed.clone()));
         assert_eq!(rx.borrow_and_update().as_deref(), Some(&unmeshed));
         assert!(!wait.has_appeared(), "not an appearance");
+
+        // Nobody follows any more: the next change drops the channel, and
+        // a new watch makes one again with the pod as it is.
+        drop(rx);
+        hub.publish_pod(ip, Some(pod.clone()));
+        assert!(hub.pods.read().unwrap()[&ip].tx.is_none());
+        let mut rx = hub.pod(ip).unwrap();
+        assert_eq!(rx.borrow_and_update().as_deref(), Some(&pod));
 
         // Gone: watchers see None, the entry is dropped.
         hub.publish_pod(ip, None);
