@@ -7,6 +7,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
+use super::routes::ObjectKind;
 use super::store::{Kind, Object, Store};
 use super::ObjKey;
 use crate::hub::Hub;
@@ -41,13 +42,17 @@ pub async fn run(
 ) {
     while let Some(change) = changes.recv().await {
         let started = Instant::now();
+        let routing;
         let touched = match change {
             Change::Apply {
                 source,
                 origin,
                 object,
             } => match store.apply(&object) {
-                Ok(t) => t,
+                Ok(t) => {
+                    routing = matches!(object.kind(), Kind::Route(_) | Kind::Service);
+                    t
+                }
                 Err(reason) => {
                     let (ns, name) = object.key();
                     warn!(%origin, kind = object.kind().as_str(), %ns, %name, %reason, "object refused; the model keeps what it had");
@@ -55,7 +60,10 @@ pub async fn run(
                     continue;
                 }
             },
-            Change::Delete { kind, key } => store.delete(kind, &key),
+            Change::Delete { kind, key } => {
+                routing = matches!(kind, Kind::Route(_) | Kind::Service);
+                store.delete(kind, &key)
+            }
             Change::Synced(source) => {
                 metrics.synced(source);
                 synced.send_modify(|pending| pending.retain(|s| *s != source));
@@ -68,11 +76,36 @@ pub async fn run(
         for ip in &touched.pod_ips {
             hub.publish_pod(*ip, store.pod_at(*ip));
         }
-        for kind in [Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace] {
+        if routing {
+            report_problems(&store, &touched.services, &metrics);
+        }
+        let route_kinds = ObjectKind::ALL.map(Kind::Route);
+        for kind in [Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace]
+            .into_iter()
+            .chain(route_kinds)
+        {
             metrics.objects(kind.as_str(), store.count(kind));
         }
         metrics
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Logs and counts what the route tables of these Services report (a
+/// split not in force, a backend that does not exist): see
+/// [`super::routes`].
+fn report_problems(
+    store: &Store,
+    services: &std::collections::BTreeSet<ObjKey>,
+    metrics: &Metrics,
+) {
+    for table in services.iter().flat_map(|s| store.route_tables(s)) {
+        let dest = &table.dest;
+        for p in table.problems {
+            let (ns, name) = &p.object;
+            warn!(kind = p.kind, %ns, %name, reason = %p.reason, service = %dest.service.1, port = dest.port, "route problem");
+            metrics.route_problem(p.kind);
+        }
     }
 }
