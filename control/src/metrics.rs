@@ -7,7 +7,7 @@
 //! | `weft_control_updates_sent_total` | counter | kind (snapshot, add, remove, no_endpoints, does_not_exist, profile) |
 //! | `weft_control_objects` | gauge | kind |
 //! | `weft_control_source_errors_total` | counter | source, kind |
-//! | `weft_control_route_problems_total` | counter | kind (of the object reported: a TrafficSplit in conflict, a route naming a missing Service), counted each time a change re-evaluates its table |
+//! | `weft_control_route_problems_total` | counter | kind (of the object reported: a TrafficSplit in conflict, a route naming a missing Service), counted once when it appears |
 //! | `weft_control_source_synced` | gauge | source (1 once the initial sync finished) |
 //! | `weft_control_model_apply_seconds` | histogram | time to apply one change and publish it (the sync lag inside the control plane) |
 //! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_start_time_seconds` | | |
@@ -98,7 +98,7 @@ impl Metrics {
         );
         r.register(
             "route_problems",
-            "Route objects reported in conflict or naming what does not exist, by kind, each time a change re-evaluates them",
+            "Route problems that appeared (an object in conflict or naming what does not exist), by the kind of the object reported",
             m.route_problems.clone(),
         );
         r.register(

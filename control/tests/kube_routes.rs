@@ -93,13 +93,23 @@ async fn routing_crds_are_optional_and_watched_once_served() {
     let routes = r#"weft_control_objects{kind="HTTPRoute"}"#;
     until_metric(admin, splits, 1.0).await;
     until_metric(admin, routes, 1.0).await;
-    // The split and the route on one Service: the conflict is reported.
-    assert!(metric(
-        admin,
-        r#"weft_control_route_problems_total{kind="TrafficSplit"}"#
-    )
-    .await
-    .is_some_and(|n| n >= 1.0));
+    // The split and the route on one Service: the conflict is reported,
+    // once; a new version of the split with the same conflict is not
+    // reported again.
+    let problems = r#"weft_control_route_problems_total{kind="TrafficSplit"}"#;
+    assert_eq!(metric(admin, problems).await, Some(1.0));
+    let applied = r#"weft_control_model_apply_seconds_count"#;
+    let before = metric(admin, applied).await.unwrap();
+    kube.apply(&TRAFFIC_SPLITS, split(400));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while metric(admin, applied).await.unwrap() <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new version is applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(admin, problems).await, Some(1.0));
 
     // A bad version (weight -1) is refused and counted; the good one stays.
     kube.apply(&TRAFFIC_SPLITS, split(-1));

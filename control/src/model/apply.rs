@@ -2,12 +2,13 @@
 //! it applies each, publishes the destinations the change touched, and
 //! reports refused objects.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
-use super::routes::ObjectKind;
+use super::routes::{ObjectKind, Problem};
 use super::store::{Kind, Object, Store};
 use super::ObjKey;
 use crate::hub::Hub;
@@ -40,6 +41,7 @@ pub async fn run(
     metrics: Metrics,
     synced: watch::Sender<Vec<&'static str>>,
 ) {
+    let mut reported = Reported::default();
     while let Some(change) = changes.recv().await {
         let started = Instant::now();
         let routing;
@@ -77,7 +79,7 @@ pub async fn run(
             hub.publish_pod(*ip, store.pod_at(*ip));
         }
         if routing {
-            report_problems(&store, &touched.services, &metrics);
+            reported.update(&store, &touched.services, &metrics);
         }
         let route_kinds = ObjectKind::ALL.map(Kind::Route);
         for kind in [Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace]
@@ -92,20 +94,32 @@ pub async fn run(
     }
 }
 
-/// Logs and counts what the route tables of these Services report (a
-/// split not in force, a backend that does not exist): see
-/// [`super::routes`].
-fn report_problems(
-    store: &Store,
-    services: &std::collections::BTreeSet<ObjKey>,
-    metrics: &Metrics,
-) {
-    for table in services.iter().flat_map(|s| store.route_tables(s)) {
-        let dest = &table.dest;
-        for p in table.problems {
-            let (ns, name) = &p.object;
-            warn!(kind = p.kind, %ns, %name, reason = %p.reason, service = %dest.service.1, port = dest.port, "route problem");
-            metrics.route_problem(p.kind);
+/// The route problems each Service's tables had when last looked at
+/// (bounded by the Services that have one), so that each is said once,
+/// when it appears.
+#[derive(Debug, Default)]
+struct Reported(HashMap<ObjKey, BTreeSet<Problem>>);
+
+impl Reported {
+    /// Logs and counts the problems of these Services' route tables that
+    /// were not there before (a split not in force, a backend that does
+    /// not exist): see [`super::routes`].
+    fn update(&mut self, store: &Store, services: &BTreeSet<ObjKey>, metrics: &Metrics) {
+        for svc in services {
+            let now: BTreeSet<Problem> = store
+                .route_tables(svc)
+                .into_iter()
+                .flat_map(|t| t.problems)
+                .collect();
+            let before = self.0.remove(svc).unwrap_or_default();
+            for p in now.difference(&before) {
+                let (ns, name) = &p.object;
+                warn!(kind = p.kind, %ns, %name, reason = %p.reason, service = %svc.1, "route problem");
+                metrics.route_problem(p.kind);
+            }
+            if !now.is_empty() {
+                self.0.insert(svc.clone(), now);
+            }
         }
     }
 }

@@ -78,9 +78,8 @@
 //! is refused whole with a reason naming the field, logged and counted
 //! (`weft_control_source_errors_total`), and its last good version stays
 //! in force. Problems only the model sees ([`Problem`]) leave the object in
-//! the model and are logged with the object and the reason each time a
-//! change re-evaluates the tables they are in
-//! (`weft_control_route_problems_total`).
+//! the model and are logged with the object and the reason once, when a
+//! change makes them appear (`weft_control_route_problems_total`).
 //!
 //! Timeouts (`timeouts.request`, `timeouts.backendRequest`, `0s` turning
 //! one off) and the experimental `retry` (`codes` 400-599, `attempts`,
