@@ -73,8 +73,9 @@
 //! (16 rules, 64 matches per rule and 128 per route, 16 backendRefs, 16
 //! filters, 16 headers or query parameters per match, 32 parentRefs,
 //! weights 0-1,000,000), has a regex that does not compile (or compiles
-//! to over 1 MiB), a negative weight, an unknown `matches.kind`, a filter
-//! weft does not implement (ExtensionRef, CORS) or two exclusive settings,
+//! to over 1 MiB), a negative weight, an unknown `matches.kind`, a
+//! Service listed twice among one split's backends, a filter weft does
+//! not implement (ExtensionRef, CORS) or two exclusive settings,
 //! is refused whole with a reason naming the field, logged and counted
 //! (`weft_control_source_errors_total`), and its last good version stays
 //! in force. Problems only the model sees ([`Problem`]) leave the object in
