@@ -7,6 +7,7 @@
 //! | `weft_control_updates_sent_total` | counter | kind (snapshot, add, remove, no_endpoints, does_not_exist, profile) |
 //! | `weft_control_objects` | gauge | kind |
 //! | `weft_control_source_errors_total` | counter | source, kind |
+//! | `weft_control_route_problems_total` | counter | kind (of the object reported: a TrafficSplit in conflict, a route naming a missing Service), counted once when it appears |
 //! | `weft_control_source_synced` | gauge | source (1 once the initial sync finished) |
 //! | `weft_control_model_apply_seconds` | histogram | time to apply one change and publish it (the sync lag inside the control plane) |
 //! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_start_time_seconds` | | |
@@ -47,6 +48,7 @@ pub struct Metrics {
     objects: Family<KindLabel, Gauge>,
     errors: Family<SourceLabels, Counter>,
     synced: Family<SourceLabel, Gauge>,
+    route_problems: Family<KindLabel, Counter>,
     pub apply_seconds: Histogram,
 }
 
@@ -59,6 +61,7 @@ impl Metrics {
             objects: Family::default(),
             errors: Family::default(),
             synced: Family::default(),
+            route_problems: Family::default(),
             apply_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
         };
         registry.register_collector(Box::new(process::ProcessCollector::default()));
@@ -94,6 +97,11 @@ impl Metrics {
             m.synced.clone(),
         );
         r.register(
+            "route_problems",
+            "Route problems that appeared (an object in conflict or naming what does not exist), by the kind of the object reported",
+            m.route_problems.clone(),
+        );
+        r.register(
             "model_apply_seconds",
             "Time to apply one source change to the model and publish it",
             m.apply_seconds.clone(),
@@ -116,6 +124,10 @@ impl Metrics {
         self.errors
             .get_or_create(&SourceLabels { source, kind })
             .inc();
+    }
+
+    pub fn route_problem(&self, kind: &'static str) {
+        self.route_problems.get_or_create(&KindLabel { kind }).inc();
     }
 
     pub fn synced(&self, source: &'static str) {

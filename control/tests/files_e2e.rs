@@ -522,3 +522,85 @@ async fn calls_that_are_not_one_watch_request_are_refused_with_a_reason() {
     assert!(message.contains("no destination"), "{message}");
     shutdown(plane).await;
 }
+
+/// Waits (10 s at most) until `series` reads `want`.
+async fn until_metric(admin: std::net::SocketAddr, series: &str, want: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = metric(admin, series).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series}: have {got}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn split(api: &str, weight: &str) -> String {
+    format!(
+        "apiVersion: {api}\nkind: TrafficSplit\nmetadata: {{name: canary, namespace: shop}}\n\
+         spec:\n  service: web\n  matches: []\n  backends: [{{service: web, weight: {weight}}}]\n"
+    )
+}
+
+#[tokio::test]
+async fn routing_objects_are_read_and_bad_ones_refused() {
+    let plane = start("routes").await;
+    let splits = "weft_control_objects{kind=\"TrafficSplit\"}";
+    let groups = "weft_control_objects{kind=\"HTTPRouteGroup\"}";
+    let file_errors = "weft_control_source_errors_total{source=\"files\",kind=\"file\"}";
+    let refused = "weft_control_source_errors_total{source=\"files\",kind=\"TrafficSplit\"}";
+    let group = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\n\
+                 metadata: {name: ab, namespace: shop}\n\
+                 spec: {matches: [{name: ff, headers: {user-agent: '.*Firefox.*'}}]}\n";
+    write(
+        &plane.dir,
+        "routes.yaml",
+        &format!(
+            "{}---\n{}---\n{group}",
+            service("web", "10.96.0.20"),
+            split("split.smi-spec.io/v1alpha4", "1")
+        ),
+    );
+    until_metric(plane.admin, splits, 1).await;
+    assert_eq!(metric(plane.admin, groups).await, 1);
+
+    // A version weft does not read: the file is refused whole.
+    write(
+        &plane.dir,
+        "routes.yaml",
+        &format!(
+            "{}---\n{}",
+            service("web", "10.96.0.20"),
+            split("split.smi-spec.io/v1alpha3", "1")
+        ),
+    );
+    until_metric(plane.admin, file_errors, 1).await;
+    assert_eq!(
+        metric(plane.admin, groups).await,
+        1,
+        "the file's objects stay"
+    );
+
+    // A weight of -1: the model refuses the split and keeps the last good one.
+    write(
+        &plane.dir,
+        "routes.yaml",
+        &format!(
+            "{}---\n{}---\n{group}",
+            service("web", "10.96.0.20"),
+            split("split.smi-spec.io/v1alpha4", "-1")
+        ),
+    );
+    until_metric(plane.admin, refused, 1).await;
+    assert_eq!(metric(plane.admin, splits).await, 1);
+
+    // The file goes: so do its objects.
+    std::fs::remove_file(plane.dir.join("routes.yaml")).unwrap();
+    until_metric(plane.admin, splits, 0).await;
+    assert_eq!(metric(plane.admin, groups).await, 0);
+    shutdown(plane).await;
+}

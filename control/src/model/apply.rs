@@ -2,11 +2,13 @@
 //! it applies each, publishes the destinations the change touched, and
 //! reports refused objects.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
+use super::routes::{ObjectKind, Problem};
 use super::store::{Kind, Object, Store};
 use super::ObjKey;
 use crate::hub::Hub;
@@ -39,15 +41,20 @@ pub async fn run(
     metrics: Metrics,
     synced: watch::Sender<Vec<&'static str>>,
 ) {
+    let mut reported = Reported::default();
     while let Some(change) = changes.recv().await {
         let started = Instant::now();
+        let routing;
         let touched = match change {
             Change::Apply {
                 source,
                 origin,
                 object,
             } => match store.apply(&object) {
-                Ok(t) => t,
+                Ok(t) => {
+                    routing = matches!(object.kind(), Kind::Route(_) | Kind::Service);
+                    t
+                }
                 Err(reason) => {
                     let (ns, name) = object.key();
                     warn!(%origin, kind = object.kind().as_str(), %ns, %name, %reason, "object refused; the model keeps what it had");
@@ -55,7 +62,10 @@ pub async fn run(
                     continue;
                 }
             },
-            Change::Delete { kind, key } => store.delete(kind, &key),
+            Change::Delete { kind, key } => {
+                routing = matches!(kind, Kind::Route(_) | Kind::Service);
+                store.delete(kind, &key)
+            }
             Change::Synced(source) => {
                 metrics.synced(source);
                 synced.send_modify(|pending| pending.retain(|s| *s != source));
@@ -68,11 +78,48 @@ pub async fn run(
         for ip in &touched.pod_ips {
             hub.publish_pod(*ip, store.pod_at(*ip));
         }
-        for kind in [Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace] {
+        if routing {
+            reported.update(&store, &touched.services, &metrics);
+        }
+        let route_kinds = ObjectKind::ALL.map(Kind::Route);
+        for kind in [Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace]
+            .into_iter()
+            .chain(route_kinds)
+        {
             metrics.objects(kind.as_str(), store.count(kind));
         }
         metrics
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// The route problems each Service's tables had when last looked at
+/// (bounded by the Services that have one), so that each is said once,
+/// when it appears.
+#[derive(Debug, Default)]
+struct Reported(HashMap<ObjKey, BTreeSet<Problem>>);
+
+impl Reported {
+    /// Logs and counts the problems of these Services' route tables that
+    /// were not there before (a split not in force, a backend that does
+    /// not exist): see [`super::routes`].
+    fn update(&mut self, store: &Store, services: &BTreeSet<ObjKey>, metrics: &Metrics) {
+        for svc in services {
+            let now: BTreeSet<Problem> = store
+                .route_tables(svc)
+                .into_iter()
+                .flat_map(|t| t.problems)
+                .collect();
+            let before = self.0.remove(svc).unwrap_or_default();
+            for p in now.difference(&before) {
+                let (ns, name) = &p.object;
+                warn!(kind = p.kind, %ns, %name, reason = %p.reason, service = %svc.1, "route problem");
+                metrics.route_problem(p.kind);
+            }
+            if !now.is_empty() {
+                self.0.insert(svc.clone(), now);
+            }
+        }
     }
 }

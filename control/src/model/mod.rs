@@ -5,6 +5,7 @@ mod keys;
 pub mod objects;
 pub mod pods;
 pub mod policy;
+pub mod routes;
 pub mod store;
 #[cfg(test)]
 mod tests;

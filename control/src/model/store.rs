@@ -16,6 +16,7 @@ use weft_proto::discovery::v1 as pb;
 use super::keys::Keys;
 use super::objects::*;
 use super::pods::PodView;
+use super::routes::{ObjectKind, RouteObject, RouteStore, RouteTable};
 
 /// One Service port: what a proxy watches.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,6 +39,8 @@ pub enum Object {
     Slice(Box<EndpointSlice>),
     Pod(Box<Pod>),
     Namespace(Box<Namespace>),
+    /// A TrafficSplit, HTTPRouteGroup, TCPRoute, HTTPRoute or GRPCRoute.
+    Route(RouteObject),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,6 +49,7 @@ pub enum Kind {
     Slice,
     Pod,
     Namespace,
+    Route(ObjectKind),
 }
 
 impl Kind {
@@ -55,6 +59,7 @@ impl Kind {
             Kind::Slice => "EndpointSlice",
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
+            Kind::Route(k) => k.as_str(),
         }
     }
 }
@@ -66,6 +71,7 @@ impl Object {
             Object::Slice(_) => Kind::Slice,
             Object::Pod(_) => Kind::Pod,
             Object::Namespace(_) => Kind::Namespace,
+            Object::Route(r) => Kind::Route(r.kind()),
         }
     }
 
@@ -77,6 +83,7 @@ impl Object {
             Object::Slice(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+            Object::Route(r) => r.meta(),
         };
         let ns = if self.kind() == Kind::Namespace {
             String::new()
@@ -101,6 +108,7 @@ pub struct Store {
     pods_by_ip: HashMap<IpAddr, Keys>,
     trust_domain: String,
     cluster_domain: String,
+    routes: RouteStore,
 }
 
 /// What a change may have changed: the destinations of these Services, and
@@ -136,6 +144,7 @@ impl Store {
             Kind::Slice => self.slices.len(),
             Kind::Pod => self.pods.len(),
             Kind::Namespace => self.namespaces.len(),
+            Kind::Route(k) => self.routes.count(k),
         }
     }
 
@@ -147,7 +156,9 @@ impl Store {
                 let info = ServiceInfo::from_k8s(svc)?;
                 let key = info.key.clone();
                 self.services.insert(key.clone(), info);
-                Ok(Touched::services([key]))
+                let mut touched = self.routes.referencing(&key);
+                touched.insert(key);
+                Ok(Touched::services(touched))
             }
             Object::Slice(slice) => {
                 let info = SliceInfo::from_k8s(slice)?;
@@ -188,6 +199,7 @@ impl Store {
                 self.namespaces.insert(info.name.clone(), info);
                 Ok(touched)
             }
+            Object::Route(r) => Ok(Touched::services(self.routes.apply(r)?)),
         }
     }
 
@@ -196,7 +208,9 @@ impl Store {
         match kind {
             Kind::Service => {
                 self.services.remove(key);
-                Touched::services([key.clone()])
+                let mut touched = self.routes.referencing(key);
+                touched.insert(key.clone());
+                Touched::services(touched)
             }
             Kind::Slice => self.remove_slice(key),
             Kind::Pod => Touched {
@@ -207,6 +221,7 @@ impl Store {
                 self.namespaces.remove(&key.1);
                 self.touched_in(&key.1)
             }
+            Kind::Route(k) => Touched::services(self.routes.delete(k, key)),
         }
     }
 
@@ -441,6 +456,27 @@ impl Store {
             }
         }
         DestView { profile, endpoints }
+    }
+
+    /// The route table of a Service port (see [`super::routes`]).
+    pub fn route_table(&self, dest: &DestKey) -> RouteTable {
+        self.routes.table(dest, |k| self.services.get(k))
+    }
+
+    /// The route tables of every port of a Service (none when it does not
+    /// exist).
+    pub fn route_tables(&self, svc: &ObjKey) -> Vec<RouteTable> {
+        let ports = self.services.get(svc).map(|s| s.ports.as_slice());
+        ports
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                self.route_table(&DestKey {
+                    service: svc.clone(),
+                    port: p.port,
+                })
+            })
+            .collect()
     }
 
     /// The Service a host name names, if it exists (see [`parse_host`]).

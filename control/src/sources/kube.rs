@@ -1,5 +1,14 @@
 //! The Kubernetes source: kube-runtime watchers of Services,
-//! EndpointSlices, Pods (cluster-wide or per namespace) and Namespaces.
+//! EndpointSlices, Pods (cluster-wide or per namespace) and Namespaces, and
+//! of the routing resources (TrafficSplit `split.smi-spec.io/v1alpha4`,
+//! HTTPRouteGroup and TCPRoute `specs.smi-spec.io/v1alpha4`, HTTPRoute and
+//! GRPCRoute `gateway.networking.k8s.io/v1`; the API server converts other
+//! served versions).
+//!
+//! A cluster need not have the routing CRDs: a routing watcher whose list
+//! is answered 404 (the CRD is not installed) or 403 (weft may not read
+//! it) counts as synced with no objects, says so once in the log, and
+//! keeps retrying with backoff, so that a CRD installed later is picked up.
 //!
 //! kube-runtime lists, then watches from the list's resourceVersion; on a
 //! broken watch it resumes, on 410 Gone it relists. Each relist (`Init` …
@@ -11,6 +20,7 @@
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::core::NamespaceResourceScope;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
@@ -23,6 +33,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
+use crate::model::routes::{gateway, smi, ObjectKind, RouteObject};
 use crate::model::{Change, Kind, ObjKey, Object};
 
 pub const SOURCE: &str = "kube";
@@ -52,7 +63,7 @@ pub fn spawn(
     } else {
         namespaces.iter().cloned().map(Some).collect()
     };
-    let pending = Arc::new(AtomicUsize::new(1 + 3 * scopes.len()));
+    let pending = Arc::new(AtomicUsize::new(1 + 8 * scopes.len()));
     let ctx = Ctx {
         changes,
         metrics,
@@ -92,6 +103,61 @@ pub fn spawn(
             |o| Object::Pod(Box::new(o)),
             ctx.clone(),
         ));
+        let c = &client;
+        let route = |k| Kind::Route(k);
+        tokio::spawn(watch(
+            scoped::<smi::TrafficSplit>(c, &ns),
+            route(ObjectKind::TrafficSplit),
+            |o| Object::Route(RouteObject::TrafficSplit(Box::new(o))),
+            ctx.clone(),
+        ));
+        tokio::spawn(watch(
+            scoped::<smi::HTTPRouteGroup>(c, &ns),
+            route(ObjectKind::HttpRouteGroup),
+            |o| Object::Route(RouteObject::HttpRouteGroup(Box::new(o))),
+            ctx.clone(),
+        ));
+        tokio::spawn(watch(
+            scoped::<smi::TCPRoute>(c, &ns),
+            route(ObjectKind::TcpRoute),
+            |o| Object::Route(RouteObject::TcpRoute(Box::new(o))),
+            ctx.clone(),
+        ));
+        tokio::spawn(watch(
+            scoped::<gateway::HTTPRoute>(c, &ns),
+            route(ObjectKind::HttpRoute),
+            |o| Object::Route(RouteObject::HttpRoute(Box::new(o))),
+            ctx.clone(),
+        ));
+        tokio::spawn(watch(
+            scoped::<gateway::GRPCRoute>(c, &ns),
+            route(ObjectKind::GrpcRoute),
+            |o| Object::Route(RouteObject::GrpcRoute(Box::new(o))),
+            ctx.clone(),
+        ));
+    }
+}
+
+/// A namespaced resource's API, cluster-wide or in one namespace.
+fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The list of a routing CRD was refused as not there (404: not installed)
+/// or not allowed (403).
+fn crd_unavailable(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => {
+            matches!(status.code, 403 | 404)
+        }
+        _ => false,
     }
 }
 
@@ -116,10 +182,26 @@ where
     let mut known: BTreeSet<ObjKey> = BTreeSet::new();
     let mut listing: BTreeSet<ObjKey> = BTreeSet::new();
     let mut synced = false;
+    let optional = matches!(kind, Kind::Route(_));
+    let mut said_unavailable = false;
     let send = |change| ctx.changes.send(change);
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(e) => e,
+            Err(error) if optional && crd_unavailable(&error) => {
+                if !said_unavailable {
+                    said_unavailable = true;
+                    warn!(kind = kind.as_str(), %error, "routing resource not served or not readable; going on without it, retrying with backoff");
+                    ctx.metrics.source_error(SOURCE, kind.as_str());
+                }
+                if !synced {
+                    synced = true;
+                    if ctx.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        let _ = send(Change::Synced(SOURCE)).await;
+                    }
+                }
+                continue;
+            }
             Err(error) => {
                 warn!(kind = kind.as_str(), %error, "watch failed; retrying with backoff");
                 ctx.metrics.source_error(SOURCE, kind.as_str());
@@ -143,6 +225,8 @@ where
                 .await
             }
             Event::InitDone => {
+                // Listed: should it go away again, say so again.
+                said_unavailable = false;
                 let stale: Vec<ObjKey> = known.difference(&listing).cloned().collect();
                 for key in stale {
                     known.remove(&key);

@@ -2,6 +2,7 @@
 //! `kubectl get -o yaml` prints, one object or a `List`, several documents
 //! per file separated by `---`.
 
+use crate::model::routes::{gateway, smi, RouteObject};
 use crate::model::{Kind, Object};
 
 /// Splits a file into its YAML documents (at lines that are `---`).
@@ -19,7 +20,10 @@ pub fn documents(text: &str) -> Vec<String> {
 }
 
 /// The objects of one document. Kinds weft does not use are skipped (a
-/// Deployment next to its Service is normal); a document that is not valid
+/// Deployment next to its Service is normal); the routing resources
+/// (TrafficSplit, HTTPRouteGroup, TCPRoute, HTTPRoute, GRPCRoute: see
+/// [`crate::model::routes`]) are read in the versions weft takes, and any
+/// other version or kind of their groups is an error; a document that is not valid
 /// YAML, an object of a used kind that does not fit its schema, and an
 /// object Kubernetes itself would not know (see [`check_type`]) are errors
 /// with the reason.
@@ -57,6 +61,38 @@ fn collect(value: serde_json::Value, out: &mut Vec<Object>) -> Result<(), String
         Some(other) => other.to_string(),
     };
     let typed = |what: &str| format!("{what} does not fit its schema");
+    if let Some(route) = route_type(&api, &kind)? {
+        let fit = |e: serde_json::Error| format!("{}: {e}", typed(&kind));
+        let object = match route {
+            Route::Split4 => {
+                RouteObject::TrafficSplit(Box::new(serde_json::from_value(value).map_err(fit)?))
+            }
+            Route::Split2 => RouteObject::TrafficSplit(Box::new(
+                serde_json::from_value::<smi::v1alpha2::TrafficSplit>(value)
+                    .map_err(fit)?
+                    .into(),
+            )),
+            Route::Split1 => RouteObject::TrafficSplit(Box::new(
+                serde_json::from_value::<smi::v1alpha1::TrafficSplit>(value)
+                    .map_err(fit)?
+                    .try_into()?,
+            )),
+            Route::Group => {
+                RouteObject::HttpRouteGroup(Box::new(serde_json::from_value(value).map_err(fit)?))
+            }
+            Route::Tcp => {
+                RouteObject::TcpRoute(Box::new(serde_json::from_value(value).map_err(fit)?))
+            }
+            Route::Http => RouteObject::HttpRoute(Box::new(
+                serde_json::from_value::<gateway::HTTPRoute>(value).map_err(fit)?,
+            )),
+            Route::Grpc => RouteObject::GrpcRoute(Box::new(
+                serde_json::from_value::<gateway::GRPCRoute>(value).map_err(fit)?,
+            )),
+        };
+        out.push(Object::Route(object));
+        return Ok(());
+    }
     match check_type(&api, &kind)? {
         Some(Kind::Service) => out.push(Object::Service(Box::new(
             serde_json::from_value(value).map_err(|e| format!("{}: {e}", typed("Service")))?,
@@ -71,9 +107,69 @@ fn collect(value: serde_json::Value, out: &mut Vec<Object>) -> Result<(), String
             serde_json::from_value(value)
                 .map_err(|e| format!("{}: {e}", typed("EndpointSlice")))?,
         ))),
-        None => {}
+        // Routing resources were read above.
+        None | Some(Kind::Route(_)) => {}
     }
     Ok(())
+}
+
+/// A routing resource weft reads, by version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Split4,
+    Split2,
+    Split1,
+    Group,
+    Tcp,
+    Http,
+    Grpc,
+}
+
+/// The routing resources: `None` for a group that is not SMI's split or
+/// specs group nor the Gateway API's, and for the Gateway API's kinds that
+/// belong to gateways (Gateway, ReferenceGrant, TLSRoute, ...); an error
+/// for any other kind or version of those groups, naming what weft takes.
+fn route_type(api: &str, kind: &str) -> Result<Option<Route>, String> {
+    let Some((group, version)) = api.split_once('/') else {
+        return Ok(None);
+    };
+    let pick = |versions: &[(&str, Route)]| {
+        versions
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, r)| Some(*r))
+            .ok_or_else(|| {
+                let names: Vec<String> = versions
+                    .iter()
+                    .map(|(v, _)| format!("{group}/{v}"))
+                    .collect();
+                format!(
+                    "{kind} apiVersion '{api}' is not one weft reads: use {}",
+                    names.join(" or ")
+                )
+            })
+    };
+    match (group, kind) {
+        ("split.smi-spec.io", "TrafficSplit") => pick(&[
+            ("v1alpha4", Route::Split4),
+            ("v1alpha2", Route::Split2),
+            ("v1alpha1", Route::Split1),
+        ]),
+        ("specs.smi-spec.io", "HTTPRouteGroup") => pick(&[("v1alpha4", Route::Group)]),
+        ("specs.smi-spec.io", "TCPRoute") => pick(&[("v1alpha4", Route::Tcp)]),
+        ("gateway.networking.k8s.io", "HTTPRoute") => {
+            pick(&[("v1", Route::Http), ("v1beta1", Route::Http)])
+        }
+        ("gateway.networking.k8s.io", "GRPCRoute") => pick(&[("v1", Route::Grpc)]),
+        ("gateway.networking.k8s.io", _) => Ok(None),
+        ("split.smi-spec.io", _) => Err(format!(
+            "kind '{kind}' is not a kind of {group} weft reads (TrafficSplit)"
+        )),
+        ("specs.smi-spec.io", _) => Err(format!(
+            "kind '{kind}' is not a kind of {group} weft reads (HTTPRouteGroup, TCPRoute)"
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// The kinds of the core group (`apiVersion: v1`) and of the built-in
@@ -370,7 +466,9 @@ items:
             ("batch/v1", "CronJob"),
             ("autoscaling/v2", "HorizontalPodAutoscaler"),
             ("networking.k8s.io/v1", "Ingress"),
-            ("split.smi-spec.io/v1alpha4", "TrafficSplit"),
+            ("access.smi-spec.io/v1alpha3", "TrafficTarget"),
+            ("gateway.networking.k8s.io/v1", "Gateway"),
+            ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"),
             // Knative's Service is not a core Service.
             ("serving.knative.dev/v1", "Service"),
             ("example.com/v2beta3", "Widget"),

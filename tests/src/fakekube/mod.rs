@@ -58,7 +58,10 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-pub use resource::{Resource, ENDPOINT_SLICES, NAMESPACES, PODS, SECRETS, SERVICES, TOKEN_REVIEWS};
+pub use resource::{
+    Resource, ENDPOINT_SLICES, GRPC_ROUTES, HTTP_ROUTES, HTTP_ROUTE_GROUPS, NAMESPACES, PODS,
+    SECRETS, SERVICES, TCP_ROUTES, TOKEN_REVIEWS, TRAFFIC_SPLITS,
+};
 pub use review::API_AUDIENCE;
 
 use serde_json::Value;

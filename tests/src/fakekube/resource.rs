@@ -61,6 +61,46 @@ pub const TOKEN_REVIEWS: Resource = builtin(
     false,
 );
 
+const fn custom(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+) -> Resource {
+    Resource {
+        group: Cow::Borrowed(group),
+        version: Cow::Borrowed(version),
+        kind: Cow::Borrowed(kind),
+        plural: Cow::Borrowed(plural),
+        namespaced: true,
+    }
+}
+
+/// The routing CRDs the control plane watches (served once applied to,
+/// as if installed; before that, 404 as from a cluster without them).
+/// split.smi-spec.io/v1alpha4 `trafficsplits`.
+pub const TRAFFIC_SPLITS: Resource = custom(
+    "split.smi-spec.io",
+    "v1alpha4",
+    "TrafficSplit",
+    "trafficsplits",
+);
+/// specs.smi-spec.io/v1alpha4 `httproutegroups`.
+pub const HTTP_ROUTE_GROUPS: Resource = custom(
+    "specs.smi-spec.io",
+    "v1alpha4",
+    "HTTPRouteGroup",
+    "httproutegroups",
+);
+/// specs.smi-spec.io/v1alpha4 `tcproutes`.
+pub const TCP_ROUTES: Resource = custom("specs.smi-spec.io", "v1alpha4", "TCPRoute", "tcproutes");
+/// gateway.networking.k8s.io/v1 `httproutes`.
+pub const HTTP_ROUTES: Resource =
+    custom("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes");
+/// gateway.networking.k8s.io/v1 `grpcroutes`.
+pub const GRPC_ROUTES: Resource =
+    custom("gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes");
+
 impl Resource {
     /// A resource of any group, e.g. a CRD:
     /// `Resource::new("split.smi-spec.io", "v1alpha4", "TrafficSplit", "trafficsplits", true)`.

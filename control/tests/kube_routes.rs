@@ -1,0 +1,125 @@
+//! The kube source and the routing CRDs, against the fake API server: a
+//! cluster without them syncs and is ready; once served, routing objects
+//! reach the model, a bad version is refused (logged and counted) and the
+//! model keeps the last good one; a deleted one goes.
+
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use weft_control::config::{Config, Source};
+use weft_control::run::{run, Bound};
+use weft_tests::fakekube::{FakeKube, HTTP_ROUTES, SERVICES, TRAFFIC_SPLITS};
+
+/// The value of one metric line (`name{labels}`), if present.
+async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    let text = weft_tests::http_get(admin, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Waits (15 s at most) until `series` reads `want`.
+async fn until_metric(admin: SocketAddr, series: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = metric(admin, series).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series}: have {got:?}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn split(weight: i64) -> serde_json::Value {
+    json!({
+        "metadata": {"name": "canary", "namespace": "shop"},
+        "spec": {"service": "web", "backends": [
+            {"service": "web-v1", "weight": 1000},
+            {"service": "web-v2", "weight": weight}
+        ]}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_crds_are_optional_and_watched_once_served() {
+    let kube = FakeKube::start();
+    for name in ["web", "web-v1", "web-v2"] {
+        kube.apply(&SERVICES, json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"clusterIP": format!("10.96.0.{}", 20 + name.len()), "ports": [{"name": "http", "port": 80}]}
+        }));
+    }
+    let config = Config {
+        kube_api_server: Some(kube.url()),
+        ..Config::loopback(Source::Kube)
+    };
+    let bound = Bound::bind(&config).await.unwrap();
+    let (_, admin) = bound.addrs().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let plane = tokio::spawn(run(config, bound, async {
+        let _ = stopped.await;
+    }));
+
+    // No routing CRD is served: the source syncs all the same.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !weft_tests::http_get(admin, "/ready")
+        .await
+        .starts_with("ready")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready without the CRDs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let errors = r#"weft_control_source_errors_total{source="kube",kind="TrafficSplit"}"#;
+    assert_eq!(metric(admin, errors).await, Some(1.0), "said once");
+
+    // The CRDs appear with objects: the watchers, retrying, find them.
+    kube.apply(&TRAFFIC_SPLITS, split(500));
+    kube.apply(
+        &HTTP_ROUTES,
+        json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web"}],
+                     "rules": [{"backendRefs": [{"name": "web-v2", "port": 80}]}]}
+        }),
+    );
+    let splits = r#"weft_control_objects{kind="TrafficSplit"}"#;
+    let routes = r#"weft_control_objects{kind="HTTPRoute"}"#;
+    until_metric(admin, splits, 1.0).await;
+    until_metric(admin, routes, 1.0).await;
+    // The split and the route on one Service: the conflict is reported,
+    // once; a new version of the split with the same conflict is not
+    // reported again.
+    let problems = r#"weft_control_route_problems_total{kind="TrafficSplit"}"#;
+    assert_eq!(metric(admin, problems).await, Some(1.0));
+    let applied = r#"weft_control_model_apply_seconds_count"#;
+    let before = metric(admin, applied).await.unwrap();
+    kube.apply(&TRAFFIC_SPLITS, split(400));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while metric(admin, applied).await.unwrap() <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new version is applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(admin, problems).await, Some(1.0));
+
+    // A bad version (weight -1) is refused and counted; the good one stays.
+    kube.apply(&TRAFFIC_SPLITS, split(-1));
+    until_metric(admin, errors, 2.0).await;
+    assert_eq!(metric(admin, splits).await, Some(1.0));
+
+    // Deleted: gone from the model.
+    kube.delete(&TRAFFIC_SPLITS, "shop", "canary");
+    until_metric(admin, splits, 0.0).await;
+
+    let _ = stop.send(());
+    plane.await.unwrap().unwrap();
+}
