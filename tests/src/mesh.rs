@@ -119,26 +119,6 @@ pub fn sum_samples(text: &str, series: &str) -> Result<f64> {
     Ok(sum)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn samples_are_matched_by_label_subset_and_summed() {
-        let text = "# HELP x\n\
-            weft_request_total{direction=\"inbound\",dst=\"10.0.0.1:80\",tls=\"true\"} 2\n\
-            weft_request_total{direction=\"inbound\",dst=\"10.0.0.1:80\",tls=\"false\"} 3\n\
-            weft_request_total{direction=\"outbound\",dst=\"10.0.0.1:80\",tls=\"false\"} 7\n";
-        let sum = |s| super::sum_samples(text, s).unwrap();
-        assert_eq!(sum("weft_request_total{direction=\"inbound\"}"), 5.0);
-        assert_eq!(
-            sum("weft_request_total{tls=\"true\",direction=\"inbound\"}"),
-            2.0
-        );
-        assert_eq!(sum("weft_request_total"), 12.0);
-        assert_eq!(sum("weft_request_total{direction=\"sideways\"}"), 0.0);
-        assert_eq!(sum("weft_request{direction=\"inbound\"}"), 0.0);
-    }
-}
-
 /// The SPIFFE ID of ServiceAccount `sa` in the scenarios' namespace `shop`.
 pub fn shop_id(sa: &str) -> String {
     format!("spiffe://cluster.local/ns/shop/sa/{sa}")
@@ -186,4 +166,24 @@ pub fn get_ok(pod: &Pod, url: &str) -> String {
 /// Whether `needle` appears in `haystack` (a capture, say).
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn samples_are_matched_by_label_subset_and_summed() {
+        let text = "# HELP x\n\
+            weft_request_total{direction=\"inbound\",dst=\"10.0.0.1:80\",tls=\"true\"} 2\n\
+            weft_request_total{direction=\"inbound\",dst=\"10.0.0.1:80\",tls=\"false\"} 3\n\
+            weft_request_total{direction=\"outbound\",dst=\"10.0.0.1:80\",tls=\"false\"} 7\n";
+        let sum = |s| super::sum_samples(text, s).unwrap();
+        assert_eq!(sum("weft_request_total{direction=\"inbound\"}"), 5.0);
+        assert_eq!(
+            sum("weft_request_total{tls=\"true\",direction=\"inbound\"}"),
+            2.0
+        );
+        assert_eq!(sum("weft_request_total"), 12.0);
+        assert_eq!(sum("weft_request_total{direction=\"sideways\"}"), 0.0);
+        assert_eq!(sum("weft_request{direction=\"inbound\"}"), 0.0);
+    }
 }
