@@ -533,14 +533,26 @@ fn http2_rapid_reset_is_cut_off() {
     if netns_or_skip("proxy_rapid_reset") {
         return;
     }
+    const FLOOD: u32 = 5000;
     let m = mesh(&[], &[]);
-    let out = m.testapp(&["rapid-reset", &format!("{}:8080", m.server.ip), "5000"]);
+    let out = m.testapp(&[
+        "rapid-reset",
+        &format!("{}:8080", m.server.ip),
+        &FLOOD.to_string(),
+    ]);
     assert!(out.starts_with("OK closed after"), "{out}");
-    // The flood reached the app as a trickle at most, and the proxy still serves.
+    // The flood reached the app as a trickle at most, and the proxy still
+    // serves. How many streams the proxy had already taken (and forwarded)
+    // before the 20th pending reset closed the connection depends on the
+    // scheduling: 0 or 1 in most runs, and exactly 129 in about one run in
+    // five on a loaded machine (one poll of the connection accepting
+    // streams until tokio's cooperative budget of 128 runs out). A flood
+    // that got through would be thousands; a tenth of it is the bound.
     let upstream = metric(&m.server, &m.series("weft_request_total", "inbound", "")).unwrap();
+    eprintln!("{upstream} cancelled requests reached the server side");
     assert!(
-        upstream < 100.0,
-        "{upstream} cancelled requests reached the server side"
+        upstream < f64::from(FLOOD) * 0.1,
+        "{upstream} cancelled requests of {FLOOD} reached the server side"
     );
     let (ok, out, _) = m.curl(&[&m.url("/hello")]);
     assert!(ok && out.starts_with("hello from"), "{out}");
