@@ -16,7 +16,7 @@ use weft_proto::discovery::v1 as pb;
 use super::keys::Keys;
 use super::objects::*;
 use super::pods::PodView;
-use super::routes::{ObjectKind, RouteObject, RouteStore, RouteTable};
+use super::routes::{wire, ObjectKind, RouteObject, RouteStore, RouteTable};
 
 /// One Service port: what a proxy watches.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,10 +26,26 @@ pub struct DestKey {
 }
 
 /// A destination as watchers see it.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `profile` is what every watcher sees, its `routes` the producer set;
+/// a watcher in a namespace with consumer routes sees that namespace's
+/// profile in `consumers` instead (the same but for `routes`). Each
+/// distinct profile is one encoding per change ([`crate::hub`]).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct DestView {
     pub profile: pb::Profile,
+    /// By client namespace; bounded by the namespaces with consumer routes
+    /// attached to this Service port.
+    pub consumers: BTreeMap<String, pb::Profile>,
     pub endpoints: BTreeMap<SocketAddr, pb::Endpoint>,
+}
+
+impl DestView {
+    /// The profile a watcher in namespace `client_ns` sees (empty: a
+    /// watcher that did not say, which sees the producer routes).
+    pub fn profile_for(&self, client_ns: &str) -> &pb::Profile {
+        self.consumers.get(client_ns).unwrap_or(&self.profile)
+    }
 }
 
 /// A typed object from a source.
@@ -367,7 +383,7 @@ impl Store {
             }
         };
         let (ns, name) = &svc.key;
-        let profile = pb::Profile {
+        let mut profile = pb::Profile {
             service_name: name.clone(),
             service_namespace: ns.clone(),
             fully_qualified_name: format!("{name}.{ns}.svc.{}", self.cluster_domain),
@@ -392,7 +408,32 @@ impl Store {
             } as i32,
             timeouts: timeouts(&svc.policy),
             retry: svc.policy.retry.as_ref().map(retry_policy),
+            routes: None,
         };
+        let dest = DestKey {
+            service: svc.key.clone(),
+            port: port.port,
+        };
+        let table = self.route_table(&dest);
+        let cx = wire::Context {
+            cluster_domain: &self.cluster_domain,
+            service: &svc.policy,
+        };
+        let consumers = table
+            .consumers
+            .iter()
+            .map(|(ns, set)| {
+                let routes = wire::routes(&cx, &table, Some(set), ns);
+                (
+                    ns.clone(),
+                    pb::Profile {
+                        routes,
+                        ..profile.clone()
+                    },
+                )
+            })
+            .collect();
+        profile.routes = wire::routes(&cx, &table, table.producer.as_ref(), "");
 
         let mut endpoints = BTreeMap::new();
         for slice in self
@@ -455,7 +496,11 @@ impl Store {
                 }
             }
         }
-        DestView { profile, endpoints }
+        DestView {
+            profile,
+            consumers,
+            endpoints,
+        }
     }
 
     /// The route table of a Service port (see [`super::routes`]).
@@ -501,7 +546,7 @@ pub fn parse_host(host: &str, default_ns: &str, cluster_domain: &str) -> Option<
     (!svc.is_empty() && !ns.is_empty()).then(|| (ns.to_owned(), svc.to_owned()))
 }
 
-fn proto_duration(d: std::time::Duration) -> prost_types::Duration {
+pub(crate) fn proto_duration(d: std::time::Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
@@ -515,7 +560,7 @@ fn timeouts(p: &super::policy::RoutePolicy) -> Option<pb::Timeouts> {
     })
 }
 
-fn retry_policy(r: &super::policy::Retry) -> pb::RetryPolicy {
+pub(crate) fn retry_policy(r: &super::policy::Retry) -> pb::RetryPolicy {
     pb::RetryPolicy {
         http: Some(pb::HttpRetryConditions {
             server_error: r.server_error,

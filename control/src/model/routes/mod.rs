@@ -97,6 +97,7 @@ pub mod store;
 pub mod table;
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 pub use store::{ObjectKind, RouteObject, RouteStore};
 pub use table::*;
