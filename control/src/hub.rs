@@ -7,6 +7,12 @@
 //! against what it last sent: its memory stays one state, whatever the rate
 //! of change (coalescing).
 //!
+//! A destination's watchers may see different profiles: those in a
+//! namespace with consumer routes see that namespace's routes, everyone
+//! else the producer routes ([`DestView::profile_for`]). Each version's
+//! `Snapshot`, and each delta's updates, are encoded once per such view:
+//! one for the producer profile, one per consumer namespace.
+//!
 //! Pods are published by IP, for watches on a pod's own address: one
 //! entry per pod IP in the model (none for an IP no pod holds, whoever
 //! asks), with a channel once someone watches it, removed when the pod goes.

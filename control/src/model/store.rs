@@ -125,6 +125,19 @@ pub struct Store {
     trust_domain: String,
     cluster_domain: String,
     routes: RouteStore,
+    /// Each Service port's routes as watchers see them, for the Service
+    /// ports that have any (bounded by them): recomputed when a route
+    /// object or a Service touches the Service, so that the frequent
+    /// changes (endpoints, pods) never recompute a table.
+    wire_routes: HashMap<ObjKey, BTreeMap<u16, PortRoutes>>,
+}
+
+/// One Service port's `Profile.routes`: the producer set's, and each
+/// consumer namespace's.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct PortRoutes {
+    producer: Option<pb::Routes>,
+    consumers: BTreeMap<String, Option<pb::Routes>>,
 }
 
 /// What a change may have changed: the destinations of these Services, and
@@ -167,6 +180,65 @@ impl Store {
     /// Adds or replaces an object. An invalid one is refused with the reason
     /// and changes nothing.
     pub fn apply(&mut self, obj: &Object) -> Result<Touched, String> {
+        let touched = self.apply_object(obj)?;
+        if matches!(obj.kind(), Kind::Service | Kind::Route(_)) {
+            self.refresh_routes(&touched.services);
+        }
+        Ok(touched)
+    }
+
+    /// Removes an object (a missing one is not an error).
+    pub fn delete(&mut self, kind: Kind, key: &ObjKey) -> Touched {
+        let touched = self.delete_object(kind, key);
+        if matches!(kind, Kind::Service | Kind::Route(_)) {
+            self.refresh_routes(&touched.services);
+        }
+        touched
+    }
+
+    /// Recomputes the routes of these Services' ports (a route table
+    /// depends on route objects and Services only: see
+    /// [`RouteStore::apply`] and [`RouteStore::referencing`] for which
+    /// Services each change touches).
+    fn refresh_routes(&mut self, services: &BTreeSet<ObjKey>) {
+        for svc in services {
+            let ports: BTreeMap<u16, PortRoutes> = match self.services.get(svc) {
+                None => BTreeMap::new(),
+                Some(info) => info
+                    .ports
+                    .iter()
+                    .map(|p| (p.port, self.port_routes(info, p.port)))
+                    .filter(|(_, r)| *r != PortRoutes::default())
+                    .collect(),
+            };
+            if ports.is_empty() {
+                self.wire_routes.remove(svc);
+            } else {
+                self.wire_routes.insert(svc.clone(), ports);
+            }
+        }
+    }
+
+    fn port_routes(&self, svc: &ServiceInfo, port: u16) -> PortRoutes {
+        let table = self.route_table(&DestKey {
+            service: svc.key.clone(),
+            port,
+        });
+        let cx = wire::Context {
+            cluster_domain: &self.cluster_domain,
+            service: &svc.policy,
+        };
+        PortRoutes {
+            producer: wire::routes(&cx, &table, table.producer.as_ref(), ""),
+            consumers: table
+                .consumers
+                .iter()
+                .map(|(ns, set)| (ns.clone(), wire::routes(&cx, &table, Some(set), ns)))
+                .collect(),
+        }
+    }
+
+    fn apply_object(&mut self, obj: &Object) -> Result<Touched, String> {
         match obj {
             Object::Service(svc) => {
                 let info = ServiceInfo::from_k8s(svc)?;
@@ -219,8 +291,7 @@ impl Store {
         }
     }
 
-    /// Removes an object (a missing one is not an error).
-    pub fn delete(&mut self, kind: Kind, key: &ObjKey) -> Touched {
+    fn delete_object(&mut self, kind: Kind, key: &ObjKey) -> Touched {
         match kind {
             Kind::Service => {
                 self.services.remove(key);
@@ -410,30 +481,22 @@ impl Store {
             retry: svc.policy.retry.as_ref().map(retry_policy),
             routes: None,
         };
-        let dest = DestKey {
-            service: svc.key.clone(),
-            port: port.port,
-        };
-        let table = self.route_table(&dest);
-        let cx = wire::Context {
-            cluster_domain: &self.cluster_domain,
-            service: &svc.policy,
-        };
-        let consumers = table
-            .consumers
-            .iter()
-            .map(|(ns, set)| {
-                let routes = wire::routes(&cx, &table, Some(set), ns);
-                (
-                    ns.clone(),
-                    pb::Profile {
-                        routes,
-                        ..profile.clone()
-                    },
-                )
+        let routes = self
+            .wire_routes
+            .get(&svc.key)
+            .and_then(|ports| ports.get(&port.port));
+        let consumers = routes
+            .into_iter()
+            .flat_map(|r| &r.consumers)
+            .map(|(ns, routes)| {
+                let profile = pb::Profile {
+                    routes: routes.clone(),
+                    ..profile.clone()
+                };
+                (ns.clone(), profile)
             })
             .collect();
-        profile.routes = wire::routes(&cx, &table, table.producer.as_ref(), "");
+        profile.routes = routes.and_then(|r| r.producer.clone());
 
         let mut endpoints = BTreeMap::new();
         for slice in self

@@ -158,3 +158,45 @@ fn snapshots_are_one_per_view_and_a_consumer_change_reaches_its_namespace() {
         "the producer routes"
     );
 }
+
+#[test]
+fn a_backend_service_going_or_coming_changes_the_routes_that_name_it() {
+    let mut s = store(&format!("{}---\n{}", shop(), route(90)));
+    let invalid = |s: &Store| -> Vec<bool> {
+        let routes = s.destinations(&key("web"))[0]
+            .1
+            .profile
+            .routes
+            .clone()
+            .unwrap();
+        let rule = &routes.http.unwrap().rules[0];
+        rule.backends
+            .iter()
+            .map(|b| {
+                matches!(
+                    b.backend.as_ref().unwrap().target,
+                    Some(pb::backend::Target::Invalid(_))
+                )
+            })
+            .collect()
+    };
+    assert_eq!(invalid(&s), [false, false]);
+    let touched = s.delete(Kind::Service, &key("web-v2"));
+    assert!(touched.services.contains(&key("web")), "{touched:?}");
+    assert_eq!(invalid(&s), [false, true], "web-v2's share gets 500");
+    load(&mut s, &svc("shop", "web-v2", &[80])).unwrap();
+    assert_eq!(invalid(&s), [false, false]);
+    // Endpoints come and go without a table being recomputed: the routes
+    // stay as they were.
+    let before = s.destinations(&key("web"));
+    load(
+        &mut s,
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\nports: [{name: p80, port: 8080}]\nendpoints: [{addresses: [10.244.0.9]}]\n",
+    )
+    .unwrap();
+    let after = s.destinations(&key("web"));
+    assert_eq!(after[0].1.profile, before[0].1.profile);
+    assert_eq!(after[0].1.endpoints.len(), 1);
+}
