@@ -204,3 +204,86 @@ spec:
     assert!(r.http.as_ref().unwrap().server_error);
     assert_eq!(r.limit, 3);
 }
+
+#[test]
+fn grpc_routes_carry_service_and_method_matches() {
+    let s = store(&format!(
+        "{}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: g, namespace: shop}}
+spec:
+  parentRefs: [{{kind: Service, group: \"\", name: web, port: 80}}]
+  rules:
+  - matches: [{{method: {{service: shop.Cart}}}}]
+    backendRefs: [{{name: web-v1, port: 80}}]
+  - matches: [{{method: {{service: shop.Cart, method: Checkout}}, headers: [{{name: X-Tenant, value: a}}]}}]
+    backendRefs: [{{name: web-v2, port: 80}}]
+",
+        shop()
+    ));
+    let http = view(&s, "shop", "web", 80)
+        .profile
+        .routes
+        .unwrap()
+        .http
+        .unwrap();
+    assert!(http.matches.is_empty(), "no HTTPRoute: gRPC matches alone");
+    assert_eq!(http.unmatched(), pb::Unmatched::NotFound);
+    let exact = |v: &str| {
+        Some(pb::ValueMatch {
+            kind: Some(pb::value_match::Kind::Exact(v.into())),
+        })
+    };
+    // The more specific match (a method) first.
+    let first = &http.grpc_matches[0];
+    assert_eq!(
+        (first.rule, &first.service, &first.method),
+        (1, &exact("shop.Cart"), &exact("Checkout"))
+    );
+    assert_eq!(first.headers[0].name, "x-tenant");
+    let second = &http.grpc_matches[1];
+    assert_eq!((second.rule, &second.method), (0, &None));
+    assert_eq!(
+        http.rules[1].route.as_ref().map(|r| r.kind.as_str()),
+        Some("GRPCRoute")
+    );
+}
+
+#[test]
+fn a_tcp_route_split_applies_to_its_ports_only() {
+    let s = store(&format!(
+        "apiVersion: split.smi-spec.io/v1alpha4
+kind: TrafficSplit
+metadata: {{name: db}}
+spec:
+  service: db
+  matches: [{{kind: TCPRoute, name: mysql}}]
+  backends: [{{service: db-next, weight: 1}}]
+---
+apiVersion: specs.smi-spec.io/v1alpha4
+kind: TCPRoute
+metadata: {{name: mysql}}
+spec: {{matches: {{ports: [3306]}}}}
+---
+{}---
+{}",
+        svc("default", "db", &[3306, 9104]),
+        svc("default", "db-next", &[3306, 9104]),
+    ));
+    let on = |port| view(&s, "default", "db", port).profile.routes.unwrap();
+    let tcp = on(3306).tcp.expect("the TCPRoute lists 3306");
+    assert_eq!(tcp.backends.len(), 1);
+    assert!(matches!(
+        &tcp.backends[0].backend.as_ref().unwrap().target,
+        Some(pb::backend::Target::Service(p)) if p.authority == "db-next.default.svc.cluster.local:3306"
+    ));
+    let http = on(3306).http.unwrap();
+    assert_eq!(http.matches.len(), 1, "HTTP on the port is split too");
+    // 9104: not listed, so neither connections nor requests are split.
+    let other = on(9104);
+    assert!(other.tcp.is_none());
+    let http = other.http.unwrap();
+    assert!(http.matches.is_empty());
+    assert_eq!(http.unmatched(), pb::Unmatched::Service);
+}
