@@ -200,7 +200,7 @@ fn split(v1: &str) -> String {
     )
 }
 
-fn http_routes(path_regex: &str) -> String {
+fn http_routes(path_regex: &str, mine: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
          metadata: {{name: api, namespace: shop}}\n\
@@ -212,7 +212,7 @@ fn http_routes(path_regex: &str) -> String {
          apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
          metadata: {{name: mine, namespace: checkout}}\n\
          spec:\n  parentRefs: [{{group: \"\", kind: Service, name: api, namespace: shop, port: 80}}]\n  rules:\n\
-         \x20 - backendRefs: [{{name: api-mine, namespace: shop, port: 80}}]\n"
+         \x20 - backendRefs: [{{name: {mine}, namespace: shop, port: 80}}]\n"
     )
 }
 
@@ -223,7 +223,11 @@ async fn routes_reach_watchers_and_bad_edits_keep_the_last_good_version() {
     let http = "weft_control_objects{kind=\"HTTPRoute\"}";
     write(&plane.dir, "services.yaml", &services());
     write(&plane.dir, "split.yaml", &split("900"));
-    write(&plane.dir, "routes.yaml", &http_routes("/v2/.*"));
+    write(
+        &plane.dir,
+        "routes.yaml",
+        &http_routes("/v2/.*", "api-mine"),
+    );
     until_metric(plane.admin, splits, 1).await;
     until_metric(plane.admin, http, 2).await;
 
@@ -272,6 +276,15 @@ async fn routes_reach_watchers_and_bad_edits_keep_the_last_good_version() {
     quiet(&mut api, "api's routes did not change").await;
     quiet(&mut mine, "api's routes did not change").await;
 
+    // The consumer route is edited: only the proxies of its namespace hear.
+    write(&plane.dir, "routes.yaml", &http_routes("/v2/.*", "api-v2"));
+    match next(&mut mine).await {
+        U::Profile(p) => assert_eq!(rules(p.routes.as_ref().unwrap()), [["api-v2=1"]]),
+        other => panic!("a Profile update, not {other:?}"),
+    }
+    quiet(&mut mine, "one update for one edit").await;
+    quiet(&mut api, "the producer routes did not change").await;
+
     // Broken objects are refused: nothing reaches the watchers, and the
     // last good versions stay in force for new watches too.
     let refused = |kind: &str| {
@@ -279,7 +292,11 @@ async fn routes_reach_watchers_and_bad_edits_keep_the_last_good_version() {
     };
     write(&plane.dir, "split.yaml", &split("-1"));
     until_metric(plane.admin, &refused("TrafficSplit"), 1).await;
-    write(&plane.dir, "routes.yaml", &http_routes("/v2/(unclosed"));
+    write(
+        &plane.dir,
+        "routes.yaml",
+        &http_routes("/v2/(unclosed", "api-v1"),
+    );
     until_metric(plane.admin, &refused("HTTPRoute"), 1).await;
     quiet(&mut web, "a refused split changes nothing").await;
     quiet(&mut api, "a refused route changes nothing").await;
