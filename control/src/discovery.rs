@@ -195,9 +195,15 @@ impl DiscoveryServer {
             metrics: self.metrics.clone(),
         };
         let watched = target.clone();
+        let client_ns = request
+            .get_ref()
+            .context
+            .as_ref()
+            .map(|c| c.pod_namespace.clone())
+            .unwrap_or_default();
         let run = async move {
             tokio::select! {
-                _ = serve_watch(&hub, &watched, &mut out) => None,
+                _ = serve_watch(&hub, &watched, &client_ns, &mut out) => None,
                 // The proxy keeps its endpoints and reconnects (elsewhere).
                 _ = stop.cancelled() => Some(Status::unavailable("weft-control is shutting down")),
             }
@@ -331,8 +337,9 @@ fn does_not_exist() -> Encoded {
     ENCODED.clone()
 }
 
-/// Runs one watch until the client goes away.
-async fn serve_watch(hub: &Hub, target: &Target, out: &mut Sender) {
+/// Runs one watch until the client goes away. `client_ns` is the
+/// watcher's namespace (empty when it did not say): which routes it sees.
+async fn serve_watch(hub: &Hub, target: &Target, client_ns: &str, out: &mut Sender) {
     let mut said_missing = false;
     loop {
         // A watch of an address waits on it when nothing is there: the
@@ -349,7 +356,14 @@ async fn serve_watch(hub: &Hub, target: &Target, out: &mut Sender) {
         };
         let again = match found {
             Ok(Found::Service(key)) => {
-                follow(hub.subscribe(&key), target, out, &mut said_missing).await
+                follow(
+                    hub.subscribe(&key),
+                    target,
+                    client_ns,
+                    out,
+                    &mut said_missing,
+                )
+                .await
             }
             Ok(Found::Pod(rx)) => {
                 let Target::Addr(addr) = target else {
@@ -383,6 +397,7 @@ enum Found {
 async fn follow(
     mut rx: Subscription<'_>,
     target: &Target,
+    client_ns: &str,
     out: &mut Sender,
     said_missing: &mut bool,
 ) -> bool {
@@ -403,7 +418,7 @@ async fn follow(
             }
             (Some(view), None) => {
                 *said_missing = false;
-                if !out.send(view.snapshot().clone()).await {
+                if !out.send(view.snapshot(client_ns).clone()).await {
                     return false;
                 }
                 last = Some((state.version, view));
@@ -419,7 +434,7 @@ async fn follow(
                         &computed
                     }
                 };
-                if !send_all(out, delta.updates(old.view(), view.view())).await {
+                if !send_all(out, delta.updates(old.view(), view.view(), client_ns)).await {
                     return false;
                 }
                 last = Some((state.version, view));
@@ -452,8 +467,8 @@ async fn follow_pod(
         };
         let view = pod.at(addr);
         let sent = match &last {
-            None => out.send(snapshot_of(&view)).await,
-            Some(old) => send_all(out, Delta::between(old, &view).updates(old, &view)).await,
+            None => out.send(snapshot_of(&view, "")).await,
+            Some(old) => send_all(out, Delta::between(old, &view).updates(old, &view, "")).await,
         };
         if !sent {
             return false;
@@ -541,6 +556,7 @@ mod tests {
                 port_name: port_name.into(),
                 ..Default::default()
             },
+            consumers: Default::default(),
             endpoints: addrs
                 .iter()
                 .map(|a| (a.parse().unwrap(), endpoint(a)))

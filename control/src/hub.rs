@@ -7,6 +7,12 @@
 //! against what it last sent: its memory stays one state, whatever the rate
 //! of change (coalescing).
 //!
+//! A destination's watchers may see different profiles: those in a
+//! namespace with consumer routes see that namespace's routes, everyone
+//! else the producer routes ([`DestView::profile_for`]). Each version's
+//! `Snapshot`, and each delta's updates, are encoded once per such view:
+//! one for the producer profile, one per consumer namespace.
+//!
 //! Pods are published by IP, for watches on a pod's own address: one
 //! entry per pod IP in the model (none for an IP no pod holds, whoever
 //! asks), with a channel once someone watches it, removed when the pod goes.
@@ -29,12 +35,18 @@ use crate::model::{DestKey, DestView, ObjKey, PodView};
 /// What changed between two versions of a destination.
 #[derive(Debug, Default, PartialEq)]
 pub struct Delta {
+    /// Some watcher's profile changed (the producer one or a consumer
+    /// namespace's).
     pub profile_changed: bool,
     pub added: Vec<pb::Endpoint>,
     pub removed: Vec<SocketAddr>,
-    /// The updates that say it, encoded once for every watcher that kept
-    /// up ([`Delta::updates`]).
+    /// The updates that say it to watchers that see the producer profile
+    /// in both versions, encoded once for every one that kept up
+    /// ([`Delta::updates`]).
     encoded: OnceLock<Vec<Encoded>>,
+    /// The same for watchers in each namespace with consumer routes in
+    /// either version.
+    by_ns: BTreeMap<String, OnceLock<Vec<Encoded>>>,
 }
 
 impl Delta {
@@ -51,11 +63,18 @@ impl Delta {
             .filter(|a| !new.endpoints.contains_key(a))
             .copied()
             .collect();
+        let by_ns = old
+            .consumers
+            .keys()
+            .chain(new.consumers.keys())
+            .map(|ns| (ns.clone(), OnceLock::new()))
+            .collect();
         Self {
-            profile_changed: old.profile != new.profile,
+            profile_changed: old.profile != new.profile || old.consumers != new.consumers,
             added,
             removed,
             encoded: OnceLock::new(),
+            by_ns,
         }
     }
 
@@ -63,15 +82,18 @@ impl Delta {
         !self.profile_changed && self.added.is_empty() && self.removed.is_empty()
     }
 
-    /// The updates that take a watcher from `old` to `new` (the two views
-    /// this delta is between), encoded by the first caller: the new
-    /// profile if it changed, then `NoEndpoints` when the last endpoint
-    /// went, else the removes and the adds.
-    pub fn updates(&self, old: &DestView, new: &DestView) -> &[Encoded] {
-        self.encoded.get_or_init(|| {
+    /// The updates that take a watcher in namespace `client_ns` from `old`
+    /// to `new` (the two views this delta is between), encoded by the
+    /// first caller that sees the same profiles: the new profile if it
+    /// changed, then `NoEndpoints` when the last endpoint went, else the
+    /// removes and the adds.
+    pub fn updates(&self, old: &DestView, new: &DestView, client_ns: &str) -> &[Encoded] {
+        let cell = self.by_ns.get(client_ns).unwrap_or(&self.encoded);
+        cell.get_or_init(|| {
             let mut out = Vec::with_capacity(2);
-            if self.profile_changed {
-                out.push(Encoded::new(U::Profile(new.profile.clone())));
+            let profile = new.profile_for(client_ns);
+            if old.profile_for(client_ns) != profile {
+                out.push(Encoded::new(U::Profile(profile.clone())));
             }
             if new.endpoints.is_empty() && !old.endpoints.is_empty() {
                 out.push(Encoded::new(U::NoEndpoints(pb::NoEndpoints {})));
@@ -92,18 +114,26 @@ impl Delta {
 }
 
 /// One version of a destination as published, with its `Snapshot`
-/// encoded by the first watcher that sends it.
+/// encoded by the first watcher that sends it: one for the producer
+/// profile, one per namespace with consumer routes.
 #[derive(Debug)]
 pub struct Published {
     view: DestView,
     snapshot: OnceLock<Encoded>,
+    by_ns: BTreeMap<String, OnceLock<Encoded>>,
 }
 
 impl Published {
     pub fn new(view: DestView) -> Self {
+        let by_ns = view
+            .consumers
+            .keys()
+            .map(|ns| (ns.clone(), OnceLock::new()))
+            .collect();
         Self {
             view,
             snapshot: OnceLock::new(),
+            by_ns,
         }
     }
 
@@ -111,16 +141,20 @@ impl Published {
         &self.view
     }
 
-    /// The whole state as one `Snapshot` update.
-    pub fn snapshot(&self) -> &Encoded {
-        self.snapshot.get_or_init(|| snapshot_of(&self.view))
+    /// The whole state as one `Snapshot` update, as a watcher in
+    /// `client_ns` sees it.
+    pub fn snapshot(&self, client_ns: &str) -> &Encoded {
+        self.by_ns
+            .get(client_ns)
+            .unwrap_or(&self.snapshot)
+            .get_or_init(|| snapshot_of(&self.view, client_ns))
     }
 }
 
-/// `view` as a `Snapshot` update.
-pub fn snapshot_of(view: &DestView) -> Encoded {
+/// `view` as a `Snapshot` update for a watcher in `client_ns`.
+pub fn snapshot_of(view: &DestView, client_ns: &str) -> Encoded {
     Encoded::new(U::Snapshot(pb::Snapshot {
-        profile: Some(view.profile.clone()),
+        profile: Some(view.profile_for(client_ns).clone()),
         endpoints: view.endpoints.values().cloned().collect(),
     }))
 }
@@ -474,6 +508,7 @@ mod tests {
                 service_name: "web".into(),
                 ..Default::default()
             },
+            consumers: Default::default(),
             endpoints: addrs
                 .iter()
                 .map(|a| {
@@ -531,13 +566,13 @@ mod tests {
                 view(&["10.0.0.1:80"]),
                 s.view.as_ref().unwrap().view().clone(),
             );
-            let first = d.updates(&old, &new);
+            let first = d.updates(&old, &new, "");
             assert_eq!(first.len(), 1);
             assert_eq!(first[0].kind(), "add");
-            assert!(std::ptr::eq(first, d.updates(&old, &new)));
+            assert!(std::ptr::eq(first, d.updates(&old, &new, "")));
             let published = s.view.as_ref().unwrap();
-            assert!(std::ptr::eq(published.snapshot(), published.snapshot()));
-            let Some(U::Snapshot(snap)) = published.snapshot().decode().kind else {
+            assert!(std::ptr::eq(published.snapshot(""), published.snapshot("")));
+            let Some(U::Snapshot(snap)) = published.snapshot("").decode().kind else {
                 panic!("a snapshot")
             };
             assert_eq!(snap.endpoints.len(), 2);

@@ -62,6 +62,7 @@ impl PodView {
         };
         DestView {
             profile,
+            consumers: BTreeMap::new(),
             endpoints: BTreeMap::from([(addr, endpoint)]),
         }
     }

@@ -16,7 +16,7 @@ use weft_proto::discovery::v1 as pb;
 use super::keys::Keys;
 use super::objects::*;
 use super::pods::PodView;
-use super::routes::{ObjectKind, RouteObject, RouteStore, RouteTable};
+use super::routes::{wire, ObjectKind, RouteObject, RouteStore, RouteTable};
 
 /// One Service port: what a proxy watches.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,10 +26,26 @@ pub struct DestKey {
 }
 
 /// A destination as watchers see it.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `profile` is what every watcher sees, its `routes` the producer set;
+/// a watcher in a namespace with consumer routes sees that namespace's
+/// profile in `consumers` instead (the same but for `routes`). Each
+/// distinct profile is one encoding per change ([`crate::hub`]).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct DestView {
     pub profile: pb::Profile,
+    /// By client namespace; bounded by the namespaces with consumer routes
+    /// attached to this Service port.
+    pub consumers: BTreeMap<String, pb::Profile>,
     pub endpoints: BTreeMap<SocketAddr, pb::Endpoint>,
+}
+
+impl DestView {
+    /// The profile a watcher in namespace `client_ns` sees (empty: a
+    /// watcher that did not say, which sees the producer routes).
+    pub fn profile_for(&self, client_ns: &str) -> &pb::Profile {
+        self.consumers.get(client_ns).unwrap_or(&self.profile)
+    }
 }
 
 /// A typed object from a source.
@@ -109,6 +125,19 @@ pub struct Store {
     trust_domain: String,
     cluster_domain: String,
     routes: RouteStore,
+    /// Each Service port's routes as watchers see them, for the Service
+    /// ports that have any (bounded by them): recomputed when a route
+    /// object or a Service touches the Service, so that the frequent
+    /// changes (endpoints, pods) never recompute a table.
+    wire_routes: HashMap<ObjKey, BTreeMap<u16, PortRoutes>>,
+}
+
+/// One Service port's `Profile.routes`: the producer set's, and each
+/// consumer namespace's.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct PortRoutes {
+    producer: Option<pb::Routes>,
+    consumers: BTreeMap<String, Option<pb::Routes>>,
 }
 
 /// What a change may have changed: the destinations of these Services, and
@@ -151,6 +180,65 @@ impl Store {
     /// Adds or replaces an object. An invalid one is refused with the reason
     /// and changes nothing.
     pub fn apply(&mut self, obj: &Object) -> Result<Touched, String> {
+        let touched = self.apply_object(obj)?;
+        if matches!(obj.kind(), Kind::Service | Kind::Route(_)) {
+            self.refresh_routes(&touched.services);
+        }
+        Ok(touched)
+    }
+
+    /// Removes an object (a missing one is not an error).
+    pub fn delete(&mut self, kind: Kind, key: &ObjKey) -> Touched {
+        let touched = self.delete_object(kind, key);
+        if matches!(kind, Kind::Service | Kind::Route(_)) {
+            self.refresh_routes(&touched.services);
+        }
+        touched
+    }
+
+    /// Recomputes the routes of these Services' ports (a route table
+    /// depends on route objects and Services only: see
+    /// [`RouteStore::apply`] and [`RouteStore::referencing`] for which
+    /// Services each change touches).
+    fn refresh_routes(&mut self, services: &BTreeSet<ObjKey>) {
+        for svc in services {
+            let ports: BTreeMap<u16, PortRoutes> = match self.services.get(svc) {
+                None => BTreeMap::new(),
+                Some(info) => info
+                    .ports
+                    .iter()
+                    .map(|p| (p.port, self.port_routes(info, p.port)))
+                    .filter(|(_, r)| *r != PortRoutes::default())
+                    .collect(),
+            };
+            if ports.is_empty() {
+                self.wire_routes.remove(svc);
+            } else {
+                self.wire_routes.insert(svc.clone(), ports);
+            }
+        }
+    }
+
+    fn port_routes(&self, svc: &ServiceInfo, port: u16) -> PortRoutes {
+        let table = self.route_table(&DestKey {
+            service: svc.key.clone(),
+            port,
+        });
+        let cx = wire::Context {
+            cluster_domain: &self.cluster_domain,
+            service: &svc.policy,
+        };
+        PortRoutes {
+            producer: wire::routes(&cx, &table, table.producer.as_ref(), ""),
+            consumers: table
+                .consumers
+                .iter()
+                .map(|(ns, set)| (ns.clone(), wire::routes(&cx, &table, Some(set), ns)))
+                .collect(),
+        }
+    }
+
+    fn apply_object(&mut self, obj: &Object) -> Result<Touched, String> {
         match obj {
             Object::Service(svc) => {
                 let info = ServiceInfo::from_k8s(svc)?;
@@ -203,8 +291,7 @@ impl Store {
         }
     }
 
-    /// Removes an object (a missing one is not an error).
-    pub fn delete(&mut self, kind: Kind, key: &ObjKey) -> Touched {
+    fn delete_object(&mut self, kind: Kind, key: &ObjKey) -> Touched {
         match kind {
             Kind::Service => {
                 self.services.remove(key);
@@ -367,7 +454,7 @@ impl Store {
             }
         };
         let (ns, name) = &svc.key;
-        let profile = pb::Profile {
+        let mut profile = pb::Profile {
             service_name: name.clone(),
             service_namespace: ns.clone(),
             fully_qualified_name: format!("{name}.{ns}.svc.{}", self.cluster_domain),
@@ -392,7 +479,24 @@ impl Store {
             } as i32,
             timeouts: timeouts(&svc.policy),
             retry: svc.policy.retry.as_ref().map(retry_policy),
+            routes: None,
         };
+        let routes = self
+            .wire_routes
+            .get(&svc.key)
+            .and_then(|ports| ports.get(&port.port));
+        let consumers = routes
+            .into_iter()
+            .flat_map(|r| &r.consumers)
+            .map(|(ns, routes)| {
+                let profile = pb::Profile {
+                    routes: routes.clone(),
+                    ..profile.clone()
+                };
+                (ns.clone(), profile)
+            })
+            .collect();
+        profile.routes = routes.and_then(|r| r.producer.clone());
 
         let mut endpoints = BTreeMap::new();
         for slice in self
@@ -455,7 +559,11 @@ impl Store {
                 }
             }
         }
-        DestView { profile, endpoints }
+        DestView {
+            profile,
+            consumers,
+            endpoints,
+        }
     }
 
     /// The route table of a Service port (see [`super::routes`]).
@@ -501,7 +609,7 @@ pub fn parse_host(host: &str, default_ns: &str, cluster_domain: &str) -> Option<
     (!svc.is_empty() && !ns.is_empty()).then(|| (ns.to_owned(), svc.to_owned()))
 }
 
-fn proto_duration(d: std::time::Duration) -> prost_types::Duration {
+pub(crate) fn proto_duration(d: std::time::Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
@@ -515,7 +623,7 @@ fn timeouts(p: &super::policy::RoutePolicy) -> Option<pb::Timeouts> {
     })
 }
 
-fn retry_policy(r: &super::policy::Retry) -> pb::RetryPolicy {
+pub(crate) fn retry_policy(r: &super::policy::Retry) -> pb::RetryPolicy {
     pb::RetryPolicy {
         http: Some(pb::HttpRetryConditions {
             server_error: r.server_error,

@@ -78,6 +78,7 @@ fn snapshot() -> d::Update {
                         ttl: Some(duration(Duration::from_secs(10))),
                     }),
                 }),
+                routes: Some(routes()),
             }),
             endpoints: vec![
                 endpoint(
@@ -124,6 +125,108 @@ fn update_snapshot_round_trips() {
         snap.endpoints[1].tls_identity.is_none(),
         "unmeshed stays unmeshed"
     );
+}
+
+/// A canary split by an HTTPRoute rule with a header match, a filter, a
+/// timeout and a retry, and a TCP split.
+fn routes() -> d::Routes {
+    let backend = |name: &str, weight| d::WeightedBackend {
+        backend: Some(d::Backend {
+            target: Some(d::backend::Target::Service(d::ServicePort {
+                name: name.into(),
+                namespace: "shop".into(),
+                port: 80,
+                authority: format!("{name}.shop.svc.cluster.local:80"),
+            })),
+        }),
+        weight,
+        filters: vec![],
+    };
+    d::Routes {
+        consumer_namespace: String::new(),
+        http: Some(d::HttpRoutes {
+            rules: vec![d::HttpRule {
+                route: Some(d::RouteName {
+                    kind: "HTTPRoute".into(),
+                    namespace: "shop".into(),
+                    name: "web".into(),
+                }),
+                index: 0,
+                filters: vec![d::HttpFilter {
+                    kind: Some(d::http_filter::Kind::RequestHeaders(d::HeaderModifier {
+                        set: vec![d::Header {
+                            name: "x-canary".into(),
+                            value: "1".into(),
+                        }],
+                        add: vec![],
+                        remove: vec!["x-debug".into()],
+                    })),
+                }],
+                backends: vec![backend("web-v1", 90), backend("web-v2", 10)],
+                timeouts: Some(d::Timeouts {
+                    request: Some(duration(Duration::from_secs(5))),
+                    per_try: None,
+                }),
+                retry: None,
+                retry_backoff: Some(duration(Duration::from_millis(25))),
+            }],
+            matches: vec![d::HttpRouteMatch {
+                rule: 0,
+                path: Some(d::PathMatch {
+                    kind: Some(d::path_match::Kind::Prefix("/api".into())),
+                }),
+                methods: vec!["GET".into()],
+                headers: vec![d::NamedValueMatch {
+                    name: "x-user".into(),
+                    value: Some(d::ValueMatch {
+                        kind: Some(d::value_match::Kind::Regex("^(?:a.*)$".into())),
+                    }),
+                }],
+                query_params: vec![],
+            }],
+            grpc_matches: vec![],
+            unmatched: d::Unmatched::NotFound.into(),
+        }),
+        tcp: Some(d::TcpRoutes {
+            backends: vec![backend("db-a", 1), backend("db-b", 1)],
+            route: None,
+        }),
+    }
+}
+
+#[test]
+fn routes_are_profile_field_13_and_old_clients_skip_them() {
+    // Profile.routes is field 13 (13 << 3 | 2 = 0x6a).
+    let p = d::Profile {
+        routes: Some(d::Routes::default()),
+        ..Default::default()
+    };
+    assert_eq!(p.encode_to_vec(), [0x6a, 0]);
+    // Routes: consumer_namespace 1, http 2, tcp 3.
+    let r = d::Routes {
+        consumer_namespace: "n".into(),
+        http: Some(Default::default()),
+        tcp: Some(Default::default()),
+    };
+    assert_eq!(r.encode_to_vec(), [0x0a, 1, b'n', 0x12, 0, 0x1a, 0]);
+
+    // A client built before field 13 reads the rest of the profile as it
+    // was: prost skips unknown fields, like any protobuf decoder.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct OldProfile {
+        #[prost(string, tag = "1")]
+        service_name: String,
+        #[prost(uint32, tag = "4")]
+        port: u32,
+    }
+    let p = d::Profile {
+        service_name: "web".into(),
+        port: 80,
+        routes: Some(routes()),
+        ..Default::default()
+    };
+    let old = OldProfile::decode(p.encode_to_vec().as_slice()).unwrap();
+    assert_eq!((old.service_name.as_str(), old.port), ("web", 80));
 }
 
 #[test]

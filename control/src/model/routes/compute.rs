@@ -57,6 +57,7 @@ impl RouteStore {
 
         let mut producer = None;
         let mut tcp = None;
+        let mut tcp_route = None;
         if let Some(route) = producer_routes.first() {
             for s in &splits {
                 problems.push(Problem {
@@ -89,6 +90,10 @@ impl RouteStore {
             }
             let (set, tcp_backends) = self.split_set(dest, winner, &services, &mut problems);
             producer = set;
+            tcp_route = tcp_backends.is_some().then(|| RouteRef {
+                kind: RouteKind::TrafficSplit,
+                key: winner.key.clone(),
+            });
             tcp = tcp_backends;
         }
 
@@ -110,6 +115,7 @@ impl RouteStore {
             producer,
             consumers,
             tcp,
+            tcp_route,
             problems,
         }
     }

@@ -5,7 +5,27 @@
 //! each object alone (the model refuses a bad one and keeps its last good
 //! version); [`store`] holds them; [`compute`] turns them into one
 //! destination's [`RouteTable`] (plain data, [`table`]); [`eval`] says
-//! what a table does with a request.
+//! what a table does with a request; [`wire`] turns a table into the
+//! discovery API's `Profile.routes`.
+//!
+//! # How the tables reach the proxies
+//!
+//! The model keeps each Service port's routes in their wire form, and
+//! recomputes them only for the Services a route object or Service change
+//! touches ([`RouteStore::apply`], [`RouteStore::referencing`]): endpoint
+//! and pod changes never recompute a table. A destination's view carries
+//! the producer routes in its profile and, for each namespace with
+//! consumer routes attached, that namespace's profile beside it. The
+//! control plane resolves which one a watcher sees from the watch's
+//! `context.pod_namespace`, rather than sending every namespace's consumer
+//! routes to every proxy: a proxy never receives routes meant for other
+//! namespaces (nor has to pick among them), and the cost is bounded, since
+//! a destination has one distinct profile per consumer namespace plus the
+//! producer one, whatever the number of watchers. The hub encodes each
+//! distinct profile's `Snapshot` and `Profile` update once per version
+//! (`crate::hub`), so the fan-out still encodes a change once per
+//! (destination, view), and a change to one namespace's consumer routes
+//! sends nothing to the watchers of the others.
 //!
 //! # What weft does where the resources leave it open
 //!
@@ -97,6 +117,7 @@ pub mod store;
 pub mod table;
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 pub use store::{ObjectKind, RouteObject, RouteStore};
 pub use table::*;

@@ -217,6 +217,8 @@ pub struct RouteTable {
     /// Opaque TCP connections: split between these by weight, per
     /// connection; `None`: the Service's own endpoints.
     pub tcp: Option<Vec<Backend>>,
+    /// The split `tcp` comes from (set exactly when `tcp` is).
+    pub tcp_route: Option<RouteRef>,
     pub problems: Vec<Problem>,
 }
 

@@ -13,7 +13,9 @@ use crate::sources::parse;
 mod bad_input;
 mod conflicts;
 mod gateway;
+mod publish;
 mod smi;
+mod wire;
 
 fn svc(ns: &str, name: &str, ports: &[u16]) -> String {
     let ports: Vec<String> = ports
