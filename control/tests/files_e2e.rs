@@ -383,17 +383,9 @@ async fn shutdown_ends_open_watches() {
 
 /// The value of one series on /metrics (0 when absent).
 async fn metric(admin: std::net::SocketAddr, series: &str) -> u64 {
-    weft_tests::http_get(admin, "/metrics")
+    weft_tests::admin_metric(admin, series)
         .await
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+        .map_or(0, |v| v as u64)
 }
 
 #[tokio::test]
@@ -523,22 +515,6 @@ async fn calls_that_are_not_one_watch_request_are_refused_with_a_reason() {
     shutdown(plane).await;
 }
 
-/// Waits (10 s at most) until `series` reads `want`.
-async fn until_metric(admin: std::net::SocketAddr, series: &str, want: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = metric(admin, series).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series}: have {got}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn split(api: &str, weight: &str) -> String {
     format!(
         "apiVersion: {api}\nkind: TrafficSplit\nmetadata: {{name: canary, namespace: shop}}\n\
@@ -565,7 +541,7 @@ async fn routing_objects_are_read_and_bad_ones_refused() {
             split("split.smi-spec.io/v1alpha4", "1")
         ),
     );
-    until_metric(plane.admin, splits, 1).await;
+    weft_tests::until_admin_metric(plane.admin, splits, 1.0, Duration::from_secs(10)).await;
     assert_eq!(metric(plane.admin, groups).await, 1);
 
     // A version weft does not read: the file is refused whole.
@@ -578,7 +554,7 @@ async fn routing_objects_are_read_and_bad_ones_refused() {
             split("split.smi-spec.io/v1alpha3", "1")
         ),
     );
-    until_metric(plane.admin, file_errors, 1).await;
+    weft_tests::until_admin_metric(plane.admin, file_errors, 1.0, Duration::from_secs(10)).await;
     assert_eq!(
         metric(plane.admin, groups).await,
         1,
@@ -595,12 +571,12 @@ async fn routing_objects_are_read_and_bad_ones_refused() {
             split("split.smi-spec.io/v1alpha4", "-1")
         ),
     );
-    until_metric(plane.admin, refused, 1).await;
+    weft_tests::until_admin_metric(plane.admin, refused, 1.0, Duration::from_secs(10)).await;
     assert_eq!(metric(plane.admin, splits).await, 1);
 
     // The file goes: so do its objects.
     std::fs::remove_file(plane.dir.join("routes.yaml")).unwrap();
-    until_metric(plane.admin, splits, 0).await;
+    weft_tests::until_admin_metric(plane.admin, splits, 0.0, Duration::from_secs(10)).await;
     assert_eq!(metric(plane.admin, groups).await, 0);
     shutdown(plane).await;
 }

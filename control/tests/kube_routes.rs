@@ -4,35 +4,11 @@
 //! model keeps the last good one; a deleted one goes.
 
 use serde_json::json;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use weft_control::config::{Config, Source};
 use weft_control::run::{run, Bound};
 use weft_tests::fakekube::{FakeKube, HTTP_ROUTES, SERVICES, TRAFFIC_SPLITS};
-
-/// The value of one metric line (`name{labels}`), if present.
-async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
-    let text = weft_tests::http_get(admin, "/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
-/// Waits (15 s at most) until `series` reads `want`.
-async fn until_metric(admin: SocketAddr, series: &str, want: f64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let got = metric(admin, series).await;
-        if got == Some(want) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series}: have {got:?}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn split(weight: i64) -> serde_json::Value {
     json!({
@@ -77,7 +53,11 @@ async fn routing_crds_are_optional_and_watched_once_served() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let errors = r#"weft_control_source_errors_total{source="kube",kind="TrafficSplit"}"#;
-    assert_eq!(metric(admin, errors).await, Some(1.0), "said once");
+    assert_eq!(
+        weft_tests::admin_metric(admin, errors).await,
+        Some(1.0),
+        "said once"
+    );
 
     // The CRDs appear with objects: the watchers, retrying, find them.
     kube.apply(&TRAFFIC_SPLITS, split(500));
@@ -91,34 +71,34 @@ async fn routing_crds_are_optional_and_watched_once_served() {
     );
     let splits = r#"weft_control_objects{kind="TrafficSplit"}"#;
     let routes = r#"weft_control_objects{kind="HTTPRoute"}"#;
-    until_metric(admin, splits, 1.0).await;
-    until_metric(admin, routes, 1.0).await;
+    weft_tests::until_admin_metric(admin, splits, 1.0, Duration::from_secs(15)).await;
+    weft_tests::until_admin_metric(admin, routes, 1.0, Duration::from_secs(15)).await;
     // The split and the route on one Service: the conflict is reported,
     // once; a new version of the split with the same conflict is not
     // reported again.
     let problems = r#"weft_control_route_problems_total{kind="TrafficSplit"}"#;
-    assert_eq!(metric(admin, problems).await, Some(1.0));
+    assert_eq!(weft_tests::admin_metric(admin, problems).await, Some(1.0));
     let applied = r#"weft_control_model_apply_seconds_count"#;
-    let before = metric(admin, applied).await.unwrap();
+    let before = weft_tests::admin_metric(admin, applied).await.unwrap();
     kube.apply(&TRAFFIC_SPLITS, split(400));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while metric(admin, applied).await.unwrap() <= before {
+    while weft_tests::admin_metric(admin, applied).await.unwrap() <= before {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the new version is applied"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(metric(admin, problems).await, Some(1.0));
+    assert_eq!(weft_tests::admin_metric(admin, problems).await, Some(1.0));
 
     // A bad version (weight -1) is refused and counted; the good one stays.
     kube.apply(&TRAFFIC_SPLITS, split(-1));
-    until_metric(admin, errors, 2.0).await;
-    assert_eq!(metric(admin, splits).await, Some(1.0));
+    weft_tests::until_admin_metric(admin, errors, 2.0, Duration::from_secs(15)).await;
+    assert_eq!(weft_tests::admin_metric(admin, splits).await, Some(1.0));
 
     // Deleted: gone from the model.
     kube.delete(&TRAFFIC_SPLITS, "shop", "canary");
-    until_metric(admin, splits, 0.0).await;
+    weft_tests::until_admin_metric(admin, splits, 0.0, Duration::from_secs(15)).await;
 
     let _ = stop.send(());
     plane.await.unwrap().unwrap();

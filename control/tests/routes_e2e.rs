@@ -81,37 +81,6 @@ fn write(dir: &Path, name: &str, text: &str) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
-/// The value of one series on /metrics (0 when absent).
-async fn metric(admin: std::net::SocketAddr, series: &str) -> u64 {
-    weft_tests::http_get(admin, "/metrics")
-        .await
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-/// Waits (10 s at most) until `series` reads `want`.
-async fn until_metric(admin: std::net::SocketAddr, series: &str, want: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = metric(admin, series).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series}: have {got}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A watch of `authority` by a proxy in namespace `client_ns`.
 async fn watch(plane: &Plane, authority: &str, client_ns: &str) -> Streaming<pb::Update> {
     let mut client = DiscoveryClient::connect(format!("http://{}", plane.grpc))
@@ -228,8 +197,8 @@ async fn routes_reach_watchers_and_bad_edits_keep_the_last_good_version() {
         "routes.yaml",
         &http_routes("/v2/.*", "api-mine"),
     );
-    until_metric(plane.admin, splits, 1).await;
-    until_metric(plane.admin, http, 2).await;
+    weft_tests::until_admin_metric(plane.admin, splits, 1.0, Duration::from_secs(10)).await;
+    weft_tests::until_admin_metric(plane.admin, http, 2.0, Duration::from_secs(10)).await;
 
     // The split and the routes arrive with the destination.
     let mut web = watch(&plane, "web:80", "shop").await;
@@ -291,13 +260,25 @@ async fn routes_reach_watchers_and_bad_edits_keep_the_last_good_version() {
         format!("weft_control_source_errors_total{{source=\"files\",kind=\"{kind}\"}}")
     };
     write(&plane.dir, "split.yaml", &split("-1"));
-    until_metric(plane.admin, &refused("TrafficSplit"), 1).await;
+    weft_tests::until_admin_metric(
+        plane.admin,
+        &refused("TrafficSplit"),
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
     write(
         &plane.dir,
         "routes.yaml",
         &http_routes("/v2/(unclosed", "api-v1"),
     );
-    until_metric(plane.admin, &refused("HTTPRoute"), 1).await;
+    weft_tests::until_admin_metric(
+        plane.admin,
+        &refused("HTTPRoute"),
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
     quiet(&mut web, "a refused split changes nothing").await;
     quiet(&mut api, "a refused route changes nothing").await;
     let mut again = watch(&plane, "web:80", "shop").await;

@@ -94,6 +94,43 @@ pub mod echo {
     tonic::include_proto!("weft.test.v1");
 }
 
+/// The value of one series (name and labels, exactly as the page prints
+/// them) on the Prometheus page `/metrics` at `addr`; `None` when absent.
+pub async fn admin_metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {
+    http_get(addr, "/metrics").await.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Waits until `series` on `/metrics` at `addr` is present and reads `want`,
+/// at most `within`. It polls: the page has no signal to wait on.
+///
+/// # Panics
+/// When `within` passes first, saying what the series read last.
+pub async fn until_admin_metric(
+    addr: std::net::SocketAddr,
+    series: &str,
+    want: f64,
+    within: std::time::Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let got = admin_metric(addr, series).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series}: have {got:?}, want {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// `GET path` over HTTP/1.1 on loopback (an admin port): the body.
 ///
 /// # Panics
