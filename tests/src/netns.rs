@@ -270,8 +270,10 @@ pub fn normalise_save(save: &str) -> String {
 
 /// A copy of `program` in a directory every uid can read, made once per
 /// program and test process (the build directory may sit under a home that
-/// other uids cannot enter).
-fn staged(program: &Path) -> PathBuf {
+/// other uids cannot enter). Each program gets a directory of its own, so
+/// two programs of one name (a benchmark's baseline proxy and the new one)
+/// keep their own copies, and the copy keeps the name (`/proc/PID/comm`).
+pub fn staged(program: &Path) -> PathBuf {
     // A bare name (`curl`) is found on PATH, where every user can run it.
     if program.components().count() == 1 {
         return program.to_owned();
@@ -282,10 +284,13 @@ fn staged(program: &Path) -> PathBuf {
         return copy.clone();
     }
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("{PREFIX}{}-bin", std::process::id()));
+    let top = std::env::temp_dir().join(format!("{PREFIX}{}-bin", std::process::id()));
+    let dir = top.join(staged.len().to_string());
     std::fs::create_dir_all(&dir).expect("create staging directory");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
-        .expect("chmod staging directory");
+    for d in [&top, &dir] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod staging directory");
+    }
     let copy = dir.join(program.file_name().expect("program has a file name"));
     // Copied by a child process: if this process opened the copy for
     // writing, a test thread forking meanwhile would inherit the handle and

@@ -37,6 +37,15 @@
 //! --no-discovery    skip the discovery path (otherwise measured when
 //!                   weft-control is built next to weft-bench)
 //! --quick           short durations, one round
+//! --baseline-proxy PATH
+//!                   also run this weft-proxy (built from the commit before a
+//!                   change) on a topology of its own, each of its paths right
+//!                   after the same path of the new proxy in every round, and
+//!                   print tables of new/baseline ratios
+//! --callgrind DIR   run every proxy under `valgrind --tool=callgrind`, each
+//!                   profile written to DIR/callgrind.<new|baseline>.<role>.<pid> when the
+//!                   run ends (the proxies run ~50× slower: use a low --rate,
+//!                   and read instruction counts, not the tables)
 //! ```
 //!
 //! # What it prints

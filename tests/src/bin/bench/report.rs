@@ -356,6 +356,74 @@ fn counts(out: &mut String, c: &Comparison) {
     row(out, "ok/errors", &n(&c.direct.0), &m, "", "");
 }
 
+/// One path measured with the baseline proxy and with the new one in the
+/// same interleaved rounds: (name, baseline, new).
+pub type Versus<'a> = (&'static str, &'a (Outcome, Usage), &'a (Outcome, Usage));
+
+/// The baseline proxy against the new one, path by path, as new/baseline
+/// ratios: latencies and the latency added over `direct` (at a fixed rate),
+/// or throughput (`saturating`), and the proxies' CPU per request and peak
+/// memory (the largest proxy of the path).
+pub fn versus(title: &str, direct: &Outcome, paths: &[Versus<'_>], saturating: bool) -> String {
+    let mut out = format!("{title}\n");
+    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, [12, 12, 12, 10]);
+    line(&mut out, ["", "path", "baseline", "new", "new/base", ""]);
+    let ratio = |base: f64, new: f64| format!("{:.2}×", new / base.max(f64::MIN_POSITIVE));
+    for &(name, (b, b_usage), (n, n_usage)) in paths {
+        let mut rows: Vec<(&str, String, String, String)> = Vec::new();
+        if saturating {
+            rows.push((
+                "throughput",
+                format!("{:.0}/s", b.rps()),
+                format!("{:.0}/s", n.rps()),
+                ratio(b.rps(), n.rps()),
+            ));
+        }
+        for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+            let (bq, nq) = (b.at(q), n.at(q));
+            rows.push((label, latency(bq), latency(nq), ratio(bq as f64, nq as f64)));
+            if !saturating {
+                let (ba, na) = (
+                    bq.saturating_sub(direct.at(q)),
+                    nq.saturating_sub(direct.at(q)),
+                );
+                let label = if q == 0.5 { "added p50" } else { "added p99" };
+                rows.push((
+                    label,
+                    added(direct.at(q), bq),
+                    added(direct.at(q), nq),
+                    ratio(ba as f64, na as f64),
+                ));
+            }
+        }
+        let cpu = |u: &Usage, o: &Outcome| u.proxy_cpu.as_nanos() as f64 / 1e3 / o.ok.max(1) as f64;
+        let (bc, nc) = (cpu(b_usage, b), cpu(n_usage, n));
+        rows.push((
+            "proxy CPU",
+            format!("{bc:.1} µs/req"),
+            format!("{nc:.1} µs/req"),
+            ratio(bc, nc),
+        ));
+        let rss = |u: &Usage| u.rss_peak.iter().map(|(_, b)| *b).max().unwrap_or(0);
+        let (br, nr) = (rss(b_usage), rss(n_usage));
+        rows.push((
+            "RSS peak",
+            megabytes(br),
+            megabytes(nr),
+            ratio(br as f64, nr as f64),
+        ));
+        let errors = format!("errors {} / {}", b.errors, n.errors);
+        for (i, (label, base, new, r)) in rows.iter().enumerate() {
+            let note = if i == 0 { errors.as_str() } else { "" };
+            line(
+                &mut out,
+                [label, if i == 0 { name } else { "" }, base, new, r, note],
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

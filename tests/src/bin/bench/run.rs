@@ -14,7 +14,7 @@ use crate::load::Spec;
 use crate::opts::{Args, Proto};
 use crate::procfs;
 use crate::report::{self, Comparison, Usage};
-use crate::topology::{Pair, Proxy, Topology};
+use crate::topology::{Launch, Pair, Proxy, Topology};
 
 /// How often memory is sampled during a meshed run.
 const SAMPLE: Duration = Duration::from_millis(100);
@@ -40,6 +40,12 @@ pub struct RunOpts {
     pub direct_only: bool,
     /// Also measure the discovery path (needs weft-control next to weft-bench).
     pub discovery: bool,
+    /// A second `weft-proxy` (built from the commit before a change) run on
+    /// a topology of its own, its paths measured in the same interleaved
+    /// rounds as the new one's and reported as ratios.
+    pub baseline: Option<PathBuf>,
+    /// Run every proxy under callgrind, profiles written here.
+    pub callgrind: Option<PathBuf>,
 }
 
 impl RunOpts {
@@ -57,6 +63,8 @@ impl RunOpts {
             protos: vec![Proto::H1, Proto::H2],
             direct_only: args.flag("--direct-only"),
             discovery: !args.flag("--no-discovery"),
+            baseline: args.value("--baseline-proxy")?,
+            callgrind: args.value("--callgrind")?,
         };
         o.duration = args.duration("--duration")?.unwrap_or(o.duration);
         o.saturate = args.duration("--saturate")?.unwrap_or(o.saturate);
@@ -113,8 +121,39 @@ pub fn main(opts: &RunOpts) -> Result<()> {
         }
         _ => None,
     };
-    let topo = Topology::build(&bench, proxy.as_ref(), control.as_ref())?;
+    if let Some(dir) = &opts.callgrind {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir)?;
+        // The proxies run as their own uid and write their profiles here.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))?;
+        println!(
+            "--callgrind: every proxy runs under callgrind (profiles in {}); its figures are not the proxy's",
+            dir.display()
+        );
+    }
+    let launch = |proxy: &PathBuf, name| Launch {
+        proxy: proxy.clone(),
+        name,
+        callgrind: opts.callgrind.clone(),
+    };
+    let topo = Topology::build(
+        &bench,
+        proxy.as_ref().map(|p| launch(p, "new")).as_ref(),
+        control.as_ref(),
+    )?;
     println!("{}", topo.describe());
+    let base = match (&opts.baseline, &proxy) {
+        (None, _) => None,
+        (Some(_), None) => bail!("--baseline-proxy needs the new weft-proxy next to weft-bench"),
+        (Some(path), Some(_)) if !path.is_file() => {
+            bail!("--baseline-proxy {}: no such file", path.display())
+        }
+        (Some(path), Some(_)) => {
+            let base = Topology::build(&bench, Some(&launch(path, "baseline")), control.as_ref())?;
+            println!("baseline proxy {}: {}", path.display(), base.describe());
+            Some(base)
+        }
+    };
     println!(
         "1 KiB responses; fixed rate {} rps for {:?} per path, saturating for {:?} per path, \
          in {} interleaved round(s), after a {:?} warm-up;\n{} CPUs, shared by the load generator, \
@@ -163,8 +202,8 @@ pub fn main(opts: &RunOpts) -> Result<()> {
             duration: opts.warmup,
             ..fixed.clone()
         };
-        measure(&topo, &bench, &warmup, 1)?;
-        let c = measure(&topo, &bench, &fixed, opts.rounds)?;
+        measure(&topo, base.as_ref(), &bench, &warmup, 1)?;
+        let (c, b) = measure(&topo, base.as_ref(), &bench, &fixed, opts.rounds)?;
         let title = format!(
             "\n== {proto}, fixed rate {} rps (open loop, latency from intended send time; {workers} {what})",
             opts.rate
@@ -186,6 +225,16 @@ pub fn main(opts: &RunOpts) -> Result<()> {
             );
             print!("{}", report::mtls(&title, &c));
         }
+        if let Some(b) = &b {
+            let title = format!(
+                "\n== {proto}, fixed rate {} rps: the baseline proxy against the new one",
+                opts.rate
+            );
+            print!(
+                "{}",
+                report::versus(&title, &c.direct.0, &b.paths(&c), false)
+            );
+        }
 
         let saturating = Spec {
             duration: opts.saturate,
@@ -193,7 +242,7 @@ pub fn main(opts: &RunOpts) -> Result<()> {
             workers: opts.concurrency,
             ..fixed
         };
-        let c = measure(&topo, &bench, &saturating, opts.rounds)?;
+        let (c, b) = measure(&topo, base.as_ref(), &bench, &saturating, opts.rounds)?;
         let what = match proto {
             Proto::H1 => "connections",
             Proto::H2 => "streams on one connection",
@@ -206,6 +255,13 @@ pub fn main(opts: &RunOpts) -> Result<()> {
         if c.mtls.is_some() {
             let title = format!("\n== {proto}, saturating: mutual TLS against plaintext");
             print!("{}", report::mtls(&title, &c));
+        }
+        if let Some(b) = &b {
+            let title = format!("\n== {proto}, saturating: the baseline proxy against the new one");
+            print!(
+                "{}",
+                report::versus(&title, &c.direct.0, &b.paths(&c), true)
+            );
         }
     }
     if topo.secured.is_some() && opts.protos.contains(&Proto::H1) {
@@ -220,7 +276,7 @@ pub fn main(opts: &RunOpts) -> Result<()> {
             workers: 4,
             fresh: true,
         };
-        let c = measure(&topo, &bench, &fresh, opts.rounds)?;
+        let (c, _) = measure(&topo, None, &bench, &fresh, opts.rounds)?;
         print!(
             "{}",
             report::mtls(
@@ -237,69 +293,151 @@ pub fn main(opts: &RunOpts) -> Result<()> {
     Ok(())
 }
 
-/// Both paths under the load `plan` describes (its duration split over
-/// `rounds` alternating rounds; its address replaced by each pair's server).
+/// The paths of one topology a measurement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leg {
+    Direct,
+    Meshed,
+    Discovery,
+    Mtls,
+    /// The mTLS path's plaintext twin.
+    Twin,
+}
+
+impl Leg {
+    const ALL: [Leg; 5] = [
+        Leg::Direct,
+        Leg::Meshed,
+        Leg::Discovery,
+        Leg::Mtls,
+        Leg::Twin,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Leg::Direct => "direct",
+            Leg::Meshed => "meshed",
+            Leg::Discovery => "discovery",
+            Leg::Mtls => "mTLS",
+            Leg::Twin => "mTLS twin",
+        }
+    }
+
+    /// Where this path runs in `topo`, if it has it. The discovery path
+    /// is left out of new-connection runs: they compare plaintext and mTLS.
+    fn of(self, topo: &Topology, fresh: bool) -> Option<(&Pair, &[Proxy])> {
+        match self {
+            Leg::Direct => Some((&topo.direct, &[])),
+            Leg::Meshed => topo.meshed.as_ref().map(|p| (p, &topo.proxies[..])),
+            Leg::Discovery => topo
+                .balanced
+                .as_ref()
+                .filter(|_| !fresh)
+                .map(|b| (&b.pair, &b.proxies[..])),
+            Leg::Mtls => topo
+                .secured
+                .as_ref()
+                .map(|s| (&s.tls.pair, &s.tls.proxies[..])),
+            Leg::Twin => topo
+                .secured
+                .as_ref()
+                .map(|s| (&s.plain.pair, &s.plain.proxies[..])),
+        }
+    }
+}
+
+/// The baseline proxy's figures on the paths it shares with the new one.
+#[derive(Debug)]
+pub struct Baseline {
+    meshed: Option<(Outcome, Usage)>,
+    balanced: Option<(Outcome, Usage)>,
+    mtls: Option<(Outcome, Usage)>,
+}
+
+impl Baseline {
+    /// Each path next to the new proxy's figures in `new`.
+    fn paths<'a>(&'a self, new: &'a Comparison) -> Vec<report::Versus<'a>> {
+        let mut out = Vec::new();
+        let new_mtls = new.mtls.as_ref().map(|(tls, _)| tls);
+        for (name, b, n) in [
+            ("passthrough", &self.meshed, new.meshed.as_ref()),
+            ("discovery", &self.balanced, new.balanced.as_ref()),
+            ("mTLS", &self.mtls, new_mtls),
+        ] {
+            if let (Some(b), Some(n)) = (b, n) {
+                out.push((name, b, n));
+            }
+        }
+        out
+    }
+}
+
+/// Every path under the load `plan` describes (its duration split over
+/// `rounds` rounds; its address replaced by each pair's server), with the
+/// `base` topology's proxied paths (the baseline proxy) interleaved, each
+/// right after the same path of `topo`. Each round starts one path later.
 fn measure(
     topo: &Topology,
+    base: Option<&Topology>,
     bench: &std::path::Path,
     plan: &Spec,
     rounds: u32,
-) -> Result<Comparison> {
+) -> Result<(Comparison, Option<Baseline>)> {
     let per_round = plan.duration / rounds;
-    let empty = || (Outcome::empty(), Usage::default());
-    let mut direct = empty();
-    let mut meshed = topo.meshed.as_ref().map(|_| empty());
-    // The discovery path is left out of new-connection runs: they compare
-    // plaintext and mTLS.
-    let mut balanced = topo
-        .balanced
-        .as_ref()
-        .filter(|_| !plan.fresh)
-        .map(|_| empty());
-    let mut mtls = topo.secured.as_ref().map(|_| empty());
-    let mut plain = topo.secured.as_ref().map(|_| empty());
-    for round in 0..rounds {
-        // The paths in turn, starting one later each round.
-        for k in 0..5 {
-            let path = (k + round as usize) % 5;
-            let (pair, acc, proxies, name): (&Pair, _, &[Proxy], _) =
-                match (path, &topo.meshed, &topo.balanced, &topo.secured) {
-                    (0, ..) => (&topo.direct, &mut direct, &[], "direct"),
-                    (1, Some(pair), ..) => match &mut meshed {
-                        Some(acc) => (pair, acc, &topo.proxies, "meshed"),
-                        None => continue,
-                    },
-                    (2, _, Some(b), _) => match &mut balanced {
-                        Some(acc) => (&b.pair, acc, &b.proxies, "discovery"),
-                        None => continue,
-                    },
-                    (3, .., Some(s)) => match &mut mtls {
-                        Some(acc) => (&s.tls.pair, acc, &s.tls.proxies, "mTLS"),
-                        None => continue,
-                    },
-                    (4, .., Some(s)) => match &mut plain {
-                        Some(acc) => (&s.plain.pair, acc, &s.plain.proxies, "mTLS twin"),
-                        None => continue,
-                    },
-                    _ => continue,
-                };
+    // (path, whether it is the baseline's, where it runs)
+    let mut legs: Vec<(Leg, bool, &Pair, &[Proxy])> = Vec::new();
+    for path in Leg::ALL {
+        if let Some((pair, proxies)) = path.of(topo, plan.fresh) {
+            legs.push((path, false, pair, proxies));
+        }
+        // The baseline's direct path is the same as the new one's, and its
+        // mTLS twin only serves the new proxy's mTLS table.
+        if matches!(path, Leg::Direct | Leg::Twin) {
+            continue;
+        }
+        if let Some((pair, proxies)) = base.and_then(|b| path.of(b, plan.fresh)) {
+            legs.push((path, true, pair, proxies));
+        }
+    }
+    let mut acc: Vec<(Outcome, Usage)> = legs
+        .iter()
+        .map(|_| (Outcome::empty(), Usage::default()))
+        .collect();
+    for round in 0..rounds as usize {
+        for k in 0..legs.len() {
+            let i = (k + round) % legs.len();
+            let (path, baseline, pair, proxies) = legs[i];
             let spec = Spec {
                 addr: pair.target(),
                 duration: per_round,
                 ..plan.clone()
             };
-            let (out, usage) = load(pair, bench, &spec, proxies)
-                .with_context(|| format!("{} load on the {name} path", plan.proto))?;
-            acc.0.merge(&out);
-            acc.1.merge(&usage);
+            let (out, usage) = load(pair, bench, &spec, proxies).with_context(|| {
+                let which = if baseline { " (baseline proxy)" } else { "" };
+                format!("{} load on the {} path{which}", plan.proto, path.name())
+            })?;
+            acc[i].0.merge(&out);
+            acc[i].1.merge(&usage);
         }
     }
-    Ok(Comparison {
+    let take = |path: Leg, baseline: bool| {
+        legs.iter()
+            .position(|&(p, b, ..)| p == path && b == baseline)
+            .map(|i| acc[i].clone())
+    };
+    let direct = take(Leg::Direct, false).expect("the direct path is always measured");
+    let comparison = Comparison {
         direct,
-        meshed,
-        balanced,
-        mtls: mtls.zip(plain),
-    })
+        meshed: take(Leg::Meshed, false),
+        balanced: take(Leg::Discovery, false),
+        mtls: take(Leg::Mtls, false).zip(take(Leg::Twin, false)),
+    };
+    let baseline = base.map(|_| Baseline {
+        meshed: take(Leg::Meshed, true),
+        balanced: take(Leg::Discovery, true),
+        mtls: take(Leg::Mtls, true),
+    });
+    Ok((comparison, baseline))
 }
 
 /// One `weft-bench load` in `pair`'s client pod: its outcome, the CPU time

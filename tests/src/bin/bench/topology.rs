@@ -80,13 +80,67 @@ pub struct Secured {
     pub plain: OnePair,
 }
 
+/// How proxies are started: which binary, and whether under callgrind.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub proxy: PathBuf,
+    /// Which proxy it is (`new`, `baseline`): names its profiles.
+    pub name: &'static str,
+    /// Run each proxy under `valgrind --tool=callgrind`, its profile written
+    /// to this directory as `callgrind.<name>.<role>.<pid>` when it exits.
+    pub callgrind: Option<PathBuf>,
+}
+
 /// A running `weft-proxy` and its process id (the program itself: the
 /// harness `exec`s through `ip netns exec` and `setpriv`).
 #[derive(Debug)]
 pub struct Proxy {
     pub role: &'static str,
     pub pid: u32,
+    /// Under callgrind: stopped with SIGTERM, so that it writes its profile.
+    profiled: bool,
     _proc: Proc,
+}
+
+impl Proxy {
+    /// Asks a profiled proxy to exit (it drains, then callgrind writes its
+    /// profile); its drop waits for that.
+    fn stop(&self) {
+        if self.profiled {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if !self.profiled {
+            return;
+        }
+        self.stop();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        // Exited once gone or a zombie (the harness reaps it afterwards).
+        let running = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, r)| !r.starts_with('Z'))
+            })
+        };
+        while running(self.pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // Profiled proxies are stopped all at once, then waited for.
+        for p in self.all_proxies() {
+            p.stop();
+        }
+    }
 }
 
 /// The whole network. Field order is drop order: processes, then pods, then
@@ -104,7 +158,17 @@ pub struct Topology {
 impl Topology {
     /// Builds the node, both pairs (the meshed one only with `proxy`, the
     /// path of `weft-proxy`) and waits until every server and proxy is ready.
-    pub fn build(bench: &Path, proxy: Option<&PathBuf>, control: Option<&PathBuf>) -> Result<Self> {
+    /// Every proxy of the topology.
+    fn all_proxies(&self) -> impl Iterator<Item = &Proxy> {
+        let balanced = self.balanced.iter().flat_map(|b| &b.proxies);
+        let secured = self
+            .secured
+            .iter()
+            .flat_map(|s| s.tls.proxies.iter().chain(&s.plain.proxies));
+        self.proxies.iter().chain(balanced).chain(secured)
+    }
+
+    pub fn build(bench: &Path, proxy: Option<&Launch>, control: Option<&PathBuf>) -> Result<Self> {
         let node = Node::new()?;
         let direct = pair(&node, bench)?;
         let (meshed, proxies) = match proxy {
@@ -198,7 +262,7 @@ const NO_POOL: (&str, &str) = ("WEFT_PROXY_POOL_MAX_IDLE", "0");
 fn balanced(
     node: &Node,
     bench: &Path,
-    proxy: &Path,
+    proxy: &Launch,
     control: &Path,
 ) -> Result<(Balanced, Secured)> {
     let control_pod = node.pod()?;
@@ -210,7 +274,10 @@ fn balanced(
         pods.push(pod);
         pids.push(pid);
     }
-    let manifests = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
+    // One directory per topology (a baseline run builds two).
+    static BUILT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let manifests = std::env::temp_dir().join(format!("weft-bench-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&manifests)?;
     let endpoints: String = pods
         .iter()
@@ -379,7 +446,7 @@ fn one_pair(
     (client, (server, server_pod, pid)): (Pod, (Proc, Pod, u32)),
     target: &str,
     bench: &Path,
-    proxy: &Path,
+    proxy: &Launch,
     client_env: &[(&str, &str)],
     server_env: &[(&str, &str)],
 ) -> Result<OnePair> {
@@ -402,7 +469,7 @@ fn one_pair(
 fn mesh(
     pod: &Pod,
     bench: &Path,
-    proxy: &Path,
+    proxy: &Launch,
     role: &'static str,
     env: &[(&str, &str)],
 ) -> Result<Proxy> {
@@ -414,11 +481,29 @@ fn mesh(
             weft_tests::stderr(&out)
         );
     }
-    let mut cmd = pod.command(Some(PROXY_UID), proxy);
+    let (mut cmd, comm, ready_secs) = match &proxy.callgrind {
+        None => (
+            pod.command(Some(PROXY_UID), &proxy.proxy),
+            "weft-proxy",
+            "10",
+        ),
+        Some(dir) => {
+            let mut cmd = pod.command(Some(PROXY_UID), Path::new("valgrind"));
+            cmd.arg("--tool=callgrind")
+                .arg(format!(
+                    "--callgrind-out-file={}/callgrind.{}.{role}.%p",
+                    dir.display(),
+                    proxy.name
+                ))
+                .arg(netns::staged(&proxy.proxy));
+            // Valgrind's process is the proxy; it runs some 50 times slower.
+            (cmd, "callgrind-amd64", "120")
+        }
+    };
     // Warnings only: the tables are the output.
     cmd.env("WEFT_PROXY_LOG", "warn").envs(env.iter().copied());
     let proc = Proc::spawn(&format!("weft-proxy in {}", pod.name), cmd)?;
-    let out = pod.run(None, bench, &["wait-ready", READY_URL, "10"])?;
+    let out = pod.run(None, bench, &["wait-ready", READY_URL, ready_secs])?;
     if !out.status.success() {
         bail!(
             "the {role} weft-proxy in {} is not ready: {}",
@@ -428,7 +513,8 @@ fn mesh(
     }
     Ok(Proxy {
         role,
-        pid: pid_in(pod, "weft-proxy")?,
+        pid: pid_in(pod, comm)?,
+        profiled: proxy.callgrind.is_some(),
         _proc: proc,
     })
 }
