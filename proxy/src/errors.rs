@@ -62,6 +62,21 @@ impl ProxyError {
 }
 
 impl ProxyError {
+    /// A copy of a failure to connect, for the requests that waited on the
+    /// same attempt (none for other errors: they are not shared).
+    pub fn copy_connect(&self) -> Option<ProxyError> {
+        Some(match self {
+            ProxyError::ConnectRefused(a) => ProxyError::ConnectRefused(*a),
+            ProxyError::ConnectTimeout(a, t) => ProxyError::ConnectTimeout(*a, *t),
+            ProxyError::Connect(a, e) => {
+                ProxyError::Connect(*a, std::io::Error::new(e.kind(), e.to_string()))
+            }
+            ProxyError::Tls(a, why) => ProxyError::Tls(*a, why.clone()),
+            ProxyError::NoIdentity(a) => ProxyError::NoIdentity(*a),
+            _ => return None,
+        })
+    }
+
     /// The short reason in the header and the metric label.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -10,7 +10,9 @@
 //! inbound      peer → app: detect, terminate mesh TLS, authorize, forward
 //! http         hyper server; per request: deadline, retries, send, upgrades
 //! discovery    Discovery.Watch per outbound destination → balancer, policy
-//! balance      p2c over Peak-EWMA, failure accrual; pick, connect, fail over
+//! balance      p2c over Peak-EWMA, failure accrual; pick, connect, fail over;
+//!              each endpoint owns its connections
+//! client       HTTP/1 and HTTP/2 upstream connections: made, kept per destination
 //! detect       HTTP/1, HTTP/2 (prior knowledge), mesh TLS (inbound), opaque
 //! tls          mesh TLS contexts: terminated inbound, originated outbound
 //! identity     the proxy's key and certificate, renewed
@@ -26,6 +28,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod client;
 pub mod config;
 pub mod detect;
 pub mod discovery;

@@ -8,6 +8,10 @@
 //! is swapped whole when discovery changes it, so picking an endpoint takes
 //! no lock and allocates nothing: an atomic load of the set, two random
 //! indices, two cost reads.
+//!
+//! Each endpoint owns its upstream connections ([`Conns`]: its HTTP/2
+//! connection, its idle HTTP/1 ones), kept across updates while discovery
+//! names the endpoint with the same identity and closed when it does not.
 
 pub mod accrual;
 pub mod connect;
@@ -15,11 +19,12 @@ pub mod ewma;
 
 use arc_swap::ArcSwap;
 
+use crate::client::Conns;
 use crate::errors::ProxyError;
 use crate::transport::connect::Remote;
 use prometheus_client::metrics::counter::Counter;
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,11 +90,21 @@ struct State {
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub info: EndpointInfo,
+    /// Its connections (shared with the same endpoint in later sets).
+    pub conns: Arc<Conns>,
     weight: f64,
     state: Arc<State>,
 }
 
 impl Endpoint {
+    /// Where to connect, and the identity to expect there.
+    pub fn remote(&self) -> Remote {
+        Remote {
+            addr: self.addr,
+            identity: self.info.identity.clone(),
+        }
+    }
+
     /// Its latency estimate now (metrics).
     pub fn ewma(&self, decay: Duration) -> Duration {
         self.state.load.estimate(decay.as_nanos() as f64)
@@ -156,8 +171,8 @@ impl Balancer {
     /// estimate and failure record.
     pub fn update(&self, endpoints: &[EndpointInfo], locality: Locality) {
         let old = self.set.load();
-        let states: HashMap<SocketAddr, &Arc<State>> =
-            old.all.iter().map(|e| (e.addr, &e.state)).collect();
+        let known: HashMap<SocketAddr, &Arc<Endpoint>> =
+            old.all.iter().map(|e| (e.addr, e)).collect();
         // A new endpoint starts as loaded as the average known one: with
         // the default estimate instead, it would get no traffic until the
         // others' estimates decayed past it.
@@ -175,25 +190,38 @@ impl Balancer {
             .iter()
             .filter_map(|info| {
                 let addr = info.addr?;
-                let state = states.get(&addr).map_or_else(
+                let before = known.get(&addr);
+                let state = before.map_or_else(
                     || {
                         Arc::new(State {
                             load: PeakEwma::new(initial),
                             accrual: Accrual::default(),
                         })
                     },
-                    |s| Arc::clone(s),
+                    |e| Arc::clone(&e.state),
                 );
+                // Connections proved the identity they were made with.
+                let conns = before
+                    .filter(|e| e.info.identity == info.identity)
+                    .map_or_else(Arc::default, |e| Arc::clone(&e.conns));
                 Some(Arc::new(Endpoint {
                     addr,
                     weight: f64::from(info.weight.max(1)),
                     info: info.clone(),
+                    conns,
                     state,
                 }))
             })
             .collect();
         let chosen = choose(&all, locality, &self.config);
-        drop(states);
+        // Endpoints gone (or now another identity) close their connections.
+        let kept: HashSet<*const Conns> = all.iter().map(|e| Arc::as_ptr(&e.conns)).collect();
+        for e in &old.all {
+            if !kept.contains(&Arc::as_ptr(&e.conns)) {
+                e.conns.retire();
+            }
+        }
+        drop(known);
         self.set.store(Arc::new(Set { all, chosen }));
     }
 
@@ -305,10 +333,7 @@ impl Picked {
 
     /// Where to connect, and the identity to expect there.
     pub fn remote(&self) -> Remote {
-        Remote {
-            addr: self.endpoint.addr,
-            identity: self.endpoint.info.identity.clone(),
-        }
+        self.endpoint.remote()
     }
 }
 

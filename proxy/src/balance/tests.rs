@@ -238,3 +238,38 @@ fn random_is_spread() {
     }
     assert!(seen.iter().all(|c| (700..1300).contains(c)), "{seen:?}");
 }
+
+#[test]
+fn endpoints_keep_their_connections_across_updates_and_lose_them_when_gone() {
+    let b = Balancer::new(config(None, None), Counter::default());
+    b.update(&[ep(1), ep(2)], Locality::default());
+    let conns = |b: &Balancer, i: u8| {
+        let set = b.set();
+        let addr = SocketAddr::from(([10, 244, 0, i], 8080));
+        Arc::clone(
+            &set.all
+                .iter()
+                .find(|e| e.addr == addr)
+                .expect("known")
+                .conns,
+        )
+    };
+    let (one, two) = (conns(&b, 1), conns(&b, 2));
+    // Endpoint 1 goes; 2 stays, with the same connections.
+    b.update(&[ep(2), ep(3)], Locality::default());
+    assert!(
+        one.is_retired(),
+        "a removed endpoint's connections are closed"
+    );
+    assert!(Arc::ptr_eq(&two, &conns(&b, 2)));
+    assert!(!two.is_retired());
+    // Endpoint 2 now names another identity: its old connections proved
+    // the old one, so they go.
+    let renamed = EndpointInfo {
+        identity: Some("spiffe://cluster.local/ns/shop/sa/other".into()),
+        ..ep(2)
+    };
+    b.update(&[renamed, ep(3)], Locality::default());
+    assert!(two.is_retired());
+    assert!(!Arc::ptr_eq(&two, &conns(&b, 2)));
+}

@@ -7,25 +7,70 @@
 use http::Request;
 use http_body_util::Either;
 use hyper::body::Incoming;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
+use tokio_util::either::Either as OneOf;
 use tracing::debug;
 
 use super::deadline::Deadline;
 use super::forward::{Forward, Used};
 use super::replay::Replay;
 use super::Target;
-use crate::discovery::policy::Outcome;
+use crate::discovery::policy::{Outcome, Policy};
 use crate::errors::ProxyError;
 
 impl Forward {
     /// One request to `target`, with its deadline and, for a Service with a
     /// retry policy, its retries.
-    pub(super) async fn dispatch(
+    ///
+    /// The common case (no deadline, no retries) is the one attempt's
+    /// future itself. The other is boxed: its future (a body kept for
+    /// replay, the loop, the timers) is several kilobytes that every
+    /// request would otherwise carry, and move at every spawn.
+    pub(super) fn dispatch<'a>(
+        &'a self,
+        target: Target<'a>,
+        req: Request<Incoming>,
+        start: Instant,
+        h2: bool,
+        grpc: bool,
+        used: &'a mut Used,
+    ) -> impl Future<Output = Result<http::Response<Incoming>, ProxyError>> + Send + 'a {
+        let dest = match target {
+            Target::Balanced(dest) => Some(dest),
+            Target::Addr(_) => None,
+        };
+        let policy = dest.map(|d| d.policy.load());
+        let deadline = Deadline::of(
+            start,
+            policy.as_ref().and_then(|p| p.timeout),
+            req.headers(),
+        );
+        let retry = policy.as_ref().is_some_and(|p| p.retry.is_some());
+        if let (Some(d), true) = (dest, retry) {
+            d.budget.deposit();
+        }
+        if deadline.is_none() && !retry {
+            return OneOf::Left(self.send(target, req.map(Either::Left), h2, used, None));
+        }
+        let policy = policy.map(arc_swap::Guard::into_inner);
+        OneOf::Right(Box::pin(
+            self.dispatch_slow(target, req, deadline, policy, h2, grpc, used),
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn dispatch_slow(
         &self,
         target: Target<'_>,
         req: Request<Incoming>,
-        start: Instant,
+        deadline: Option<Deadline>,
+        policy: Option<Arc<Policy>>,
         h2: bool,
         grpc: bool,
         used: &mut Used,
@@ -34,22 +79,7 @@ impl Forward {
             Target::Balanced(dest) => Some(dest),
             Target::Addr(_) => None,
         };
-        let policy = dest.map(|d| d.policy.load_full());
-        let deadline = Deadline::of(
-            start,
-            policy.as_ref().and_then(|p| p.timeout),
-            req.headers(),
-        );
         let retry = policy.as_ref().and_then(|p| p.retry.as_ref());
-        if let (Some(d), Some(_)) = (dest, retry) {
-            d.budget.deposit();
-        }
-        // The common case: no deadline, no retries.
-        if deadline.is_none() && retry.is_none() {
-            return self
-                .send(target, req.map(Either::Left), h2, used, None)
-                .await;
-        }
         let dst = target.addr();
         let per_try = policy.as_ref().and_then(|p| p.per_try);
         let attempts = async {
@@ -152,17 +182,55 @@ impl Cut {
     }
 
     /// Runs `step` of an attempt to `dst` until the cut.
-    pub(super) async fn within<T>(
-        cut: Option<Cut>,
-        dst: std::net::SocketAddr,
-        step: impl std::future::Future<Output = Result<T, ProxyError>>,
-    ) -> Result<T, ProxyError> {
-        let Some(cut) = cut else { return step.await };
-        match tokio::time::timeout_at(cut.at, step).await {
-            Ok(result) => result,
-            Err(_) if cut.per_try => Err(ProxyError::TryTimeout(dst, cut.timeout)),
-            Err(_) => Err(ProxyError::Timeout(dst, cut.timeout)),
+    pub(super) fn within<F>(cut: Option<Cut>, dst: SocketAddr, step: F) -> Within<F> {
+        Within {
+            step,
+            sleep: cut.map(|c| tokio::time::sleep_until(c.at)),
+            cut,
+            dst,
         }
+    }
+
+    fn error(&self, dst: SocketAddr) -> ProxyError {
+        if self.per_try {
+            ProxyError::TryTimeout(dst, self.timeout)
+        } else {
+            ProxyError::Timeout(dst, self.timeout)
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A step of an attempt, cut short at its [`Cut`]. A plain future
+    /// rather than an `async` block around `timeout_at`, which would hold
+    /// the step twice (once as the block's capture, once in the timeout).
+    pub(super) struct Within<F> {
+        #[pin]
+        step: F,
+        #[pin]
+        sleep: Option<Sleep>,
+        cut: Option<Cut>,
+        dst: SocketAddr,
+    }
+}
+
+impl<F, T> Future for Within<F>
+where
+    F: Future<Output = Result<T, ProxyError>>,
+{
+    type Output = Result<T, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.step.poll(cx) {
+            return Poll::Ready(result);
+        }
+        if let (Some(sleep), Some(cut)) = (this.sleep.as_pin_mut(), this.cut) {
+            if sleep.poll(cx).is_ready() {
+                return Poll::Ready(Err(cut.error(*this.dst)));
+            }
+        }
+        Poll::Pending
     }
 }
 

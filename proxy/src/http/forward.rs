@@ -7,14 +7,16 @@ use arc_swap::ArcSwapOption;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::headers::{is_upgrade, strip_hop_by_hop};
 use super::server::HttpServer;
-use super::upstream::{H1Session, Upstream};
+use super::session::H1Session;
 use super::{Body, Target};
+use crate::client::{Client, Conns};
 use crate::errors::ProxyError;
 use crate::telemetry::HttpMetrics;
 use crate::transport::tasks::Tasks;
@@ -27,9 +29,12 @@ pub struct Forward {
     /// Outbound with mesh TLS: requests that went over it.
     mesh: Option<MeshMetrics>,
     accrual_5xx: bool,
+    /// Its HTTP/1 requests' upstream connection.
     pub(super) session: H1Session,
-    pub(super) h2: Mutex<Option<hyper::client::conn::http2::SendRequest<Body>>>,
-    pub(super) upstream: Arc<Upstream>,
+    /// The connections of the plain address its requests go to (looked up
+    /// once: a client connection's plain address does not change).
+    addr: OnceLock<(SocketAddr, Arc<Conns>)>,
+    pub(super) client: Arc<Client>,
     pub(super) tasks: Tasks,
 }
 
@@ -62,9 +67,9 @@ impl Forward {
                 last: ArcSwapOption::empty(),
             }),
             accrual_5xx: server.accrual_5xx,
-            session: H1Session::new(server.upstream.clone()),
-            h2: Mutex::new(None),
-            upstream: server.upstream.clone(),
+            session: H1Session::new(server.client.clone()),
+            addr: OnceLock::new(),
+            client: server.client.clone(),
             tasks: server.tasks.clone(),
         }
     }
@@ -95,7 +100,8 @@ impl Forward {
         strip_hop_by_hop(req.headers_mut(), upgrade);
         let mut used = Used::default();
         let result = if upgrade {
-            self.upgrade(target, req, &mut used).await
+            // Boxed: rare, and its connect would weigh on every request.
+            Box::pin(self.upgrade(target, req, &mut used)).await
         } else {
             self.dispatch(target, req, start, false, false, &mut used)
                 .await
@@ -136,6 +142,18 @@ impl Forward {
             self.with_metrics(mesh.as_ref(), |m| m.request());
         }
         used.mesh = mesh;
+    }
+
+    /// The connections of plain address `addr`, when it is the one this
+    /// client connection's requests went to before (or the first).
+    pub(super) fn addr_conns(&self, addr: SocketAddr) -> Option<&Arc<Conns>> {
+        let (a, conns) = self.addr.get_or_init(|| {
+            (
+                addr,
+                self.client.addrs.conns(addr, self.client.idle_timeout),
+            )
+        });
+        (*a == addr).then_some(conns)
     }
 
     /// Whether 5xx responses count against the endpoint.

@@ -14,7 +14,11 @@
 //! | `replay.rs` | a small request kept to be sent again |
 //! | `deadline.rs` | the deadline headers (`grpc-timeout`, `weft-timeout`) |
 //! | `headers.rs` | hop-by-hop headers |
-//! | `upstream.rs` | upstream connections, pooled |
+//! | `session.rs` | a client connection's upstream HTTP/1 connection |
+//!
+//! Upstream connections themselves are made and kept by [`crate::client`]:
+//! a balanced endpoint's by the endpoint, a plain address's HTTP/2 one by
+//! the client connection.
 
 pub mod deadline;
 mod dispatch;
@@ -23,12 +27,9 @@ pub mod headers;
 mod replay;
 mod send;
 pub mod server;
+pub mod session;
 mod upgrade;
-pub mod upstream;
 
-use bytes::Bytes;
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use std::net::SocketAddr;
 
 use crate::discovery::Dest;
@@ -36,8 +37,7 @@ use crate::discovery::Dest;
 pub use forward::Forward;
 pub use server::HttpServer;
 
-/// What the proxy answers with: the upstream's body, or its own.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub use crate::client::Body;
 
 /// Where one request goes, as its direction's chain decided.
 #[derive(Clone, Copy, Debug)]

@@ -1,21 +1,19 @@
 //! One attempt of a request: to an address over the client connection's
-//! HTTP/1 session or an HTTP/2 connection, or to an endpoint of a Service
-//! picked by its balancer (connecting with fail-over), its outcome recorded
-//! with the endpoint.
+//! HTTP/1 session or HTTP/2 connection, or to an endpoint of a Service
+//! picked by its balancer over that endpoint's own connections (connecting
+//! with fail-over), its outcome recorded with the endpoint.
 
 use http::Request;
 use hyper::body::Incoming;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::dispatch::Cut;
 use super::forward::{Forward, Used};
 use super::{Body, Target};
-use crate::balance::{connect, Balancer, Picked};
+use crate::balance::{connect, Balancer, Endpoint, Picked};
+use crate::client::H2;
 use crate::errors::ProxyError;
 use crate::transport::connect::Remote;
-
-type H2 = hyper::client::conn::http2::SendRequest<Body>;
 
 impl Forward {
     /// Sends one request to `target`, cut short at `cut`; `used` records
@@ -30,53 +28,54 @@ impl Forward {
     ) -> Result<http::Response<Incoming>, ProxyError> {
         let dst = target.addr();
         match (target, h2) {
-            (Target::Addr(addr), false) => {
-                self.sending(used, None);
-                Cut::within(cut, dst, self.session.send(&Remote::plain(addr), req)).await
-            }
-            (Target::Addr(addr), true) => {
-                let mut sender = Cut::within(cut, dst, self.h2_sender(addr)).await?;
-                self.sending(used, None);
-                let sent = async {
-                    sender
-                        .send_request(req)
-                        .await
-                        .map_err(|e| ProxyError::Upstream(addr, e))
+            (Target::Addr(addr), h2) => {
+                let owned;
+                let conns = match self.addr_conns(addr) {
+                    Some(conns) => conns,
+                    None => {
+                        owned = self.client.addrs.conns(addr, self.client.idle_timeout);
+                        &owned
+                    }
                 };
-                Cut::within(cut, dst, sent).await
+                let remote = Remote::plain(addr);
+                if h2 {
+                    let connect = || self.client.h2_connect(&remote);
+                    let sender = Cut::within(cut, dst, conns.h2.get(connect)).await?;
+                    self.sending(used, None);
+                    return Cut::within(cut, dst, send_h2(sender, addr, req)).await;
+                }
+                let held = Cut::within(cut, dst, self.session.checkout(conns, &remote)).await?;
+                self.sending(used, None);
+                Cut::within(cut, dst, self.session.send(held, &remote, req)).await
             }
             (Target::Balanced(dest), false) => {
                 let balancer = &dest.balancer;
                 let session = &self.session;
-                let connecting = connect::connect(balancer, dest.addr, |r| session.connect(r));
-                let (picked, ()) = Cut::within(cut, dst, connecting).await?;
+                let checkout = |ep: Arc<Endpoint>| async move {
+                    session.checkout(&ep.conns, &ep.remote()).await
+                };
+                let connecting = connect::connect(balancer, dest.addr, checkout);
+                let (picked, held) = Cut::within(cut, dst, connecting).await?;
                 self.sending(used, self.mesh_of(&picked));
                 let remote = picked.remote();
-                let sent = self.session.send(&remote, req);
+                let sent = self.session.send(held, &remote, req);
                 let result = Cut::within(cut, dst, sent).await;
                 self.finish(balancer, picked, &result);
                 result
             }
             (Target::Balanced(dest), true) => {
                 let balancer = &dest.balancer;
-                let upstream = &self.upstream;
-                let connecting =
-                    connect::connect(
-                        balancer,
-                        dest.addr,
-                        |r| async move { upstream.h2(&r).await },
-                    );
-                let (picked, mut sender) = Cut::within(cut, dst, connecting).await?;
-                self.sending(used, self.mesh_of(&picked));
-                let addr = picked.addr();
-                let sent = async {
-                    sender
-                        .send_request(req)
-                        .await
-                        .map_err(|e| ProxyError::Upstream(addr, e))
+                let client = &self.client;
+                let sender = |ep: Arc<Endpoint>| async move {
+                    let remote = ep.remote();
+                    ep.conns.h2.get(|| client.h2_connect(&remote)).await
                 };
+                let connecting = connect::connect(balancer, dest.addr, sender);
+                let (picked, sender) = Cut::within(cut, dst, connecting).await?;
+                self.sending(used, self.mesh_of(&picked));
                 // Cut short, the attempt counts against the endpoint: a
                 // hung endpoint loses its traffic instead of keeping it.
+                let sent = send_h2(sender, picked.addr(), req);
                 let result = Cut::within(cut, dst, sent).await;
                 self.finish(balancer, picked, &result);
                 result
@@ -87,7 +86,7 @@ impl Forward {
     /// The identity a connection to `picked` proves: its proxy's, when it
     /// is meshed and this proxy speaks mesh TLS.
     pub(super) fn mesh_of(&self, picked: &Picked) -> Option<Arc<str>> {
-        self.upstream.connector.tls.as_ref()?;
+        self.client.connector.tls.as_ref()?;
         picked.endpoint.info.identity.clone()
     }
 
@@ -104,16 +103,16 @@ impl Forward {
         };
         balancer.finish(picked, ok);
     }
+}
 
-    /// The connection's HTTP/2 connection to `addr` (one address per client
-    /// connection: the app, or the original destination).
-    async fn h2_sender(&self, addr: SocketAddr) -> Result<H2, ProxyError> {
-        let held = self.h2.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(sender) = held.filter(|s| !s.is_closed()) {
-            return Ok(sender);
-        }
-        let sender = self.upstream.h2(&Remote::plain(addr)).await?;
-        *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
-        Ok(sender)
-    }
+/// Sends `req` on an HTTP/2 connection to `addr`.
+async fn send_h2(
+    mut sender: H2,
+    addr: std::net::SocketAddr,
+    req: Request<Body>,
+) -> Result<http::Response<Incoming>, ProxyError> {
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| ProxyError::Upstream(addr, e))
 }

@@ -16,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::upstream::Upstream;
 use super::Body;
+use crate::client::Client;
 use crate::config::Config;
 use crate::tls::Tls;
 use crate::transport::connect::Connector;
@@ -28,7 +28,8 @@ use crate::transport::tasks::Tasks;
 pub struct HttpServer {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
-    pub upstream: Arc<Upstream>,
+    /// How upstream connections are made, and the plain addresses' pool.
+    pub client: Arc<Client>,
     /// Whether 5xx responses count as endpoint failures.
     pub accrual_5xx: bool,
     /// Upgraded (WebSocket, h2c) connections outlive the HTTP connection
@@ -55,7 +56,7 @@ impl HttpServer {
         Self {
             h1,
             h2,
-            upstream: Arc::new(Upstream::new(
+            client: Arc::new(Client::new(
                 Connector {
                     timeout: config.connect_timeout,
                     tls,

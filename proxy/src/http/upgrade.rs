@@ -23,17 +23,17 @@ impl Forward {
         used: &mut Used,
     ) -> Result<http::Response<Incoming>, ProxyError> {
         let client_side = hyper::upgrade::on(&mut req);
-        let upstream = &self.upstream;
+        let client = &self.client;
         let (mut sender, addr) = match target {
             Target::Addr(addr) => {
-                let sender = upstream.h1_connect(&Remote::plain(addr), true).await?;
+                let sender = client.h1_connect(&Remote::plain(addr), true).await?;
                 self.sending(used, None);
                 (sender, addr)
             }
             Target::Balanced(dest) => {
                 let (picked, sender) =
-                    connect::connect(&dest.balancer, dest.addr, |r| async move {
-                        upstream.h1_connect(&r, true).await
+                    connect::connect(&dest.balancer, dest.addr, |ep| async move {
+                        client.h1_connect(&ep.remote(), true).await
                     })
                     .await?;
                 self.sending(used, self.mesh_of(&picked));

@@ -127,7 +127,7 @@ async fn forward<O, I>(
         metrics.proxy_error(ProxyError::Forbidden(denied.0).reason());
         return;
     }
-    let connector = &shared.http.upstream.connector;
+    let connector = &shared.http.client.connector;
     match connector.connect(&Remote::plain(app), Alpn::Opaque).await {
         Ok(server) => {
             let activity = io.activity();

@@ -90,7 +90,7 @@ where
     O: OrigDstAddr,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let connector = &shared.http.upstream.connector;
+    let connector = &shared.http.client.connector;
     let attempt = |remote: Remote| async move {
         let started = Instant::now();
         let server = connector.connect(&remote, Alpn::Opaque).await?;
@@ -99,12 +99,14 @@ where
     };
     let connected = match route::route_tcp(view, orig).target {
         Target::Addr(addr) => attempt(Remote::plain(addr)).await.map(|c| (None, c)),
-        Target::Balanced(dest) => connect::connect(&dest.balancer, dest.addr, attempt)
-            .await
-            .map(|(picked, c)| {
-                dest.balancer.established(&picked, c.1);
-                (Some(picked), c)
-            }),
+        Target::Balanced(dest) => {
+            connect::connect(&dest.balancer, dest.addr, |ep| attempt(ep.remote()))
+                .await
+                .map(|(picked, c)| {
+                    dest.balancer.established(&picked, c.1);
+                    (Some(picked), c)
+                })
+        }
     };
     let (picked, (server, _, mesh)) = match connected {
         Ok(c) => c,

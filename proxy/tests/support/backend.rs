@@ -51,6 +51,8 @@ struct State {
     requests: AtomicU64,
     failed: AtomicU64,
     connections: AtomicU64,
+    /// Connections accepted and not yet closed.
+    open: AtomicU64,
     delay_ms: AtomicU64,
     /// Of every `fail_of` requests, the first `fail_k` fail.
     fail_k: AtomicU64,
@@ -117,6 +119,11 @@ impl Backend {
     }
 
     /// Every answer waits `delay` first.
+    /// TCP connections open now (accepted, not yet closed by either side).
+    pub fn open(&self) -> u64 {
+        self.state.open.load(Relaxed)
+    }
+
     pub fn set_delay(&self, delay: Duration) {
         self.state.delay_ms.store(delay.as_millis() as u64, Relaxed);
     }
@@ -164,13 +171,16 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
             continue;
         };
         state.connections.fetch_add(1, Relaxed);
+        state.open.fetch_add(1, Relaxed);
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
+            let conn_state = state.clone();
             let service = service_fn(move |req| handle(state.clone(), req));
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                 .await;
+            conn_state.open.fetch_sub(1, Relaxed);
         });
     }
 }
