@@ -7,9 +7,11 @@ use arc_swap::ArcSwapOption;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use tokio::time::Instant;
+use tokio_util::either::Either as OneOf;
 use tracing::debug;
 
 use super::headers::{is_upgrade, strip_hop_by_hop};
@@ -74,18 +76,20 @@ impl Forward {
         }
     }
 
-    /// A request that arrived at `start` on an HTTP/2 (`h2`) or HTTP/1 connection.
-    pub async fn request(
-        &self,
+    /// A request that arrived at `start` on an HTTP/2 (`h2`) or HTTP/1
+    /// connection. Not `async`: a layer that only picks a future would
+    /// hold the request once more.
+    pub fn request<'a>(
+        &'a self,
         h2: bool,
-        target: Target<'_>,
+        target: Target<'a>,
         req: Request<Incoming>,
         start: Instant,
-    ) -> Response<Body> {
+    ) -> impl Future<Output = Response<Body>> + Send + 'a {
         if h2 {
-            self.h2(target, req, start).await
+            OneOf::Left(self.h2(target, req, start))
         } else {
-            self.h1(target, req, start).await
+            OneOf::Right(self.h1(target, req, start))
         }
     }
 

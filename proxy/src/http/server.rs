@@ -1,5 +1,6 @@
 //! Serving one detected client connection with hyper: HTTP/1 (with
-//! upgrades) or HTTP/2, each request handed to the direction's handler;
+//! upgrades) or HTTP/2, each request handed to the direction's handler
+//! (boxed for HTTP/2, whose streams are spawned tasks);
 //! after shutdown, HTTP/1 finishes its request in flight and HTTP/2 sends
 //! GOAWAY and lets its streams finish.
 
@@ -12,6 +13,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -107,7 +109,11 @@ impl HttpServer {
         H: Fn(Request<Incoming>) -> F + Send + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        let conn = self.h2.serve_connection(TokioIo::new(io), service(handle));
+        // Each stream is a spawned task: its future is boxed, so that the
+        // spawn (and every move of the task) moves a pointer rather than
+        // the request's whole state.
+        let boxed = move |req| Box::pin(handle(req));
+        let conn = self.h2.serve_connection(TokioIo::new(io), service(boxed));
         log_conn_error(until_shutdown(conn, |c| c.graceful_shutdown(), shutdown).await);
     }
 }
@@ -120,16 +126,32 @@ fn service<H, F>(
     Request<Incoming>,
     Response = Response<Body>,
     Error = Infallible,
-    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+    Future = Answer<F>,
 > + Send
 where
     H: Fn(Request<Incoming>) -> F + Send + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    service_fn(move |req| {
-        let rsp = handle(req);
-        async move { Ok::<_, Infallible>(rsp.await) }
+    service_fn(move |req| Answer {
+        response: handle(req),
     })
+}
+
+pin_project_lite::pin_project! {
+    /// A handler's response as the service's `Ok`. A plain future: an
+    /// `async` block awaiting the handler's future would hold it twice.
+    pub struct Answer<F> {
+        #[pin]
+        response: F,
+    }
+}
+
+impl<F: Future> Future for Answer<F> {
+    type Output = Result<F::Output, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().response.poll(cx).map(Ok)
+    }
 }
 
 /// Runs `conn` to its end; after `shutdown`, asks it to finish gracefully
