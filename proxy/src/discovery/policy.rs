@@ -172,7 +172,11 @@ impl Budget {
     /// One original request.
     pub fn deposit(&self) {
         let now = Self::second();
-        let _ = self.since.compare_exchange(u64::MAX, now, Relaxed, Relaxed);
+        // A plain load first: the compare-and-swap (a locked instruction on
+        // a line every connection shares) happens once, not per request.
+        if self.since.load(Relaxed) == u64::MAX {
+            let _ = self.since.compare_exchange(u64::MAX, now, Relaxed, Relaxed);
+        }
         self.slot(now).requests.fetch_add(1, Relaxed);
     }
 
