@@ -366,7 +366,7 @@ pub type Versus<'a> = (&'static str, &'a (Outcome, Usage), &'a (Outcome, Usage))
 /// memory (the largest proxy of the path).
 pub fn versus(title: &str, direct: &Outcome, paths: &[Versus<'_>], saturating: bool) -> String {
     let mut out = format!("{title}\n");
-    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, [12, 12, 12, 10]);
+    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, [12, 14, 14, 10]);
     line(&mut out, ["", "path", "baseline", "new", "new/base", ""]);
     let ratio = |base: f64, new: f64| format!("{:.2}×", new / base.max(f64::MIN_POSITIVE));
     for &(name, (b, b_usage), (n, n_usage)) in paths {
