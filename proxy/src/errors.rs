@@ -44,6 +44,14 @@ pub enum ProxyError {
     /// Inbound authorization refused the request.
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// Routes are attached to the destination and none matches the request
+    /// (the Gateway API says 404).
+    #[error("no route of {0} matches the request")]
+    NoRoute(SocketAddr),
+    /// The route's chosen backend cannot take traffic (the control plane's
+    /// reason: a missing Service, a port it lacks, every weight zero).
+    #[error("the route's backend for {0} is invalid: {1}")]
+    InvalidBackend(SocketAddr, std::sync::Arc<str>),
 }
 
 impl ProxyError {
@@ -93,6 +101,8 @@ impl ProxyError {
             ProxyError::TryTimeout(..) => "attempt timeout",
             ProxyError::ClientBody(_) => "client body failed",
             ProxyError::Forbidden(_) => "forbidden",
+            ProxyError::NoRoute(_) => "no route",
+            ProxyError::InvalidBackend(..) => "invalid backend",
         }
     }
 
@@ -106,15 +116,20 @@ impl ProxyError {
             }
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::InvalidBackend(..) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
 
     /// gRPC status: UNAVAILABLE, DEADLINE_EXCEEDED for a timeout,
-    /// PERMISSION_DENIED for a refusal.
+    /// PERMISSION_DENIED for a refusal, UNIMPLEMENTED for no route (the
+    /// method is not served here), INTERNAL for an invalid backend.
     fn grpc_status(&self) -> &'static str {
         match self {
             ProxyError::Forbidden(_) => "7",
+            ProxyError::NoRoute(_) => "12",
+            ProxyError::InvalidBackend(..) => "13",
             ProxyError::ConnectTimeout(..)
             | ProxyError::Timeout(..)
             | ProxyError::TryTimeout(..) => "4",

@@ -116,14 +116,6 @@ async fn endpoints_replaced_under_load_lose_no_request() {
 }
 
 /// Backends called `names`.
-async fn backends<const N: usize>(names: [&str; N]) -> Vec<Backend> {
-    let mut out = Vec::new();
-    for name in names {
-        out.push(Backend::start(name).await);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_left_without_endpoints_answers_503_until_they_are_back() {
     let a = Backend::start("a").await;

@@ -395,7 +395,7 @@ fn choose(all: &[Arc<Endpoint>], locality: Locality, config: &BalanceConfig) -> 
 }
 
 /// A random number below `n` (xorshift, per thread: no lock, no syscall).
-fn random(n: usize) -> usize {
+pub(crate) fn random(n: usize) -> usize {
     thread_local! {
         static STATE: Cell<u64> = Cell::new({
             let t = now_ns() ^ 0x9E37_79B9_7F4A_7C15;

@@ -10,6 +10,25 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::{Dest, Resolution, Resolver};
+pub(super) use crate::telemetry::metrics::STATUS_CLASSES;
+
+/// The labels of the route families: the destination the request was
+/// sent to, its route (`<kind>/<namespace>/<name>`, or `default`) and the
+/// backend Service authority it went to (empty: the destination itself,
+/// or none).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct RouteLabels {
+    pub(super) dst: String,
+    pub(super) route: String,
+    pub(super) backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct RouteResponseLabels {
+    #[prometheus(flatten)]
+    pub(super) route: RouteLabels,
+    pub(super) status_class: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct DstLabel {
@@ -30,10 +49,8 @@ struct StateLabels {
 
 impl Resolver {
     /// Removes the series of a destination no longer watched.
-    pub(super) fn forget(&self, addr: std::net::SocketAddr) {
-        let label = DstLabel {
-            dst: addr.to_string(),
-        };
+    pub(super) fn forget(&self, dst: String) {
+        let label = DstLabel { dst };
         self.ejections.remove(&label);
         self.retries.remove(&label);
         self.retries_skipped.remove(&label);
@@ -71,6 +88,22 @@ impl Resolver {
             "Retries not sent because the destination's retry budget was spent",
             self.retries_skipped.clone(),
         );
+        let w = registry.sub_registry_with_prefix("weft_route");
+        w.register(
+            "request",
+            "HTTP requests (and TCP connections) to a destination with routes, by route and backend, counted when answered",
+            self.route_requests.clone(),
+        );
+        w.register(
+            "response",
+            "Responses to requests of a destination with routes, by route, backend and status class",
+            self.route_responses.clone(),
+        );
+        w.register(
+            "response_latency_ms",
+            "Time from a routed request's arrival to its response's headers, in milliseconds, by route and backend",
+            self.route_latency.clone(),
+        );
         registry.register_collector(Box::new(Gauges(Arc::downgrade(self))));
     }
 }
@@ -84,13 +117,21 @@ impl Collector for Gauges {
         let Some(resolver) = self.0.upgrade() else {
             return Ok(());
         };
-        let dests: Vec<Arc<Dest>> = resolver
+        let mut dests: Vec<Arc<Dest>> = resolver
             .dests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
             .collect();
+        dests.extend(
+            resolver
+                .backends
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned(),
+        );
         let decay = resolver.balance.decay;
 
         let total = ConstGauge::new(dests.len() as i64);
@@ -109,9 +150,7 @@ impl Collector for Gauges {
         )?;
         for d in &dests {
             let stale = d.resolution() != Resolution::Pending && !d.connected.load(Relaxed);
-            let labels = DstLabel {
-                dst: d.addr.to_string(),
-            };
+            let labels = DstLabel { dst: d.label() };
             ConstGauge::new(i64::from(stale)).encode(family.encode_family(&labels)?)?;
         }
 
@@ -134,7 +173,7 @@ impl Collector for Gauges {
             ];
             for (state, n) in counts {
                 let labels = StateLabels {
-                    dst: d.addr.to_string(),
+                    dst: d.label(),
                     state,
                 };
                 ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
@@ -150,7 +189,7 @@ impl Collector for Gauges {
         for d in &dests {
             for e in &d.balancer.set().all {
                 let labels = EndpointLabels {
-                    dst: d.addr.to_string(),
+                    dst: d.label(),
                     endpoint: e.addr.to_string(),
                 };
                 let ms = e.ewma(decay).as_secs_f64() * 1e3;

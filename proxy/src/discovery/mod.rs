@@ -24,7 +24,7 @@ pub mod policy;
 mod view;
 mod watch;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::collections::HashMap;
@@ -41,7 +41,9 @@ use weft_proto::discovery::v1::discovery_client::DiscoveryClient;
 
 use crate::balance::ewma::now_ns;
 use crate::balance::{BalanceConfig, Balancer};
-use metrics::DstLabel;
+use crate::outbound::table::{RouteMetrics, RouteTable};
+use crate::telemetry::histogram::LatencyHistogram;
+use metrics::{DstLabel, RouteLabels, RouteResponseLabels};
 use policy::{Budget, Policy};
 
 /// How discovery is reached and how long its answers are waited for.
@@ -78,11 +80,20 @@ pub enum Resolved {
     Service(Arc<Dest>),
 }
 
-/// One destination being watched.
+/// One destination being watched: a connection's original destination, or
+/// a backend Service of a route (watched by its authority).
 #[derive(Debug)]
 pub struct Dest {
+    /// The address errors name: the original destination; for a backend,
+    /// the one through which a route first reached it.
     pub addr: SocketAddr,
+    /// A backend's authority (`name.ns.svc.<domain>:port`); None for an
+    /// original destination.
+    pub name: Option<Arc<str>>,
     pub balancer: Balancer,
+    /// Its routes, compiled (an original destination's only: a backend's
+    /// own routes are never applied).
+    pub routes: ArcSwapOption<RouteTable>,
     /// Retries and timeouts, from the Service's profile.
     pub policy: ArcSwap<Policy>,
     pub budget: Budget,
@@ -103,6 +114,20 @@ impl Dest {
         *self.state.borrow()
     }
 
+    /// The `dst` label of its metrics: its address, or a backend's authority.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => name.to_string(),
+            None => self.addr.to_string(),
+        }
+    }
+
+    /// Waits, at most `timeout`, for its first answer from discovery.
+    pub async fn resolved(&self, timeout: Duration) {
+        let mut rx = self.state.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|r| *r != Resolution::Pending)).await;
+    }
+
     /// A destination with no stream behind it, resolved as `resolution`.
     #[cfg(test)]
     pub(crate) fn for_test(addr: SocketAddr, resolution: Resolution) -> Arc<Self> {
@@ -119,7 +144,9 @@ impl Dest {
         };
         Arc::new(Self {
             addr,
+            name: None,
             balancer: Balancer::new(Arc::new(balance), Counter::default()),
+            routes: ArcSwapOption::empty(),
             policy: ArcSwap::from_pointee(Policy::default()),
             budget: Budget::default(),
             retries: Counter::default(),
@@ -140,6 +167,11 @@ pub struct Resolver {
     config: DiscoveryConfig,
     balance: Arc<BalanceConfig>,
     dests: Mutex<HashMap<SocketAddr, Arc<Dest>>>,
+    /// Route backends, by authority.
+    backends: Mutex<HashMap<Arc<str>, Arc<Dest>>>,
+    route_requests: Family<RouteLabels, Counter>,
+    route_responses: Family<RouteResponseLabels, Counter>,
+    route_latency: Family<RouteLabels, LatencyHistogram>,
     ejections: Family<DstLabel, Counter>,
     retries: Family<DstLabel, Counter>,
     retries_skipped: Family<DstLabel, Counter>,
@@ -170,6 +202,10 @@ impl Resolver {
             config,
             balance: Arc::new(balance),
             dests: Mutex::default(),
+            backends: Mutex::default(),
+            route_requests: Family::default(),
+            route_responses: Family::default(),
+            route_latency: Family::default(),
             ejections: Family::default(),
             retries: Family::default(),
             retries_skipped: Family::default(),
@@ -215,18 +251,48 @@ impl Resolver {
         }
     }
 
+    /// How long a connection waits for a destination's first answer.
+    pub fn resolve_timeout(&self) -> Duration {
+        self.config.resolve_timeout
+    }
+
     fn dest(self: &Arc<Self>, addr: SocketAddr) -> Arc<Dest> {
         let mut dests = self.dests.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = dests.get(&addr) {
             return d.clone();
         }
+        let dest = self.watch(addr, None);
+        dests.insert(addr, dest.clone());
+        dest
+    }
+
+    /// The destination of route backend `authority` (first reached through
+    /// `addr`), watched from now on while a route holds it.
+    pub(crate) fn backend(self: &Arc<Self>, authority: &str, addr: SocketAddr) -> Arc<Dest> {
+        let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = backends.get(authority) {
+            return d.clone();
+        }
+        let name: Arc<str> = authority.into();
+        let dest = self.watch(addr, Some(name.clone()));
+        backends.insert(name, dest.clone());
+        dest
+    }
+
+    /// A new destination, its stream started.
+    fn watch(self: &Arc<Self>, addr: SocketAddr, name: Option<Arc<str>>) -> Arc<Dest> {
         let label = DstLabel {
-            dst: addr.to_string(),
+            dst: match &name {
+                Some(n) => n.to_string(),
+                None => addr.to_string(),
+            },
         };
         let ejections = self.ejections.get_or_create(&label).clone();
         let dest = Arc::new(Dest {
             addr,
+            name,
             balancer: Balancer::new(self.balance.clone(), ejections),
+            routes: ArcSwapOption::empty(),
             policy: ArcSwap::from_pointee(Policy::default()),
             budget: Budget::default(),
             retries: self.retries.get_or_create(&label).clone(),
@@ -239,7 +305,27 @@ impl Resolver {
         });
         let task = tokio::spawn(watch::follow(self.clone(), dest.clone()));
         *dest.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
-        dests.insert(addr, dest.clone());
         dest
+    }
+
+    /// The route metrics handles of `route` and `backend` to `dst`.
+    pub(crate) fn route_metrics(&self, dst: &str, route: &str, backend: &str) -> RouteMetrics {
+        let labels = RouteLabels {
+            dst: dst.to_string(),
+            route: route.to_string(),
+            backend: backend.to_string(),
+        };
+        RouteMetrics {
+            requests: self.route_requests.get_or_create(&labels).clone(),
+            responses: metrics::STATUS_CLASSES.map(|status_class| {
+                self.route_responses
+                    .get_or_create(&RouteResponseLabels {
+                        route: labels.clone(),
+                        status_class,
+                    })
+                    .clone()
+            }),
+            latency: self.route_latency.get_or_create(&labels).clone(),
+        }
     }
 }

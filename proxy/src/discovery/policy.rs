@@ -23,6 +23,9 @@ pub struct Policy {
     pub timeout: Option<Duration>,
     pub per_try: Option<Duration>,
     pub retry: Option<Retry>,
+    /// The least wait before each retry (a route's `retry.backoff`). None:
+    /// retried at once.
+    pub backoff: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -49,15 +52,20 @@ pub enum Outcome {
     TryTimeout,
 }
 
-fn proto_duration(d: &prost_types::Duration) -> Option<Duration> {
+pub(crate) fn proto_duration(d: &prost_types::Duration) -> Option<Duration> {
     let d = Duration::new(u64::try_from(d.seconds).ok()?, u32::try_from(d.nanos).ok()?);
     (!d.is_zero()).then_some(d)
 }
 
 impl Policy {
     pub fn from_profile(p: &pb::Profile) -> Self {
-        let t = p.timeouts.as_ref();
-        let retry = p.retry.as_ref().filter(|r| r.limit > 0).map(|r| {
+        Self::from_parts(p.timeouts.as_ref(), p.retry.as_ref())
+    }
+
+    /// The policy of these timeouts and retry conditions (a profile's, or a
+    /// route rule's).
+    pub fn from_parts(t: Option<&pb::Timeouts>, retry: Option<&pb::RetryPolicy>) -> Self {
+        let retry = retry.filter(|r| r.limit > 0).map(|r| {
             let http = r.http.clone().unwrap_or_default();
             let budget = r.budget.unwrap_or_default();
             Retry {
@@ -88,6 +96,7 @@ impl Policy {
             timeout: t.and_then(|t| t.request.as_ref()).and_then(proto_duration),
             per_try: t.and_then(|t| t.per_try.as_ref()).and_then(proto_duration),
             retry,
+            backoff: None,
         }
     }
 }

@@ -9,8 +9,9 @@ use weft_proto::discovery::v1 as pb;
 use weft_proto::discovery::v1::update::Kind as U;
 
 use super::policy::Policy;
-use super::{Dest, Resolution};
+use super::{Dest, Resolution, Resolver};
 use crate::balance::{EndpointInfo, Locality, Prefer};
+use crate::outbound::table::{self, RouteMetrics, RouteTable};
 
 /// What a stream has said so far about its destination.
 #[derive(Debug, Default)]
@@ -18,14 +19,16 @@ pub(super) struct View {
     endpoints: HashMap<SocketAddr, EndpointInfo>,
     locality: Locality,
     opaque: bool,
+    /// The routes last compiled (an original destination's only).
+    routes: Option<pb::Routes>,
 }
 
 impl View {
-    pub(super) fn apply(&mut self, kind: U, dest: &Dest) {
+    pub(super) fn apply(&mut self, kind: U, dest: &Dest, resolver: &Arc<Resolver>) {
         let resolution = match kind {
             U::Snapshot(s) => {
                 if let Some(p) = &s.profile {
-                    self.profile(p, dest);
+                    self.profile(p, dest, resolver);
                 }
                 self.endpoints = s.endpoints.iter().filter_map(endpoint).collect();
                 Resolution::Service {
@@ -57,10 +60,12 @@ impl View {
             }
             U::DoesNotExist(_) => {
                 self.endpoints.clear();
+                self.routes = None;
+                dest.routes.store(None);
                 Resolution::NotAService
             }
             U::Profile(p) => {
-                self.profile(&p, dest);
+                self.profile(&p, dest, resolver);
                 Resolution::Service {
                     opaque: self.opaque,
                 }
@@ -75,7 +80,17 @@ impl View {
         });
     }
 
-    fn profile(&mut self, p: &pb::Profile, dest: &Dest) {
+    fn profile(&mut self, p: &pb::Profile, dest: &Dest, resolver: &Arc<Resolver>) {
+        if dest.name.is_none() && self.routes != p.routes {
+            self.routes = p.routes.clone();
+            let env = Env {
+                resolver,
+                dest,
+                dst: dest.label(),
+            };
+            let table = p.routes.as_ref().and_then(|r| RouteTable::compile(r, &env));
+            dest.routes.store(table.map(Arc::new));
+        }
         let policy = Policy::from_profile(p);
         if **dest.policy.load() != policy {
             dest.policy.store(Arc::new(policy));
@@ -131,4 +146,21 @@ fn endpoint(e: &pb::Endpoint) -> Option<(SocketAddr, EndpointInfo)> {
             meshed: e.meshed,
         },
     ))
+}
+
+/// What compiling a destination's routes needs from the resolver.
+struct Env<'a> {
+    resolver: &'a Arc<Resolver>,
+    dest: &'a Dest,
+    dst: String,
+}
+
+impl table::Backends for Env<'_> {
+    fn backend(&self, authority: &str) -> Arc<Dest> {
+        self.resolver.backend(authority, self.dest.addr)
+    }
+
+    fn metrics(&self, route: &str, backend: &str) -> RouteMetrics {
+        self.resolver.route_metrics(&self.dst, route, backend)
+    }
 }

@@ -24,20 +24,41 @@ pub(super) async fn sweep(resolver: std::sync::Weak<Resolver>) {
         let Some(r) = resolver.upgrade() else { return };
         let idle = r.config.idle_timeout.as_nanos() as u64;
         let now = now_ns();
-        let mut dests = r.dests.lock().unwrap_or_else(|e| e.into_inner());
-        dests.retain(|addr, d| {
-            // The map and the stream's task hold it; anything more is a connection.
+        let sweep = |label: String, d: &Arc<Dest>| {
+            // The map and the stream's task hold it; anything more is a
+            // connection (or, for a backend, a route).
             let held = Arc::strong_count(d) > 2;
             let keep = held || now.saturating_sub(d.used.load(Relaxed)) < idle;
             if !keep {
-                debug!(%addr, "destination idle: watch closed");
-                r.forget(*addr);
+                debug!(dst = label, "destination idle: watch closed");
+                r.forget(label);
                 if let Some(task) = d.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
                     task.abort();
                 }
             }
             keep
-        });
+        };
+        // Original destinations first: a swept one drops its routes, and
+        // with them its hold on its backends.
+        let gone: Vec<Arc<Dest>> = {
+            let mut dests = r.dests.lock().unwrap_or_else(|e| e.into_inner());
+            let mut gone = Vec::new();
+            dests.retain(|_, d| {
+                let keep = sweep(d.label(), d);
+                if !keep {
+                    gone.push(d.clone());
+                }
+                keep
+            });
+            gone
+        };
+        for d in gone {
+            d.routes.store(None);
+        }
+        r.backends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, d| sweep(d.label(), d));
     }
 }
 
@@ -77,8 +98,12 @@ pub(super) async fn follow(resolver: Arc<Resolver>, dest: Arc<Dest>) {
     let mut view = View::default();
     let mut backoff = Duration::from_millis(100);
     loop {
+        let destination = match &dest.name {
+            Some(name) => pb::watch_request::Destination::Authority(name.to_string()),
+            None => pb::watch_request::Destination::Addr(dest.addr.into()),
+        };
         let request = pb::WatchRequest {
-            destination: Some(pb::watch_request::Destination::Addr(dest.addr.into())),
+            destination: Some(destination),
             context: Some(resolver.config.context.clone()),
         };
         match resolver.client.clone().watch(request).await {
@@ -89,28 +114,28 @@ pub(super) async fn follow(resolver: Arc<Resolver>, dest: Arc<Dest>) {
                         Ok(Some(update)) => {
                             resolver.reached.store(true, Relaxed);
                             if !dest.connected.swap(true, Relaxed) {
-                                debug!(dst = %dest.addr, "discovery stream up");
+                                debug!(dst = dest.label(), "discovery stream up");
                             }
                             backoff = Duration::from_millis(100);
                             if let Some(kind) = update.kind {
-                                view.apply(kind, &dest);
+                                view.apply(kind, &dest, &resolver);
                             }
                             // Counted once applied: tests wait on it.
                             resolver.updates.inc();
                         }
                         Ok(None) => {
-                            debug!(dst = %dest.addr, "the control plane ended the stream");
+                            debug!(dst = dest.label(), "the control plane ended the stream");
                             break;
                         }
                         Err(status) => {
-                            info!(dst = %dest.addr, error = %status.message(), "discovery stream failed; keeping the last endpoints");
+                            info!(dst = dest.label(), error = %status.message(), "discovery stream failed; keeping the last endpoints");
                             break;
                         }
                     }
                 }
             }
             Err(status) => {
-                debug!(dst = %dest.addr, error = %status.message(), "cannot open a discovery stream")
+                debug!(dst = dest.label(), error = %status.message(), "cannot open a discovery stream")
             }
         }
         resolver.stream_errors.inc();

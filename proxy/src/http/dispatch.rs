@@ -32,9 +32,11 @@ impl Forward {
     /// future itself. The other is boxed: its future (a body kept for
     /// replay, the loop, the timers) is several kilobytes that every
     /// request would otherwise carry, and move at every spawn.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn dispatch<'a>(
         &'a self,
         target: Target<'a>,
+        route_policy: Option<&'a Arc<Policy>>,
         req: Request<Incoming>,
         start: Instant,
         h2: bool,
@@ -45,7 +47,10 @@ impl Forward {
             Target::Balanced(dest) => Some(dest),
             Target::Addr(_) => None,
         };
-        let policy = dest.map(|d| d.policy.load());
+        let policy = match route_policy {
+            Some(p) => Some(Pol::Route(p)),
+            None => dest.map(|d| Pol::Dest(d.policy.load())),
+        };
         let deadline = Deadline::of(
             start,
             policy.as_ref().and_then(|p| p.timeout),
@@ -58,7 +63,7 @@ impl Forward {
         if deadline.is_none() && !retry {
             return OneOf::Left(self.send(target, req.map(Either::Left), h2, used, None));
         }
-        let policy = policy.map(arc_swap::Guard::into_inner);
+        let policy = policy.map(Pol::into_arc);
         OneOf::Right(Box::pin(
             self.dispatch_slow(target, req, deadline, policy, h2, grpc, used),
         ))
@@ -127,6 +132,9 @@ impl Forward {
                 dest.retries.inc();
                 tries += 1;
                 debug!(?outcome, tries, "retrying");
+                if let Some(backoff) = policy.as_ref().and_then(|p| p.backoff) {
+                    tokio::time::sleep(backoff).await;
+                }
             }
         };
         let result = match deadline {
@@ -145,6 +153,32 @@ impl Forward {
             self.session.discard();
         }
         result
+    }
+}
+
+/// The policy of a request: its route rule's, or its destination's.
+enum Pol<'a> {
+    Route(&'a Arc<Policy>),
+    Dest(arc_swap::Guard<Arc<Policy>>),
+}
+
+impl Pol<'_> {
+    fn into_arc(self) -> Arc<Policy> {
+        match self {
+            Pol::Route(p) => p.clone(),
+            Pol::Dest(g) => arc_swap::Guard::into_inner(g),
+        }
+    }
+}
+
+impl std::ops::Deref for Pol<'_> {
+    type Target = Policy;
+
+    fn deref(&self) -> &Policy {
+        match self {
+            Pol::Route(p) => p,
+            Pol::Dest(g) => g,
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use super::server::HttpServer;
 use super::session::H1Session;
 use super::{Body, Target};
 use crate::client::{Client, Conns};
+use crate::discovery::policy::Policy;
 use crate::errors::ProxyError;
 use crate::telemetry::HttpMetrics;
 use crate::transport::tasks::Tasks;
@@ -86,10 +87,23 @@ impl Forward {
         req: Request<Incoming>,
         start: Instant,
     ) -> impl Future<Output = Response<Body>> + Send + 'a {
+        self.routed(h2, target, None, req, start)
+    }
+
+    /// A request, with a route's `policy` in place of the target's own
+    /// retry and timeout policy when it has one.
+    pub fn routed<'a>(
+        &'a self,
+        h2: bool,
+        target: Target<'a>,
+        policy: Option<&'a Arc<Policy>>,
+        req: Request<Incoming>,
+        start: Instant,
+    ) -> impl Future<Output = Response<Body>> + Send + 'a {
         if h2 {
-            OneOf::Left(self.h2(target, req, start))
+            OneOf::Left(self.h2(target, policy, req, start))
         } else {
-            OneOf::Right(self.h1(target, req, start))
+            OneOf::Right(self.h1(target, policy, req, start))
         }
     }
 
@@ -97,6 +111,7 @@ impl Forward {
     pub async fn h1(
         &self,
         target: Target<'_>,
+        policy: Option<&Arc<Policy>>,
         mut req: Request<Incoming>,
         start: Instant,
     ) -> Response<Body> {
@@ -107,7 +122,7 @@ impl Forward {
             // Boxed: rare, and its connect would weigh on every request.
             Box::pin(self.upgrade(target, req, &mut used)).await
         } else {
-            self.dispatch(target, req, start, false, false, &mut used)
+            self.dispatch(target, policy, req, start, false, false, &mut used)
                 .await
         };
         let mut rsp = self.respond(result, start, false, used);
@@ -121,13 +136,14 @@ impl Forward {
     pub async fn h2(
         &self,
         target: Target<'_>,
+        policy: Option<&Arc<Policy>>,
         req: Request<Incoming>,
         start: Instant,
     ) -> Response<Body> {
         let grpc = is_grpc(&req);
         let mut used = Used::default();
         let result = self
-            .dispatch(target, req, start, true, grpc, &mut used)
+            .dispatch(target, policy, req, start, true, grpc, &mut used)
             .await;
         self.respond(result, start, grpc, used)
     }
@@ -135,6 +151,15 @@ impl Forward {
     /// The proxy's own answer to a request it will not forward.
     pub fn refuse<B>(&self, req: &Request<B>, error: ProxyError, start: Instant) -> Response<Body> {
         self.respond(Err(error), start, is_grpc(req), Used::default())
+    }
+
+    /// An answer the proxy made itself without an error (a route's
+    /// redirect), counted like any response.
+    pub fn answer(&self, rsp: Response<bytes::Bytes>, start: Instant) -> Response<Body> {
+        self.metrics.request();
+        let micros = start.elapsed().as_micros() as u64;
+        self.metrics.done(rsp.status(), micros);
+        rsp.map(|b| Either::Right(Full::new(b)))
     }
 
     /// A request goes out over a connection to `mesh` (a server identity,

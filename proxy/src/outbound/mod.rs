@@ -5,12 +5,14 @@
 //! serve     original destination, loop check
 //! resolve   discovery: a Service's balanced endpoints, or passthrough
 //! detect    HTTP/1, HTTP/2, or opaque TCP (not on opaque Services/ports)
-//! route     per request (HTTP) or connection (TCP): a Plan (route.rs)
+//! route     per request (HTTP) or connection (TCP): a Plan (route.rs),
+//!           from the destination's routes compiled per update (table.rs)
 //! forward   HTTP: per request over reused upstream connections (crate::http)
 //!           TCP: pick, connect, fail over, then copy bytes both ways
 //! ```
 
 pub mod route;
+pub mod table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ use crate::transport::connect::Remote;
 use crate::transport::io::Counted;
 use crate::transport::opaque;
 use crate::transport::orig_dst::OrigDstAddr;
+use route::{Answer, Plan};
+use table::RouteTable;
 
 const OUT: Direction = Direction::Outbound;
 
@@ -71,13 +75,41 @@ where
     let shutdown = shared.shutdown.clone();
     debug!(?protocol, "forwarding HTTP");
     let h2 = protocol == Protocol::Http2;
-    let handle = move |req| {
+    let resolve_timeout = shared.resolver.as_ref().map(|r| r.resolve_timeout());
+    let handle = move |mut req| {
         let conn = conn.clone();
         async move {
             let start = Instant::now();
             let (fwd, view) = &*conn;
-            let target = route::route(view, orig, &req).target;
-            fwd.request(h2, target, req, start).await
+            // One atomic load when the destination has no routes.
+            let table = routes_of(view);
+            match route::route(view, table.as_deref(), orig, &mut req) {
+                Plan::Forward(routed) => {
+                    if let (Some(dest), Some(wait)) = (routed.pending(), resolve_timeout) {
+                        // A backend whose watch this update opened.
+                        dest.resolved(wait).await;
+                    }
+                    let mut rsp = fwd
+                        .routed(h2, routed.target, routed.policy, req, start)
+                        .await;
+                    routed.respond(&mut rsp);
+                    if let Some(m) = routed.metrics {
+                        m.done(rsp.status(), start.elapsed().as_micros() as u64);
+                    }
+                    rsp
+                }
+                Plan::Answer(answer) => {
+                    let rsp = match answer {
+                        Answer::Error(error) => fwd.refuse(&req, error, start),
+                        Answer::Redirect(rsp) => fwd.answer(rsp, start),
+                    };
+                    if let Some(t) = table.as_ref().and_then(|t| t.http.as_ref()) {
+                        t.default
+                            .done(rsp.status(), start.elapsed().as_micros() as u64);
+                    }
+                    rsp
+                }
+            }
         }
     };
     shared.http.serve(h2, io, handle, shutdown).await
@@ -97,7 +129,29 @@ where
         let mesh = remote.identity.filter(|_| connector.tls.is_some());
         Ok((server, started.elapsed(), mesh))
     };
-    let connected = match route::route_tcp(view, orig).target {
+    let table = routes_of(view);
+    let routed = match route::route_tcp(view, table.as_deref(), orig) {
+        Plan::Forward(routed) => routed,
+        Plan::Answer(answer) => {
+            // Closing the client connection is all TCP can say.
+            if let Answer::Error(error) = answer {
+                debug!(%error, "opaque connection refused by its route");
+                shared
+                    .metrics
+                    .conn(OUT, orig, None)
+                    .proxy_error(error.reason());
+            }
+            return;
+        }
+    };
+    if let Some(m) = routed.metrics {
+        // A TCP connection counts in its route once, when its backend is chosen.
+        m.requests.inc();
+    }
+    if let (Some(dest), Some(r)) = (routed.pending(), &shared.resolver) {
+        dest.resolved(r.resolve_timeout()).await;
+    }
+    let connected = match routed.target {
         Target::Addr(addr) => attempt(Remote::plain(addr)).await.map(|c| (None, c)),
         Target::Balanced(dest) => {
             connect::connect(&dest.balancer, dest.addr, |ep| attempt(ep.remote()))
@@ -133,4 +187,13 @@ where
     opaque::forward(io, activity, server, shared.config.tcp_idle_timeout).await;
     // `picked` counted the connection as the endpoint's load while it lived.
     drop(picked);
+}
+
+/// The routes of a connection's destination, as they are now (None for a
+/// passthrough or a destination without routes).
+fn routes_of(view: &Resolved) -> Option<Arc<RouteTable>> {
+    match view {
+        Resolved::Service(dest) => dest.routes.load_full(),
+        Resolved::Passthrough => None,
+    }
 }

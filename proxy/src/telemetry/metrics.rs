@@ -143,7 +143,7 @@ struct DetectLabels {
     protocol: Protocol,
 }
 
-pub(super) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+pub(crate) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Every family, registered once at start-up. Cheap to clone.
 #[derive(Clone, Debug, Default)]

@@ -36,6 +36,15 @@ use tokio::task::JoinHandle;
 
 use super::client::{channel, full, Body};
 
+/// Backends named `names`, started one after another.
+pub async fn backends<const N: usize>(names: [&str; N]) -> Vec<Backend> {
+    let mut out = Vec::new();
+    for name in names {
+        out.push(Backend::start(name).await);
+    }
+    out
+}
+
 /// What a backend saw of one request.
 #[derive(Clone, Debug)]
 pub struct Seen {

@@ -21,9 +21,9 @@ pub mod tcp;
 pub mod traffic;
 
 #[allow(unused_imports)]
-pub use backend::Backend;
+pub use backend::{backends, Backend};
 #[allow(unused_imports)]
-pub use client::{get, post, Reply, H1, H2};
+pub use client::{full, get, post, Reply, H1, H2};
 #[allow(unused_imports)]
 pub use control::{Ca, Control, Ep, Svc};
 #[allow(unused_imports)]
