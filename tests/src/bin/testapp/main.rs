@@ -17,7 +17,8 @@
 //!                                 unary, failing unary, bidi stream of N messages
 //! weft-testapp rapid-reset ADDR [N]
 //!                                 HTTP/2 client opening and cancelling N streams
-//! weft-testapp banner ADDR        TCP: the server speaks first ("220 weft banner"),
+//! weft-testapp banner ADDR        TCP: the server speaks first ("220 weft banner",
+//!                                 then TESTAPP_NAME if set),
 //!                                 then echoes lines
 //! weft-testapp halfclose ADDR     TCP: reads to EOF, then answers with the byte
 //!                                 count and closes

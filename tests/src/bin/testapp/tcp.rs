@@ -8,13 +8,20 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::say;
 
+/// `TESTAPP_NAME`, when set, ends the banner (`220 weft banner NAME`), so
+/// that a test can tell servers apart.
 pub async fn banner(addr: SocketAddr) -> Result<()> {
     let listener = TcpListener::bind(addr).await?;
+    let banner: std::sync::Arc<str> = match std::env::var("TESTAPP_NAME") {
+        Ok(name) => format!("220 weft banner {name}\r\n").into(),
+        Err(_) => "220 weft banner\r\n".into(),
+    };
     say(&format!("LISTENING {addr}"));
     loop {
         let (mut conn, _) = listener.accept().await?;
+        let banner = banner.clone();
         tokio::spawn(async move {
-            let _ = conn.write_all(b"220 weft banner\r\n").await;
+            let _ = conn.write_all(banner.as_bytes()).await;
             let (r, mut w) = conn.split();
             let mut lines = BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
