@@ -265,3 +265,43 @@ async fn a_routes_timeout_and_retries_apply_to_its_requests_only() {
     );
     assert_eq!(proxy.metric(&retries).await, 5.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_gets_a_copy_of_each_request_without_a_body_and_the_client_only_the_backends_answer(
+) {
+    let [own, a, b] = backends(["own", "a", "b"]).await.try_into().unwrap();
+    let web = addr(WEB);
+    let rules = "  - backendRefs: [{name: web-v1, port: 8080}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web-v2, port: 8080}}}]
+";
+    let control = Control::start(&services(&own, &a, &b, &http_route(rules))).await;
+    let proxy = Proxy::with_control(&control, &[]).await;
+    for _ in 0..5 {
+        let r = proxy.get(web, "/hello").await;
+        assert_eq!(
+            r.body,
+            a.hello(Version::HTTP_11),
+            "the client gets web-v1's answer"
+        );
+    }
+    let mirrored = format!(
+        "weft_route_response_total{{dst=\"{web}\",route=\"HTTPRoute/shop/web\",backend=\"{}\",status_class=\"2xx\"}}",
+        authority("web-v2")
+    );
+    proxy.wait_metric(&mirrored, 5.0).await;
+    assert_eq!(b.requests(), 5, "web-v2 got a copy of each");
+    assert_eq!(b.seen()[0].path, "/hello");
+    // A request with a body goes to web-v1 alone.
+    let r = proxy
+        .h1(web)
+        .await
+        .send(post("/echo", "payload"))
+        .await
+        .unwrap();
+    assert_eq!(r.body, "payload");
+    assert_eq!(a.requests(), 6);
+    let r = proxy.get(web, "/hello").await;
+    assert_eq!(r.status, StatusCode::OK);
+    proxy.wait_metric(&mirrored, 6.0).await;
+    assert_eq!(b.requests(), 6, "the POST was not copied, the next GET was");
+}

@@ -148,6 +148,11 @@ impl Forward {
         self.respond(result, start, grpc, used)
     }
 
+    /// How this connection's upstream connections are made.
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
     /// The proxy's own answer to a request it will not forward.
     pub fn refuse<B>(&self, req: &Request<B>, error: ProxyError, start: Instant) -> Response<Body> {
         self.respond(Err(error), start, is_grpc(req), Used::default())

@@ -11,6 +11,7 @@
 //!           TCP: pick, connect, fail over, then copy bytes both ways
 //! ```
 
+pub mod mirror;
 pub mod route;
 pub mod table;
 
@@ -88,6 +89,9 @@ where
                     if let (Some(dest), Some(wait)) = (routed.pending(), resolve_timeout) {
                         // A backend whose watch this update opened.
                         dest.resolved(wait).await;
+                    }
+                    if let (Some(mirror), Some(wait)) = (routed.mirror(), resolve_timeout) {
+                        mirror.copy(&req, fwd.client(), wait);
                     }
                     let mut rsp = fwd
                         .routed(h2, routed.target, routed.policy, req, start)

@@ -15,6 +15,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, Uri};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::mirror::Mirror;
 use super::table::{
     Backend, BackendTarget, Filter, GrpcMatch, HeaderMod, HttpMatch, HttpTable, PathMatch,
     PathModifier, Redirect, RouteMetrics, RouteTable, Rule, Unmatched, ValueMatch, Weighted,
@@ -72,6 +73,11 @@ impl<'a> Routed<'a> {
             Target::Balanced(d) if d.resolution() == Resolution::Pending => Some(d),
             _ => None,
         }
+    }
+
+    /// The rule's mirror, if it has one.
+    pub fn mirror(&self) -> Option<&'a Mirror> {
+        self.rule?.mirror.as_ref()
     }
 
     /// Applies the rule's and backend's response filters to `rsp`.

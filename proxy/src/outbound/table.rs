@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tracing::warn;
 use weft_proto::discovery::v1 as pb;
 
+use super::mirror::Mirror;
 use crate::discovery::policy::{proto_duration, Policy};
 use crate::discovery::Dest;
 use crate::telemetry::histogram::LatencyHistogram;
@@ -57,6 +58,7 @@ pub struct Rule {
     pub name: Arc<str>,
     pub(super) filters: Vec<Filter>,
     pub(super) redirect: Option<Redirect>,
+    pub(super) mirror: Option<Mirror>,
     pub(super) backends: Weighted,
     /// Replaces the destination's policy when present.
     pub policy: Option<Arc<Policy>>,
@@ -244,13 +246,19 @@ impl HttpTable {
 impl Rule {
     fn compile(r: &pb::HttpRule, env: &dyn Backends) -> Self {
         let name = route_name(r.route.as_ref());
-        let mut redirect = None;
+        let (mut redirect, mut mirror) = (None, None);
         let filters = r
             .filters
             .iter()
             .filter_map(|f| match f.kind.as_ref()? {
                 pb::http_filter::Kind::Redirect(r) => {
                     redirect.get_or_insert_with(|| compile_redirect(r));
+                    None
+                }
+                pb::http_filter::Kind::Mirror(m) => {
+                    if mirror.is_none() {
+                        mirror = compile_mirror(m, &name, env);
+                    }
                     None
                 }
                 other => filter(other),
@@ -266,6 +274,7 @@ impl Rule {
             name,
             filters,
             redirect,
+            mirror,
             policy,
         }
     }
@@ -416,10 +425,24 @@ fn filter(f: &pb::http_filter::Kind) -> Option<Filter> {
                 .flatten(),
             path: path_modifier(r.path.as_ref()),
         })),
-        // Redirects are taken out by the rule; mirrors are not applied by
-        // this proxy yet (the README says so).
+        // Taken out by the rule.
         Kind::Redirect(_) | Kind::Mirror(_) => None,
     }
+}
+
+/// A mirror to a Service backend (one to an invalid backend mirrors
+/// nothing).
+fn compile_mirror(m: &pb::RequestMirror, route: &Arc<str>, env: &dyn Backends) -> Option<Mirror> {
+    let Some(pb::backend::Target::Service(s)) = m.backend.as_ref()?.target.as_ref() else {
+        return None;
+    };
+    (!s.authority.is_empty()).then(|| Mirror {
+        target: env.backend(&s.authority),
+        numerator: m.numerator.min(m.denominator),
+        denominator: m.denominator,
+        in_flight: Arc::default(),
+        metrics: env.metrics(route, &s.authority),
+    })
 }
 
 fn compile_redirect(r: &pb::RequestRedirect) -> Redirect {
