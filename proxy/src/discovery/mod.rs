@@ -128,9 +128,9 @@ impl Dest {
         let _ = tokio::time::timeout(timeout, rx.wait_for(|r| *r != Resolution::Pending)).await;
     }
 
-    /// A destination with no stream behind it, resolved as `resolution`.
-    #[cfg(test)]
-    pub(crate) fn for_test(addr: SocketAddr, resolution: Resolution) -> Arc<Self> {
+    /// A destination with no stream behind it, resolved as `resolution`
+    /// (for tests and benchmarks: its endpoints are never set).
+    pub fn detached(addr: SocketAddr, resolution: Resolution) -> Arc<Self> {
         let balance = BalanceConfig {
             decay: Duration::from_secs(10),
             default_rtt: Duration::from_millis(30),

@@ -206,13 +206,27 @@ fn choose(w: &Weighted, orig: SocketAddr) -> Result<&Backend, ProxyError> {
     }
 }
 
+/// What matching reads of a request, taken from it once.
+struct Head<'r> {
+    path: &'r str,
+    query: &'r str,
+    method: &'r http::Method,
+    headers: &'r HeaderMap,
+}
+
 /// The first rule whose match holds, and the prefix its path match matched.
 fn find<'t, B>(t: &'t HttpTable, req: &Request<B>) -> Option<(&'t Rule, Option<&'t str>)> {
-    if !t.grpc.is_empty() && is_grpc(req.headers()) {
-        let m = t.grpc.iter().find(|m| grpc_matches(m, req))?;
+    let head = Head {
+        path: req.uri().path(),
+        query: req.uri().query().unwrap_or(""),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    if !t.grpc.is_empty() && is_grpc(head.headers) {
+        let m = t.grpc.iter().find(|m| grpc_matches(m, &head))?;
         return Some((&t.rules[m.rule], None));
     }
-    let m = t.matches.iter().find(|m| http_matches(m, req))?;
+    let m = t.matches.iter().find(|m| http_matches(m, &head))?;
     let prefix = match &m.path {
         Some(PathMatch::Prefix(p)) => Some(&**p),
         _ => None,
@@ -220,28 +234,24 @@ fn find<'t, B>(t: &'t HttpTable, req: &Request<B>) -> Option<(&'t Rule, Option<&
     Some((&t.rules[m.rule], prefix))
 }
 
-fn http_matches<B>(m: &HttpMatch, req: &Request<B>) -> bool {
+fn http_matches(m: &HttpMatch, head: &Head<'_>) -> bool {
     if let Some(p) = &m.path {
-        if !path_matches(p, req.uri().path()) {
+        if !path_matches(p, head.path) {
             return false;
         }
     }
-    if !m.methods.is_empty() && !m.methods.contains(req.method()) {
+    if !m.methods.is_empty() && !m.methods.contains(head.method) {
         return false;
     }
-    headers_match(&m.headers, req.headers())
-        && m.query.iter().all(|(name, v)| {
-            query_value(req.uri().query().unwrap_or(""), name).is_some_and(|q| v.matches(q))
-        })
+    headers_match(&m.headers, head.headers)
+        && m.query
+            .iter()
+            .all(|(name, v)| query_value(head.query, name).is_some_and(|q| v.matches(q)))
 }
 
-fn grpc_matches<B>(m: &GrpcMatch, req: &Request<B>) -> bool {
+fn grpc_matches(m: &GrpcMatch, head: &Head<'_>) -> bool {
     // `/package.Service/Method`
-    let Some((service, method)) = req
-        .uri()
-        .path()
-        .strip_prefix('/')
-        .and_then(|p| p.split_once('/'))
+    let Some((service, method)) = head.path.strip_prefix('/').and_then(|p| p.split_once('/'))
     else {
         return false;
     };
@@ -251,7 +261,7 @@ fn grpc_matches<B>(m: &GrpcMatch, req: &Request<B>) -> bool {
         && m.method
             .as_ref()
             .is_none_or(|v| v.matches(method.as_bytes()))
-        && headers_match(&m.headers, req.headers())
+        && headers_match(&m.headers, head.headers)
 }
 
 fn headers_match(ms: &[(http::HeaderName, ValueMatch)], headers: &HeaderMap) -> bool {

@@ -23,7 +23,7 @@ impl Backends for Env {
             .or_insert_with(|| {
                 // The address tells test backends apart.
                 let addr = SocketAddr::new(orig().ip(), 1000 + backend_number(authority));
-                Dest::for_test(addr, Resolution::Service { opaque: false })
+                Dest::detached(addr, Resolution::Service { opaque: false })
             })
             .clone()
     }
@@ -121,7 +121,7 @@ fn http_table(
 }
 
 fn apex() -> Resolved {
-    Resolved::Service(Dest::for_test(
+    Resolved::Service(Dest::detached(
         orig(),
         Resolution::Service { opaque: false },
     ))
@@ -545,7 +545,7 @@ fn tcp_connections_are_split_by_weight_and_refused_when_nothing_can_take_them() 
 #[test]
 fn opaque_services_and_ports_skip_detection() {
     let http = apex();
-    let opaque = Resolved::Service(Dest::for_test(orig(), Resolution::Service { opaque: true }));
+    let opaque = Resolved::Service(Dest::detached(orig(), Resolution::Service { opaque: true }));
     assert!(detects_http(&http, orig(), &[]));
     assert!(!detects_http(&opaque, orig(), &[]));
     assert!(!detects_http(&http, orig(), &[80]));
