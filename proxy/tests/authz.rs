@@ -57,11 +57,7 @@ impl Authz {
         let ca = Ca::new(&["client", "api", "other"]);
         let control = Control::with_identity(NOTHING, &ca).await;
         let orig = OrigDst::default();
-        let with = |sa: &str| {
-            let mut args = ca.proxy_args(sa);
-            args.push(format!("--control-addr={}", control.addr()));
-            args
-        };
+        let with = |sa: &str| ca.meshed_args(sa, &control);
         let mut server_args = with("api");
         server_args.push("--pod-name=api-0".into());
         let server = Proxy::start_with(orig.clone(), &server_args).await;
