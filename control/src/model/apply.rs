@@ -45,6 +45,7 @@ pub async fn run(
     synced: watch::Sender<Vec<&'static str>>,
 ) {
     let mut reported = Reported::default();
+    let mut target_problems = TargetProblems::default();
     while let Some(change) = changes.recv().await {
         let started = Instant::now();
         let routing;
@@ -88,7 +89,9 @@ pub async fn run(
         if routing {
             reported.update(&store, &touched.services, &metrics);
         }
-        publish_policies(&store, &policies, policy.0, &policy.1);
+        if let Some(ns) = publish_policies(&store, &policies, policy.0, &policy.1) {
+            target_problems.update(&store, &ns, &metrics);
+        }
         let route_kinds = ObjectKind::ALL.map(Kind::Route);
         for kind in [Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace]
             .into_iter()
@@ -105,10 +108,19 @@ pub async fn run(
 
 /// Publishes the inbound policies an applied or deleted object may have
 /// changed: a pod's own; every pod of a namespace for the Namespace, or a
-/// TrafficTarget, HTTPRouteGroup or TCPRoute in it.
-fn publish_policies(store: &Store, policies: &PolicyHub, kind: Kind, key: &ObjKey) {
+/// TrafficTarget, HTTPRouteGroup or TCPRoute in it (that namespace is
+/// returned).
+fn publish_policies(
+    store: &Store,
+    policies: &PolicyHub,
+    kind: Kind,
+    key: &ObjKey,
+) -> Option<String> {
     let ns = match kind {
-        Kind::Pod => return policies.publish_pod(key, store.pod_policy(key)),
+        Kind::Pod => {
+            policies.publish_pod(key, store.pod_policy(key));
+            return None;
+        }
         Kind::Namespace => {
             policies.publish_namespace(&key.1, store.unknown_pod_policy(&key.1));
             &key.1
@@ -116,10 +128,31 @@ fn publish_policies(store: &Store, policies: &PolicyHub, kind: Kind, key: &ObjKe
         Kind::TrafficTarget
         | Kind::Route(ObjectKind::HttpRouteGroup)
         | Kind::Route(ObjectKind::TcpRoute) => &key.0,
-        _ => return,
+        _ => return None,
     };
     for (pod, policy) in store.pod_policies_in(ns) {
         policies.publish_pod(&pod, Some(policy));
+    }
+    Some(ns.clone())
+}
+
+/// The TrafficTargets' references to objects that do not exist, per
+/// namespace (bounded by the TrafficTargets), so that each is said once,
+/// when it appears.
+#[derive(Debug, Default)]
+struct TargetProblems(HashMap<String, BTreeSet<(ObjKey, String)>>);
+
+impl TargetProblems {
+    fn update(&mut self, store: &Store, ns: &str, metrics: &Metrics) {
+        let now = store.target_problems(ns);
+        let before = self.0.remove(ns).unwrap_or_default();
+        for ((ns, name), reason) in now.difference(&before) {
+            warn!(kind = "TrafficTarget", %ns, %name, %reason, "authorization problem");
+            metrics.route_problem("TrafficTarget");
+        }
+        if !now.is_empty() {
+            self.0.insert(ns.to_owned(), now);
+        }
     }
 }
 

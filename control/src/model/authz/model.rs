@@ -1,9 +1,10 @@
 //! The [`Store`]'s answers about inbound policy: the policy of one pod, of
 //! the pods of a namespace, and of a pod it does not know.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use super::check::Rule;
 use super::compute::{grants, Routes};
 use super::{DefaultPolicy, PodPolicy};
 use crate::model::objects::PodInfo;
@@ -37,6 +38,45 @@ impl Store {
     pub fn unknown_pod_policy(&self, ns: &str) -> PodPolicy {
         let ns_default = self.namespaces.get(ns).and_then(|n| n.default_policy);
         PodPolicy::default_only(self.default_policy, ns_default, None)
+    }
+
+    /// What the TrafficTargets of `ns` name that does not exist: `(target,
+    /// reason)`, for the log (each allows nothing until it appears).
+    pub fn target_problems(&self, ns: &str) -> BTreeSet<(ObjKey, String)> {
+        let mut out = BTreeSet::new();
+        for t in self.targets.values().filter(|t| t.key.0 == ns) {
+            for (i, rule) in t.rules.iter().enumerate() {
+                let key = |name: &str| (ns.to_owned(), name.to_owned());
+                let why = match rule {
+                    Rule::Tcp { name } if !self.routes.tcp_routes.contains_key(&key(name)) => {
+                        format!("spec.rules[{i}]: TCPRoute {ns}/{name} does not exist: the rule allows nothing")
+                    }
+                    Rule::Group { name, matches } => match self.routes.groups.get(&key(name)) {
+                        None => format!(
+                            "spec.rules[{i}]: HTTPRouteGroup {ns}/{name} does not exist: the rule allows nothing"
+                        ),
+                        Some(g) => {
+                            let missing: Vec<&str> = matches
+                                .iter()
+                                .flatten()
+                                .filter(|m| !g.names.contains(m))
+                                .map(String::as_str)
+                                .collect();
+                            if missing.is_empty() {
+                                continue;
+                            }
+                            format!(
+                                "spec.rules[{i}].matches: HTTPRouteGroup {ns}/{name} has no match {}: allowed nothing",
+                                missing.join(", ")
+                            )
+                        }
+                    },
+                    Rule::Tcp { .. } => continue,
+                };
+                out.insert((t.key.clone(), why));
+            }
+        }
+        out
     }
 
     fn policy_of(

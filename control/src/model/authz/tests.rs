@@ -452,3 +452,35 @@ fn grants_are_computed_once_per_service_account() {
     assert_eq!(a.len(), 2);
     assert!(std::sync::Arc::ptr_eq(&a[0].1.grants, &a[1].1.grants));
 }
+
+#[test]
+fn references_to_missing_objects_are_named() {
+    let tt = PATH_SPECIFIC
+        .replace("matches: [metrics]", "matches: [metrics, nope]")
+        .replace(
+            "    matches: [metrics, nope]\n",
+            "    matches: [metrics, nope]\n  - {kind: TCPRoute, name: gone}\n  - {kind: HTTPRouteGroup, name: later}\n",
+        );
+    let mut s = store(&format!("{}{tt}", base()));
+    let reasons: Vec<String> = s
+        .target_problems("default")
+        .into_iter()
+        .map(|(key, why)| format!("{}/{}: {why}", key.0, key.1))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "default/path-specific: spec.rules[0].matches: HTTPRouteGroup default/the-routes has no match nope: allowed nothing",
+            "default/path-specific: spec.rules[1]: TCPRoute default/gone does not exist: the rule allows nothing",
+            "default/path-specific: spec.rules[2]: HTTPRouteGroup default/later does not exist: the rule allows nothing",
+        ]
+    );
+    let later = ROUTES
+        .split("---")
+        .next()
+        .unwrap()
+        .replace("the-routes", "later");
+    load(&mut s, &later).unwrap();
+    assert_eq!(s.target_problems("default").len(), 2);
+    assert!(s.target_problems("elsewhere").is_empty());
+}
