@@ -307,7 +307,9 @@ fn the_deny_matrix_and_live_changes() {
     let tcp_app = listen(&api, APP_UID, "0.0.0.0:9000");
     let mut env = plane.proxy_env("api");
     env.push(("WEFT_PROXY_POD_NAME".into(), "api-0".into()));
-    env.push(("WEFT_PROXY_OPAQUE_PORTS".into(), "9000".into()));
+    // No WEFT_PROXY_OPAQUE_PORTS: 9000 is opaque by the pod's annotation,
+    // which reaches the proxy with the port's policy (mesh TLS, which the
+    // client speaks first, is detected on it all the same).
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let _api_proxy = start_proxy(&api, &[], &env);
     let _client_proxies: Vec<Proc> = CLIENTS

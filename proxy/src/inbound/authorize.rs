@@ -26,6 +26,8 @@ pub struct PortPolicy {
     /// not `all-unauthenticated`: everything is denied (`no_policy`).
     fail_closed: bool,
     authorizations: Vec<Authorization>,
+    /// The control plane says the port is opaque TCP (no detection).
+    opaque: bool,
     /// `spiffe://<trust-domain>/`: identities of this cluster.
     cluster_prefix: Arc<str>,
     /// `spiffe://<trust-domain>/ns/<pod-namespace>/`.
@@ -134,6 +136,7 @@ impl PortPolicy {
             default,
             fail_closed: false,
             authorizations,
+            opaque: p.protocol() == pb::Protocol::Opaque,
             ..Self::defaulted(InboundDefault::Deny, scope)
         }
     }
@@ -159,9 +162,16 @@ impl PortPolicy {
             },
             fail_closed: false,
             authorizations: Vec::new(),
+            opaque: false,
             cluster_prefix: format!("spiffe://{td}/").into(),
             namespace_prefix: format!("spiffe://{td}/ns/{}/", scope.pod_namespace).into(),
         }
+    }
+
+    /// Whether the port is opaque TCP (the pod's or its namespace's
+    /// `weft.dev/opaque-ports`): protocol detection is skipped.
+    pub fn is_opaque(&self) -> bool {
+        self.opaque
     }
 
     /// Whether this is the fail-closed stand-in for a policy not arrived.

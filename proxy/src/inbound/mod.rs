@@ -44,12 +44,14 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, tcp: TcpStream) {
     let Some(orig) = shared.original_dst(IN, &tcp) else {
         return;
     };
-    let app = app_addr(shared.config.inbound_target, orig);
     let tls = shared.tls.as_ref();
+    // The port's policy (waited for on a port's first connections) also
+    // says whether the port is opaque.
+    let port = shared.policies.port(orig.port()).await;
     let look = Look {
         // Mesh TLS reaches the inbound side even on opaque ports.
         mesh: tls.is_some(),
-        http: !shared.config.opaque_ports.contains(&orig.port()),
+        http: !shared.config.opaque_ports.contains(&orig.port()) && !port.current().is_opaque(),
     };
     let Some((protocol, io)) = detect::accepted(tcp, shared.config.detect_timeout, look).await
     else {
@@ -57,7 +59,7 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, tcp: TcpStream) {
     };
     shared.metrics.detected(IN, protocol);
     let (Protocol::MeshTls, Some(tls)) = (protocol, tls) else {
-        return forward(&shared, orig, app, protocol, io, None).await;
+        return forward(&shared, orig, &port, protocol, io, None).await;
     };
     let Some((stream, peer)) = tls.accept(io).await else {
         shared.metrics.refused(IN, "tls");
@@ -73,7 +75,7 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, tcp: TcpStream) {
         client: peer.id,
         server: tls.credentials().id.clone(),
     };
-    forward(&shared, orig, app, protocol, stream, Some(ids)).await
+    forward(&shared, orig, &port, protocol, stream, Some(ids)).await
 }
 
 /// Where the application listens for a connection to `orig`.
@@ -96,7 +98,7 @@ fn app_addr(target: InboundTarget, orig: SocketAddr) -> SocketAddr {
 async fn forward<O, I>(
     shared: &Shared<O>,
     orig: SocketAddr,
-    app: SocketAddr,
+    port: &Arc<PortWatch>,
     protocol: Protocol,
     io: I,
     mesh: Option<MeshIds>,
@@ -104,17 +106,16 @@ async fn forward<O, I>(
     O: OrigDstAddr,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let app = app_addr(shared.config.inbound_target, orig);
     let metrics = shared.metrics.conn(IN, orig, mesh.as_ref());
     let io = Counted::new(io, metrics.read.clone(), metrics.write.clone());
     let client = mesh.map(|m| m.client);
-    let policies = &shared.policies;
-    let port = policies.port(orig.port()).await;
-    let decisions = policies.metrics.conn(client.as_ref(), orig.port());
+    let decisions = shared.policies.metrics.conn(client.as_ref(), orig.port());
     let shutdown = shared.shutdown.clone();
     debug!(?protocol, %app, "forwarding");
     if matches!(protocol, Protocol::Http1 | Protocol::Http2) {
         let fwd = Forward::new(&shared.http, metrics.http(), None);
-        let conn = Arc::new((fwd, port, client, decisions));
+        let conn = Arc::new((fwd, port.clone(), client, decisions));
         let h2 = protocol == Protocol::Http2;
         let handle = move |req: http::Request<hyper::body::Incoming>| {
             let conn = conn.clone();
@@ -129,7 +130,7 @@ async fn forward<O, I>(
         };
         return shared.http.serve(h2, io, handle, shutdown).await;
     }
-    if let Err(denied) = check::<()>(&port, client.as_deref(), None, &decisions) {
+    if let Err(denied) = check::<()>(port, client.as_deref(), None, &decisions) {
         debug!(%denied, "connection refused by policy");
         metrics.proxy_error(ProxyError::Forbidden(denied.0).reason());
         return;

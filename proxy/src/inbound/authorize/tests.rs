@@ -369,3 +369,21 @@ fn the_fallback_fails_closed_unless_the_default_allows_everyone() {
         assert_eq!(tcp(&p, Some(client)), want, "{default:?} pending={pending}");
     }
 }
+
+#[test]
+fn the_policy_says_whether_the_port_is_opaque() {
+    let opaque = pb::InboundPolicy {
+        protocol: pb::Protocol::Opaque as i32,
+        ..Default::default()
+    };
+    assert!(PortPolicy::compile(&opaque, &scope()).is_opaque());
+    let newer = pb::InboundPolicy {
+        protocol: 42,
+        ..Default::default()
+    };
+    assert!(
+        !PortPolicy::compile(&newer, &scope()).is_opaque(),
+        "unknown: detect"
+    );
+    assert!(!PortPolicy::fallback(InboundDefault::Deny, &scope(), true).is_opaque());
+}
