@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use weft_tests::mesh::{admin_get, shop_token, sum_samples};
+use weft_tests::mesh::{admin_get, sum_samples};
 use weft_tests::*;
 
 const API_IP: &str = "10.96.0.30";
@@ -133,24 +133,8 @@ impl Plane {
         let node = Node::new().unwrap();
         let dir = std::env::temp_dir().join(format!("weft-authz-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        for sub in ["manifests", "ca"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        let out = std::process::Command::new(bin("weft"))
-            .args(["identity", "init", "--out"])
-            .arg(dir.join("ca"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "weft identity init: {}", stderr(&out));
-        let accounts = ["api", "client-a", "client-b", "client-c"];
-        let tokens: String = accounts
-            .iter()
-            .map(|sa| format!("\"{}\": shop/{sa}\n", shop_token(sa)))
-            .collect();
-        std::fs::write(dir.join("tokens.yaml"), tokens).unwrap();
-        for sa in accounts {
-            std::fs::write(dir.join(format!("{sa}.token")), shop_token(sa)).unwrap();
-        }
+        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        weft_tests::mesh::identity(&dir, &["api", "client-a", "client-b", "client-c"]);
         let control_pod = node.pod().unwrap();
         let mut cmd = control_pod.command(None, &bin("weft-control"));
         cmd.arg("--source")

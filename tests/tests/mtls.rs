@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use weft_tests::mesh::{
-    admin_get, app, app_served, contains, curl, get_ok, metric, shop_id, shop_token, spawn_proxy,
+    admin_get, app, app_served, contains, curl, get_ok, metric, shop_id, spawn_proxy,
 };
 use weft_tests::*;
 
@@ -42,23 +42,8 @@ impl Plane {
         let node = Node::new().unwrap();
         let dir = std::env::temp_dir().join(format!("weft-mtls-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        for sub in ["manifests", "ca"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        let out = std::process::Command::new(bin("weft"))
-            .args(["identity", "init", "--out"])
-            .arg(dir.join("ca"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "weft identity init: {}", stderr(&out));
-        let tokens: String = ["client", "web", "other"]
-            .iter()
-            .map(|sa| format!("\"{}\": shop/{sa}\n", shop_token(sa)))
-            .collect();
-        std::fs::write(dir.join("tokens.yaml"), tokens).unwrap();
-        for sa in ["client", "web", "other"] {
-            std::fs::write(dir.join(format!("{sa}.token")), shop_token(sa)).unwrap();
-        }
+        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        weft_tests::mesh::identity(&dir, &["client", "web", "other"]);
         let control_pod = node.pod().unwrap();
         let mut cmd = control_pod.command(None, &bin("weft-control"));
         cmd.arg("--source")
