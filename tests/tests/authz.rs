@@ -33,59 +33,56 @@ fn allowed(client: &str, cell: &str) -> bool {
 /// The TrafficTargets that say the table (`orders_sources`: who the
 /// `orders` target names; the live test widens it).
 fn policy(orders_sources: &[&str]) -> String {
-    let sa = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| format!("{{kind: ServiceAccount, name: {n}, namespace: shop}}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        "apiVersion: specs.smi-spec.io/v1alpha4
+    let routes = "apiVersion: specs.smi-spec.io/v1alpha4
 kind: HTTPRouteGroup
-metadata: {{name: api-routes, namespace: shop}}
+metadata: {name: api-routes, namespace: shop}
 spec:
   matches:
-  - {{name: public, pathRegex: /public}}
-  - {{name: orders, pathRegex: /orders}}
-  - {{name: admin, pathRegex: /admin}}
+  - {name: public, pathRegex: /public}
+  - {name: orders, pathRegex: /orders}
+  - {name: admin, pathRegex: /admin}
 ---
 apiVersion: specs.smi-spec.io/v1alpha4
 kind: TCPRoute
-metadata: {{name: db, namespace: shop}}
+metadata: {name: db, namespace: shop}
 spec:
-  matches: {{ports: [9000]}}
+  matches: {ports: [9000]}
 ---
-apiVersion: access.smi-spec.io/v1alpha3
+";
+    let db = "{kind: TCPRoute, name: db}";
+    [
+        target("frontend", &["public"], None, &["client-a", "client-b"]),
+        target("orders", &["orders"], Some(db), orders_sources),
+        target("ops", &["admin"], None, &["client-c"]),
+    ]
+    .into_iter()
+    .fold(routes.to_owned(), |all, t| all + &t)
+}
+
+/// A TrafficTarget to `api` from `sources`: these matches of
+/// `api-routes`, and `tcp` when given.
+fn target(name: &str, matches: &[&str], tcp: Option<&str>, sources: &[&str]) -> String {
+    let sources: Vec<String> = sources
+        .iter()
+        .map(|n| format!("{{kind: ServiceAccount, name: {n}, namespace: shop}}"))
+        .collect();
+    let group = format!(
+        "{{kind: HTTPRouteGroup, name: api-routes, matches: [{}]}}",
+        matches.join(", ")
+    );
+    let rules: Vec<&str> = [Some(group.as_str()), tcp].into_iter().flatten().collect();
+    format!(
+        "apiVersion: access.smi-spec.io/v1alpha3
 kind: TrafficTarget
-metadata: {{name: frontend, namespace: shop}}
+metadata: {{name: {name}, namespace: shop}}
 spec:
   destination: {{kind: ServiceAccount, name: api, namespace: shop}}
-  rules: [{{kind: HTTPRouteGroup, name: api-routes, matches: [public]}}]
-  sources: [{}]
----
-apiVersion: access.smi-spec.io/v1alpha3
-kind: TrafficTarget
-metadata: {{name: orders, namespace: shop}}
-spec:
-  destination: {{kind: ServiceAccount, name: api, namespace: shop}}
-  rules:
-  - {{kind: HTTPRouteGroup, name: api-routes, matches: [orders]}}
-  - {{kind: TCPRoute, name: db}}
-  sources: [{}]
----
-apiVersion: access.smi-spec.io/v1alpha3
-kind: TrafficTarget
-metadata: {{name: ops, namespace: shop}}
-spec:
-  destination: {{kind: ServiceAccount, name: api, namespace: shop}}
-  rules: [{{kind: HTTPRouteGroup, name: api-routes, matches: [admin]}}]
+  rules: [{}]
   sources: [{}]
 ---
 ",
-        sa(&["client-a", "client-b"]),
-        sa(orders_sources),
-        sa(&["client-c"]),
+        rules.join(", "),
+        sources.join(", ")
     )
 }
 
