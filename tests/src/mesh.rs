@@ -146,6 +146,29 @@ pub fn identity(dir: &Path, accounts: &[&str]) {
     }
 }
 
+/// weft-control in `pod` over the [`identity`] set-up in `dir`: the files
+/// source on `dir/manifests` polled every 100 ms, gRPC on `0.0.0.0:8086`,
+/// admin on `127.0.0.1:9990`, Certify from `dir/ca` and `dir/tokens.yaml`;
+/// `extra` flags after those. Not waited for.
+pub fn control_command(pod: &Pod, dir: &Path, extra: &[&str]) -> std::process::Command {
+    let mut cmd = pod.command(None, &bin("weft-control"));
+    cmd.arg("--source")
+        .arg(dir.join("manifests"))
+        .args([
+            "--grpc-addr",
+            "0.0.0.0:8086",
+            "--admin-addr",
+            "127.0.0.1:9990",
+        ])
+        .args(["--poll-interval", "100ms"])
+        .arg("--identity-dir")
+        .arg(dir.join("ca"))
+        .arg("--identity-tokens")
+        .arg(dir.join("tokens.yaml"))
+        .args(extra);
+    cmd
+}
+
 /// The SPIFFE ID of ServiceAccount `sa` in the scenarios' namespace `shop`.
 pub fn shop_id(sa: &str) -> String {
     format!("spiffe://cluster.local/ns/shop/sa/{sa}")

@@ -133,20 +133,7 @@ impl Plane {
         std::fs::create_dir_all(dir.join("manifests")).unwrap();
         weft_tests::mesh::identity(&dir, &["api", "client-a", "client-b", "client-c"]);
         let control_pod = node.pod().unwrap();
-        let mut cmd = control_pod.command(None, &bin("weft-control"));
-        cmd.arg("--source")
-            .arg(dir.join("manifests"))
-            .args([
-                "--grpc-addr",
-                "0.0.0.0:8086",
-                "--admin-addr",
-                "127.0.0.1:9990",
-            ])
-            .args(["--poll-interval", "100ms"])
-            .arg("--identity-dir")
-            .arg(dir.join("ca"))
-            .arg("--identity-tokens")
-            .arg(dir.join("tokens.yaml"));
+        let cmd = weft_tests::mesh::control_command(&control_pod, &dir, &[]);
         let control = Proc::spawn("weft-control", cmd).unwrap();
         let plane = Self {
             node,
