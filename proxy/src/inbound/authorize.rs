@@ -10,6 +10,7 @@
 
 use http::{HeaderName, Method};
 use regex::Regex;
+use std::borrow::Cow;
 use std::sync::Arc;
 use weft_proto::policy::v1 as pb;
 
@@ -260,15 +261,52 @@ impl Authorization {
     }
 }
 
+/// The path as routes are matched against it: with its dot segments
+/// (`.` and `..`, percent-encoded or not) removed as RFC 3986 (5.2.4) says,
+/// so that `/public/../admin` is matched as the `/admin` an application
+/// would serve. Borrowed (no allocation) unless it has one.
+fn normalized(path: &str) -> Cow<'_, str> {
+    fn dots(seg: &str) -> usize {
+        match seg.to_ascii_lowercase().as_str() {
+            "." | "%2e" => 1,
+            ".." | ".%2e" | "%2e." | "%2e%2e" => 2,
+            _ => 0,
+        }
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Cow::Borrowed(path);
+    };
+    if !rest.split('/').any(|seg| dots(seg) > 0) {
+        return Cow::Borrowed(path);
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match dots(seg) {
+            0 => out.push(seg),
+            n => {
+                if n == 2 {
+                    out.pop();
+                }
+                if last {
+                    // `/a/..` is `/`, `/a/b/.` is `/a/b/`.
+                    out.push("");
+                }
+            }
+        }
+    }
+    Cow::Owned(format!("/{}", out.join("/")))
+}
+
 impl Route {
-    fn matches<B>(&self, req: &http::Request<B>) -> bool {
+    fn matches<B>(&self, req: &http::Request<B>, path: &str) -> bool {
         if self.broken {
             return false;
         }
         if !self.methods.is_empty() && !self.methods.contains(req.method()) {
             return false;
         }
-        let path = req.uri().path();
         let path_ok = match &self.path {
             None => true,
             Some(PathRule::Exact(p)) => path == &**p,
@@ -299,6 +337,8 @@ pub fn authorize<'p, B>(
         return Err(Denied::NO_POLICY);
     }
     let mut named = false;
+    // Normalized once, when a route is first looked at.
+    let mut path: Option<Cow<'_, str>> = None;
     for a in &policy.authorizations {
         if !a.names(client) {
             continue;
@@ -311,7 +351,8 @@ pub fn authorize<'p, B>(
             });
         }
         if let Some(req) = req {
-            if let Some(r) = a.routes.iter().find(|r| r.matches(req)) {
+            let path = path.get_or_insert_with(|| normalized(req.uri().path()));
+            if let Some(r) = a.routes.iter().find(|r| r.matches(req, path)) {
                 return Ok(Allowed {
                     by: &a.name,
                     route: &r.name,

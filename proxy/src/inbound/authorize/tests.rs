@@ -387,3 +387,33 @@ fn the_policy_says_whether_the_port_is_opaque() {
     );
     assert!(!PortPolicy::fallback(InboundDefault::Deny, &scope(), true).is_opaque());
 }
+
+#[test]
+fn dot_segments_cannot_reach_another_route() {
+    let p = targeted();
+    for path in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/.%2E/admin",
+        "/public/x/../../admin",
+    ] {
+        assert_eq!(http(&p, Some(WEB), "GET", path), Err("route"), "{path}");
+    }
+    for path in [
+        "/public/./x",
+        "/admin/../public",
+        "/a/b/../../public/",
+        "/public/x/..",
+    ] {
+        assert_eq!(
+            http(&p, Some(WEB), "GET", path),
+            Ok("tt/web:g/public".into()),
+            "{path}"
+        );
+    }
+    assert_eq!(normalized("/a/b/."), "/a/b/");
+    assert_eq!(normalized("/a/.."), "/");
+    assert_eq!(normalized("/.."), "/");
+    assert_eq!(normalized("*"), "*");
+    assert!(matches!(normalized("/plain/path"), Cow::Borrowed(_)));
+}
