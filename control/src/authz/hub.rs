@@ -3,6 +3,10 @@
 //! watches that the model does not know (yet), which is removed with its
 //! last watcher. A pod the model does not know gets its namespace's
 //! default policy (or the cluster's), and its own once it appears.
+//!
+//! Entries for pods the model does not know are made by watchers, so they
+//! are bounded: at most [`MAX_UNKNOWN`] at once, beyond which a watch of
+//! another unknown pod is refused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +14,9 @@ use tokio::sync::watch;
 
 use crate::model::authz::{DefaultPolicy, PodPolicy};
 use crate::model::ObjKey;
+
+/// The most pods not in the model that may be watched at once.
+pub const MAX_UNKNOWN: usize = 10_000;
 
 #[derive(Debug)]
 pub struct PolicyHub {
@@ -23,6 +30,9 @@ struct Inner {
     /// object (bounded by them).
     namespaces: HashMap<String, Arc<PodPolicy>>,
     cluster: Arc<PodPolicy>,
+    /// Entries with `known == false`.
+    unknown: usize,
+    max_unknown: usize,
 }
 
 #[derive(Debug)]
@@ -59,8 +69,16 @@ impl PolicyHub {
                 pods: HashMap::new(),
                 namespaces: HashMap::new(),
                 cluster: Arc::new(PodPolicy::default_only(cluster, None, None)),
+                unknown: 0,
+                max_unknown: MAX_UNKNOWN,
             }),
         }
+    }
+
+    /// At most `max` pods not in the model watched at once.
+    pub fn with_max_unknown(self, max: usize) -> Self {
+        self.lock().max_unknown = max;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -75,8 +93,10 @@ impl PolicyHub {
                 let p = Arc::new(p);
                 match inner.pods.get_mut(pod) {
                     Some(e) => {
+                        let was_unknown = !e.known;
                         e.known = true;
                         set(&e.tx, p);
+                        inner.unknown -= usize::from(was_unknown);
                     }
                     None => {
                         let entry = Entry {
@@ -92,9 +112,10 @@ impl PolicyHub {
                 if let Some(e) = inner.pods.get_mut(pod) {
                     if e.tx.receiver_count() == 0 {
                         inner.pods.remove(pod);
-                    } else {
+                    } else if e.known {
                         e.known = false;
                         set(&e.tx, fallback);
+                        inner.unknown += 1;
                     }
                 }
             }
@@ -113,24 +134,27 @@ impl PolicyHub {
         }
     }
 
-    /// Watches a pod's policy.
-    pub fn subscribe(self: &Arc<Self>, pod: ObjKey) -> PodWatch {
+    /// Watches a pod's policy; `None` when the pod is not in the model
+    /// and [`MAX_UNKNOWN`] such pods are watched already.
+    pub fn subscribe(self: &Arc<Self>, pod: ObjKey) -> Option<PodWatch> {
         let mut inner = self.lock();
         let rx = match inner.pods.get(&pod) {
             Some(e) => e.tx.subscribe(),
+            None if inner.unknown >= inner.max_unknown => return None,
             None => {
                 let tx = watch::Sender::new(inner.unknown(&pod.0));
                 let rx = tx.subscribe();
                 inner.pods.insert(pod.clone(), Entry { tx, known: false });
+                inner.unknown += 1;
                 rx
             }
         };
         drop(inner);
-        PodWatch {
+        Some(PodWatch {
             hub: self.clone(),
             pod,
             rx,
-        }
+        })
     }
 
     /// Entries held (pods in the model, and unknown pods watched).
@@ -155,6 +179,7 @@ impl Drop for PodWatch {
         if let Some(e) = inner.pods.get(&self.pod) {
             if !e.known && e.tx.receiver_count() <= 1 {
                 inner.pods.remove(&self.pod);
+                inner.unknown -= 1;
             }
         }
     }
@@ -171,7 +196,7 @@ mod tests {
     #[test]
     fn an_unknown_pod_has_its_namespace_default_until_it_appears() {
         let hub = Arc::new(PolicyHub::new(DefaultPolicy::AllUnauthenticated));
-        let mut w = hub.subscribe(key("shop", "web-1"));
+        let mut w = hub.subscribe(key("shop", "web-1")).unwrap();
         assert_eq!(w.rx.borrow_and_update().source, "cluster");
         hub.publish_namespace(
             "shop",
@@ -197,8 +222,8 @@ mod tests {
     #[test]
     fn unknown_pods_are_held_only_while_watched() {
         let hub = Arc::new(PolicyHub::new(DefaultPolicy::Deny));
-        let a = hub.subscribe(key("shop", "a"));
-        let b = hub.subscribe(key("shop", "a"));
+        let a = hub.subscribe(key("shop", "a")).unwrap();
+        let b = hub.subscribe(key("shop", "a")).unwrap();
         assert_eq!(hub.pods(), 1);
         drop(a);
         assert_eq!(hub.pods(), 1);
@@ -211,5 +236,26 @@ mod tests {
         assert_eq!(hub.pods(), 1);
         hub.publish_pod(&key("shop", "b"), None);
         assert_eq!(hub.pods(), 0);
+    }
+
+    #[test]
+    fn watches_of_unknown_pods_are_bounded() {
+        let hub = Arc::new(PolicyHub::new(DefaultPolicy::Deny).with_max_unknown(2));
+        let a = hub.subscribe(key("shop", "a")).unwrap();
+        let b = hub.subscribe(key("shop", "b")).unwrap();
+        assert!(
+            hub.subscribe(key("shop", "c")).is_none(),
+            "a third unknown pod"
+        );
+        // Another watch of one already held, and a known pod, are fine.
+        let _a2 = hub.subscribe(key("shop", "a")).unwrap();
+        let p = PodPolicy::default_only(DefaultPolicy::Deny, None, None);
+        hub.publish_pod(&key("shop", "known"), Some(p.clone()));
+        let _k = hub.subscribe(key("shop", "known")).unwrap();
+        // `b` appears in the model: its slot is free again.
+        hub.publish_pod(&key("shop", "b"), Some(p));
+        let c = hub.subscribe(key("shop", "c")).unwrap();
+        drop((a, b, c));
+        assert!(hub.subscribe(key("shop", "d")).is_some());
     }
 }

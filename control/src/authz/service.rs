@@ -69,8 +69,17 @@ impl Policy for PolicyService {
             // TrafficTarget not read yet denies.
             return Err(Status::unavailable(why));
         }
+        let watch = self
+            .hub
+            .subscribe((req.pod_namespace, req.pod_name))
+            .ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "{} pods that weft-control does not know are watched already",
+                    super::hub::MAX_UNKNOWN
+                ))
+            })?;
         let state = Watching {
-            watch: self.hub.subscribe((req.pod_namespace, req.pod_name)),
+            watch,
             port,
             last: None,
             stop: self.stop.clone(),
