@@ -224,7 +224,8 @@ pub struct Config {
     pub service_account: String,
 
     /// The inbound default until the control plane's policy for a port
-    /// arrives (and without a control plane, the policy of every port).
+    /// arrives (and without a control plane or --pod-name, the policy of
+    /// every port).
     /// Unless all-unauthenticated, a port whose first policy has not come
     /// within --inbound-policy-timeout denies everything (fails closed)
     /// until it does.

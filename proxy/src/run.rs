@@ -124,6 +124,12 @@ fn policies(
     stop: CancellationToken,
 ) -> Result<Arc<Policies>, String> {
     let channel = match &config.control_addr {
+        // A policy is asked for by pod name; without one there is none to
+        // ask for, and the configured default is the policy.
+        Some(_) if config.pod_name.is_empty() => {
+            warn!("no --pod-name (WEFT_PROXY_POD_NAME): inbound policy is --default-inbound-policy on every port");
+            None
+        }
         Some(control) => Some(
             grpc_endpoint(control)
                 .map_err(|e| format!("--control-addr {e}"))?

@@ -45,9 +45,9 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, tcp: TcpStream) {
         return;
     };
     let tls = shared.tls.as_ref();
-    // The port's policy (waited for on a port's first connections) also
-    // says whether the port is opaque.
-    let port = shared.policies.port(orig.port()).await;
+    // The port's policy says whether it is opaque (once it has arrived:
+    // a port's first connections are detected without it).
+    let port = shared.policies.port(orig.port());
     let look = Look {
         // Mesh TLS reaches the inbound side even on opaque ports.
         mesh: tls.is_some(),
@@ -106,6 +106,7 @@ async fn forward<O, I>(
     O: OrigDstAddr,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    shared.policies.arrived(port).await;
     let app = app_addr(shared.config.inbound_target, orig);
     let metrics = shared.metrics.conn(IN, orig, mesh.as_ref());
     let io = Counted::new(io, metrics.read.clone(), metrics.write.clone());

@@ -98,8 +98,11 @@ impl Policies {
         stop: CancellationToken,
     ) -> Arc<Self> {
         let scope = &config.scope;
+        // Neither ever gets a policy: nothing to wait for.
         let fixed = PortWatch::new(0, PortPolicy::fallback(config.default, scope, false));
+        fixed.arrived.send_replace(true);
         let overflow = PortWatch::new(0, PortPolicy::fallback(InboundDefault::Deny, scope, true));
+        overflow.arrived.send_replace(true);
         Arc::new(Self {
             client: control.map(PolicyClient::new),
             fixed,
@@ -128,33 +131,35 @@ impl Policies {
         );
     }
 
-    /// The policy of `port`: waits (at most the timeout, from the port's
-    /// first use) for the first policy of a port not seen before.
-    pub async fn port(self: &Arc<Self>, port: u16) -> Arc<PortWatch> {
+    /// The policy of `port`, its stream opened on its first use. The
+    /// first policy may not have arrived yet: see [`Policies::arrived`].
+    pub fn port(self: &Arc<Self>, port: u16) -> Arc<PortWatch> {
         let Some(client) = &self.client else {
             return self.fixed.clone();
         };
-        let watch = {
-            let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-            match ports.get(&port) {
-                Some(w) => w.clone(),
-                None if ports.len() >= MAX_PORTS => return self.overflow.clone(),
-                None => {
-                    let fallback =
-                        PortPolicy::fallback(self.config.default, &self.config.scope, true);
-                    let w = PortWatch::new(port, fallback);
-                    ports.insert(port, w.clone());
-                    tokio::spawn(follow(self.clone(), client.clone(), w.clone()));
-                    w
-                }
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        match ports.get(&port) {
+            Some(w) => w.clone(),
+            None if ports.len() >= MAX_PORTS => self.overflow.clone(),
+            None => {
+                let fallback = PortPolicy::fallback(self.config.default, &self.config.scope, true);
+                let w = PortWatch::new(port, fallback);
+                ports.insert(port, w.clone());
+                tokio::spawn(follow(self.clone(), client.clone(), w.clone()));
+                w
             }
-        };
+        }
+    }
+
+    /// Waits (at most the timeout, counted from the port's first use) for
+    /// the port's first policy. Called once a connection is ready to send
+    /// its first request (after a TLS handshake, which must not wait).
+    pub async fn arrived(&self, watch: &PortWatch) {
         let mut arrived = watch.arrived.subscribe();
         if !*arrived.borrow_and_update() {
             let left = self.config.timeout.saturating_sub(watch.created.elapsed());
             let _ = tokio::time::timeout(left, arrived.wait_for(|a| *a)).await;
         }
-        watch
     }
 }
 
