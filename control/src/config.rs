@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::model::authz::DefaultPolicy;
+
 pub use crate::identity::issuer::SecretRef;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -56,6 +58,7 @@ impl Config {
             identity_token_audience: "weft".into(),
             leaf_lifetime: Duration::from_secs(24 * 3600),
             max_watches_per_connection: 10_000,
+            default_inbound_policy: DefaultPolicy::AllUnauthenticated,
         }
     }
 }
@@ -237,6 +240,18 @@ pub struct Config {
     )]
     pub max_watches_per_connection: u32,
 
+    /// What pods that no SMI TrafficTarget selects accept inbound:
+    /// all-unauthenticated (everyone, as without the mesh),
+    /// all-authenticated (mesh TLS required), cluster-authenticated (mesh
+    /// TLS with an identity of this trust domain) or deny. A Namespace's or
+    /// Pod's `weft.dev/default-inbound-policy` annotation overrides it.
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_DEFAULT_INBOUND_POLICY",
+        default_value = "all-unauthenticated"
+    )]
+    pub default_inbound_policy: DefaultPolicy,
+
     /// Log format.
     #[arg(
         long,
@@ -278,6 +293,17 @@ mod tests {
             "{err}"
         );
         assert!(Cli::try_parse_from(["x", "--poll-interval=5d"]).is_err());
+        assert_eq!(c.default_inbound_policy, DefaultPolicy::AllUnauthenticated);
+        let deny = Cli::try_parse_from(["x", "--default-inbound-policy=deny"]).unwrap();
+        assert_eq!(deny.c.default_inbound_policy, DefaultPolicy::Deny);
+        let err = Cli::try_parse_from(["x", "--default-inbound-policy=allow"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("'allow' is not one of all-unauthenticated"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use weft_proto::identity::v1::identity_server::IdentityServer;
+use weft_proto::policy::v1::policy_server::PolicyServer;
 
 use crate::identity::issuer::Issuer;
 use crate::identity::review::TokenReviewer;
@@ -20,6 +21,7 @@ use crate::identity::tokens::TokenFile;
 use crate::identity::Reviewer;
 
 use crate::admin::{self, Admin};
+use crate::authz::{PolicyHub, PolicyService};
 use crate::config::{Config, Source};
 use crate::discovery::DiscoveryServer;
 use crate::encoded::DiscoveryService;
@@ -70,11 +72,14 @@ pub async fn run(
     };
     let (pending_tx, pending_rx) = watch::channel(vec![source_name]);
 
-    let store = Store::new(&config.cluster_domain, &config.trust_domain);
+    let policies = Arc::new(PolicyHub::new(config.default_inbound_policy));
+    let store = Store::new(&config.cluster_domain, &config.trust_domain)
+        .with_default_policy(config.default_inbound_policy);
     tokio::spawn(model::apply::run(
         store,
         changes_rx,
         hub.clone(),
+        policies.clone(),
         metrics.clone(),
         pending_tx,
     ));
@@ -111,6 +116,7 @@ pub async fn run(
     let end_health = CancellationToken::new();
     let (health_task, health_service) = ready::health(ready.clone(), end_health.clone()).await;
     let end_watches = CancellationToken::new();
+    let policy = PolicyService::new(policies, ready.clone(), end_watches.clone());
     let discovery = DiscoveryServer::new(
         hub,
         metrics,
@@ -125,6 +131,7 @@ pub async fn run(
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(health_service)
         .add_service(DiscoveryService::new(discovery))
+        .add_service(PolicyServer::new(policy))
         .add_optional_service(identity)
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY a small update written after another

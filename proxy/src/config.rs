@@ -23,6 +23,20 @@ pub enum InboundTarget {
     PodIp,
 }
 
+/// What inbound traffic no policy from the control plane speaks for gets
+/// (weft-control's `--default-inbound-policy`, which the injector passes on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InboundDefault {
+    /// Everyone, with mesh TLS or not.
+    AllUnauthenticated,
+    /// Clients with a certificate the trust anchors verify.
+    AllAuthenticated,
+    /// Clients with an identity in this proxy's trust domain.
+    ClusterAuthenticated,
+    /// No one.
+    Deny,
+}
+
 #[derive(Clone, Debug, Args)]
 pub struct Config {
     /// Outbound listener: the app's connections, redirected by weft-init.
@@ -208,6 +222,25 @@ pub struct Config {
     /// The pod's ServiceAccount (Downward API `spec.serviceAccountName`).
     #[arg(long, env = "WEFT_PROXY_SERVICE_ACCOUNT", default_value = "default")]
     pub service_account: String,
+
+    /// The inbound default until the control plane's policy for a port
+    /// arrives (and without a control plane or --pod-name, the policy of
+    /// every port).
+    /// Unless all-unauthenticated, a port whose first policy has not come
+    /// within --inbound-policy-timeout denies everything (fails closed)
+    /// until it does.
+    #[arg(
+        long,
+        env = "WEFT_PROXY_DEFAULT_INBOUND_POLICY",
+        value_enum,
+        default_value = "all-unauthenticated"
+    )]
+    pub default_inbound_policy: InboundDefault,
+
+    /// How long the first connection to a port waits for the port's policy
+    /// from the control plane (counted from the port's first use).
+    #[arg(long, env = "WEFT_PROXY_INBOUND_POLICY_TIMEOUT", value_parser = duration, default_value = "1s")]
+    pub inbound_policy_timeout: Duration,
 
     /// The mesh's trust domain (the host part of every SPIFFE ID).
     #[arg(long, env = "WEFT_PROXY_TRUST_DOMAIN", default_value = "cluster.local")]

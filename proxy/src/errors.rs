@@ -41,8 +41,9 @@ pub enum ProxyError {
     TryTimeout(SocketAddr, Duration),
     #[error("the client's request body failed: {0}")]
     ClientBody(#[source] hyper::Error),
-    /// Inbound authorization refused the request.
-    #[error("forbidden: {0}")]
+    /// Inbound authorization refused the request (the reason of
+    /// `weft_inbound_authz_total`).
+    #[error("unauthorized: {0}")]
     Forbidden(&'static str),
     /// Routes are attached to the destination and none matches the request
     /// (the Gateway API says 404).
@@ -100,7 +101,7 @@ impl ProxyError {
             ProxyError::Timeout(..) => "request timeout",
             ProxyError::TryTimeout(..) => "attempt timeout",
             ProxyError::ClientBody(_) => "client body failed",
-            ProxyError::Forbidden(_) => "forbidden",
+            ProxyError::Forbidden(_) => "unauthorized",
             ProxyError::NoRoute(_) => "no route",
             ProxyError::InvalidBackend(..) => "invalid backend",
         }

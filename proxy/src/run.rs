@@ -20,6 +20,8 @@ use crate::config::Config;
 use crate::discovery::{DiscoveryConfig, Resolver};
 use crate::http::HttpServer;
 use crate::identity::Credentials;
+use crate::inbound::authorize::Scope;
+use crate::inbound::watch::{Policies, PolicyConfig};
 use crate::shared::Shared;
 use crate::telemetry::Metrics;
 use crate::tls::{load_roots, Tls};
@@ -113,6 +115,47 @@ fn discovery(config: &Config, registry: &mut Registry) -> Result<Option<Arc<Reso
     Ok(Some(resolver))
 }
 
+/// The inbound policies: streamed from the control plane when there is
+/// one (over a connection of their own, opened on the first inbound
+/// connection), else the configured default; their metrics registered.
+fn policies(
+    config: &Config,
+    registry: &mut Registry,
+    stop: CancellationToken,
+) -> Result<Arc<Policies>, String> {
+    let channel = match &config.control_addr {
+        // A policy is asked for by pod name; without one there is none to
+        // ask for, and the configured default is the policy.
+        Some(_) if config.pod_name.is_empty() => {
+            warn!("no --pod-name (WEFT_PROXY_POD_NAME): inbound policy is --default-inbound-policy on every port");
+            None
+        }
+        Some(control) => Some(
+            grpc_endpoint(control)
+                .map_err(|e| format!("--control-addr {e}"))?
+                .connect_timeout(std::time::Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+                .keep_alive_timeout(std::time::Duration::from_secs(5))
+                .keep_alive_while_idle(true)
+                .connect_lazy(),
+        ),
+        None => None,
+    };
+    let policy = PolicyConfig {
+        default: config.default_inbound_policy,
+        timeout: config.inbound_policy_timeout,
+        scope: Scope {
+            trust_domain: config.trust_domain.clone(),
+            pod_namespace: config.pod_namespace.clone(),
+        },
+        pod_name: config.pod_name.clone(),
+    };
+    let policies = Policies::new(channel, policy, stop);
+    policies.register(registry);
+    Ok(policies)
+}
+
 /// Mesh TLS, when the proxy has an identity: the trust anchors loaded, the
 /// certificate requested in the background, the metrics registered.
 fn mesh(config: &Config, registry: &mut Registry) -> Result<Option<Arc<Tls>>, String> {
@@ -157,6 +200,7 @@ where
     let metrics = Metrics::register(&mut registry);
     let resolver = discovery(&config, &mut registry)?;
     let tls = mesh(&config, &mut registry)?;
+    let policies = policies(&config, &mut registry, shutdown.clone())?;
     let ports = bound
         .addrs()
         .map(|a| a.map(|a| a.port()))
@@ -176,6 +220,7 @@ where
     let shared = Arc::new(Shared {
         http: HttpServer::new(&config, tls.clone(), tasks.clone()),
         tls,
+        policies,
         config,
         metrics,
         orig_dst,

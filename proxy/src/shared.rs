@@ -11,6 +11,7 @@ use tracing::{debug, Span};
 use crate::config::Config;
 use crate::discovery::Resolver;
 use crate::http::HttpServer;
+use crate::inbound::watch::Policies;
 use crate::telemetry::{Direction, Metrics};
 use crate::tls::Tls;
 use crate::transport::orig_dst::OrigDstAddr;
@@ -25,6 +26,8 @@ pub struct Shared<O> {
     pub resolver: Option<Arc<Resolver>>,
     /// Mesh TLS, when the proxy has an identity.
     pub tls: Option<Arc<Tls>>,
+    /// The inbound policy of each pod port in use.
+    pub policies: Arc<Policies>,
     pub shutdown: CancellationToken,
     /// The proxy's own listening ports: a connection "to" one of them that
     /// was not redirected would loop.

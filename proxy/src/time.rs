@@ -75,6 +75,17 @@ impl Converter {
 /// Far enough ahead that nothing the proxy waits for lies beyond it.
 const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
+/// A reconnection wait: `backoff` scaled by a factor in [0.5, 1) read from
+/// the clock's low digits, so that proxies that lost the control plane
+/// together do not all come back at once.
+pub fn jittered(backoff: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    backoff.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

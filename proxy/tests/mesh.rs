@@ -39,11 +39,7 @@ async fn mesh_with(app: &Backend, server_sa: &str, client_args: &[&str], others:
     let ca = Ca::new(&["client", "api", "other"]);
     let control = Control::with_identity(NOTHING, &ca).await;
     let orig = OrigDst::default();
-    let with = |sa: &str| {
-        let mut args = ca.proxy_args(sa);
-        args.push(format!("--control-addr={}", control.addr()));
-        args
-    };
+    let with = |sa: &str| ca.meshed_args(sa, &control);
     // Ready only once it holds a certificate.
     let server = Proxy::start_with(orig.clone(), &with(server_sa)).await;
     let app_port = support::addr(&format!("127.0.0.1:{}", app.addr.port()));

@@ -119,6 +119,56 @@ pub fn sum_samples(text: &str, series: &str) -> Result<f64> {
     Ok(sum)
 }
 
+/// A mesh identity set-up in `dir`: `ca/` made by `weft identity init`
+/// (the trust anchor `ca/ca.crt` and the issuer, for weft-control's
+/// `--identity-dir`), `tokens.yaml` accepting a token for each of
+/// `accounts` in `shop` (for `--identity-tokens`), and `<sa>.token` with
+/// that token (a proxy's `WEFT_PROXY_IDENTITY_TOKEN_FILE`).
+pub fn identity(dir: &Path, accounts: &[&str]) {
+    std::fs::create_dir_all(dir.join("ca")).expect("creates the CA directory");
+    let out = std::process::Command::new(bin("weft"))
+        .args(["identity", "init", "--out"])
+        .arg(dir.join("ca"))
+        .output()
+        .expect("weft identity init runs");
+    assert!(
+        out.status.success(),
+        "weft identity init: {}",
+        crate::stderr(&out)
+    );
+    let tokens: String = accounts
+        .iter()
+        .map(|sa| format!("\"{}\": shop/{sa}\n", shop_token(sa)))
+        .collect();
+    std::fs::write(dir.join("tokens.yaml"), tokens).expect("writes the token file");
+    for sa in accounts {
+        std::fs::write(dir.join(format!("{sa}.token")), shop_token(sa)).expect("writes a token");
+    }
+}
+
+/// weft-control in `pod` over the [`identity`] set-up in `dir`: the files
+/// source on `dir/manifests` polled every 100 ms, gRPC on `0.0.0.0:8086`,
+/// admin on `127.0.0.1:9990`, Certify from `dir/ca` and `dir/tokens.yaml`;
+/// `extra` flags after those. Not waited for.
+pub fn control_command(pod: &Pod, dir: &Path, extra: &[&str]) -> std::process::Command {
+    let mut cmd = pod.command(None, &bin("weft-control"));
+    cmd.arg("--source")
+        .arg(dir.join("manifests"))
+        .args([
+            "--grpc-addr",
+            "0.0.0.0:8086",
+            "--admin-addr",
+            "127.0.0.1:9990",
+        ])
+        .args(["--poll-interval", "100ms"])
+        .arg("--identity-dir")
+        .arg(dir.join("ca"))
+        .arg("--identity-tokens")
+        .arg(dir.join("tokens.yaml"))
+        .args(extra);
+    cmd
+}
+
 /// The SPIFFE ID of ServiceAccount `sa` in the scenarios' namespace `shop`.
 pub fn shop_id(sa: &str) -> String {
     format!("spiffe://cluster.local/ns/shop/sa/{sa}")

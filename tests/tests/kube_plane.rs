@@ -17,9 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use weft_tests::fakekube::{FakeKube, ENDPOINT_SLICES, NAMESPACES, PODS, SERVICES};
-use weft_tests::mesh::{
-    admin_get, app, app_served, contains, curl, get_ok, shop_id, shop_token, sum_samples,
-};
+use weft_tests::mesh::{admin_get, app, app_served, contains, curl, get_ok, shop_id, sum_samples};
 use weft_tests::relay::HostRelay;
 use weft_tests::wire::{tcp_streams, tls_records, Stream};
 use weft_tests::*;
@@ -44,22 +42,7 @@ impl Plane {
         let node = Node::new().unwrap();
         let dir = std::env::temp_dir().join(format!("weft-kube-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("ca")).unwrap();
-        let out = std::process::Command::new(bin("weft"))
-            .args(["identity", "init", "--out"])
-            .arg(dir.join("ca"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "weft identity init: {}", stderr(&out));
-        let sas = ["client", "web", "db"];
-        let tokens: String = sas
-            .iter()
-            .map(|sa| format!("\"{}\": shop/{sa}\n", shop_token(sa)))
-            .collect();
-        std::fs::write(dir.join("tokens.yaml"), tokens).unwrap();
-        for sa in sas {
-            std::fs::write(dir.join(format!("{sa}.token")), shop_token(sa)).unwrap();
-        }
+        weft_tests::mesh::identity(&dir, &["client", "web", "db"]);
         let kube = FakeKube::start();
         kube.apply(&NAMESPACES, json!({"metadata": {"name": "shop"}}));
         let control_pod = node.pod().unwrap();

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use weft_tests::mesh::{
-    admin_get, app, app_served, contains, curl, get_ok, metric, shop_id, shop_token, spawn_proxy,
+    admin_get, app, app_served, contains, curl, get_ok, metric, shop_id, spawn_proxy,
 };
 use weft_tests::*;
 
@@ -42,38 +42,14 @@ impl Plane {
         let node = Node::new().unwrap();
         let dir = std::env::temp_dir().join(format!("weft-mtls-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        for sub in ["manifests", "ca"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        let out = std::process::Command::new(bin("weft"))
-            .args(["identity", "init", "--out"])
-            .arg(dir.join("ca"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "weft identity init: {}", stderr(&out));
-        let tokens: String = ["client", "web", "other"]
-            .iter()
-            .map(|sa| format!("\"{}\": shop/{sa}\n", shop_token(sa)))
-            .collect();
-        std::fs::write(dir.join("tokens.yaml"), tokens).unwrap();
-        for sa in ["client", "web", "other"] {
-            std::fs::write(dir.join(format!("{sa}.token")), shop_token(sa)).unwrap();
-        }
+        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        weft_tests::mesh::identity(&dir, &["client", "web", "other"]);
         let control_pod = node.pod().unwrap();
-        let mut cmd = control_pod.command(None, &bin("weft-control"));
-        cmd.arg("--source")
-            .arg(dir.join("manifests"))
-            .args([
-                "--grpc-addr",
-                "0.0.0.0:8086",
-                "--admin-addr",
-                "127.0.0.1:9990",
-            ])
-            .args(["--poll-interval", "100ms", "--leaf-lifetime", leaf_lifetime])
-            .arg("--identity-dir")
-            .arg(dir.join("ca"))
-            .arg("--identity-tokens")
-            .arg(dir.join("tokens.yaml"));
+        let cmd = weft_tests::mesh::control_command(
+            &control_pod,
+            &dir,
+            &["--leaf-lifetime", leaf_lifetime],
+        );
         let control = Proc::spawn("weft-control", cmd).unwrap();
         eventually(WAIT, || {
             curl(&control_pod, Some(APP_UID), "http://127.0.0.1:9990/ready")

@@ -1,6 +1,7 @@
 //! The model task: the one owner of the [`Store`]. Sources send it changes;
-//! it applies each, publishes the destinations the change touched, and
-//! reports refused objects.
+//! it applies each, publishes the destinations the change touched (and
+//! the inbound policies of the pods it touched), and reports refused
+//! objects.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use tracing::warn;
 use super::routes::{ObjectKind, Problem};
 use super::store::{Kind, Object, Store};
 use super::ObjKey;
+use crate::authz::PolicyHub;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 
@@ -38,13 +40,16 @@ pub async fn run(
     mut store: Store,
     mut changes: mpsc::Receiver<Change>,
     hub: Arc<Hub>,
+    policies: Arc<PolicyHub>,
     metrics: Metrics,
     synced: watch::Sender<Vec<&'static str>>,
 ) {
     let mut reported = Reported::default();
+    let mut target_problems = TargetProblems::default();
     while let Some(change) = changes.recv().await {
         let started = Instant::now();
         let routing;
+        let policy;
         let touched = match change {
             Change::Apply {
                 source,
@@ -53,6 +58,7 @@ pub async fn run(
             } => match store.apply(&object) {
                 Ok(t) => {
                     routing = matches!(object.kind(), Kind::Route(_) | Kind::Service);
+                    policy = (object.kind(), object.key());
                     t
                 }
                 Err(reason) => {
@@ -64,7 +70,9 @@ pub async fn run(
             },
             Change::Delete { kind, key } => {
                 routing = matches!(kind, Kind::Route(_) | Kind::Service);
-                store.delete(kind, &key)
+                let touched = store.delete(kind, &key);
+                policy = (kind, key);
+                touched
             }
             Change::Synced(source) => {
                 metrics.synced(source);
@@ -81,16 +89,70 @@ pub async fn run(
         if routing {
             reported.update(&store, &touched.services, &metrics);
         }
+        if let Some(ns) = publish_policies(&store, &policies, policy.0, &policy.1) {
+            target_problems.update(&store, &ns, &metrics);
+        }
         let route_kinds = ObjectKind::ALL.map(Kind::Route);
         for kind in [Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace]
             .into_iter()
             .chain(route_kinds)
+            .chain([Kind::TrafficTarget])
         {
             metrics.objects(kind.as_str(), store.count(kind));
         }
         metrics
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Publishes the inbound policies an applied or deleted object may have
+/// changed: a pod's own; every pod of a namespace for the Namespace, or a
+/// TrafficTarget, HTTPRouteGroup or TCPRoute in it (that namespace is
+/// returned).
+fn publish_policies(
+    store: &Store,
+    policies: &PolicyHub,
+    kind: Kind,
+    key: &ObjKey,
+) -> Option<String> {
+    let ns = match kind {
+        Kind::Pod => {
+            policies.publish_pod(key, store.pod_policy(key));
+            return None;
+        }
+        Kind::Namespace => {
+            policies.publish_namespace(&key.1, store.unknown_pod_policy(&key.1));
+            &key.1
+        }
+        Kind::TrafficTarget
+        | Kind::Route(ObjectKind::HttpRouteGroup)
+        | Kind::Route(ObjectKind::TcpRoute) => &key.0,
+        _ => return None,
+    };
+    for (pod, policy) in store.pod_policies_in(ns) {
+        policies.publish_pod(&pod, Some(policy));
+    }
+    Some(ns.clone())
+}
+
+/// The TrafficTargets' references to objects that do not exist, per
+/// namespace (bounded by the TrafficTargets), so that each is said once,
+/// when it appears.
+#[derive(Debug, Default)]
+struct TargetProblems(HashMap<String, BTreeSet<(ObjKey, String)>>);
+
+impl TargetProblems {
+    fn update(&mut self, store: &Store, ns: &str, metrics: &Metrics) {
+        let now = store.target_problems(ns);
+        let before = self.0.remove(ns).unwrap_or_default();
+        for ((ns, name), reason) in now.difference(&before) {
+            warn!(kind = "TrafficTarget", %ns, %name, %reason, "authorization problem");
+            metrics.route_problem("TrafficTarget");
+        }
+        if !now.is_empty() {
+            self.0.insert(ns.to_owned(), now);
+        }
     }
 }
 

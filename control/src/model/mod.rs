@@ -1,6 +1,7 @@
 //! The model: typed objects from the sources in, destinations out.
 
 pub mod apply;
+pub mod authz;
 mod keys;
 pub mod objects;
 pub mod pods;

@@ -10,6 +10,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use super::authz::{annotated_default, DefaultPolicy};
+
 /// Namespace and name.
 pub type ObjKey = (String, String);
 
@@ -309,6 +311,8 @@ pub struct PodInfo {
     pub node: String,
     /// It has a `deletionTimestamp`: another pod may already hold its IP.
     pub deleting: bool,
+    /// Its `weft.dev/default-inbound-policy` annotation.
+    pub default_policy: Option<DefaultPolicy>,
 }
 
 impl PodInfo {
@@ -353,6 +357,7 @@ impl PodInfo {
             ips,
             node: spec.node_name.unwrap_or_default(),
             deleting: pod.metadata.deletion_timestamp.is_some(),
+            default_policy: annotated_default(&pod.metadata),
         })
     }
 }
@@ -361,6 +366,8 @@ impl PodInfo {
 pub struct NamespaceInfo {
     pub name: String,
     pub opaque_ports: BTreeSet<u16>,
+    /// Its `weft.dev/default-inbound-policy` annotation.
+    pub default_policy: Option<DefaultPolicy>,
 }
 
 impl NamespaceInfo {
@@ -374,6 +381,7 @@ impl NamespaceInfo {
         Ok(Self {
             name,
             opaque_ports: opaque_ports(&ns.metadata)?,
+            default_policy: annotated_default(&ns.metadata),
         })
     }
 }

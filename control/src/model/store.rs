@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use weft_proto::discovery::v1 as pb;
 
+use super::authz::{check, smi::TrafficTarget, DefaultPolicy, TargetInfo};
 use super::keys::Keys;
 use super::objects::*;
 use super::pods::PodView;
@@ -57,6 +58,7 @@ pub enum Object {
     Namespace(Box<Namespace>),
     /// A TrafficSplit, HTTPRouteGroup, TCPRoute, HTTPRoute or GRPCRoute.
     Route(RouteObject),
+    TrafficTarget(Box<TrafficTarget>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,6 +68,7 @@ pub enum Kind {
     Pod,
     Namespace,
     Route(ObjectKind),
+    TrafficTarget,
 }
 
 impl Kind {
@@ -76,6 +79,7 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
             Kind::Route(k) => k.as_str(),
+            Kind::TrafficTarget => "TrafficTarget",
         }
     }
 }
@@ -88,6 +92,7 @@ impl Object {
             Object::Pod(_) => Kind::Pod,
             Object::Namespace(_) => Kind::Namespace,
             Object::Route(r) => Kind::Route(r.kind()),
+            Object::TrafficTarget(_) => Kind::TrafficTarget,
         }
     }
 
@@ -100,6 +105,7 @@ impl Object {
             Object::Pod(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::Route(r) => r.meta(),
+            Object::TrafficTarget(o) => &o.metadata,
         };
         let ns = if self.kind() == Kind::Namespace {
             String::new()
@@ -115,8 +121,8 @@ impl Object {
 pub struct Store {
     services: HashMap<ObjKey, ServiceInfo>,
     slices: HashMap<ObjKey, SliceInfo>,
-    pods: HashMap<ObjKey, PodInfo>,
-    namespaces: HashMap<String, NamespaceInfo>,
+    pub(super) pods: HashMap<ObjKey, PodInfo>,
+    pub(super) namespaces: HashMap<String, NamespaceInfo>,
     slices_by_service: HashMap<ObjKey, BTreeSet<ObjKey>>,
     slices_by_pod: HashMap<ObjKey, Keys>,
     /// The pods that hold each IP (more than one only while one replaces
@@ -124,7 +130,11 @@ pub struct Store {
     pods_by_ip: HashMap<IpAddr, Keys>,
     trust_domain: String,
     cluster_domain: String,
-    routes: RouteStore,
+    pub(super) routes: RouteStore,
+    /// Checked TrafficTargets ([`super::authz`]).
+    pub(super) targets: HashMap<ObjKey, TargetInfo>,
+    /// weft-control's `--default-inbound-policy`.
+    pub(super) default_policy: DefaultPolicy,
     /// Each Service port's routes as watchers see them, for the Service
     /// ports that have any (bounded by them): recomputed when a route
     /// object or a Service touches the Service, so that the frequent
@@ -174,6 +184,7 @@ impl Store {
             Kind::Pod => self.pods.len(),
             Kind::Namespace => self.namespaces.len(),
             Kind::Route(k) => self.routes.count(k),
+            Kind::TrafficTarget => self.targets.len(),
         }
     }
 
@@ -288,6 +299,11 @@ impl Store {
                 Ok(touched)
             }
             Object::Route(r) => Ok(Touched::services(self.routes.apply(r)?)),
+            Object::TrafficTarget(t) => {
+                let info = check::target(t)?;
+                self.targets.insert(info.key.clone(), info);
+                Ok(Touched::default())
+            }
         }
     }
 
@@ -309,6 +325,10 @@ impl Store {
                 self.touched_in(&key.1)
             }
             Kind::Route(k) => Touched::services(self.routes.delete(k, key)),
+            Kind::TrafficTarget => {
+                self.targets.remove(key);
+                Touched::default()
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! of the routing resources (TrafficSplit `split.smi-spec.io/v1alpha4`,
 //! HTTPRouteGroup and TCPRoute `specs.smi-spec.io/v1alpha4`, HTTPRoute and
 //! GRPCRoute `gateway.networking.k8s.io/v1`; the API server converts other
-//! served versions).
+//! served versions), and of TrafficTarget `access.smi-spec.io/v1alpha3`.
 //!
 //! A cluster need not have the routing CRDs: a routing watcher whose list
 //! is answered 404 (the CRD is not installed) or 403 (weft may not read
@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
+use crate::model::authz::smi::TrafficTarget;
 use crate::model::routes::{gateway, smi, ObjectKind, RouteObject};
 use crate::model::{Change, Kind, ObjKey, Object};
 
@@ -63,7 +64,7 @@ pub fn spawn(
     } else {
         namespaces.iter().cloned().map(Some).collect()
     };
-    let pending = Arc::new(AtomicUsize::new(1 + 8 * scopes.len()));
+    let pending = Arc::new(AtomicUsize::new(1 + 9 * scopes.len()));
     let ctx = Ctx {
         changes,
         metrics,
@@ -121,6 +122,12 @@ pub fn spawn(
             scoped::<smi::TCPRoute>(c, &ns),
             route(ObjectKind::TcpRoute),
             |o| Object::Route(RouteObject::TcpRoute(Box::new(o))),
+            ctx.clone(),
+        ));
+        tokio::spawn(watch(
+            scoped::<TrafficTarget>(c, &ns),
+            Kind::TrafficTarget,
+            |o| Object::TrafficTarget(Box::new(o)),
             ctx.clone(),
         ));
         tokio::spawn(watch(
@@ -182,7 +189,7 @@ where
     let mut known: BTreeSet<ObjKey> = BTreeSet::new();
     let mut listing: BTreeSet<ObjKey> = BTreeSet::new();
     let mut synced = false;
-    let optional = matches!(kind, Kind::Route(_));
+    let optional = matches!(kind, Kind::Route(_) | Kind::TrafficTarget);
     let mut said_unavailable = false;
     let send = |change| ctx.changes.send(change);
     while let Some(event) = stream.next().await {

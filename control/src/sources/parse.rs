@@ -61,6 +61,12 @@ fn collect(value: serde_json::Value, out: &mut Vec<Object>) -> Result<(), String
         Some(other) => other.to_string(),
     };
     let typed = |what: &str| format!("{what} does not fit its schema");
+    if access_type(&api, &kind)? {
+        let target = serde_json::from_value(value)
+            .map_err(|e| format!("{}: {e}", typed("TrafficTarget")))?;
+        out.push(Object::TrafficTarget(Box::new(target)));
+        return Ok(());
+    }
     if let Some(route) = route_type(&api, &kind)? {
         let fit = |e: serde_json::Error| format!("{}: {e}", typed(&kind));
         let object = match route {
@@ -108,9 +114,26 @@ fn collect(value: serde_json::Value, out: &mut Vec<Object>) -> Result<(), String
                 .map_err(|e| format!("{}: {e}", typed("EndpointSlice")))?,
         ))),
         // Routing resources were read above.
-        None | Some(Kind::Route(_)) => {}
+        None | Some(Kind::Route(_) | Kind::TrafficTarget) => {}
     }
     Ok(())
+}
+
+/// Whether this is a TrafficTarget weft reads (`access.smi-spec.io/v1alpha3`);
+/// an error for any other version or kind of that group.
+fn access_type(api: &str, kind: &str) -> Result<bool, String> {
+    let Some(("access.smi-spec.io", version)) = api.split_once('/') else {
+        return Ok(false);
+    };
+    match (kind, version) {
+        ("TrafficTarget", "v1alpha3") => Ok(true),
+        ("TrafficTarget", _) => Err(format!(
+            "TrafficTarget apiVersion '{api}' is not one weft reads: use access.smi-spec.io/v1alpha3"
+        )),
+        _ => Err(format!(
+            "kind '{kind}' is not a kind of access.smi-spec.io weft reads (TrafficTarget)"
+        )),
+    }
 }
 
 /// A routing resource weft reads, by version.
@@ -466,7 +489,7 @@ items:
             ("batch/v1", "CronJob"),
             ("autoscaling/v2", "HorizontalPodAutoscaler"),
             ("networking.k8s.io/v1", "Ingress"),
-            ("access.smi-spec.io/v1alpha3", "TrafficTarget"),
+            ("policy/v1", "PodDisruptionBudget"),
             ("gateway.networking.k8s.io/v1", "Gateway"),
             ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"),
             // Knative's Service is not a core Service.

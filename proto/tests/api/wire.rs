@@ -333,3 +333,77 @@ fn certify_request_and_response_round_trip() {
         "order and count kept"
     );
 }
+
+#[test]
+fn policy_field_numbers_and_enum_values_are_pinned() {
+    use weft_proto::policy::v1 as p;
+    // InboundRequest: pod_namespace 1, pod_name 2, port 3.
+    let req = p::InboundRequest {
+        pod_namespace: "n".into(),
+        pod_name: "a".into(),
+        port: 80,
+    };
+    assert_eq!(
+        req.encode_to_vec(),
+        [0x0a, 1, b'n', 0x12, 1, b'a', 0x18, 80]
+    );
+    // InboundPolicy: default_policy 1, protocol 2, authorizations 3,
+    // default_policy_source 4; Authorization: name 1, clients 2,
+    // http_routes 3; ClientMatch: spiffe_id 1, service_account 2;
+    // ServiceAccountRef: namespace 1, name 2.
+    let policy = p::InboundPolicy {
+        default_policy: p::DefaultPolicy::AllowAuthenticated.into(),
+        protocol: p::Protocol::Opaque.into(),
+        authorizations: vec![p::Authorization {
+            name: "t".into(),
+            clients: vec![p::ClientMatch {
+                kind: Some(p::client_match::Kind::ServiceAccount(
+                    p::ServiceAccountRef {
+                        namespace: "n".into(),
+                        name: "s".into(),
+                    },
+                )),
+            }],
+            http_routes: vec![],
+        }],
+        default_policy_source: "c".into(),
+    };
+    assert_eq!(
+        policy.encode_to_vec(),
+        [
+            0x08, 5, 0x10, 1, 0x1a, 13, 0x0a, 1, b't', 0x12, 8, 0x12, 6, 0x0a, 1, b'n', 0x12, 1,
+            b's', 0x22, 1, b'c'
+        ]
+    );
+    // HttpRouteMatch: name 1, path 2, methods 3, headers 4; PathMatch:
+    // exact 1, prefix 2, regex 3; HeaderMatch: name 1, exact 2, regex 3.
+    let route = p::HttpRouteMatch {
+        name: "r".into(),
+        path: Some(p::PathMatch {
+            kind: Some(p::path_match::Kind::Regex("x".into())),
+        }),
+        methods: vec!["GET".into()],
+        headers: vec![p::HeaderMatch {
+            name: "h".into(),
+            value: Some(p::header_match::Value::Exact("v".into())),
+        }],
+    };
+    assert_eq!(
+        route.encode_to_vec(),
+        [
+            0x0a, 1, b'r', 0x12, 3, 0x1a, 1, b'x', 0x1a, 3, b'G', b'E', b'T', 0x22, 6, 0x0a, 1,
+            b'h', 0x12, 1, b'v'
+        ]
+    );
+    let values = [
+        (p::DefaultPolicy::Unspecified, 0),
+        (p::DefaultPolicy::AllowAll, 1),
+        (p::DefaultPolicy::Deny, 2),
+        (p::DefaultPolicy::AllowMeshed, 3),
+        (p::DefaultPolicy::AllowSameNamespace, 4),
+        (p::DefaultPolicy::AllowAuthenticated, 5),
+    ];
+    for (v, n) in values {
+        assert_eq!(v as i32, n, "{v:?}");
+    }
+}

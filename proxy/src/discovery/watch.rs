@@ -140,9 +140,7 @@ pub(super) async fn follow(resolver: Arc<Resolver>, dest: Arc<Dest>) {
         }
         resolver.stream_errors.inc();
         dest.connected.store(false, Relaxed);
-        // Full jitter over the backoff's upper half.
-        let jitter = 0.5 + (now_ns() % 1000) as f64 / 2000.0;
-        tokio::time::sleep(backoff.mul_f64(jitter)).await;
+        tokio::time::sleep(crate::time::jittered(backoff)).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }

@@ -6,12 +6,15 @@
 //! detect     mesh TLS (a ClientHello offering a weft ALPN), HTTP/1, HTTP/2, opaque
 //! terminate  mesh TLS: the client's identity from its certificate (ALPN
 //!            says the protocol inside)
-//! authorize  per request (HTTP) or connection (TCP): authorize.rs
+//! authorize  per request (HTTP) or connection (TCP): authorize.rs, with
+//!            the port's policy from watch.rs, counted in decisions.rs
 //! forward    to the app on 127.0.0.1:<port> (or the pod IP): HTTP per
 //!            request over reused connections, TCP byte for byte
 //! ```
 
 pub mod authorize;
+pub mod decisions;
+pub mod watch;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -31,7 +34,9 @@ use crate::transport::connect::Remote;
 use crate::transport::io::Counted;
 use crate::transport::opaque;
 use crate::transport::orig_dst::OrigDstAddr;
-use authorize::{authorize, Denied, PortPolicy};
+use authorize::{authorize, missing, Denied};
+use decisions::ConnDecisions;
+use watch::PortWatch;
 
 const IN: Direction = Direction::Inbound;
 
@@ -39,12 +44,14 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, tcp: TcpStream) {
     let Some(orig) = shared.original_dst(IN, &tcp) else {
         return;
     };
-    let app = app_addr(shared.config.inbound_target, orig);
     let tls = shared.tls.as_ref();
+    // The port's policy says whether it is opaque (once it has arrived:
+    // a port's first connections are detected without it).
+    let port = shared.policies.port(orig.port());
     let look = Look {
         // Mesh TLS reaches the inbound side even on opaque ports.
         mesh: tls.is_some(),
-        http: !shared.config.opaque_ports.contains(&orig.port()),
+        http: !shared.config.opaque_ports.contains(&orig.port()) && !port.current().is_opaque(),
     };
     let Some((protocol, io)) = detect::accepted(tcp, shared.config.detect_timeout, look).await
     else {
@@ -52,7 +59,7 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, tcp: TcpStream) {
     };
     shared.metrics.detected(IN, protocol);
     let (Protocol::MeshTls, Some(tls)) = (protocol, tls) else {
-        return forward(&shared, orig, app, protocol, io, None).await;
+        return forward(&shared, orig, &port, protocol, io, None).await;
     };
     let Some((stream, peer)) = tls.accept(io).await else {
         shared.metrics.refused(IN, "tls");
@@ -68,7 +75,7 @@ pub async fn serve<O: OrigDstAddr>(shared: Arc<Shared<O>>, tcp: TcpStream) {
         client: peer.id,
         server: tls.credentials().id.clone(),
     };
-    forward(&shared, orig, app, protocol, stream, Some(ids)).await
+    forward(&shared, orig, &port, protocol, stream, Some(ids)).await
 }
 
 /// Where the application listens for a connection to `orig`.
@@ -91,7 +98,7 @@ fn app_addr(target: InboundTarget, orig: SocketAddr) -> SocketAddr {
 async fn forward<O, I>(
     shared: &Shared<O>,
     orig: SocketAddr,
-    app: SocketAddr,
+    port: &Arc<PortWatch>,
     protocol: Protocol,
     io: I,
     mesh: Option<MeshIds>,
@@ -99,30 +106,32 @@ async fn forward<O, I>(
     O: OrigDstAddr,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    shared.policies.arrived(port).await;
+    let app = app_addr(shared.config.inbound_target, orig);
     let metrics = shared.metrics.conn(IN, orig, mesh.as_ref());
     let io = Counted::new(io, metrics.read.clone(), metrics.write.clone());
     let client = mesh.map(|m| m.client);
-    let policy = PortPolicy::default();
+    let decisions = shared.policies.metrics.conn(client.as_ref(), orig.port());
     let shutdown = shared.shutdown.clone();
     debug!(?protocol, %app, "forwarding");
     if matches!(protocol, Protocol::Http1 | Protocol::Http2) {
         let fwd = Forward::new(&shared.http, metrics.http(), None);
-        let conn = Arc::new((fwd, policy, client));
+        let conn = Arc::new((fwd, port.clone(), client, decisions));
         let h2 = protocol == Protocol::Http2;
         let handle = move |req: http::Request<hyper::body::Incoming>| {
             let conn = conn.clone();
             async move {
                 let start = Instant::now();
-                let (fwd, policy, client) = &*conn;
-                if let Err(Denied(why)) = authorize(policy, client.as_deref(), Some(&req)) {
-                    return fwd.refuse(&req, ProxyError::Forbidden(why), start);
+                let (fwd, port, client, decisions) = &*conn;
+                if let Err(denied) = check(port, client.as_deref(), Some(&req), decisions) {
+                    return fwd.refuse(&req, ProxyError::Forbidden(denied.0), start);
                 }
                 fwd.request(h2, Target::Addr(app), req, start).await
             }
         };
         return shared.http.serve(h2, io, handle, shutdown).await;
     }
-    if let Err(denied) = authorize::<()>(&policy, client.as_deref(), None) {
+    if let Err(denied) = check::<()>(port, client.as_deref(), None, &decisions) {
         debug!(%denied, "connection refused by policy");
         metrics.proxy_error(ProxyError::Forbidden(denied.0).reason());
         return;
@@ -137,6 +146,30 @@ async fn forward<O, I>(
             // Closing the client connection is all TCP can say.
             debug!(%error, "opaque forward failed");
             metrics.proxy_error(error.reason());
+        }
+    }
+}
+
+/// Authorizes a request or connection with the port's policy in force
+/// now; counts the decision and logs a denial (rate-limited).
+fn check<B>(
+    port: &PortWatch,
+    client: Option<&str>,
+    req: Option<&http::Request<B>>,
+    decisions: &ConnDecisions,
+) -> Result<(), Denied> {
+    let policy = port.current();
+    match authorize(&policy, client, req) {
+        Ok(allowed) => {
+            decisions.allowed(&allowed);
+            Ok(())
+        }
+        Err(denied) => {
+            decisions.denied(denied);
+            port.log.denied(decisions.port(), client, denied, || {
+                missing(&policy, client, req, denied)
+            });
+            Err(denied)
         }
     }
 }

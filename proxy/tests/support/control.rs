@@ -357,6 +357,13 @@ impl Ca {
         ]
     }
 
+    /// [`Ca::proxy_args`] with `control` as the control plane.
+    pub fn meshed_args(&self, sa: &str, control: &Control) -> Vec<String> {
+        let mut args = self.proxy_args(sa);
+        args.push(format!("--control-addr={}", control.addr()));
+        args
+    }
+
     /// The proxy flags of a pod claiming to run as `sa` in `shop` with the
     /// token of `token_of`: Certify refuses it (identity mismatch).
     pub fn proxy_args_with_token_of(&self, sa: &str, token_of: &str) -> Vec<String> {

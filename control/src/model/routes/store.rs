@@ -76,8 +76,8 @@ impl RouteObject {
 #[derive(Debug, Default)]
 pub struct RouteStore {
     pub(super) splits: HashMap<ObjKey, SplitInfo>,
-    pub(super) groups: HashMap<ObjKey, GroupInfo>,
-    pub(super) tcp_routes: HashMap<ObjKey, TcpRouteInfo>,
+    pub(in crate::model) groups: HashMap<ObjKey, GroupInfo>,
+    pub(in crate::model) tcp_routes: HashMap<ObjKey, TcpRouteInfo>,
     pub(super) routes: HashMap<(RouteKind, ObjKey), RouteInfo>,
 }
 

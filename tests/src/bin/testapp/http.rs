@@ -85,7 +85,17 @@ async fn hello(req: &Request<Incoming>, local: SocketAddr) -> Response<Out> {
     )))
 }
 
+/// Whether every request is printed (`TESTAPP_LOG_REQUESTS=1`): a test
+/// reads from them what reached the app.
+fn log_requests() -> bool {
+    static LOG: OnceLock<bool> = OnceLock::new();
+    *LOG.get_or_init(|| std::env::var("TESTAPP_LOG_REQUESTS").is_ok_and(|v| v == "1"))
+}
+
 async fn route(req: Request<Incoming>, local: SocketAddr) -> Response<Out> {
+    if log_requests() {
+        say(&format!("REQUEST {} {}", req.method(), req.uri().path()));
+    }
     match req.uri().path() {
         "/hello" => hello(&req, local).await,
         "/served" => Response::new(full(format!("{}\n", SERVED.load(Ordering::Relaxed)))),

@@ -2,7 +2,9 @@
 //! clients they need beyond curl.
 //!
 //! ```text
-//! weft-testapp http ADDR          HTTP/1.1 + HTTP/2 (prior knowledge) server:
+//! weft-testapp http ADDR          HTTP/1.1 + HTTP/2 (prior knowledge) server
+//!                                 (TESTAPP_LOG_REQUESTS=1: prints
+//!                                 "REQUEST METHOD PATH" for each request):
 //!     GET  /hello                 "hello from ADDR" (TESTAPP_DELAY_MS: after a delay;
 //!                                 TESTAPP_FAIL_PERCENT: that share answered 503)
 //!     GET  /served                how many /hello requests were served

@@ -68,6 +68,9 @@ pub enum MatchKind {
 pub struct GroupInfo {
     pub key: ObjKey,
     pub matches: Vec<HttpMatch>,
+    /// The name of each match, in the same order (a TrafficTarget picks
+    /// matches by name).
+    pub names: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,7 +124,7 @@ pub struct RouteInfo {
     pub policy: RoutePolicy,
 }
 
-pub(super) fn key_of(meta: &ObjectMeta, kind: &str) -> Result<ObjKey, String> {
+pub(crate) fn key_of(meta: &ObjectMeta, kind: &str) -> Result<ObjKey, String> {
     let name = meta
         .name
         .clone()

@@ -116,7 +116,12 @@ pub fn group(g: &smi::HTTPRouteGroup) -> Result<GroupInfo, String> {
             query: Vec::new(),
         });
     }
-    Ok(GroupInfo { key, matches })
+    let names = g.spec.matches.iter().map(|m| m.name.clone()).collect();
+    Ok(GroupInfo {
+        key,
+        matches,
+        names,
+    })
 }
 
 pub fn tcp_route(r: &smi::TCPRoute) -> Result<TcpRouteInfo, String> {
