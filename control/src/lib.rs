@@ -8,6 +8,7 @@ pub mod authz;
 pub mod config;
 pub mod discovery;
 pub mod encoded;
+pub mod events;
 pub mod hub;
 pub mod identity;
 pub mod metrics;

@@ -8,6 +8,7 @@
 //! | `weft_control_objects` | gauge | kind |
 //! | `weft_control_source_errors_total` | counter | source, kind |
 //! | `weft_control_route_problems_total` | counter | kind (of the object reported: a TrafficSplit in conflict, a route naming a missing Service), counted once when it appears |
+//! | `weft_control_events_dropped_total` | counter | Events on refused or reported objects not published (the queue to the API server was full) |
 //! | `weft_control_source_synced` | gauge | source (1 once the initial sync finished) |
 //! | `weft_control_model_apply_seconds` | histogram | time to apply one change and publish it (the sync lag inside the control plane) |
 //! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_start_time_seconds` | | |
@@ -50,6 +51,8 @@ pub struct Metrics {
     synced: Family<SourceLabel, Gauge>,
     route_problems: Family<KindLabel, Counter>,
     pub apply_seconds: Histogram,
+    /// Events not published because the queue to the API server was full.
+    pub events_dropped: Counter,
 }
 
 impl Metrics {
@@ -63,6 +66,7 @@ impl Metrics {
             synced: Family::default(),
             route_problems: Family::default(),
             apply_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
+            events_dropped: Counter::default(),
         };
         registry.register_collector(Box::new(process::ProcessCollector::default()));
         let r = registry.sub_registry_with_prefix("weft_control");
@@ -100,6 +104,11 @@ impl Metrics {
             "route_problems",
             "Route problems that appeared (an object in conflict or naming what does not exist), by the kind of the object reported",
             m.route_problems.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Kubernetes Events (on refused or reported objects) not published because the queue to the API server was full",
+            m.events_dropped.clone(),
         );
         r.register(
             "model_apply_seconds",

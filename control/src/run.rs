@@ -25,6 +25,7 @@ use crate::authz::{PolicyHub, PolicyService};
 use crate::config::{Config, Source};
 use crate::discovery::DiscoveryServer;
 use crate::encoded::DiscoveryService;
+use crate::events::Events;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::model::{self, Store};
@@ -75,6 +76,17 @@ pub async fn run(
     let policies = Arc::new(PolicyHub::new(config.default_inbound_policy));
     let store = Store::new(&config.cluster_domain, &config.trust_domain)
         .with_default_policy(config.default_inbound_policy);
+    let client = match &config.source {
+        Source::Files(_) => None,
+        Source::Kube => Some(kube::client(config.kube_api_server.as_deref()).await?),
+    };
+    // Events on refused and reported objects, where there is an API server.
+    let events = client.as_ref().map(|c| {
+        let instance = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string());
+        Events::spawn(c.clone(), instance, metrics.events_dropped.clone())
+    });
     tokio::spawn(model::apply::run(
         store,
         changes_rx,
@@ -82,24 +94,23 @@ pub async fn run(
         policies.clone(),
         metrics.clone(),
         pending_tx,
+        events,
     ));
-    let client = match &config.source {
-        Source::Files(dir) => {
+    match (&config.source, &client) {
+        (Source::Files(dir), _) => {
             let source = files::FilesSource::new(dir.clone(), changes_tx, metrics.clone());
             tokio::spawn(source.run(config.poll_interval));
-            None
         }
-        Source::Kube => {
-            let client = kube::client(config.kube_api_server.as_deref()).await?;
+        (Source::Kube, Some(client)) => {
             kube::spawn(
                 client.clone(),
                 &config.namespaces,
                 changes_tx,
                 metrics.clone(),
             );
-            Some(client)
         }
-    };
+        (Source::Kube, None) => unreachable!("the kube source has a client"),
+    }
     let (identity, issuer) = match identity(&config, client, &mut registry)? {
         Some((service, issuer)) => (Some(IdentityServer::new(service)), Some(issuer)),
         None => (None, None),

@@ -13,6 +13,7 @@ use super::routes::{ObjectKind, Problem};
 use super::store::{Kind, Object, Store};
 use super::ObjKey;
 use crate::authz::PolicyHub;
+use crate::events::{kind_named, Events};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 
@@ -36,6 +37,9 @@ pub enum Change {
 
 /// Applies changes until every sender is gone. `synced` lists the sources
 /// still syncing; it empties as they report.
+///
+/// Refused objects and problems are logged and counted and, with `events`
+/// (the kube source), published as Warning Events on the object.
 pub async fn run(
     mut store: Store,
     mut changes: mpsc::Receiver<Change>,
@@ -43,6 +47,7 @@ pub async fn run(
     policies: Arc<PolicyHub>,
     metrics: Metrics,
     synced: watch::Sender<Vec<&'static str>>,
+    events: Option<Events>,
 ) {
     let mut reported = Reported::default();
     let mut target_problems = TargetProblems::default();
@@ -65,6 +70,11 @@ pub async fn run(
                     let (ns, name) = object.key();
                     warn!(%origin, kind = object.kind().as_str(), %ns, %name, %reason, "object refused; the model keeps what it had");
                     metrics.source_error(source, object.kind().as_str());
+                    if let Some(events) = &events {
+                        let note =
+                            format!("refused, the last good version stays in force: {reason}");
+                        events.warn(object.kind(), &ns, &name, "Refused", &note);
+                    }
                     continue;
                 }
             },
@@ -87,10 +97,10 @@ pub async fn run(
             hub.publish_pod(*ip, store.pod_at(*ip));
         }
         if routing {
-            reported.update(&store, &touched.services, &metrics);
+            reported.update(&store, &touched.services, &metrics, events.as_ref());
         }
         if let Some(ns) = publish_policies(&store, &policies, policy.0, &policy.1) {
-            target_problems.update(&store, &ns, &metrics);
+            target_problems.update(&store, &ns, &metrics, events.as_ref());
         }
         let route_kinds = ObjectKind::ALL.map(Kind::Route);
         for kind in [Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace]
@@ -143,12 +153,21 @@ fn publish_policies(
 struct TargetProblems(HashMap<String, BTreeSet<(ObjKey, String)>>);
 
 impl TargetProblems {
-    fn update(&mut self, store: &Store, ns: &str, metrics: &Metrics) {
+    fn update(&mut self, store: &Store, ns: &str, metrics: &Metrics, events: Option<&Events>) {
         let now = store.target_problems(ns);
         let before = self.0.remove(ns).unwrap_or_default();
         for ((ns, name), reason) in now.difference(&before) {
             warn!(kind = "TrafficTarget", %ns, %name, %reason, "authorization problem");
             metrics.route_problem("TrafficTarget");
+            if let Some(events) = events {
+                events.warn(
+                    Kind::TrafficTarget,
+                    ns,
+                    name,
+                    "AuthorizationProblem",
+                    reason,
+                );
+            }
         }
         if !now.is_empty() {
             self.0.insert(ns.to_owned(), now);
@@ -166,7 +185,13 @@ impl Reported {
     /// Logs and counts the problems of these Services' route tables that
     /// were not there before (a split not in force, a backend that does
     /// not exist): see [`super::routes`].
-    fn update(&mut self, store: &Store, services: &BTreeSet<ObjKey>, metrics: &Metrics) {
+    fn update(
+        &mut self,
+        store: &Store,
+        services: &BTreeSet<ObjKey>,
+        metrics: &Metrics,
+        events: Option<&Events>,
+    ) {
         for svc in services {
             let now: BTreeSet<Problem> = store
                 .route_tables(svc)
@@ -178,6 +203,9 @@ impl Reported {
                 let (ns, name) = &p.object;
                 warn!(kind = p.kind, %ns, %name, reason = %p.reason, service = %svc.1, "route problem");
                 metrics.route_problem(p.kind);
+                if let (Some(events), Some(kind)) = (events, kind_named(p.kind)) {
+                    events.warn(kind, ns, name, "RouteProblem", &p.reason);
+                }
             }
             if !now.is_empty() {
                 self.0.insert(svc.clone(), now);
