@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod encoded;
 pub mod hub;
 pub mod identity;
+pub mod inject;
 pub mod metrics;
 pub mod model;
 pub mod ready;
