@@ -11,6 +11,7 @@
 //! injector does not know is kept as it was. Pure: no I/O.
 
 pub mod annotations;
+pub mod cli;
 pub mod manifest;
 pub mod quantity;
 pub mod render;
@@ -83,7 +84,7 @@ pub struct Settings {
 
     /// How long the proxy's projected ServiceAccount token is valid (the
     /// kubelet renews it at 80%); at least 10m.
-    #[arg(long, env = "WEFT_CONTROL_PROXY_TOKEN_EXPIRY", value_parser = token_expiry, default_value = "1h")]
+    #[arg(long = "proxy-token-expiry", env = "WEFT_CONTROL_PROXY_TOKEN_EXPIRY", value_parser = token_expiry, default_value = "1h")]
     pub token_expiry: Duration,
 
     /// The trust domain (weft-control: its --trust-domain).
