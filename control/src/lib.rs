@@ -15,3 +15,4 @@ pub mod model;
 pub mod ready;
 pub mod run;
 pub mod sources;
+pub mod webhook;
