@@ -61,6 +61,16 @@ pub const TOKEN_REVIEWS: Resource = builtin(
     false,
 );
 
+/// admissionregistration.k8s.io/v1 `mutatingwebhookconfigurations`
+/// (cluster-scoped): consulted on every create (see `admission`).
+pub const MUTATING_WEBHOOKS: Resource = Resource {
+    group: Cow::Borrowed("admissionregistration.k8s.io"),
+    version: Cow::Borrowed("v1"),
+    kind: Cow::Borrowed("MutatingWebhookConfiguration"),
+    plural: Cow::Borrowed("mutatingwebhookconfigurations"),
+    namespaced: false,
+};
+
 const fn custom(
     group: &'static str,
     version: &'static str,
