@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use weft_control::config::{Config, Source};
 use weft_control::identity::ca;
 use weft_control::run::{run, Bound};
-use weft_tests::fakekube::{FakeKube, MUTATING_WEBHOOKS, NAMESPACES};
+use weft_tests::fakekube::{FakeKube, EVENTS, MUTATING_WEBHOOKS, NAMESPACES};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -135,6 +135,7 @@ async fn pods_created_through_the_api_server_are_injected() {
             json!({"metadata": {"name": ns, "annotations": annotations}}),
         );
     }
+    kube.register(&EVENTS);
     let plane = start(&kube).await;
 
     // weft-control fills in the caBundle with its trust anchors.

@@ -12,11 +12,15 @@
 //! Admissions are counted by result
 //! (`weft_control_admissions_total{result, reason}`).
 //!
-//! Touches: its listener, the Namespace objects it reads (get), and its
-//! own MutatingWebhookConfiguration (get, patch).
+//! A pod that asked for injection and did not get it (a denial, or a skip
+//! such as `hostNetwork`) also gets a Warning Event on its owner.
+//!
+//! Touches: its listener, the Namespace objects it reads (get), Events it
+//! writes (create), and its own MutatingWebhookConfiguration (get, patch).
 
 pub mod bundle;
 pub mod cert;
+mod events;
 mod server;
 
 pub use server::serve;
@@ -149,8 +153,10 @@ impl Injector {
                 let asked = !matches!(skip, Skip::NotEnabled | Skip::Disabled { .. });
                 if asked {
                     warn!(pod = %name, %namespace, reason = %skip, "not injected");
+                    let message = format!("weft: not injected: {skip}");
+                    self.report(&pod, &namespace, "WeftNotInjected", &message);
                     let mut response = response;
-                    response.warnings = Some(vec![format!("weft: not injected: {skip}")]);
+                    response.warnings = Some(vec![message]);
                     response
                 } else {
                     debug!(pod = %name, %namespace, reason = %skip, "not injected");
@@ -160,10 +166,32 @@ impl Injector {
             Err(denied) => {
                 warn!(pod = %name, %namespace, reason = %denied, "denied");
                 self.count("denied", &denied.annotation);
-                response.deny(format!("weft: {denied}"))
+                let message = format!("weft: {denied}");
+                self.report(&pod, &namespace, "WeftInjectionDenied", &message);
+                response.deny(message)
             }
         };
         Ok(response.into_review())
+    }
+
+    /// A Warning Event on the pod's owner (its controller, else the pod
+    /// itself when it has a name), written in the background so that the
+    /// admission is not held up; nothing without a cluster.
+    fn report(&self, pod: &serde_json::Value, namespace: &str, reason: &str, message: &str) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let Some(event) = events::on_owner(pod, namespace, reason, message) else {
+            return;
+        };
+        let namespace = namespace.to_owned();
+        tokio::spawn(async move {
+            let api =
+                kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(client, &namespace);
+            if let Err(error) = api.create(&kube::api::PostParams::default(), &event).await {
+                warn!(%error, %namespace, "cannot write an Event");
+            }
+        });
     }
 
     async fn namespace_annotations(
