@@ -81,9 +81,18 @@ mod tests {
         let named = json!({"metadata": {"name": "solo"}});
         let e = on_owner(&named, "shop", "R", "m").unwrap();
         assert_eq!(
-            (e.involved_object.kind.as_deref(), e.involved_object.name.as_deref()),
+            (
+                e.involved_object.kind.as_deref(),
+                e.involved_object.name.as_deref()
+            ),
             (Some("Pod"), Some("solo"))
         );
-        assert!(on_owner(&json!({"metadata": {"generateName": "x-"}}), "shop", "R", "m").is_none());
+        assert!(on_owner(
+            &json!({"metadata": {"generateName": "x-"}}),
+            "shop",
+            "R",
+            "m"
+        )
+        .is_none());
     }
 }

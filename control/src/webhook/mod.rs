@@ -150,7 +150,11 @@ impl Injector {
             }
             Ok(Outcome::Skipped(skip)) => {
                 self.count("skipped", skip.label());
-                let asked = !matches!(skip, Skip::NotEnabled | Skip::Disabled { .. });
+                // Worth telling: it asked, and could not be injected.
+                let asked = !matches!(
+                    skip,
+                    Skip::NotEnabled | Skip::Disabled { .. } | Skip::AlreadyInjected
+                );
                 if asked {
                     warn!(pod = %name, %namespace, reason = %skip, "not injected");
                     let message = format!("weft: not injected: {skip}");
