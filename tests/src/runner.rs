@@ -99,21 +99,11 @@ impl Kubelet<'_> {
                     .events
                     .push((Instant::now(), Event::Ready(c.name.clone())));
             } else {
-                let mut cmd = self.command(spec, &c, &mut running, None)?;
-                let out = cmd
-                    .output()
-                    .with_context(|| format!("init container {}", c.name))?;
-                running.events.push((
-                    Instant::now(),
-                    Event::Exited(c.name.clone(), out.status.code()),
-                ));
-                ensure!(
-                    out.status.success(),
-                    "init container {} failed ({}): {}",
-                    c.name,
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
+                let cmd = self.command(spec, &c, &mut running, None)?;
+                let code = run_to_end(cmd, &format!("init container {}", c.name))?;
+                running
+                    .events
+                    .push((Instant::now(), Event::Exited(c.name.clone(), code)));
             }
         }
         for c in spec["containers"].as_array().into_iter().flatten() {
@@ -125,17 +115,8 @@ impl Kubelet<'_> {
                     .iter()
                     .filter_map(|a| a.as_str().map(str::to_owned))
                     .collect();
-                let mut cmd = self.command(spec, &c, &mut running, Some(&hook))?;
-                let out = cmd
-                    .output()
-                    .with_context(|| format!("postStart of {}", c.name))?;
-                ensure!(
-                    out.status.success(),
-                    "postStart of {} failed ({}): {}",
-                    c.name,
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
+                let cmd = self.command(spec, &c, &mut running, Some(&hook))?;
+                run_to_end(cmd, &format!("postStart of {}", c.name))?;
                 running
                     .events
                     .push((Instant::now(), Event::Ready(c.name.clone())));
@@ -369,6 +350,18 @@ impl Container<'_> {
             .to_owned();
         Ok(Container { spec, name })
     }
+}
+
+/// Runs `cmd` to its end; an error unless it exits 0.
+fn run_to_end(mut cmd: Command, what: &str) -> Result<Option<i32>> {
+    let out = cmd.output().with_context(|| what.to_owned())?;
+    ensure!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(out.status.code())
 }
 
 /// The binary an image stands for: the last part of its name, untagged.

@@ -15,7 +15,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -52,37 +51,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
-    let permits = Arc::new(Semaphore::new(limits.connections));
-    let mut backoff = limits.accept_backoff;
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stop.cancelled() => return,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.cancelled() => return,
-        };
-        let tcp = match accepted {
-            Ok((tcp, _)) => {
-                backoff = limits.accept_backoff;
-                tcp
-            }
-            Err(error) => {
-                warn!(%error, ?backoff, "webhook accept failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(limits.accept_backoff_max);
-                continue;
-            }
-        };
+    let handshake_timeout = limits.header_read_timeout;
+    crate::admin::accept(listener, stop, limits, "webhook", |tcp, permit| {
         let (acceptor, builder, injector) = (acceptor.clone(), builder.clone(), injector.clone());
-        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -101,7 +72,8 @@ pub async fn serve(
             }
             drop(permit);
         });
-    }
+    })
+    .await;
 }
 
 async fn handle(injector: &Injector, req: Request<Incoming>) -> Response<Full<Bytes>> {
