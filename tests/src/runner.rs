@@ -410,6 +410,31 @@ impl Running {
         Ok(exited)
     }
 
+    /// For a pod that runs to completion (`restartPolicy` `Never` or
+    /// `OnFailure`, a Job's): waits up to `within` for every container to
+    /// exit, then stops the native sidecars as the kubelet does (SIGTERM,
+    /// last started first, each waited for up to `grace`). Returns each
+    /// one's exit code, in the order they exited.
+    pub fn complete(
+        &mut self,
+        within: Duration,
+        grace: Duration,
+    ) -> Result<Vec<(String, Option<i32>)>> {
+        let mut exited = Vec::new();
+        let (sidecars, containers): (Vec<_>, Vec<_>) = std::mem::take(&mut self.procs)
+            .into_iter()
+            .partition(|(_, _, s)| *s);
+        for (name, mut p, _) in containers {
+            let code = p.wait_exit(within)?;
+            self.events
+                .push((Instant::now(), Event::Exited(name.clone(), code)));
+            exited.push((name, code));
+        }
+        self.procs = sidecars;
+        exited.extend(self.stop(grace)?);
+        Ok(exited)
+    }
+
     /// When `event` happened, if it did.
     pub fn when(&self, event: &Event) -> Option<Instant> {
         self.events

@@ -10,7 +10,8 @@
 //! `weft-proxy await` postStart hook), so its very first request succeeds;
 //! on termination the app stops first and the proxy then drains and exits
 //! 0; a replica terminated under load (its endpoint marked terminating,
-//! then its pod stopped) fails no request. With the classic sidecar the hop is mutual TLS between the pods'
+//! then its pod stopped) fails no request; a Job's pod completes, its
+//! proxy stopped once the app is done. With the classic sidecar the hop is mutual TLS between the pods'
 //! identities. (The native sidecar's hop is not yet: discovery calls a pod
 //! meshed only when `spec.containers` has weft-proxy, and a native sidecar
 //! is an init container; see the injection notes in the README.)
@@ -348,6 +349,51 @@ fn terminated_under_load(plane: &Plane, ip: &str) {
     assert!(ok >= 100, "{line}");
 }
 
+/// A Job whose app makes one request through the mesh and exits 0: its
+/// first request succeeds, and the pod then completes, the proxy stopping
+/// (as the kubelet stops a native sidecar when the containers are done)
+/// and exiting 0 within its grace.
+fn a_job_completes(plane: &Plane, ip: &str) {
+    let job = format!(
+        "apiVersion: batch/v1
+kind: Job
+metadata: {{name: once, namespace: shop}}
+spec:
+  template:
+    spec:
+      serviceAccountName: client
+      restartPolicy: Never
+      containers:
+      - name: app
+        image: curlimages/curl:8
+        command: [curl, -sS, --fail, --max-time, '5', 'http://{ip}/hello']
+        securityContext: {{runAsUser: {APP_UID}}}
+"
+    );
+    let (client, web) = (plane.node.pod().unwrap(), plane.node.pod().unwrap());
+    let web_template = injected(&deployment("web", "web"), &plane.control_pod, true);
+    let job_template = injected(&job, &plane.control_pod, true);
+    plane.serve(ip, &[(&web, false)], &web_template);
+    let _web_pod = plane
+        .kubelet(&web, "web-0", "web")
+        .start(&web_template)
+        .unwrap();
+    let mut pod = plane
+        .kubelet(&client, "once-x7k2p", "client")
+        .start(&job_template)
+        .unwrap();
+    ordered(&pod);
+    let exits = pod.complete(WAIT, Duration::from_secs(35)).unwrap();
+    assert_eq!(
+        exits,
+        [
+            ("app".to_owned(), Some(0)),
+            ("weft-proxy".to_owned(), Some(0))
+        ],
+        "the request succeeded and the proxy then stopped"
+    );
+}
+
 #[test]
 fn an_injected_deployment_runs_as_written() {
     if netns_or_skip("inject_run") {
@@ -358,4 +404,5 @@ fn an_injected_deployment_runs_as_written() {
     run(&plane, false, "10.96.0.30");
     run(&plane, true, "10.96.0.31");
     terminated_under_load(&plane, "10.96.0.32");
+    a_job_completes(&plane, "10.96.0.33");
 }
