@@ -26,14 +26,14 @@ use render::{ANCHORS_VOLUME, INIT_CONTAINER, PROXY_CONTAINER, TOKEN_VOLUME};
 
 /// What injection is made of where no annotation says otherwise: flags of
 /// weft-control (the webhook) and of `weft inject`.
-#[derive(Clone, Debug, Args)]
+#[derive(Clone, Debug, PartialEq, Args)]
 pub struct Settings {
     /// The weft-proxy image injected (`weft.dev/proxy-image` overrides it).
-    #[arg(long, env = "WEFT_CONTROL_PROXY_IMAGE", default_value = concat!("weft/weft-proxy:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "WEFT_CONTROL_PROXY_IMAGE", default_value = PROXY_IMAGE)]
     pub proxy_image: String,
 
     /// The weft-init image injected.
-    #[arg(long, env = "WEFT_CONTROL_INIT_IMAGE", default_value = concat!("weft/weft-init:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "WEFT_CONTROL_INIT_IMAGE", default_value = INIT_IMAGE)]
     pub init_image: String,
 
     /// The control plane's gRPC address the injected proxies use
@@ -42,7 +42,7 @@ pub struct Settings {
         long,
         env = "WEFT_CONTROL_PROXY_CONTROL_ADDR",
         value_name = "HOST:PORT",
-        default_value = "weft-control.weft-system.svc.cluster.local:8086"
+        default_value = CONTROL_ADDR
     )]
     pub proxy_control_addr: String,
 
@@ -52,16 +52,16 @@ pub struct Settings {
         long,
         env = "WEFT_CONTROL_TRUST_ANCHORS_CONFIGMAP",
         value_name = "NAME",
-        default_value = "weft-trust-anchors"
+        default_value = ANCHORS_CONFIGMAP
     )]
     pub trust_anchors_configmap: String,
 
     /// The proxies' log filter (`weft.dev/proxy-log-level` overrides it).
-    #[arg(long, env = "WEFT_CONTROL_PROXY_LOG_LEVEL", default_value = "warn,weft_proxy=info", value_parser = annotations::log_filter_arg)]
+    #[arg(long, env = "WEFT_CONTROL_PROXY_LOG_LEVEL", default_value = LOG_LEVEL, value_parser = annotations::log_filter_arg)]
     pub proxy_log_level: String,
 
     /// The proxies' CPU request (`weft.dev/proxy-cpu-request`).
-    #[arg(long, env = "WEFT_CONTROL_PROXY_CPU_REQUEST", default_value = "100m", value_parser = annotations::quantity_arg)]
+    #[arg(long, env = "WEFT_CONTROL_PROXY_CPU_REQUEST", default_value = CPU_REQUEST, value_parser = annotations::quantity_arg)]
     pub proxy_cpu_request: Option<String>,
 
     /// The proxies' CPU limit (`weft.dev/proxy-cpu-limit`); none by default.
@@ -69,11 +69,11 @@ pub struct Settings {
     pub proxy_cpu_limit: Option<String>,
 
     /// The proxies' memory request (`weft.dev/proxy-memory-request`).
-    #[arg(long, env = "WEFT_CONTROL_PROXY_MEMORY_REQUEST", default_value = "20Mi", value_parser = annotations::quantity_arg)]
+    #[arg(long, env = "WEFT_CONTROL_PROXY_MEMORY_REQUEST", default_value = MEMORY_REQUEST, value_parser = annotations::quantity_arg)]
     pub proxy_memory_request: Option<String>,
 
     /// The proxies' memory limit (`weft.dev/proxy-memory-limit`).
-    #[arg(long, env = "WEFT_CONTROL_PROXY_MEMORY_LIMIT", default_value = "250Mi", value_parser = annotations::quantity_arg)]
+    #[arg(long, env = "WEFT_CONTROL_PROXY_MEMORY_LIMIT", default_value = MEMORY_LIMIT, value_parser = annotations::quantity_arg)]
     pub proxy_memory_limit: Option<String>,
 
     /// Inject the proxy as a native sidecar (an init container with
@@ -106,17 +106,34 @@ fn token_expiry(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The defaults of the flags.
+const PROXY_IMAGE: &str = concat!("weft/weft-proxy:", env!("CARGO_PKG_VERSION"));
+const INIT_IMAGE: &str = concat!("weft/weft-init:", env!("CARGO_PKG_VERSION"));
+const CONTROL_ADDR: &str = "weft-control.weft-system.svc.cluster.local:8086";
+const ANCHORS_CONFIGMAP: &str = "weft-trust-anchors";
+const LOG_LEVEL: &str = "warn,weft_proxy=info";
+const CPU_REQUEST: &str = "100m";
+const MEMORY_REQUEST: &str = "20Mi";
+const MEMORY_LIMIT: &str = "250Mi";
+
 impl Default for Settings {
-    /// The defaults of every flag.
+    /// The defaults of every flag, whatever the environment says.
     fn default() -> Self {
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            settings: Settings,
+        Self {
+            proxy_image: PROXY_IMAGE.into(),
+            init_image: INIT_IMAGE.into(),
+            proxy_control_addr: CONTROL_ADDR.into(),
+            trust_anchors_configmap: ANCHORS_CONFIGMAP.into(),
+            proxy_log_level: LOG_LEVEL.into(),
+            proxy_cpu_request: Some(CPU_REQUEST.into()),
+            proxy_cpu_limit: None,
+            proxy_memory_request: Some(MEMORY_REQUEST.into()),
+            proxy_memory_limit: Some(MEMORY_LIMIT.into()),
+            proxy_native_sidecar: true,
+            token_expiry: Duration::from_secs(3600),
+            trust_domain: "cluster.local".into(),
+            token_audience: "weft".into(),
         }
-        <Defaults as clap::Parser>::try_parse_from(["weft"])
-            .map(|d| d.settings)
-            .expect("the defaults parse")
     }
 }
 

@@ -79,6 +79,27 @@ fn args(c: &Value) -> Vec<&str> {
 }
 
 #[test]
+fn the_defaults_are_the_flags_defaults() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+    let parsed = <Cli as clap::Parser>::try_parse_from(["weft"])
+        .unwrap()
+        .settings;
+    // The environment of the test run may set WEFT_CONTROL_* variables.
+    if std::env::vars().all(|(k, _)| !k.starts_with("WEFT_CONTROL_")) {
+        assert_eq!(parsed, Settings::default());
+    }
+    let err = <Cli as clap::Parser>::try_parse_from(["weft", "--proxy-token-expiry=5m"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("under 10m"), "{err}");
+}
+
+#[test]
 fn a_native_sidecar_comes_after_weft_init_and_before_the_apps_init_containers() {
     let p = injected(&pod(json!({"weft.dev/inject": "enabled"})), &[]);
     assert_eq!(
