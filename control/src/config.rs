@@ -415,6 +415,12 @@ mod tests {
             Ok(())
         );
         assert_eq!(parse(&["--identity-secret=weft/issuer"]), Ok(()));
+        let err = parse(&["--webhook"]).unwrap_err();
+        assert!(err.starts_with("--webhook needs an issuer"), "{err}");
+        assert_eq!(
+            parse(&["--webhook", "--identity-secret=weft/issuer"]),
+            Ok(())
+        );
     }
 
     #[test]
