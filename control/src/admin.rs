@@ -17,8 +17,8 @@ use prometheus_client::registry::Registry;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -105,6 +105,34 @@ pub async fn serve_with(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
+    accept(listener, stop, limits, "admin", |tcp, permit| {
+        let admin = admin.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let rsp = admin.handle(req.method(), req.uri().path());
+                async move { Ok::<_, Infallible>(rsp) }
+            });
+            if let Err(error) = builder.serve_connection(TokioIo::new(tcp), service).await {
+                debug!(%error, "admin connection ended");
+            }
+            drop(permit);
+        });
+    })
+    .await;
+}
+
+/// Accepts connections on `listener` until `stop`, at most
+/// `limits.connections` at once, backing off after a failed accept;
+/// hands each to `serve` with the permit its connection holds. Shared by
+/// the admin server and the injector's ([`crate::webhook`]).
+pub(crate) async fn accept(
+    listener: TcpListener,
+    stop: CancellationToken,
+    limits: Limits,
+    server: &'static str,
+    mut serve: impl FnMut(TcpStream, OwnedSemaphorePermit),
+) {
     let permits = Arc::new(Semaphore::new(limits.connections));
     let mut backoff = limits.accept_backoff;
     loop {
@@ -119,34 +147,21 @@ pub async fn serve_with(
             a = listener.accept() => a,
             _ = stop.cancelled() => return,
         };
-        let tcp = match accepted {
+        match accepted {
             Ok((tcp, _)) => {
                 backoff = limits.accept_backoff;
-                tcp
+                serve(tcp, permit);
             }
             Err(error) => {
                 // Out of file descriptors or memory: wait instead of spinning.
-                warn!(%error, ?backoff, "admin accept failed");
+                warn!(%error, ?backoff, server, "accept failed");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.cancelled() => return,
                 }
                 backoff = (backoff * 2).min(limits.accept_backoff_max);
-                continue;
             }
-        };
-        let admin = admin.clone();
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let rsp = admin.handle(req.method(), req.uri().path());
-                async move { Ok::<_, Infallible>(rsp) }
-            });
-            if let Err(error) = builder.serve_connection(TokioIo::new(tcp), service).await {
-                debug!(%error, "admin connection ended");
-            }
-            drop(permit);
-        });
+        }
     }
 }
 

@@ -59,6 +59,11 @@ impl Config {
             leaf_lifetime: Duration::from_secs(24 * 3600),
             max_watches_per_connection: 10_000,
             default_inbound_policy: DefaultPolicy::AllUnauthenticated,
+            webhook: false,
+            webhook_addr: "127.0.0.1:0".parse().expect("an address"),
+            webhook_dns_names: vec!["localhost".into()],
+            webhook_configuration: String::new(),
+            inject: crate::inject::Settings::default(),
         }
     }
 }
@@ -75,6 +80,12 @@ impl Config {
             );
         }
         let certify = self.identity_dir.is_some() || self.identity_secret.is_some();
+        if self.webhook && !certify {
+            return Err(
+                "--webhook needs an issuer to sign its serving certificate (--identity-dir or --identity-secret)"
+                    .into(),
+            );
+        }
         if directory && certify && self.identity_tokens.is_none() {
             return Err(
                 "--identity-dir on a directory source needs --identity-tokens (there is no TokenReview API to ask)"
@@ -251,6 +262,43 @@ pub struct Config {
         default_value = "all-unauthenticated"
     )]
     pub default_inbound_policy: DefaultPolicy,
+    /// Serve the injector, the mutating admission webhook that adds
+    /// weft-init and weft-proxy to pods (POST /inject over HTTPS on
+    /// --webhook-addr), with a serving certificate signed by the issuer
+    /// (so it needs --identity-dir or --identity-secret), renewed before it
+    /// expires.
+    #[arg(long, env = "WEFT_CONTROL_WEBHOOK")]
+    pub webhook: bool,
+
+    /// The injector's HTTPS listener.
+    #[arg(long, env = "WEFT_CONTROL_WEBHOOK_ADDR", default_value = "[::]:8443")]
+    pub webhook_addr: SocketAddr,
+
+    /// The DNS names of the injector's serving certificate: the Service
+    /// the MutatingWebhookConfiguration calls, `<service>.<namespace>.svc`
+    /// (comma separated).
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_WEBHOOK_DNS_NAMES",
+        value_delimiter = ',',
+        default_value = "weft-control.weft-system.svc"
+    )]
+    pub webhook_dns_names: Vec<String>,
+
+    /// The MutatingWebhookConfiguration whose webhooks' `caBundle`
+    /// weft-control keeps equal to the trust anchors that verify the
+    /// serving certificate (--source=kube; needs get and patch on it);
+    /// empty: leave it to someone else (cert-manager's ca-injector).
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_WEBHOOK_CONFIGURATION",
+        value_name = "NAME",
+        default_value = "weft-injector"
+    )]
+    pub webhook_configuration: String,
+
+    #[command(flatten)]
+    pub inject: crate::inject::Settings,
 
     /// Log format.
     #[arg(
@@ -392,6 +440,12 @@ mod tests {
             Ok(())
         );
         assert_eq!(parse(&["--identity-secret=weft/issuer"]), Ok(()));
+        let err = parse(&["--webhook"]).unwrap_err();
+        assert!(err.starts_with("--webhook needs an issuer"), "{err}");
+        assert_eq!(
+            parse(&["--webhook", "--identity-secret=weft/issuer"]),
+            Ok(())
+        );
     }
 
     #[test]

@@ -31,12 +31,16 @@ use crate::metrics::Metrics;
 use crate::model::{self, Store};
 use crate::ready::{self, Readiness};
 use crate::sources::{files, kube};
+use crate::webhook::cert::ServingCert;
+use crate::webhook::{self, bundle, Injector};
 
-/// The two listeners, bound before anything runs.
+/// The listeners, bound before anything runs.
 #[derive(Debug)]
 pub struct Bound {
     pub grpc: TcpListener,
     pub admin: TcpListener,
+    /// With --webhook.
+    pub webhook: Option<TcpListener>,
 }
 
 impl Bound {
@@ -48,7 +52,25 @@ impl Bound {
             admin: TcpListener::bind(config.admin_addr)
                 .await
                 .with_context(|| format!("cannot listen on {} (admin)", config.admin_addr))?,
+            webhook: match config.webhook {
+                false => None,
+                true => Some(
+                    TcpListener::bind(config.webhook_addr)
+                        .await
+                        .with_context(|| {
+                            format!("cannot listen on {} (webhook)", config.webhook_addr)
+                        })?,
+                ),
+            },
         })
+    }
+
+    /// The webhook's address, when it is served.
+    pub fn webhook_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.webhook
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
     }
 
     pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
@@ -63,6 +85,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // The addresses bound (a port 0 in the flags is a free port here).
     let (grpc_addr, admin_addr) = bound.addrs()?;
+    let webhook_addr = bound.webhook_addr()?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let hub = Arc::new(Hub::default());
@@ -111,13 +134,25 @@ pub async fn run(
         }
         (Source::Kube, None) => unreachable!("the kube source has a client"),
     }
-    let (identity, issuer) = match identity(&config, client, &mut registry)? {
+    let (identity, issuer) = match identity(&config, client.clone(), &mut registry)? {
         Some((service, issuer)) => (Some(IdentityServer::new(service)), Some(issuer)),
         None => (None, None),
     };
+    let stop = CancellationToken::new();
+    let webhook_tasks = match (bound.webhook, &issuer) {
+        (Some(listener), Some(issuer)) => webhook(
+            &config,
+            listener,
+            issuer.clone(),
+            client,
+            &mut registry,
+            stop.clone(),
+        ),
+        (Some(_), None) => anyhow::bail!("--webhook needs --identity-dir or --identity-secret"),
+        (None, _) => vec![],
+    };
 
     let ready = Readiness::new(pending_rx, issuer);
-    let stop = CancellationToken::new();
     let admin = Arc::new(Admin {
         registry,
         ready: ready.clone(),
@@ -136,7 +171,12 @@ pub async fn run(
         end_watches.clone(),
     )
     .with_max_watches_per_connection(config.max_watches_per_connection);
-    info!(grpc = %grpc_addr, admin = %admin_addr, "weft-control serving");
+    match webhook_addr {
+        Some(webhook) => {
+            info!(grpc = %grpc_addr, admin = %admin_addr, %webhook, "weft-control serving")
+        }
+        None => info!(grpc = %grpc_addr, admin = %admin_addr, "weft-control serving"),
+    }
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -163,7 +203,47 @@ pub async fn run(
     info!("shut down");
     stop.cancel();
     let _ = admin_task.await;
+    for task in webhook_tasks {
+        task.abort();
+    }
     Ok(())
+}
+
+/// The injector: its serving certificate kept issued, its server, and
+/// (with a cluster and a configuration named) its `caBundle` kept in sync.
+fn webhook(
+    config: &Config,
+    listener: TcpListener,
+    issuer: Issuer,
+    client: Option<::kube::Client>,
+    registry: &mut Registry,
+    stop: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let settings = crate::inject::Settings {
+        trust_domain: config.trust_domain.clone(),
+        token_audience: config.identity_token_audience.clone(),
+        ..config.inject.clone()
+    };
+    let injector = Arc::new(Injector::new(settings, client.clone(), registry));
+    let cert = ServingCert::new();
+    let mut tasks = vec![
+        tokio::spawn(
+            cert.clone()
+                .keep_issued(issuer, config.webhook_dns_names.clone()),
+        ),
+        tokio::spawn(webhook::serve(
+            injector,
+            cert.clone(),
+            listener,
+            stop,
+            admin::Limits::default(),
+        )),
+    ];
+    if let (Some(client), false) = (client, config.webhook_configuration.is_empty()) {
+        let name = config.webhook_configuration.clone();
+        tasks.push(tokio::spawn(bundle::keep_synced(client, name, cert)));
+    }
+    tasks
 }
 
 /// The Certify service, when an issuer is configured: the issuer from

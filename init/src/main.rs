@@ -4,16 +4,16 @@
 
 mod apply;
 mod backend;
-mod cidr;
 mod cli;
-mod ports;
 mod rules;
 mod select;
 mod validate;
 
 use anyhow::{bail, Result};
+// The parsers live in the library, so that the injector shares them.
 use clap::Parser;
 use std::process::ExitCode;
+use weft_init::{cidr, ports};
 
 use backend::Tables;
 use cli::{Cli, Command, InitArgs};

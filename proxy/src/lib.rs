@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod await_ready;
 pub mod balance;
 pub mod client;
 pub mod config;

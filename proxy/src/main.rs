@@ -41,13 +41,29 @@ certificate is held.";
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-proxy", version, about = "weft's sidecar proxy", long_about = LONG_ABOUT)]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     config: Config,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Waits until this pod's proxy answers /ready (the postStart hook of
+    /// a classic sidecar, so the app starts only once its traffic can flow);
+    /// with `-- COMMAND`, then runs it and exits with its code, and with
+    /// --shutdown asks the proxy to drain and exit when it ends (a Job).
+    Await(weft_proxy::await_ready::AwaitArgs),
+}
+
 fn main() -> ExitCode {
     let config = match Cli::try_parse() {
+        Ok(Cli {
+            command: Some(Command::Await(args)),
+            ..
+        }) => return weft_proxy::await_ready::run(&args),
         Ok(cli) => cli.config,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {

@@ -10,6 +10,7 @@ pub mod netns;
 pub mod process;
 pub mod relay;
 pub mod require;
+pub mod runner;
 pub mod wire;
 
 pub use mesh::{eventually, metric, start_proxy};

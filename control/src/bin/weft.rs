@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use weft_control::identity::ca;
+use weft_control::inject::{self, manifest::Mode};
 
 const LONG_ABOUT: &str = "\
 The command-line tool of a weft installation.
@@ -19,6 +20,15 @@ The command-line tool of a weft installation.
                                   signed by the same trust anchor (ca.key):
                                   weft-control picks it up, and proxies keep
                                   trusting leaves of both
+  weft inject FILE|DIR|-          meshes the workloads of Kubernetes YAML:
+                                  adds weft.dev/inject: enabled to each pod
+                                  template (the webhook injects at admission),
+                                  or with --manual writes the sidecar itself
+  weft uninject FILE|DIR|-        removes what inject added
+
+inject and uninject write the YAML to stdout and say on stderr what they did
+to each workload (injected, or skipped and why); objects that are not
+workloads, and fields they do not know, are written back as read.
 
 Exit codes: 0 on success, 64 for invalid arguments, 1 when the work failed.";
 
@@ -36,6 +46,46 @@ enum Command {
         #[command(subcommand)]
         command: IdentityCommand,
     },
+    /// Meshes the workloads of Kubernetes YAML (written to stdout; what was
+    /// done to each workload on stderr). Injecting twice gives the same
+    /// output.
+    Inject(Box<InjectArgs>),
+    /// Removes what `weft inject` (or the webhook) added: weft's
+    /// containers, volumes and annotations.
+    Uninject {
+        /// Kubernetes YAML: files, directories or `-` for standard input.
+        #[arg(required = true, value_name = "FILE|DIR|-")]
+        inputs: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct InjectArgs {
+    /// Kubernetes YAML: files, directories (their .yaml, .yml and .json
+    /// files) or `-` for standard input. Multi-document files, `List`s,
+    /// Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets,
+    /// ReplicationControllers, Jobs and CronJobs.
+    #[arg(required = true, value_name = "FILE|DIR|-")]
+    inputs: Vec<PathBuf>,
+
+    /// Write the whole sidecar (weft-init, weft-proxy, their volumes) into
+    /// each pod template instead of the weft.dev/inject annotation, for
+    /// clusters without weft's webhook. Namespaces in the same input lend
+    /// their weft.dev/ annotations.
+    #[arg(long)]
+    manual: bool,
+
+    /// The SPIFFE trust domain the proxies are in (--manual).
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+
+    /// The audience of the proxies' projected token: weft-control's
+    /// --identity-token-audience (--manual).
+    #[arg(long, default_value = "weft")]
+    token_audience: String,
+
+    #[command(flatten)]
+    settings: inject::Settings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +141,22 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Inject(args) => {
+            let mode = if args.manual {
+                Mode::Manual
+            } else {
+                Mode::Annotate
+            };
+            let settings = inject::Settings {
+                trust_domain: args.trust_domain,
+                token_audience: args.token_audience,
+                ..args.settings
+            };
+            manifests(&args.inputs, &settings, mode)
+        }
+        Command::Uninject { inputs } => {
+            manifests(&inputs, &inject::Settings::default(), Mode::Uninject)
+        }
         Command::Identity {
             command:
                 IdentityCommand::RotateIssuer {
@@ -152,6 +218,26 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+/// `weft inject` and `weft uninject`.
+fn manifests(inputs: &[PathBuf], settings: &inject::Settings, mode: Mode) -> ExitCode {
+    match inject::cli::run(inputs, settings, mode) {
+        Ok((yaml, summary)) => {
+            print!("{yaml}");
+            for line in summary {
+                eprintln!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("weft: {line}");
+            }
+            eprintln!("weft: nothing written");
+            ExitCode::from(1)
         }
     }
 }

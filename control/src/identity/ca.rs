@@ -280,6 +280,48 @@ impl Authority {
     }
 }
 
+/// A TLS server certificate for weft-control's own HTTPS servers (the
+/// injector webhook), with its new key.
+#[derive(Debug)]
+pub struct Serving {
+    /// The leaf, then the issuer and the intermediates above it.
+    pub chain: Vec<Vec<u8>>,
+    /// The leaf's key, PKCS#8 DER.
+    pub key: Vec<u8>,
+    pub not_after: SystemTime,
+}
+
+impl Authority {
+    /// Signs a server certificate for `dns_names` with a new key, valid
+    /// `lifetime` (cut to the issuer's own expiry). It carries no SPIFFE
+    /// URI, so no proxy takes it for a workload's.
+    pub fn serving(&self, dns_names: &[String], lifetime: Duration) -> Result<Serving, String> {
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+        let mut p = CertificateParams::new(dns_names.to_vec()).map_err(|e| e.to_string())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            dns_names.first().map_or("weft-control", String::as_str),
+        );
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let end = (SystemTime::now() + lifetime).min(self.issuer_not_after());
+        p.not_before = OffsetDateTime::now_utc() - CLOCK_SKEW;
+        p.not_after = OffsetDateTime::from(end);
+        let cert = p.signed_by(&key, &self.issuer).map_err(|e| e.to_string())?;
+        Ok(Serving {
+            chain: std::iter::once(cert.der().to_vec())
+                .chain(self.chain.iter().cloned())
+                .collect(),
+            key: key.serialize_der(),
+            not_after: end,
+        })
+    }
+}
+
 /// The DER of the first PEM block labelled `label` in `text`.
 pub fn first_der(text: &str, label: &str) -> Option<Vec<u8>> {
     pem::parse_many(text)

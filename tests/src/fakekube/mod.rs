@@ -31,8 +31,11 @@
 //! `/apis/{group}/{version}`), and for every registered resource its
 //! collections (list, watch; cluster-wide and per namespace) and its objects
 //! by name; `POST` of TokenReviews, answered from the tokens the test added
-//! with [`FakeKube::add_token`]. Anything else is 404, other methods 405,
-//! each with a `Status`. Objects change only through the handle.
+//! with [`FakeKube::add_token`]; `POST` (create) into any served collection,
+//! through the mutating admission webhooks of the stored
+//! MutatingWebhookConfigurations (`admission`); `PATCH` of an object with
+//! a JSON patch or a JSON merge patch. Anything else is 404, other methods
+//! 405, each with a `Status`.
 //! Objects are JSON values; the server fills in apiVersion, kind, namespace,
 //! uid, creationTimestamp, generation and resourceVersion. One
 //! resourceVersion counter is bumped by every change of any resource, as
@@ -41,8 +44,11 @@
 //! Files: `store` (objects and history), `list`, `watch`, `server` (HTTP and
 //! routing), `request` (paths and query strings), `selector`, `object` (what
 //! the server writes into objects), `discovery`, `review` (TokenReview),
-//! `resource`, `shared` (state and counters).
+//! `create` (POST and PATCH), `admission` (mutating webhooks), `resource`,
+//! `shared` (state and counters).
 
+mod admission;
+mod create;
 mod discovery;
 mod list;
 mod object;
@@ -58,9 +64,11 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use admission::Call;
 pub use resource::{
-    Resource, ENDPOINT_SLICES, GRPC_ROUTES, HTTP_ROUTES, HTTP_ROUTE_GROUPS, NAMESPACES, PODS,
-    SECRETS, SERVICES, TCP_ROUTES, TOKEN_REVIEWS, TRAFFIC_SPLITS,
+    Resource, ENDPOINT_SLICES, EVENTS, GRPC_ROUTES, HTTP_ROUTES, HTTP_ROUTE_GROUPS,
+    MUTATING_WEBHOOKS, NAMESPACES, PODS, SECRETS, SERVICES, TCP_ROUTES, TOKEN_REVIEWS,
+    TRAFFIC_SPLITS,
 };
 pub use review::API_AUDIENCE;
 
@@ -270,6 +278,12 @@ impl FakeKube {
     /// it off.
     pub fn set_latency(&self, latency: Duration) {
         self.shared.set_latency(latency);
+    }
+
+    /// Every call the API server made to an admission webhook, in order
+    /// (see [`Call`]).
+    pub fn webhook_calls(&self) -> Vec<Call> {
+        self.shared.calls()
     }
 
     /// How many list requests `r` got (cluster-wide and per namespace,

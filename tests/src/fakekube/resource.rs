@@ -50,6 +50,8 @@ pub const NAMESPACES: Resource = builtin("", "Namespace", "namespaces", false);
 /// discovery.k8s.io/v1 `endpointslices`.
 pub const ENDPOINT_SLICES: Resource =
     builtin("discovery.k8s.io", "EndpointSlice", "endpointslices", true);
+/// core/v1 `events` (served once registered or applied to).
+pub const EVENTS: Resource = builtin("", "Event", "events", true);
 /// core/v1 `secrets`.
 pub const SECRETS: Resource = builtin("", "Secret", "secrets", true);
 /// authentication.k8s.io/v1 `tokenreviews`: not stored, only created
@@ -60,6 +62,16 @@ pub const TOKEN_REVIEWS: Resource = builtin(
     "tokenreviews",
     false,
 );
+
+/// admissionregistration.k8s.io/v1 `mutatingwebhookconfigurations`
+/// (cluster-scoped): consulted on every create (see `admission`).
+pub const MUTATING_WEBHOOKS: Resource = Resource {
+    group: Cow::Borrowed("admissionregistration.k8s.io"),
+    version: Cow::Borrowed("v1"),
+    kind: Cow::Borrowed("MutatingWebhookConfiguration"),
+    plural: Cow::Borrowed("mutatingwebhookconfigurations"),
+    namespaced: false,
+};
 
 const fn custom(
     group: &'static str,

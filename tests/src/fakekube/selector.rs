@@ -69,6 +69,49 @@ impl Selector {
         })
     }
 
+    /// A `metav1.LabelSelector` (`matchLabels` and `matchExpressions` with
+    /// `In`, `NotIn`, `Exists`, `DoesNotExist`), as a webhook's
+    /// namespaceSelector and objectSelector say it; absent or `{}` matches
+    /// everything.
+    pub(crate) fn label_selector(selector: &Value) -> Result<Self, String> {
+        let mut requirements = Vec::new();
+        if let Some(labels) = selector["matchLabels"].as_object() {
+            for (k, v) in labels {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| format!("matchLabels[{k}] is not a string"))?;
+                requirements.push(Requirement::In(k.clone(), vec![v.to_owned()]));
+            }
+        }
+        for e in selector["matchExpressions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let key = e["key"]
+                .as_str()
+                .ok_or("a matchExpression without key")?
+                .to_owned();
+            let values: Vec<String> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            requirements.push(match e["operator"].as_str() {
+                Some("In") => Requirement::In(key, values),
+                Some("NotIn") => Requirement::NotIn(key, values),
+                Some("Exists") => Requirement::Exists(key),
+                Some("DoesNotExist") => Requirement::NotExists(key),
+                other => return Err(format!("matchExpressions operator {other:?} is not one of In, NotIn, Exists, DoesNotExist")),
+            });
+        }
+        Ok(Selector {
+            requirements,
+            fields: false,
+        })
+    }
+
     /// Parses a `fieldSelector`.
     pub(crate) fn fields(text: &str) -> Result<Self, String> {
         let requirements = split_top_level(text)

@@ -1,7 +1,8 @@
 //! The HTTP side: accepts connections on the bound listener (HTTP/1.1 and
 //! HTTP/2), counts each request, holds it for the latency set, answers 503
 //! while the server is set away, routes GETs to discovery, list, get or
-//! watch, and POSTs of TokenReviews to `review`. Every failure is a `Status` object, as the API server sends.
+//! watch, POSTs of TokenReviews to `review`, other POSTs and PATCHes to
+//! `create`. Every failure is a `Status` object, as the API server sends.
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HOST};
@@ -22,7 +23,7 @@ use tokio::net::TcpListener;
 
 use super::request::{Api, Query, Route};
 use super::shared::Shared;
-use super::{discovery, list, object, review, watch, TOKEN_REVIEWS};
+use super::{create, discovery, list, object, review, watch, TOKEN_REVIEWS};
 
 /// The body of every answer: a whole JSON document, or a watch stream.
 pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
@@ -100,13 +101,45 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response {
             Err(e) => status_response(400, "BadRequest", &format!("unreadable body: {e}")),
         },
         (&Method::GET, false) => get(shared, &req, route, &query),
+        (&Method::POST, false) | (&Method::PATCH, false) => write(shared, req, route).await,
         (method, _) => {
             let msg = format!(
-                "the fake API server serves GET, and POST of tokenreviews; not {method} {}",
+                "the fake API server serves GET, POST and PATCH; not {method} {}",
                 req.uri().path()
             );
             status_response(405, "MethodNotAllowed", &msg)
         }
+    }
+}
+
+/// Answers a POST (create into a collection) or a PATCH (of an object).
+async fn write(shared: &Arc<Shared>, req: Request<Incoming>, route: Route) -> Response {
+    let is_post = req.method() == Method::POST;
+    let content_type = header(&req, CONTENT_TYPE).to_owned();
+    let body = match req.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return status_response(400, "BadRequest", &format!("unreadable body: {e}")),
+    };
+    match route {
+        Route::Collection { api, namespace } if is_post => {
+            match table(shared, &api, namespace.as_deref()) {
+                Some(t) => create::create(shared, t, namespace, &body).await,
+                None => not_found(),
+            }
+        }
+        Route::Object {
+            api,
+            namespace,
+            name,
+        } if !is_post => match table(shared, &api, namespace.as_deref()) {
+            Some(t) => create::patch(shared, t, namespace, &name, &content_type, &body),
+            None => not_found(),
+        },
+        _ => status_response(
+            405,
+            "MethodNotAllowed",
+            "POST creates in a collection, PATCH changes an object",
+        ),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
+use super::admission::Call;
 use super::review::{Token, Tokens};
 use super::store::Store;
 use super::{Options, Resource};
@@ -39,6 +40,10 @@ pub(crate) struct Shared {
     latency_us: AtomicU64,
     tokens: Mutex<Tokens>,
     counts: Mutex<HashMap<CountKey, Counts>>,
+    /// Every admission webhook call, in order.
+    calls: Mutex<Vec<Call>>,
+    /// Names made from `generateName`.
+    generated: AtomicU64,
 }
 
 impl Shared {
@@ -52,6 +57,8 @@ impl Shared {
             latency_us: AtomicU64::new(0),
             tokens: Mutex::default(),
             counts: Mutex::new(HashMap::new()),
+            calls: Mutex::default(),
+            generated: AtomicU64::new(0),
             options,
         }
     }
@@ -113,6 +120,23 @@ impl Shared {
             audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
         };
         self.tokens().insert(token.to_owned(), token_info);
+    }
+
+    pub(crate) fn record_call(&self, call: Call) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call);
+    }
+
+    pub(crate) fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A suffix for a `generateName`, never the same twice.
+    pub(crate) fn generated_suffix(&self) -> String {
+        let n = self.generated.fetch_add(1, Ordering::SeqCst);
+        format!("{:05x}", n & 0xfffff)
     }
 
     /// Updates the counters of the resource a URL names.

@@ -846,9 +846,20 @@ async fn token_reviews_answer_from_the_tokens_added() {
         &svc("a", "x", json!({})),
     )
     .await;
-    assert_eq!(code, 405, "objects change only through the handle");
-    assert!(kube.objects(&SERVICES).is_empty());
+    assert_eq!(code, 201, "clients create objects (through admission)");
+    assert_eq!(kube.objects(&SERVICES).len(), 1);
     assert_eq!(kube.creates(&SERVICES), 1);
+    let (code, status) = post(
+        &kube,
+        "/api/v1/namespaces/a/services",
+        &svc("a", "x", json!({})),
+    )
+    .await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
+    kube.delete(&SERVICES, "a", "x");
     // Away: 503 as everything else.
     kube.set_unavailable(true);
     assert_eq!(review("api-token", Value::Null).await.0, 503);
