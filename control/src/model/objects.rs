@@ -352,7 +352,12 @@ impl PodInfo {
                 .service_account_name
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "default".into()),
-            meshed: spec.containers.iter().any(|c| c.name == PROXY_CONTAINER),
+            // A classic sidecar is a container; a native one an init
+            // container that keeps running (`restartPolicy: Always`).
+            meshed: spec.containers.iter().any(|c| c.name == PROXY_CONTAINER)
+                || spec.init_containers.iter().flatten().any(|c| {
+                    c.name == PROXY_CONTAINER && c.restart_policy.as_deref() == Some("Always")
+                }),
             opaque_ports: opaque_ports(&pod.metadata)?,
             ips,
             node: spec.node_name.unwrap_or_default(),

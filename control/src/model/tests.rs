@@ -521,3 +521,24 @@ fn pod_ips_that_are_not_the_pods_own_are_not_answered() {
         "status.podIPs[0] 'ten' is not an IP address"
     );
 }
+
+#[test]
+fn a_native_sidecar_makes_a_pod_meshed_and_a_plain_init_container_does_not() {
+    use k8s_openapi::api::core::v1::Pod;
+    let info = |init: serde_json::Value| {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web-0", "namespace": "shop"},
+            "spec": {"containers": [{"name": "app"}], "initContainers": init},
+        }))
+        .unwrap();
+        objects::PodInfo::from_k8s(&pod).unwrap().meshed
+    };
+    assert!(info(
+        json!([{"name": "weft-init"}, {"name": "weft-proxy", "restartPolicy": "Always"}])
+    ));
+    assert!(
+        !info(json!([{"name": "weft-proxy"}])),
+        "runs to completion: no sidecar"
+    );
+    assert!(!info(json!([])));
+}
