@@ -11,10 +11,8 @@
 //! on termination the app stops first and the proxy then drains and exits
 //! 0; a replica terminated under load (its endpoint marked terminating,
 //! then its pod stopped) fails no request; a Job's pod completes, its
-//! proxy stopped once the app is done. With the classic sidecar the hop is mutual TLS between the pods'
-//! identities. (The native sidecar's hop is not yet: discovery calls a pod
-//! meshed only when `spec.containers` has weft-proxy, and a native sidecar
-//! is an init container; see the injection notes in the README.)
+//! proxy stopped once the app is done. With either sidecar the hop is
+//! mutual TLS between the pods' identities.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -275,14 +273,12 @@ fn run(plane: &Plane, native: bool, ip: &str) {
         proxy_metric(&web, "weft_request_total{direction=\"inbound\"}") >= 1.0,
         "web's proxy carried it"
     );
-    if !native {
-        let mtls = format!(
-            "weft_request_total{{direction=\"inbound\",tls=\"true\",client_id=\"{}\",server_id=\"{}\"}}",
-            shop_id("client"),
-            shop_id("web")
-        );
-        assert!(proxy_metric(&web, &mtls) >= 1.0, "{mtls}");
-    }
+    let mtls = format!(
+        "weft_request_total{{direction=\"inbound\",tls=\"true\",client_id=\"{}\",server_id=\"{}\"}}",
+        shop_id("client"),
+        shop_id("web")
+    );
+    assert!(proxy_metric(&web, &mtls) >= 1.0, "{mtls}");
     stopped(client_pod, native);
     stopped(web_pod, native);
 }
