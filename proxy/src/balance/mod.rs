@@ -327,6 +327,15 @@ pub struct Picked {
 }
 
 impl Picked {
+    /// The request is being sent now, on a connection ready for it: its
+    /// latency counts from here. A connection made for it (TCP, the mesh
+    /// TLS handshake) is not the endpoint's answer time, and counted in it
+    /// would make an endpoint look slow for the decay time after each new
+    /// connection, so that p2c kept away from it.
+    pub fn sent(&mut self) {
+        self.start = Instant::now();
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.endpoint.addr
     }

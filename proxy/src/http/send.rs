@@ -55,7 +55,8 @@ impl Forward {
                     session.checkout(&ep.conns, &ep.remote()).await
                 };
                 let connecting = connect::connect(balancer, dest.addr, checkout);
-                let (picked, held) = Cut::within(cut, dst, connecting).await?;
+                let (mut picked, held) = Cut::within(cut, dst, connecting).await?;
+                picked.sent();
                 self.sending(used, self.mesh_of(&picked));
                 let remote = picked.remote();
                 let sent = self.session.send(held, &remote, req);
@@ -71,7 +72,8 @@ impl Forward {
                     ep.conns.h2.get(|| client.h2_connect(&remote)).await
                 };
                 let connecting = connect::connect(balancer, dest.addr, sender);
-                let (picked, sender) = Cut::within(cut, dst, connecting).await?;
+                let (mut picked, sender) = Cut::within(cut, dst, connecting).await?;
+                picked.sent();
                 self.sending(used, self.mesh_of(&picked));
                 // Cut short, the attempt counts against the endpoint: a
                 // hung endpoint loses its traffic instead of keeping it.
