@@ -44,6 +44,11 @@ pub struct Comparison {
     pub meshed: Option<(Outcome, Usage)>,
     /// The discovery path: a Service balanced over several meshed endpoints.
     pub balanced: Option<(Outcome, Usage)>,
+    /// The split path: the discovery path's client and endpoints behind a
+    /// TrafficSplit over two backend Services.
+    pub split: Option<(Outcome, Usage)>,
+    /// The p50 of the discovery path and of the split path in each round.
+    pub split_rounds: Vec<(u64, u64)>,
     /// The mTLS path (one meshed endpoint behind a Service, both proxies
     /// certified, mutual TLS between them) and its plaintext twin (the same
     /// but for TLS).
@@ -112,6 +117,127 @@ pub fn discovery(title: &str, c: &Comparison) -> String {
     );
     line(&mut out, ["proxy RSS peak", "", "", "", "", &peaks(usage)]);
     out
+}
+
+/// Issue 14's target for the split path against the discovery path at p50.
+pub const TARGET_SPLIT_P50: f64 = 0.05;
+
+/// The split path's table: its latencies next to the discovery path's
+/// (p50/p90/p99, or throughput when `saturating`), their ratio, what each
+/// adds over direct, the round-to-round spread of the p50 ratio, and the
+/// share of the split's requests each backend took (`routed`, from the
+/// client proxy). At a fixed rate, p50 is judged against
+/// [`TARGET_SPLIT_P50`], unless the proxy routed nothing.
+pub fn split(title: &str, c: &Comparison, routed: &[(&str, f64)], saturating: bool) -> String {
+    let mut out = format!("{title}\n");
+    let (Some((b, b_usage)), Some((s, s_usage))) = (&c.balanced, &c.split) else {
+        return out;
+    };
+    let d = &c.direct.0;
+    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, [12, 14, 14, 12]);
+    line(
+        &mut out,
+        ["", "direct", "discovery", "split", "split/disc", ""],
+    );
+    let ratio = |base: f64, new: f64| new / base.max(f64::MIN_POSITIVE);
+    let total: f64 = routed.iter().map(|(_, n)| n).sum();
+    if saturating {
+        let rps = |o: &Outcome| format!("{:.0}/s", o.rps());
+        let r = format!("{:.3}×", ratio(b.rps(), s.rps()));
+        line(&mut out, ["throughput", &rps(d), &rps(b), &rps(s), &r, ""]);
+    }
+    let quantiles: &[(&str, f64)] = if saturating {
+        &[("p50", 0.5), ("p99", 0.99)]
+    } else {
+        &[("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
+    };
+    for &(label, q) in quantiles {
+        let r = ratio(b.at(q) as f64, s.at(q) as f64);
+        let mut note = format!("{:+.1}% vs discovery", (r - 1.0) * 100.0);
+        if q == 0.5 && !saturating {
+            let target = format!("target ≤ +{:.0}% (issue 14)", TARGET_SPLIT_P50 * 100.0);
+            if total > 0.0 {
+                let _ = write!(note, "; {target}: {}", verdict(r - 1.0 <= TARGET_SPLIT_P50));
+            } else {
+                let _ = write!(note, "; {target}: not judged, nothing was routed");
+            }
+        }
+        line(
+            &mut out,
+            [
+                label,
+                &latency(d.at(q)),
+                &latency(b.at(q)),
+                &latency(s.at(q)),
+                &format!("{r:.3}×"),
+                &note,
+            ],
+        );
+    }
+    let (ba, sa) = (
+        b.at(0.5).saturating_sub(d.at(0.5)),
+        s.at(0.5).saturating_sub(d.at(0.5)),
+    );
+    line(
+        &mut out,
+        [
+            "added p50",
+            "",
+            &added(d.at(0.5), b.at(0.5)),
+            &added(d.at(0.5), s.at(0.5)),
+            &format!("{:.3}×", ratio(ba as f64, sa as f64)),
+            "over direct: what the mesh adds, with and without the split",
+        ],
+    );
+    let per_round: Vec<f64> = c
+        .split_rounds
+        .iter()
+        .map(|&(b, s)| ratio(b as f64, s as f64))
+        .collect();
+    if per_round.len() > 1 {
+        let min = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = per_round.iter().copied().fold(0.0, f64::max);
+        let spread = format!("{min:.3}× to {max:.3}×");
+        let note = format!(
+            "split/discovery p50 in each of {} rounds: the noise",
+            per_round.len()
+        );
+        line(&mut out, ["p50 by round", "", "", "", &spread, &note]);
+    }
+    let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
+    line(&mut out, ["ok/errors", &n(d), &n(b), &n(s), "", ""]);
+    line(
+        &mut out,
+        [
+            "proxy CPU",
+            "",
+            &per_request(b_usage.proxy_cpu, b),
+            &per_request(s_usage.proxy_cpu, s),
+            "",
+            "the client's proxy and the endpoints' together",
+        ],
+    );
+    line(&mut out, ["routed", "", "", "", "", &shares(routed)]);
+    out
+}
+
+/// `bench-split-v1 90.1%, bench-split-v2 9.9% of 12000 requests so far`,
+/// or why there is nothing to say.
+pub fn shares(routed: &[(&str, f64)]) -> String {
+    let total: f64 = routed.iter().map(|(_, n)| n).sum();
+    if total == 0.0 {
+        return "none: the client's proxy applied no route (one that does not know \
+                routes balances the apex over its own endpoints)"
+            .to_owned();
+    }
+    let parts: Vec<String> = routed
+        .iter()
+        .map(|(name, n)| format!("{name} {:.1}%", n / total * 100.0))
+        .collect();
+    format!(
+        "{} of {total:.0} requests so far (the client proxy's weft_route_request_total)",
+        parts.join(", ")
+    )
 }
 
 /// `85 µs`, `1.24 ms`, `2.00 s`.
@@ -470,6 +596,8 @@ mod tests {
             direct: (outcome(&[100; 100], 1), direct),
             meshed: Some((outcome(&[400; 100], 1), meshed)),
             balanced: None,
+            split: None,
+            split_rounds: Vec::new(),
             mtls: None,
         };
         let t = fixed_rate("== HTTP/1.1", &c);
@@ -503,6 +631,8 @@ mod tests {
             direct: (outcome(&[100; 100], 2), Usage::default()),
             meshed: None,
             balanced: None,
+            split: None,
+            split_rounds: Vec::new(),
             mtls: None,
         };
         let t = fixed_rate("== direct only", &c);
@@ -511,6 +641,8 @@ mod tests {
             direct: (outcome(&[100; 1000], 1), Usage::default()),
             meshed: Some((outcome(&[400; 250], 1), Usage::default())),
             balanced: Some((outcome(&[420; 250], 1), Usage::default())),
+            split: None,
+            split_rounds: Vec::new(),
             mtls: Some((
                 (
                     outcome(&[500; 200], 1),
@@ -544,6 +676,63 @@ mod tests {
             .unwrap();
         assert!(
             p99.contains("+5.0% vs passthrough; target ≤ +10%: ok") && p99.contains("+320 µs"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn split_table_judges_p50_only_when_routed() {
+        let c = Comparison {
+            direct: (outcome(&[100; 100], 1), Usage::default()),
+            meshed: None,
+            balanced: Some((outcome(&[400; 100], 1), Usage::default())),
+            split: Some((outcome(&[412; 100], 1), Usage::default())),
+            split_rounds: vec![(400_000, 404_000), (400_000, 420_000)],
+            mtls: None,
+        };
+        let routed = [("v1", 900.0), ("v2", 100.0)];
+        let t = split("== split", &c, &routed, false);
+        let line = |t: &str, start: &str| {
+            let found = t.lines().find(|l| l.trim_start().starts_with(start));
+            found
+                .unwrap_or_else(|| panic!("no {start:?} in\n{t}"))
+                .to_owned()
+        };
+        let p50 = line(&t, "p50 ");
+        assert!(
+            p50.contains("1.030×")
+                && p50.contains("+3.0% vs discovery; target ≤ +5% (issue 14): ok"),
+            "{t}"
+        );
+        assert!(line(&t, "p90").contains("1.030×"), "{t}");
+        assert!(
+            line(&t, "added p50").contains("1.040×"),
+            "300 µs → 312 µs: {t}"
+        );
+        assert!(line(&t, "p50 by round").contains("1.010× to 1.050×"), "{t}");
+        assert!(
+            line(&t, "routed").contains("v1 90.0%, v2 10.0% of 1000"),
+            "{t}"
+        );
+
+        let slower = Comparison {
+            split: Some((outcome(&[440; 100], 1), Usage::default())),
+            ..c.clone()
+        };
+        let t = split("== split", &slower, &routed, false);
+        assert!(
+            line(&t, "p50 ").contains("+10.0% vs discovery; target ≤ +5% (issue 14): MISSED"),
+            "{t}"
+        );
+        let t = split("== split", &c, &[("v1", 0.0), ("v2", 0.0)], false);
+        assert!(
+            line(&t, "p50 ").contains("not judged, nothing was routed"),
+            "{t}"
+        );
+        assert!(line(&t, "routed").contains("applied no route"), "{t}");
+        let t = split("== split", &c, &routed, true);
+        assert!(
+            line(&t, "throughput").contains("1.000×") && !t.contains("target"),
             "{t}"
         );
     }
