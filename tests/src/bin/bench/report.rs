@@ -240,6 +240,24 @@ pub fn shares(routed: &[(&str, f64)]) -> String {
     )
 }
 
+/// The baseline proxy's split path next to its discovery path: what it
+/// routed, and their p50 ratio. When it routed nothing, both paths did the
+/// same work (the apex balanced over the discovery path's endpoints), so
+/// that ratio is the noise of the comparison.
+pub fn baseline_split(discovery: &Outcome, split: &Outcome, routed: &[(&str, f64)]) -> String {
+    let total: f64 = routed.iter().map(|(_, n)| n).sum();
+    let r = split.at(0.5) as f64 / discovery.at(0.5).max(1) as f64;
+    let same = if total == 0.0 {
+        " (the same work on both paths: the noise)"
+    } else {
+        ""
+    };
+    format!(
+        "  split, baseline proxy: routed {}\n  split/discovery p50, baseline proxy: {r:.3}×{same}\n",
+        shares(routed)
+    )
+}
+
 /// `85 µs`, `1.24 ms`, `2.00 s`.
 pub fn latency(ns: u64) -> String {
     match ns {

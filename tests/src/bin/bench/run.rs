@@ -244,9 +244,8 @@ pub fn main(opts: &RunOpts) -> Result<()> {
                 "{}",
                 report::versus(&title, &c.direct.0, &b.paths(&c), false)
             );
-            if let (Some(_), Some(base)) = (&b.split, &base) {
-                let routed = report::shares(&routed(base)?);
-                println!("  split, baseline proxy: routed {routed}");
+            if let (Some((s, _)), Some((d, _)), Some(base)) = (&b.split, &b.balanced, &base) {
+                print!("{}", report::baseline_split(d, s, &routed(base)?));
             }
         }
 

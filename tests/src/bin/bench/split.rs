@@ -70,7 +70,10 @@ pub fn manifests(pods: &[Pod]) -> String {
 pub fn describe() -> String {
     let parts: Vec<String> = BACKENDS
         .iter()
-        .map(|b| format!("{} {} ({} endpoints)", b.name, b.weight, b.endpoints))
+        .map(|b| {
+            let s = if b.endpoints == 1 { "" } else { "s" };
+            format!("{} {} ({} endpoint{s})", b.name, b.weight, b.endpoints)
+        })
         .collect();
     format!("a TrafficSplit over {}", parts.join(" / "))
 }

@@ -216,8 +216,9 @@ impl Topology {
         if let Some(b) = &self.balanced {
             s += &format!(
                 ", discovery {} → {ENDPOINTS} meshed endpoints (weft-control on the files source), \
-                 split {} → {} on the same client, proxy and endpoints",
+                 split {} → {} → {} on the same client, proxy and endpoints",
                 pair(&b.pair),
+                b.pair.client.ip,
                 b.split,
                 split::describe()
             );
