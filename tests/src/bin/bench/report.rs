@@ -67,7 +67,8 @@ pub fn discovery(title: &str, c: &Comparison) -> String {
         return out;
     };
     let d = &c.direct.0;
-    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, [12, 14, 14, 12]);
+    const WIDTHS: [usize; 4] = [12, 14, 14, 12];
+    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, WIDTHS);
     line(
         &mut out,
         ["", "direct", "passthrough", "discovery", "added", ""],
@@ -89,17 +90,8 @@ pub fn discovery(title: &str, c: &Comparison) -> String {
                 String::new()
             }
         );
-        line(
-            &mut out,
-            [
-                label,
-                &latency(d.at(q)),
-                &latency(m.at(q)),
-                &latency(b.at(q)),
-                &added(d.at(q), b.at(q)),
-                &note,
-            ],
-        );
+        let extra = added(d.at(q), b.at(q));
+        latency_row(&mut out, WIDTHS, (label, q), [d, m, b], [&extra, &note]);
     }
     let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
     line(&mut out, ["ok/errors", &n(d), &n(m), &n(b), "", ""]);
@@ -129,16 +121,14 @@ pub const TARGET_SPLIT_P50: f64 = 0.05;
 /// client proxy). At a fixed rate, p50 is judged against
 /// [`TARGET_SPLIT_P50`], unless the proxy routed nothing.
 pub fn split(title: &str, c: &Comparison, routed: &[(&str, f64)], saturating: bool) -> String {
-    let mut out = format!("{title}\n");
+    const WIDTHS: [usize; 4] = [12, 14, 14, 12];
     let (Some((b, b_usage)), Some((s, s_usage))) = (&c.balanced, &c.split) else {
-        return out;
+        return format!("{title}\n");
     };
+    let heads = ["direct", "discovery", "split", "split/disc"];
+    let mut out = table_head(title, heads, WIDTHS);
     let d = &c.direct.0;
-    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, [12, 14, 14, 12]);
-    line(
-        &mut out,
-        ["", "direct", "discovery", "split", "split/disc", ""],
-    );
+    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, WIDTHS);
     let ratio = |base: f64, new: f64| new / base.max(f64::MIN_POSITIVE);
     let total: f64 = routed.iter().map(|(_, n)| n).sum();
     if saturating {
@@ -162,17 +152,8 @@ pub fn split(title: &str, c: &Comparison, routed: &[(&str, f64)], saturating: bo
                 let _ = write!(note, "; {target}: not judged, nothing was routed");
             }
         }
-        line(
-            &mut out,
-            [
-                label,
-                &latency(d.at(q)),
-                &latency(b.at(q)),
-                &latency(s.at(q)),
-                &format!("{r:.3}×"),
-                &note,
-            ],
-        );
+        let ratio = format!("{r:.3}×");
+        latency_row(&mut out, WIDTHS, (label, q), [d, b, s], [&ratio, &note]);
     }
     let (ba, sa) = (
         b.at(0.5).saturating_sub(d.at(0.5)),
@@ -204,18 +185,12 @@ pub fn split(title: &str, c: &Comparison, routed: &[(&str, f64)], saturating: bo
         );
         line(&mut out, ["p50 by round", "", "", "", &spread, &note]);
     }
-    let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
-    line(&mut out, ["ok/errors", &n(d), &n(b), &n(s), "", ""]);
-    line(
+    outcome_rows(
         &mut out,
-        [
-            "proxy CPU",
-            "",
-            &per_request(b_usage.proxy_cpu, b),
-            &per_request(s_usage.proxy_cpu, s),
-            "",
-            "the client's proxy and the endpoints' together",
-        ],
+        WIDTHS,
+        d,
+        [(b, b_usage), (s, s_usage)],
+        "the client's proxy and the endpoints' together",
     );
     line(&mut out, ["routed", "", "", "", "", &shares(routed)]);
     out
@@ -302,6 +277,44 @@ fn row6(out: &mut String, cells: [&str; 6], widths: [usize; 4]) {
     let [wa, wb, wc, wd] = widths;
     let l = format!("  {label:<16}{a:>wa$}{b:>wb$}{c:>wc$}{d:>wd$}   {note}");
     let _ = writeln!(out, "{}", l.trim_end());
+}
+
+/// A row of a table of three paths: their latencies at quantile `q`, then
+/// a fourth cell and a note.
+fn latency_row(
+    out: &mut String,
+    widths: [usize; 4],
+    (label, q): (&str, f64),
+    paths: [&Outcome; 3],
+    [last, note]: [&str; 2],
+) {
+    let [a, b, c] = paths.map(|o| latency(o.at(q)));
+    row6(out, [label, &a, &b, &c, last, note], widths);
+}
+
+/// The title and column heads of a table of `direct` and two proxied paths.
+fn table_head(title: &str, [a, b, c, d]: [&str; 4], widths: [usize; 4]) -> String {
+    let mut out = format!("{title}\n");
+    row6(&mut out, ["", a, b, c, d, ""], widths);
+    out
+}
+
+/// The ok/errors and proxy CPU rows of a table of `direct` and two
+/// proxied paths, with `cpu_note` saying whose CPU it is.
+fn outcome_rows(
+    out: &mut String,
+    widths: [usize; 4],
+    direct: &Outcome,
+    [(a, a_usage), (b, b_usage)]: [(&Outcome, &Usage); 2],
+    cpu_note: &str,
+) {
+    let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
+    row6(out, ["ok/errors", &n(direct), &n(a), &n(b), "", ""], widths);
+    let (a_cpu, b_cpu) = (
+        per_request(a_usage.proxy_cpu, a),
+        per_request(b_usage.proxy_cpu, b),
+    );
+    row6(out, ["proxy CPU", "", &a_cpu, &b_cpu, "", cpu_note], widths);
 }
 
 /// Each proxy role's peak memory, `outbound 7.7 MB, inbound 7.6 MB`.
@@ -425,16 +438,14 @@ pub fn saturating(title: &str, c: &Comparison) -> String {
 /// request and requests per proxy core (requests per CPU-second of the two
 /// proxies together).
 pub fn mtls(title: &str, c: &Comparison) -> String {
-    let mut out = format!("{title}\n");
+    const WIDTHS: [usize; 4] = [12, 16, 16, 14];
     let Some(((t, t_usage), (m, m_usage))) = &c.mtls else {
-        return out;
+        return format!("{title}\n");
     };
+    let heads = ["direct", "plaintext", "mTLS", "mTLS extra"];
+    let mut out = table_head(title, heads, WIDTHS);
     let d = &c.direct.0;
-    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, [12, 16, 16, 14]);
-    line(
-        &mut out,
-        ["", "direct", "plaintext", "mTLS", "mTLS extra", ""],
-    );
+    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, WIDTHS);
     for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
         let note = if q == 0.99 {
             format!(
@@ -459,18 +470,12 @@ pub fn mtls(title: &str, c: &Comparison) -> String {
     }
     let rps = |o: &Outcome| format!("{:.0}/s", o.rps());
     line(&mut out, ["throughput", &rps(d), &rps(m), &rps(t), "", ""]);
-    let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
-    line(&mut out, ["ok/errors", &n(d), &n(m), &n(t), "", ""]);
-    line(
+    outcome_rows(
         &mut out,
-        [
-            "proxy CPU",
-            "",
-            &per_request(m_usage.proxy_cpu, m),
-            &per_request(t_usage.proxy_cpu, t),
-            "",
-            "both proxies together",
-        ],
+        WIDTHS,
+        d,
+        [(m, m_usage), (t, t_usage)],
+        "both proxies together",
     );
     let per_core = |cpu: Duration, o: &Outcome| match cpu.as_secs_f64() {
         0.0 => "—".to_owned(),
