@@ -34,14 +34,16 @@
 //! --warmup D        unmeasured load on each path per protocol (default 1s; --quick 0.5s)
 //! --protocols LIST  h1,h2 (default both)
 //! --direct-only     do not start any proxy
-//! --no-discovery    skip the discovery path (otherwise measured when
-//!                   weft-control is built next to weft-bench)
+//! --no-discovery    skip the discovery and split paths (otherwise measured
+//!                   when weft-control is built next to weft-bench)
 //! --quick           short durations, one round
 //! --baseline-proxy PATH
 //!                   also run this weft-proxy (built from the commit before a
 //!                   change) on a topology of its own, each of its paths right
 //!                   after the same path of the new proxy in every round, and
-//!                   print tables of new/baseline ratios
+//!                   print tables of new/baseline ratios (its split path too:
+//!                   a proxy built before routes balances the apex over its
+//!                   own endpoints, and the output says whether it routed)
 //! --callgrind DIR   run every proxy under `valgrind --tool=callgrind`, each
 //!                   profile written to DIR/callgrind.<new|baseline>.<role>.<pid> when the
 //!                   run ends (the proxies run ~50× slower: use a low --rate,
@@ -66,7 +68,16 @@
 //! resolves a Service through weft-control (files source, in its own pod)
 //! and balances it over 10 meshed endpoints — against direct and the
 //! passthrough (meshed) path, with our target: no more than 10% slower
-//! than passthrough at p99.
+//! than passthrough at p99; and after it, a fourth path of the same rounds:
+//! **split** — the discovery path's client, proxy and 10 endpoints, dialling
+//! a second Service whose SMI TrafficSplit (`split.smi-spec.io/v1alpha4`)
+//! sends 900/1000 of its requests to a backend Service of 9 of those
+//! endpoints and 100/1000 to one of the 10th (`split.rs`) — against the
+//! discovery path at p50/p90/p99 (saturating: throughput), with their ratio,
+//! the round-to-round spread of the p50 ratio, the share each backend took
+//! (from the client proxy's `weft_route_request_total`) and issue 14's
+//! target: p50 no more than 5% above the discovery path's (not judged when
+//! the proxy routed nothing).
 //!
 //! # Subcommands run inside the pods
 //!
@@ -93,6 +104,7 @@ mod report;
 mod run;
 mod safety;
 mod server;
+mod split;
 mod topology;
 
 use std::io::Write as _;

@@ -44,6 +44,11 @@ pub struct Comparison {
     pub meshed: Option<(Outcome, Usage)>,
     /// The discovery path: a Service balanced over several meshed endpoints.
     pub balanced: Option<(Outcome, Usage)>,
+    /// The split path: the discovery path's client and endpoints behind a
+    /// TrafficSplit over two backend Services.
+    pub split: Option<(Outcome, Usage)>,
+    /// The p50 of the discovery path and of the split path in each round.
+    pub split_rounds: Vec<(u64, u64)>,
     /// The mTLS path (one meshed endpoint behind a Service, both proxies
     /// certified, mutual TLS between them) and its plaintext twin (the same
     /// but for TLS).
@@ -62,7 +67,8 @@ pub fn discovery(title: &str, c: &Comparison) -> String {
         return out;
     };
     let d = &c.direct.0;
-    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, [12, 14, 14, 12]);
+    const WIDTHS: [usize; 4] = [12, 14, 14, 12];
+    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, WIDTHS);
     line(
         &mut out,
         ["", "direct", "passthrough", "discovery", "added", ""],
@@ -84,17 +90,8 @@ pub fn discovery(title: &str, c: &Comparison) -> String {
                 String::new()
             }
         );
-        line(
-            &mut out,
-            [
-                label,
-                &latency(d.at(q)),
-                &latency(m.at(q)),
-                &latency(b.at(q)),
-                &added(d.at(q), b.at(q)),
-                &note,
-            ],
-        );
+        let extra = added(d.at(q), b.at(q));
+        latency_row(&mut out, WIDTHS, (label, q), [d, m, b], [&extra, &note]);
     }
     let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
     line(&mut out, ["ok/errors", &n(d), &n(m), &n(b), "", ""]);
@@ -112,6 +109,128 @@ pub fn discovery(title: &str, c: &Comparison) -> String {
     );
     line(&mut out, ["proxy RSS peak", "", "", "", "", &peaks(usage)]);
     out
+}
+
+/// Issue 14's target for the split path against the discovery path at p50.
+pub const TARGET_SPLIT_P50: f64 = 0.05;
+
+/// The split path's table: its latencies next to the discovery path's
+/// (p50/p90/p99, or throughput when `saturating`), their ratio, what each
+/// adds over direct, the round-to-round spread of the p50 ratio, and the
+/// share of the split's requests each backend took (`routed`, from the
+/// client proxy). At a fixed rate, p50 is judged against
+/// [`TARGET_SPLIT_P50`], unless the proxy routed nothing.
+pub fn split(title: &str, c: &Comparison, routed: &[(&str, f64)], saturating: bool) -> String {
+    const WIDTHS: [usize; 4] = [12, 14, 14, 12];
+    let (Some((b, b_usage)), Some((s, s_usage))) = (&c.balanced, &c.split) else {
+        return format!("{title}\n");
+    };
+    let heads = ["direct", "discovery", "split", "split/disc"];
+    let mut out = table_head(title, heads, WIDTHS);
+    let d = &c.direct.0;
+    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, WIDTHS);
+    let ratio = |base: f64, new: f64| new / base.max(f64::MIN_POSITIVE);
+    let total: f64 = routed.iter().map(|(_, n)| n).sum();
+    if saturating {
+        let rps = |o: &Outcome| format!("{:.0}/s", o.rps());
+        let r = format!("{:.3}×", ratio(b.rps(), s.rps()));
+        line(&mut out, ["throughput", &rps(d), &rps(b), &rps(s), &r, ""]);
+    }
+    let quantiles: &[(&str, f64)] = if saturating {
+        &[("p50", 0.5), ("p99", 0.99)]
+    } else {
+        &[("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
+    };
+    for &(label, q) in quantiles {
+        let r = ratio(b.at(q) as f64, s.at(q) as f64);
+        let mut note = format!("{:+.1}% vs discovery", (r - 1.0) * 100.0);
+        if q == 0.5 && !saturating {
+            let target = format!("target ≤ +{:.0}% (issue 14)", TARGET_SPLIT_P50 * 100.0);
+            if total > 0.0 {
+                let _ = write!(note, "; {target}: {}", verdict(r - 1.0 <= TARGET_SPLIT_P50));
+            } else {
+                let _ = write!(note, "; {target}: not judged, nothing was routed");
+            }
+        }
+        let ratio = format!("{r:.3}×");
+        latency_row(&mut out, WIDTHS, (label, q), [d, b, s], [&ratio, &note]);
+    }
+    let (ba, sa) = (
+        b.at(0.5).saturating_sub(d.at(0.5)),
+        s.at(0.5).saturating_sub(d.at(0.5)),
+    );
+    line(
+        &mut out,
+        [
+            "added p50",
+            "",
+            &added(d.at(0.5), b.at(0.5)),
+            &added(d.at(0.5), s.at(0.5)),
+            &format!("{:.3}×", ratio(ba as f64, sa as f64)),
+            "over direct: what the mesh adds, with and without the split",
+        ],
+    );
+    let per_round: Vec<f64> = c
+        .split_rounds
+        .iter()
+        .map(|&(b, s)| ratio(b as f64, s as f64))
+        .collect();
+    if per_round.len() > 1 {
+        let min = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = per_round.iter().copied().fold(0.0, f64::max);
+        let spread = format!("{min:.3}× to {max:.3}×");
+        let note = format!(
+            "split/discovery p50 in each of {} rounds: the noise",
+            per_round.len()
+        );
+        line(&mut out, ["p50 by round", "", "", "", &spread, &note]);
+    }
+    outcome_rows(
+        &mut out,
+        WIDTHS,
+        d,
+        [(b, b_usage), (s, s_usage)],
+        "the client's proxy and the endpoints' together",
+    );
+    line(&mut out, ["routed", "", "", "", "", &shares(routed)]);
+    out
+}
+
+/// `bench-split-v1 90.1%, bench-split-v2 9.9% of 12000 requests so far`,
+/// or why there is nothing to say.
+pub fn shares(routed: &[(&str, f64)]) -> String {
+    let total: f64 = routed.iter().map(|(_, n)| n).sum();
+    if total == 0.0 {
+        return "none: the client's proxy applied no route (one that does not know \
+                routes balances the apex over its own endpoints)"
+            .to_owned();
+    }
+    let parts: Vec<String> = routed
+        .iter()
+        .map(|(name, n)| format!("{name} {:.1}%", n / total * 100.0))
+        .collect();
+    format!(
+        "{} of {total:.0} requests so far (the client proxy's weft_route_request_total)",
+        parts.join(", ")
+    )
+}
+
+/// The baseline proxy's split path next to its discovery path: what it
+/// routed, and their p50 ratio. When it routed nothing, both paths did the
+/// same work (the apex balanced over the discovery path's endpoints), so
+/// that ratio is the noise of the comparison.
+pub fn baseline_split(discovery: &Outcome, split: &Outcome, routed: &[(&str, f64)]) -> String {
+    let total: f64 = routed.iter().map(|(_, n)| n).sum();
+    let r = split.at(0.5) as f64 / discovery.at(0.5).max(1) as f64;
+    let same = if total == 0.0 {
+        " (the same work on both paths: the noise)"
+    } else {
+        ""
+    };
+    format!(
+        "  split, baseline proxy: routed {}\n  split/discovery p50, baseline proxy: {r:.3}×{same}\n",
+        shares(routed)
+    )
 }
 
 /// `85 µs`, `1.24 ms`, `2.00 s`.
@@ -158,6 +277,44 @@ fn row6(out: &mut String, cells: [&str; 6], widths: [usize; 4]) {
     let [wa, wb, wc, wd] = widths;
     let l = format!("  {label:<16}{a:>wa$}{b:>wb$}{c:>wc$}{d:>wd$}   {note}");
     let _ = writeln!(out, "{}", l.trim_end());
+}
+
+/// A row of a table of three paths: their latencies at quantile `q`, then
+/// a fourth cell and a note.
+fn latency_row(
+    out: &mut String,
+    widths: [usize; 4],
+    (label, q): (&str, f64),
+    paths: [&Outcome; 3],
+    [last, note]: [&str; 2],
+) {
+    let [a, b, c] = paths.map(|o| latency(o.at(q)));
+    row6(out, [label, &a, &b, &c, last, note], widths);
+}
+
+/// The title and column heads of a table of `direct` and two proxied paths.
+fn table_head(title: &str, [a, b, c, d]: [&str; 4], widths: [usize; 4]) -> String {
+    let mut out = format!("{title}\n");
+    row6(&mut out, ["", a, b, c, d, ""], widths);
+    out
+}
+
+/// The ok/errors and proxy CPU rows of a table of `direct` and two
+/// proxied paths, with `cpu_note` saying whose CPU it is.
+fn outcome_rows(
+    out: &mut String,
+    widths: [usize; 4],
+    direct: &Outcome,
+    [(a, a_usage), (b, b_usage)]: [(&Outcome, &Usage); 2],
+    cpu_note: &str,
+) {
+    let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
+    row6(out, ["ok/errors", &n(direct), &n(a), &n(b), "", ""], widths);
+    let (a_cpu, b_cpu) = (
+        per_request(a_usage.proxy_cpu, a),
+        per_request(b_usage.proxy_cpu, b),
+    );
+    row6(out, ["proxy CPU", "", &a_cpu, &b_cpu, "", cpu_note], widths);
 }
 
 /// Each proxy role's peak memory, `outbound 7.7 MB, inbound 7.6 MB`.
@@ -281,16 +438,14 @@ pub fn saturating(title: &str, c: &Comparison) -> String {
 /// request and requests per proxy core (requests per CPU-second of the two
 /// proxies together).
 pub fn mtls(title: &str, c: &Comparison) -> String {
-    let mut out = format!("{title}\n");
+    const WIDTHS: [usize; 4] = [12, 16, 16, 14];
     let Some(((t, t_usage), (m, m_usage))) = &c.mtls else {
-        return out;
+        return format!("{title}\n");
     };
+    let heads = ["direct", "plaintext", "mTLS", "mTLS extra"];
+    let mut out = table_head(title, heads, WIDTHS);
     let d = &c.direct.0;
-    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, [12, 16, 16, 14]);
-    line(
-        &mut out,
-        ["", "direct", "plaintext", "mTLS", "mTLS extra", ""],
-    );
+    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, WIDTHS);
     for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
         let note = if q == 0.99 {
             format!(
@@ -315,18 +470,12 @@ pub fn mtls(title: &str, c: &Comparison) -> String {
     }
     let rps = |o: &Outcome| format!("{:.0}/s", o.rps());
     line(&mut out, ["throughput", &rps(d), &rps(m), &rps(t), "", ""]);
-    let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
-    line(&mut out, ["ok/errors", &n(d), &n(m), &n(t), "", ""]);
-    line(
+    outcome_rows(
         &mut out,
-        [
-            "proxy CPU",
-            "",
-            &per_request(m_usage.proxy_cpu, m),
-            &per_request(t_usage.proxy_cpu, t),
-            "",
-            "both proxies together",
-        ],
+        WIDTHS,
+        d,
+        [(m, m_usage), (t, t_usage)],
+        "both proxies together",
     );
     let per_core = |cpu: Duration, o: &Outcome| match cpu.as_secs_f64() {
         0.0 => "—".to_owned(),
@@ -470,6 +619,8 @@ mod tests {
             direct: (outcome(&[100; 100], 1), direct),
             meshed: Some((outcome(&[400; 100], 1), meshed)),
             balanced: None,
+            split: None,
+            split_rounds: Vec::new(),
             mtls: None,
         };
         let t = fixed_rate("== HTTP/1.1", &c);
@@ -503,6 +654,8 @@ mod tests {
             direct: (outcome(&[100; 100], 2), Usage::default()),
             meshed: None,
             balanced: None,
+            split: None,
+            split_rounds: Vec::new(),
             mtls: None,
         };
         let t = fixed_rate("== direct only", &c);
@@ -511,6 +664,8 @@ mod tests {
             direct: (outcome(&[100; 1000], 1), Usage::default()),
             meshed: Some((outcome(&[400; 250], 1), Usage::default())),
             balanced: Some((outcome(&[420; 250], 1), Usage::default())),
+            split: None,
+            split_rounds: Vec::new(),
             mtls: Some((
                 (
                     outcome(&[500; 200], 1),
@@ -544,6 +699,63 @@ mod tests {
             .unwrap();
         assert!(
             p99.contains("+5.0% vs passthrough; target ≤ +10%: ok") && p99.contains("+320 µs"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn split_table_judges_p50_only_when_routed() {
+        let c = Comparison {
+            direct: (outcome(&[100; 100], 1), Usage::default()),
+            meshed: None,
+            balanced: Some((outcome(&[400; 100], 1), Usage::default())),
+            split: Some((outcome(&[412; 100], 1), Usage::default())),
+            split_rounds: vec![(400_000, 404_000), (400_000, 420_000)],
+            mtls: None,
+        };
+        let routed = [("v1", 900.0), ("v2", 100.0)];
+        let t = split("== split", &c, &routed, false);
+        let line = |t: &str, start: &str| {
+            let found = t.lines().find(|l| l.trim_start().starts_with(start));
+            found
+                .unwrap_or_else(|| panic!("no {start:?} in\n{t}"))
+                .to_owned()
+        };
+        let p50 = line(&t, "p50 ");
+        assert!(
+            p50.contains("1.030×")
+                && p50.contains("+3.0% vs discovery; target ≤ +5% (issue 14): ok"),
+            "{t}"
+        );
+        assert!(line(&t, "p90").contains("1.030×"), "{t}");
+        assert!(
+            line(&t, "added p50").contains("1.040×"),
+            "300 µs → 312 µs: {t}"
+        );
+        assert!(line(&t, "p50 by round").contains("1.010× to 1.050×"), "{t}");
+        assert!(
+            line(&t, "routed").contains("v1 90.0%, v2 10.0% of 1000"),
+            "{t}"
+        );
+
+        let slower = Comparison {
+            split: Some((outcome(&[440; 100], 1), Usage::default())),
+            ..c.clone()
+        };
+        let t = split("== split", &slower, &routed, false);
+        assert!(
+            line(&t, "p50 ").contains("+10.0% vs discovery; target ≤ +5% (issue 14): MISSED"),
+            "{t}"
+        );
+        let t = split("== split", &c, &[("v1", 0.0), ("v2", 0.0)], false);
+        assert!(
+            line(&t, "p50 ").contains("not judged, nothing was routed"),
+            "{t}"
+        );
+        assert!(line(&t, "routed").contains("applied no route"), "{t}");
+        let t = split("== split", &c, &routed, true);
+        assert!(
+            line(&t, "throughput").contains("1.000×") && !t.contains("target"),
             "{t}"
         );
     }

@@ -5,6 +5,7 @@
 //! reads both proxies' CPU time and samples their memory from `/proc`.
 
 use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use weft_tests::{require, APP_UID, WAIT};
@@ -14,6 +15,7 @@ use crate::load::Spec;
 use crate::opts::{Args, Proto};
 use crate::procfs;
 use crate::report::{self, Comparison, Usage};
+use crate::split;
 use crate::topology::{Launch, Pair, Proxy, Topology};
 
 /// How often memory is sampled during a meshed run.
@@ -218,6 +220,14 @@ pub fn main(opts: &RunOpts) -> Result<()> {
             );
             print!("{}", report::discovery(&title, &c));
         }
+        if c.split.is_some() {
+            let title = format!(
+                "\n== {proto}, fixed rate {} rps: split on, {}, against the discovery path",
+                opts.rate,
+                split::describe()
+            );
+            print!("{}", report::split(&title, &c, &routed(&topo)?, false));
+        }
         if c.mtls.is_some() {
             let title = format!(
                 "\n== {proto}, fixed rate {} rps: mutual TLS between the two proxies, against plaintext",
@@ -234,6 +244,9 @@ pub fn main(opts: &RunOpts) -> Result<()> {
                 "{}",
                 report::versus(&title, &c.direct.0, &b.paths(&c), false)
             );
+            if let (Some((s, _)), Some((d, _)), Some(base)) = (&b.split, &b.balanced, &base) {
+                print!("{}", report::baseline_split(d, s, &routed(base)?));
+            }
         }
 
         let saturating = Spec {
@@ -252,6 +265,10 @@ pub fn main(opts: &RunOpts) -> Result<()> {
             opts.concurrency
         );
         print!("{}", report::saturating(&title, &c));
+        if c.split.is_some() {
+            let title = format!("\n== {proto}, saturating: split on against the discovery path");
+            print!("{}", report::split(&title, &c, &routed(&topo)?, true));
+        }
         if c.mtls.is_some() {
             let title = format!("\n== {proto}, saturating: mutual TLS against plaintext");
             print!("{}", report::mtls(&title, &c));
@@ -293,22 +310,34 @@ pub fn main(opts: &RunOpts) -> Result<()> {
     Ok(())
 }
 
+/// How many of the split path's requests each backend took so far, by the
+/// client proxy of `topo`'s split path (none without one).
+fn routed(topo: &Topology) -> Result<Vec<(&'static str, f64)>> {
+    match &topo.balanced {
+        Some(b) => split::routed(&b.pair.client),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// The paths of one topology a measurement runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leg {
     Direct,
     Meshed,
     Discovery,
+    /// The discovery path's client dialling the split Service.
+    Split,
     Mtls,
     /// The mTLS path's plaintext twin.
     Twin,
 }
 
 impl Leg {
-    const ALL: [Leg; 5] = [
+    const ALL: [Leg; 6] = [
         Leg::Direct,
         Leg::Meshed,
         Leg::Discovery,
+        Leg::Split,
         Leg::Mtls,
         Leg::Twin,
     ];
@@ -318,30 +347,31 @@ impl Leg {
             Leg::Direct => "direct",
             Leg::Meshed => "meshed",
             Leg::Discovery => "discovery",
+            Leg::Split => "split",
             Leg::Mtls => "mTLS",
             Leg::Twin => "mTLS twin",
         }
     }
 
-    /// Where this path runs in `topo`, if it has it. The discovery path
-    /// is left out of new-connection runs: they compare plaintext and mTLS.
-    fn of(self, topo: &Topology, fresh: bool) -> Option<(&Pair, &[Proxy])> {
+    /// Where this path runs in `topo`, if it has it: its pods, what its
+    /// client dials, its proxies. The discovery and split paths are left
+    /// out of new-connection runs: they compare plaintext and mTLS.
+    fn of(self, topo: &Topology, fresh: bool) -> Option<(&Pair, SocketAddr, &[Proxy])> {
+        let at = |pair: &Pair| pair.target();
+        let balanced = topo.balanced.as_ref().filter(|_| !fresh);
         match self {
-            Leg::Direct => Some((&topo.direct, &[])),
-            Leg::Meshed => topo.meshed.as_ref().map(|p| (p, &topo.proxies[..])),
-            Leg::Discovery => topo
-                .balanced
-                .as_ref()
-                .filter(|_| !fresh)
-                .map(|b| (&b.pair, &b.proxies[..])),
+            Leg::Direct => Some((&topo.direct, at(&topo.direct), &[])),
+            Leg::Meshed => topo.meshed.as_ref().map(|p| (p, at(p), &topo.proxies[..])),
+            Leg::Discovery => balanced.map(|b| (&b.pair, at(&b.pair), &b.proxies[..])),
+            Leg::Split => balanced.map(|b| (&b.pair, b.split, &b.proxies[..])),
             Leg::Mtls => topo
                 .secured
                 .as_ref()
-                .map(|s| (&s.tls.pair, &s.tls.proxies[..])),
+                .map(|s| (&s.tls.pair, at(&s.tls.pair), &s.tls.proxies[..])),
             Leg::Twin => topo
                 .secured
                 .as_ref()
-                .map(|s| (&s.plain.pair, &s.plain.proxies[..])),
+                .map(|s| (&s.plain.pair, at(&s.plain.pair), &s.plain.proxies[..])),
         }
     }
 }
@@ -351,6 +381,7 @@ impl Leg {
 pub struct Baseline {
     meshed: Option<(Outcome, Usage)>,
     balanced: Option<(Outcome, Usage)>,
+    split: Option<(Outcome, Usage)>,
     mtls: Option<(Outcome, Usage)>,
 }
 
@@ -362,6 +393,7 @@ impl Baseline {
         for (name, b, n) in [
             ("passthrough", &self.meshed, new.meshed.as_ref()),
             ("discovery", &self.balanced, new.balanced.as_ref()),
+            ("split", &self.split, new.split.as_ref()),
             ("mTLS", &self.mtls, new_mtls),
         ] {
             if let (Some(b), Some(n)) = (b, n) {
@@ -385,30 +417,32 @@ fn measure(
 ) -> Result<(Comparison, Option<Baseline>)> {
     let per_round = plan.duration / rounds;
     // (path, whether it is the baseline's, where it runs)
-    let mut legs: Vec<(Leg, bool, &Pair, &[Proxy])> = Vec::new();
+    let mut legs: Vec<(Leg, bool, &Pair, SocketAddr, &[Proxy])> = Vec::new();
     for path in Leg::ALL {
-        if let Some((pair, proxies)) = path.of(topo, plan.fresh) {
-            legs.push((path, false, pair, proxies));
+        if let Some((pair, target, proxies)) = path.of(topo, plan.fresh) {
+            legs.push((path, false, pair, target, proxies));
         }
         // The baseline's direct path is the same as the new one's, and its
         // mTLS twin only serves the new proxy's mTLS table.
         if matches!(path, Leg::Direct | Leg::Twin) {
             continue;
         }
-        if let Some((pair, proxies)) = base.and_then(|b| path.of(b, plan.fresh)) {
-            legs.push((path, true, pair, proxies));
+        if let Some((pair, target, proxies)) = base.and_then(|b| path.of(b, plan.fresh)) {
+            legs.push((path, true, pair, target, proxies));
         }
     }
     let mut acc: Vec<(Outcome, Usage)> = legs
         .iter()
         .map(|_| (Outcome::empty(), Usage::default()))
         .collect();
+    // Each path's p50 in each round, for the split path's spread.
+    let mut p50s: Vec<Vec<u64>> = vec![Vec::new(); legs.len()];
     for round in 0..rounds as usize {
         for k in 0..legs.len() {
             let i = (k + round) % legs.len();
-            let (path, baseline, pair, proxies) = legs[i];
+            let (path, baseline, pair, target, proxies) = legs[i];
             let spec = Spec {
-                addr: pair.target(),
+                addr: target,
                 duration: per_round,
                 ..plan.clone()
             };
@@ -418,23 +452,35 @@ fn measure(
             })?;
             acc[i].0.merge(&out);
             acc[i].1.merge(&usage);
+            p50s[i].push(out.at(0.5));
         }
     }
-    let take = |path: Leg, baseline: bool| {
+    let index = |path: Leg, baseline: bool| {
         legs.iter()
             .position(|&(p, b, ..)| p == path && b == baseline)
-            .map(|i| acc[i].clone())
     };
+    let take = |path: Leg, baseline: bool| index(path, baseline).map(|i| acc[i].clone());
     let direct = take(Leg::Direct, false).expect("the direct path is always measured");
+    let split_rounds = match (index(Leg::Discovery, false), index(Leg::Split, false)) {
+        (Some(d), Some(s)) => p50s[d]
+            .iter()
+            .copied()
+            .zip(p50s[s].iter().copied())
+            .collect(),
+        _ => Vec::new(),
+    };
     let comparison = Comparison {
         direct,
         meshed: take(Leg::Meshed, false),
         balanced: take(Leg::Discovery, false),
+        split: take(Leg::Split, false),
+        split_rounds,
         mtls: take(Leg::Mtls, false).zip(take(Leg::Twin, false)),
     };
     let baseline = base.map(|_| Baseline {
         meshed: take(Leg::Meshed, true),
         balanced: take(Leg::Discovery, true),
+        split: take(Leg::Split, true),
         mtls: take(Leg::Mtls, true),
     });
     Ok((comparison, baseline))

@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use weft_tests::{netns, Node, Pod, Proc, APP_UID, PROXY_UID, WAIT};
 
+use crate::split;
+
 /// The port the benchmark server listens on in its pod.
 pub const SERVER_PORT: u16 = 8080;
 const READY_URL: &str = "http://127.0.0.1:4191/ready";
@@ -41,11 +43,14 @@ pub const ENDPOINTS: usize = 10;
 
 /// The discovery path: weft-control (files source) in a pod of its own, and
 /// a meshed client whose proxy balances the Service over [`ENDPOINTS`]
-/// meshed servers.
+/// meshed servers; and the split path, the same client dialling
+/// [`split::SPLIT_SERVICE`], split over those servers (`split.rs`).
 #[derive(Debug)]
 pub struct Balanced {
     pub proxies: Vec<Proxy>,
     pub pair: Pair,
+    /// What the split path's client dials.
+    pub split: SocketAddr,
     _control: Proc,
     _control_pod: Pod,
     manifests: PathBuf,
@@ -210,8 +215,12 @@ impl Topology {
         }
         if let Some(b) = &self.balanced {
             s += &format!(
-                ", discovery {} → {ENDPOINTS} meshed endpoints (weft-control on the files source)",
-                pair(&b.pair)
+                ", discovery {} → {ENDPOINTS} meshed endpoints (weft-control on the files source), \
+                 split {} → {} → {} on the same client, proxy and endpoints",
+                pair(&b.pair),
+                b.pair.client.ip,
+                b.split,
+                split::describe()
             );
         }
         if let Some(m) = &self.secured {
@@ -279,16 +288,6 @@ fn balanced(
     let n = BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let manifests = std::env::temp_dir().join(format!("weft-bench-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&manifests)?;
-    let endpoints: String = pods
-        .iter()
-        .map(|p| {
-            format!(
-                "  - addresses: [\"{}\"]\n    conditions: {{ready: true}}\n",
-                p.ip
-            )
-        })
-        .collect();
-    let (ip, port) = SERVICE.split_once(':').expect("ip:port");
     let secure = (node.pod()?, server(node, bench)?);
     let twin = (node.pod()?, server(node, bench)?);
     std::fs::write(
@@ -320,14 +319,9 @@ fn balanced(
     }
     std::fs::write(
         manifests.join("bench.yaml"),
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: bench, namespace: bench}}\n\
-             spec: {{clusterIP: {ip}, ports: [{{name: http, port: {port}, targetPort: {SERVER_PORT}}}]}}\n---\n\
-             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-             metadata: {{name: bench-1, namespace: bench, labels: {{kubernetes.io/service-name: bench}}}}\n\
-             addressType: IPv4\nports: [{{name: http, port: {SERVER_PORT}}}]\nendpoints:\n{endpoints}"
-        ),
+        service("bench", SERVICE, &pods),
     )?;
+    std::fs::write(manifests.join("split.yaml"), split::manifests(&pods))?;
     let dir = manifests.to_string_lossy().into_owned();
     let (ca_dir, tokens) = (ca.to_string_lossy(), tokens.to_string_lossy());
     let control = control_pod.spawn(
@@ -411,11 +405,35 @@ fn balanced(
             server_pods: pods,
             target: SERVICE.parse().expect("a socket address"),
         },
+        split: split::SPLIT_SERVICE.parse().expect("a socket address"),
         _control: control,
         _control_pod: control_pod,
         manifests,
     };
     Ok((balanced, secured))
+}
+
+/// The manifests of Service `name` at `addr` (port `http` to the servers'
+/// port) with `pods` its ready endpoints, no Pod objects: discovery names
+/// them unmeshed.
+pub fn service(name: &str, addr: &str, pods: &[Pod]) -> String {
+    let (ip, port) = addr.split_once(':').expect("ip:port");
+    let endpoints: String = pods
+        .iter()
+        .map(|p| {
+            format!(
+                "  - addresses: [\"{}\"]\n    conditions: {{ready: true}}\n",
+                p.ip
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: bench}}\n\
+         spec: {{clusterIP: {ip}, ports: [{{name: http, port: {port}, targetPort: {SERVER_PORT}}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: bench, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {SERVER_PORT}}}]\nendpoints:\n{endpoints}---\n"
+    )
 }
 
 /// The manifests of Service `name` at `addr` with `pod` its one endpoint
