@@ -53,6 +53,18 @@ impl Events {
     /// A Warning on object `ns/name` of `kind`: `reason` (PascalCase) and
     /// what is wrong.
     pub fn warn(&self, kind: Kind, ns: &str, name: &str, reason: &str, note: &str) {
+        let reference = ObjectReference {
+            api_version: Some(api_version(kind).into()),
+            kind: Some(kind.as_str().into()),
+            namespace: (!ns.is_empty()).then(|| ns.to_string()),
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        self.publish(reference, reason, note, "Validate");
+    }
+
+    /// A Warning on `regarding`, for `action` (PascalCase, as `reason`).
+    pub fn publish(&self, regarding: ObjectReference, reason: &str, note: &str, action: &str) {
         let mut note = note.to_string();
         if note.len() > MAX_NOTE {
             let mut end = MAX_NOTE - 3;
@@ -62,21 +74,14 @@ impl Events {
             note.truncate(end);
             note.push_str("...");
         }
-        let reference = ObjectReference {
-            api_version: Some(api_version(kind).into()),
-            kind: Some(kind.as_str().into()),
-            namespace: (!ns.is_empty()).then(|| ns.to_string()),
-            name: Some(name.to_string()),
-            ..Default::default()
-        };
         let event = Event {
             type_: EventType::Warning,
             reason: reason.into(),
             note: Some(note),
-            action: "Validate".into(),
+            action: action.into(),
             secondary: None,
         };
-        if self.tx.try_send((reference, event)).is_err() {
+        if self.tx.try_send((regarding, event)).is_err() {
             self.dropped.inc();
         }
     }

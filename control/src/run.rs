@@ -117,7 +117,7 @@ pub async fn run(
         policies.clone(),
         metrics.clone(),
         pending_tx,
-        events,
+        events.clone(),
     ));
     match (&config.source, &client) {
         (Source::Files(dir), _) => {
@@ -145,6 +145,7 @@ pub async fn run(
             listener,
             issuer.clone(),
             client,
+            events,
             &mut registry,
             stop.clone(),
         ),
@@ -216,6 +217,7 @@ fn webhook(
     listener: TcpListener,
     issuer: Issuer,
     client: Option<::kube::Client>,
+    events: Option<Events>,
     registry: &mut Registry,
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -224,7 +226,7 @@ fn webhook(
         token_audience: config.identity_token_audience.clone(),
         ..config.inject.clone()
     };
-    let injector = Arc::new(Injector::new(settings, client.clone(), registry));
+    let injector = Arc::new(Injector::new(settings, client.clone(), events, registry));
     let cert = ServingCert::new();
     let mut tasks = vec![
         tokio::spawn(

@@ -200,6 +200,18 @@ async fn pods_created_through_the_api_server_are_injected() {
     assert!(kube
         .get(&weft_tests::fakekube::PODS, "shop", "bad")
         .is_none());
+    // A Warning Event says so on the pod (it has no owner).
+    let denied = |e: &serde_json::Value| {
+        e["reason"] == "WeftInjectionDenied"
+            && e["regarding"]["kind"] == "Pod"
+            && e["regarding"]["name"] == "bad"
+    };
+    let event = kube
+        .until(&EVENTS, denied, WAIT)
+        .await
+        .expect("an Event on the denied pod");
+    let note = event["note"].as_str().unwrap();
+    assert!(note.contains("weft.dev/proxy-memory-limit"), "{note}");
 
     // Not enabled: stored as sent. Excluded by the namespaceSelector: not even asked.
     let plain = Api::<Pod>::namespaced(client.clone(), "plain")

@@ -8,7 +8,16 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use weft_control::config::{Config, Source};
 use weft_control::run::{run, Bound};
-use weft_tests::fakekube::{FakeKube, HTTP_ROUTES, SERVICES, TRAFFIC_SPLITS};
+use weft_tests::fakekube::{FakeKube, EVENTS, HTTP_ROUTES, SERVICES, TRAFFIC_SPLITS};
+
+/// Whether `e` is a Warning Event with `reason` on the TrafficSplit.
+fn on_split(e: &serde_json::Value, reason: &str) -> bool {
+    e["type"] == "Warning"
+        && e["reason"] == reason
+        && e["regarding"]["kind"] == "TrafficSplit"
+        && e["regarding"]["namespace"] == "shop"
+        && e["regarding"]["name"] == "canary"
+}
 
 fn split(weight: i64) -> serde_json::Value {
     json!({
@@ -23,6 +32,7 @@ fn split(weight: i64) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_crds_are_optional_and_watched_once_served() {
     let kube = FakeKube::start();
+    kube.register(&EVENTS);
     for name in ["web", "web-v1", "web-v2"] {
         kube.apply(&SERVICES, json!({
             "metadata": {"name": name, "namespace": "shop"},
@@ -78,6 +88,17 @@ async fn routing_crds_are_optional_and_watched_once_served() {
     // reported again.
     let problems = r#"weft_control_route_problems_total{kind="TrafficSplit"}"#;
     assert_eq!(weft_tests::admin_metric(admin, problems).await, Some(1.0));
+    // ... and left as a Warning Event on the split.
+    let event = kube
+        .until(
+            &EVENTS,
+            |e| on_split(e, "RouteProblem"),
+            Duration::from_secs(15),
+        )
+        .await
+        .expect("a RouteProblem Event on the split");
+    let note = event["note"].as_str().unwrap();
+    assert!(note.contains("HTTPRoute shop/web"), "{note}");
     let applied = r#"weft_control_model_apply_seconds_count"#;
     let before = weft_tests::admin_metric(admin, applied).await.unwrap();
     kube.apply(&TRAFFIC_SPLITS, split(400));
@@ -95,6 +116,15 @@ async fn routing_crds_are_optional_and_watched_once_served() {
     kube.apply(&TRAFFIC_SPLITS, split(-1));
     weft_tests::until_admin_metric(admin, errors, 2.0, Duration::from_secs(15)).await;
     assert_eq!(weft_tests::admin_metric(admin, splits).await, Some(1.0));
+    let event = kube
+        .until(&EVENTS, |e| on_split(e, "Refused"), Duration::from_secs(15))
+        .await
+        .expect("a Refused Event on the split");
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.contains("weight") && note.contains("last good version"),
+        "{note}"
+    );
 
     // Deleted: gone from the model.
     kube.delete(&TRAFFIC_SPLITS, "shop", "canary");

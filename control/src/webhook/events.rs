@@ -2,14 +2,14 @@
 //! that `kubectl describe deployment` (through its ReplicaSet) says why
 //! its pods are not meshed.
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::api::core::v1::ObjectReference;
 use serde_json::Value;
 
-/// The Event about `pod` (as admitted, in `namespace`): on its controller
-/// (the first owner reference marked `controller`, else the first), else
-/// on the pod itself; `None` for a pod with neither an owner nor a name.
-pub fn on_owner(pod: &Value, namespace: &str, reason: &str, message: &str) -> Option<Event> {
+/// What the Event about `pod` (as admitted, in `namespace`) is on: its
+/// controller (the first owner reference marked `controller`, else the
+/// first), else the pod itself; `None` for a pod with neither an owner nor
+/// a name. Published through [`crate::events::Events`].
+pub fn on_owner(pod: &Value, namespace: &str) -> Option<ObjectReference> {
     let owners = pod
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array);
@@ -19,7 +19,7 @@ pub fn on_owner(pod: &Value, namespace: &str, reason: &str, message: &str) -> Op
             .or_else(|| o.first())
     });
     let text = |v: &Value, key: &str| v[key].as_str().map(str::to_owned);
-    let involved = match owner {
+    Some(match owner {
         Some(o) => ObjectReference {
             api_version: text(o, "apiVersion"),
             kind: text(o, "kind"),
@@ -35,32 +35,6 @@ pub fn on_owner(pod: &Value, namespace: &str, reason: &str, message: &str) -> Op
             namespace: Some(namespace.to_owned()),
             ..ObjectReference::default()
         },
-    };
-    let now = k8s_openapi::jiff::Timestamp::now();
-    Some(Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", involved.name.clone().unwrap_or_default())),
-            namespace: Some(namespace.to_owned()),
-            ..ObjectMeta::default()
-        },
-        involved_object: involved,
-        reason: Some(reason.to_owned()),
-        message: Some(message.to_owned()),
-        type_: Some("Warning".into()),
-        source: Some(EventSource {
-            component: Some("weft-control".into()),
-            host: None,
-        }),
-        reporting_component: Some("weft.dev/weft-control".into()),
-        reporting_instance: Some(
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "weft-control".into()),
-        ),
-        action: Some("Admit".into()),
-        count: Some(1),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        event_time: Some(MicroTime(now)),
-        ..Event::default()
     })
 }
 
@@ -75,24 +49,17 @@ mod tests {
             {"apiVersion": "v1", "kind": "Thing", "name": "t"},
             {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "controller": true},
         ]}});
-        let e = on_owner(&owned, "shop", "R", "m").unwrap();
-        assert_eq!(e.involved_object.kind.as_deref(), Some("ReplicaSet"));
-        assert_eq!(e.metadata.generate_name.as_deref(), Some("web-1."));
-        let named = json!({"metadata": {"name": "solo"}});
-        let e = on_owner(&named, "shop", "R", "m").unwrap();
+        let e = on_owner(&owned, "shop").unwrap();
         assert_eq!(
-            (
-                e.involved_object.kind.as_deref(),
-                e.involved_object.name.as_deref()
-            ),
+            (e.kind.as_deref(), e.name.as_deref(), e.namespace.as_deref()),
+            (Some("ReplicaSet"), Some("web-1"), Some("shop"))
+        );
+        let named = json!({"metadata": {"name": "solo"}});
+        let e = on_owner(&named, "shop").unwrap();
+        assert_eq!(
+            (e.kind.as_deref(), e.name.as_deref()),
             (Some("Pod"), Some("solo"))
         );
-        assert!(on_owner(
-            &json!({"metadata": {"generateName": "x-"}}),
-            "shop",
-            "R",
-            "m"
-        )
-        .is_none());
+        assert!(on_owner(&json!({"metadata": {"generateName": "x-"}}), "shop").is_none());
     }
 }

@@ -35,6 +35,7 @@ use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use tracing::{debug, info, warn};
 
+use crate::events::Events;
 use crate::inject::{self, OptIn, Outcome, Settings, Skip};
 
 /// The path the API server posts AdmissionReviews to.
@@ -54,6 +55,8 @@ pub struct Injector {
     settings: Settings,
     /// Namespaces are read from here; none: every namespace has no annotations.
     client: Option<kube::Client>,
+    /// Where Events on skipped and denied pods' owners go (with a cluster).
+    events: Option<Events>,
     admissions: Family<AdmissionLabels, Counter>,
 }
 
@@ -77,7 +80,12 @@ pub enum ReviewError {
 }
 
 impl Injector {
-    pub fn new(settings: Settings, client: Option<kube::Client>, registry: &mut Registry) -> Self {
+    pub fn new(
+        settings: Settings,
+        client: Option<kube::Client>,
+        events: Option<Events>,
+        registry: &mut Registry,
+    ) -> Self {
         let admissions = Family::default();
         registry.sub_registry_with_prefix("weft_control").register(
             "admissions",
@@ -87,6 +95,7 @@ impl Injector {
         Self {
             settings,
             client,
+            events,
             admissions,
         }
     }
@@ -179,23 +188,12 @@ impl Injector {
     }
 
     /// A Warning Event on the pod's owner (its controller, else the pod
-    /// itself when it has a name), written in the background so that the
-    /// admission is not held up; nothing without a cluster.
+    /// itself when it has a name), queued so that the admission is not held
+    /// up; nothing without a cluster.
     fn report(&self, pod: &serde_json::Value, namespace: &str, reason: &str, message: &str) {
-        let Some(client) = self.client.clone() else {
-            return;
-        };
-        let Some(event) = events::on_owner(pod, namespace, reason, message) else {
-            return;
-        };
-        let namespace = namespace.to_owned();
-        tokio::spawn(async move {
-            let api =
-                kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(client, &namespace);
-            if let Err(error) = api.create(&kube::api::PostParams::default(), &event).await {
-                warn!(%error, %namespace, "cannot write an Event");
-            }
-        });
+        if let (Some(sink), Some(owner)) = (&self.events, events::on_owner(pod, namespace)) {
+            sink.publish(owner, reason, message, "Admit");
+        }
     }
 
     async fn namespace_annotations(

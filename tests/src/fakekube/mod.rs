@@ -217,6 +217,31 @@ impl FakeKube {
             .cloned()
     }
 
+    /// The first stored object of `r` for which `pred` holds, waiting for
+    /// one (woken by each change to the store) at most `within`; None if
+    /// none came.
+    pub async fn until(
+        &self,
+        r: &Resource,
+        pred: impl Fn(&Value) -> bool,
+        within: Duration,
+    ) -> Option<Value> {
+        let mut changed = self.shared.subscribe_changes();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            changed.borrow_and_update();
+            if let Some(found) = self.objects(r).into_iter().find(|o| pred(o)) {
+                return Some(found);
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
     /// Every stored object of `r`, ordered by namespace and name.
     pub fn objects(&self, r: &Resource) -> Vec<Value> {
         let store = self.shared.store();

@@ -50,8 +50,9 @@ pub const NAMESPACES: Resource = builtin("", "Namespace", "namespaces", false);
 /// discovery.k8s.io/v1 `endpointslices`.
 pub const ENDPOINT_SLICES: Resource =
     builtin("discovery.k8s.io", "EndpointSlice", "endpointslices", true);
-/// core/v1 `events` (served once registered or applied to).
-pub const EVENTS: Resource = builtin("", "Event", "events", true);
+/// events.k8s.io/v1 `events`, what weft-control writes (kube-runtime's
+/// `Recorder`); served once registered or applied to.
+pub const EVENTS: Resource = builtin("events.k8s.io", "Event", "events", true);
 /// core/v1 `secrets`.
 pub const SECRETS: Resource = builtin("", "Secret", "secrets", true);
 /// authentication.k8s.io/v1 `tokenreviews`: not stored, only created
