@@ -28,6 +28,7 @@ use crate::encoded::DiscoveryService;
 use crate::events::Events;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::model::authz::DefaultPolicy;
 use crate::model::{self, Store};
 use crate::ready::{self, Readiness};
 use crate::sources::{files, kube};
@@ -224,6 +225,9 @@ fn webhook(
     let settings = crate::inject::Settings {
         trust_domain: config.trust_domain.clone(),
         token_audience: config.identity_token_audience.clone(),
+        default_inbound_policy: (config.default_inbound_policy
+            != DefaultPolicy::AllUnauthenticated)
+            .then(|| config.default_inbound_policy.as_str().to_string()),
         ..config.inject.clone()
     };
     let injector = Arc::new(Injector::new(settings, client.clone(), events, registry));

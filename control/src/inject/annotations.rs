@@ -122,7 +122,8 @@ pub fn plan(annotations: &BTreeMap<String, String>, settings: &Settings) -> Resu
             None => settings.proxy_native_sidecar,
         },
         shutdown_grace: check(SHUTDOWN_GRACE, &|v| crate::config::duration(v).map(drop))?,
-        default_inbound_policy: check(DEFAULT_INBOUND_POLICY, &inbound_policy)?,
+        default_inbound_policy: check(DEFAULT_INBOUND_POLICY, &inbound_policy)?
+            .or_else(|| settings.default_inbound_policy.clone()),
         trace_sample_percent: check(TRACE_SAMPLE_PERCENT, &percent)?,
     })
 }

@@ -95,6 +95,13 @@ pub struct Settings {
     /// --identity-token-audience).
     #[arg(skip = String::from("weft"))]
     pub token_audience: String,
+
+    /// The proxy's default inbound policy when no `weft.dev/default-inbound-policy`
+    /// annotation names one (weft-control: its --default-inbound-policy,
+    /// when not the proxy's own default), so that the proxy fails closed
+    /// before its first policy exactly when weft-control's default says so.
+    #[arg(skip)]
+    pub default_inbound_policy: Option<String>,
 }
 
 fn token_expiry(s: &str) -> Result<Duration, String> {
@@ -133,6 +140,7 @@ impl Default for Settings {
             token_expiry: Duration::from_secs(3600),
             trust_domain: "cluster.local".into(),
             token_audience: "weft".into(),
+            default_inbound_policy: None,
         }
     }
 }

@@ -535,3 +535,39 @@ fn weft_inject_refuses_bad_input_with_the_place() {
         "document 2: pod/p (namespace default): annotation weft.dev/skip-outbound-cidrs: '10.0.0.0/33' is not a CIDR: prefix length '33' must be 0-32"
     );
 }
+
+#[test]
+fn the_proxy_gets_weft_controls_default_inbound_policy_unless_annotated() {
+    let settings = Settings {
+        default_inbound_policy: Some("deny".into()),
+        ..Settings::default()
+    };
+    let policy = |annotations: Value| {
+        let mut a = annotations;
+        a["weft.dev/inject"] = json!("enabled");
+        let Ok(Outcome::Injected(p)) =
+            inject(&pod(a), &BTreeMap::new(), &settings, OptIn::Required)
+        else {
+            panic!("not injected")
+        };
+        env(
+            container(&p, "weft-proxy"),
+            "WEFT_PROXY_DEFAULT_INBOUND_POLICY",
+        )
+        .map(str::to_owned)
+    };
+    assert_eq!(policy(json!({})).as_deref(), Some("deny"));
+    assert_eq!(
+        policy(json!({"weft.dev/default-inbound-policy": "all-authenticated"})).as_deref(),
+        Some("all-authenticated")
+    );
+    // weft inject (no weft-control default): the proxy's own.
+    let plain = injected(&pod(json!({"weft.dev/inject": "enabled"})), &[]);
+    assert_eq!(
+        env(
+            container(&plain, "weft-proxy"),
+            "WEFT_PROXY_DEFAULT_INBOUND_POLICY"
+        ),
+        None
+    );
+}
