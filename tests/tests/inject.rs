@@ -86,32 +86,9 @@ impl Plane {
         let dir = std::env::temp_dir().join(format!("weft-inject-run-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("manifests")).unwrap();
-        let out = std::process::Command::new(bin("weft"))
-            .args(["identity", "init", "--out"])
-            .arg(dir.join("ca"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "weft identity init: {}", stderr(&out));
-        let tokens: String = ["client", "web"]
-            .iter()
-            .map(|sa| format!("\"{}\": shop/{sa}\n", shop_token(sa)))
-            .collect();
-        std::fs::write(dir.join("tokens.yaml"), tokens).unwrap();
+        weft_tests::mesh::identity(&dir, &["client", "web"]);
         let control_pod = node.pod().unwrap();
-        let mut cmd = control_pod.command(None, &bin("weft-control"));
-        cmd.arg("--source")
-            .arg(dir.join("manifests"))
-            .args([
-                "--grpc-addr",
-                "0.0.0.0:8086",
-                "--admin-addr",
-                "127.0.0.1:9990",
-            ])
-            .args(["--poll-interval", "100ms"])
-            .arg("--identity-dir")
-            .arg(dir.join("ca"))
-            .arg("--identity-tokens")
-            .arg(dir.join("tokens.yaml"));
+        let cmd = weft_tests::mesh::control_command(&control_pod, &dir, &[]);
         let control = Proc::spawn("weft-control", cmd).unwrap();
         let plane = Self {
             node,

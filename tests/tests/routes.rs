@@ -91,6 +91,19 @@ fn port_of_pods(service_port: u16) -> u16 {
     }
 }
 
+/// The apex Service `name` on `10.96.0.<base>` (the first pod its own
+/// endpoint) and `name-v1`, `name-v2`, … on the next addresses, a pod each.
+fn versioned(objs: &mut Vec<Value>, name: &str, base: u8, port: u16, proto: &str, pods: &[Pod]) {
+    objs.push(service(name, &format!("10.96.0.{base}"), port, Some(proto)));
+    objs.push(slice(name, &[&pods[0]], port));
+    for (i, pod) in pods.iter().enumerate() {
+        let version = format!("{name}-v{}", i + 1);
+        let ip = format!("10.96.0.{}", base as usize + 1 + i);
+        objs.push(service(&version, &ip, port, Some(proto)));
+        objs.push(slice(&version, &[pod], port));
+    }
+}
+
 fn slice(service: &str, pods: &[&Pod], port: u16) -> Value {
     let endpoints: Vec<Value> = pods
         .iter()
@@ -243,32 +256,10 @@ impl Mesh {
             objs.push(slice("web-v2", &[v2], 80));
         }
         if !self.db.is_empty() {
-            objs.push(service("db", "10.96.0.20", 9000, Some("tcp")));
-            objs.push(slice("db", &[&self.db[0]], 9000));
-            for (i, pod) in self.db.iter().enumerate() {
-                let name = format!("db-v{}", i + 1);
-                objs.push(service(
-                    &name,
-                    &format!("10.96.0.2{}", i + 1),
-                    9000,
-                    Some("tcp"),
-                ));
-                objs.push(slice(&name, &[pod], 9000));
-            }
+            versioned(&mut objs, "db", 20, 9000, "tcp", &self.db);
         }
         if !self.echo.is_empty() {
-            objs.push(service("echo", "10.96.0.30", 80, Some("grpc")));
-            objs.push(slice("echo", &[&self.echo[0]], 80));
-            for (i, pod) in self.echo.iter().enumerate() {
-                let name = format!("echo-v{}", i + 1);
-                objs.push(service(
-                    &name,
-                    &format!("10.96.0.3{}", i + 1),
-                    80,
-                    Some("grpc"),
-                ));
-                objs.push(slice(&name, &[pod], 80));
-            }
+            versioned(&mut objs, "echo", 30, 80, "grpc", &self.echo);
         }
         objs
     }
