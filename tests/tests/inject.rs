@@ -184,8 +184,16 @@ fn proxy_metric(pod: &Pod, series: &str) -> f64 {
     weft_tests::mesh::metric(pod, series).unwrap()
 }
 
-/// The app started after its proxy was ready.
+/// The app started after its proxy was ready (the pod's timeline printed).
 fn ordered(pod: &Running) {
+    if let Some((t0, _)) = pod.events.first() {
+        let timeline: Vec<String> = pod
+            .events
+            .iter()
+            .map(|(at, e)| format!("{:>5} ms {e:?}", at.duration_since(*t0).as_millis()))
+            .collect();
+        println!("pod timeline:\n  {}", timeline.join("\n  "));
+    }
     let ready = pod
         .when(&Event::Ready("weft-proxy".into()))
         .expect("the proxy became ready");
