@@ -30,14 +30,7 @@ impl Plane {
         let task = tokio::spawn(run(config, bound, async {
             let _ = stopped.await;
         }));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while !weft_tests::http_get(admin, "/ready")
-            .await
-            .starts_with("ready")
-        {
-            assert!(tokio::time::Instant::now() < deadline, "not ready");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        weft_tests::until_ready(admin, Duration::from_secs(15)).await;
         Self {
             grpc,
             stop: Some(stop),

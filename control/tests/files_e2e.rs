@@ -53,17 +53,7 @@ async fn start(name: &str) -> Plane {
 
 /// Waits (with a deadline) until the admin port says ready.
 async fn wait_ready(admin: std::net::SocketAddr) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !weft_tests::http_get(admin, "/ready")
-        .await
-        .starts_with("ready")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "weft-control not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    weft_tests::until_ready(admin, Duration::from_secs(10)).await;
 }
 
 fn write(dir: &Path, name: &str, text: &str) {

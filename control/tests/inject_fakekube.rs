@@ -103,20 +103,6 @@ fn pod(name: &str, annotations: Value) -> Pod {
     .unwrap()
 }
 
-async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn names(list: &Option<Vec<k8s_openapi::api::core::v1::Container>>) -> Vec<String> {
     list.iter().flatten().map(|c| c.name.clone()).collect()
 }
@@ -140,13 +126,18 @@ async fn pods_created_through_the_api_server_are_injected() {
 
     // weft-control fills in the caBundle with its trust anchors.
     let anchors = std::fs::read_to_string(plane.dir.join("ca.crt")).unwrap();
-    let bundle = eventually("the caBundle", || {
-        let c = kube.get(&MUTATING_WEBHOOKS, "", "weft-injector")?;
-        c["webhooks"][0]["clientConfig"]["caBundle"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .await;
+    let bundle = kube
+        .until_some(
+            || {
+                let c = kube.get(&MUTATING_WEBHOOKS, "", "weft-injector")?;
+                c["webhooks"][0]["clientConfig"]["caBundle"]
+                    .as_str()
+                    .map(str::to_owned)
+            },
+            WAIT,
+        )
+        .await
+        .expect("weft-control fills in the caBundle");
     use base64::Engine as _;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(bundle)

@@ -117,14 +117,7 @@ async fn kube_source_syncs_follows_changes_and_survives_broken_watches_and_410()
         let _ = stopped.await;
     }));
     // Watches are refused (UNAVAILABLE) until the first list is in.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !weft_tests::http_get(admin, "/ready")
-        .await
-        .starts_with("ready")
-    {
-        assert!(tokio::time::Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    weft_tests::until_ready(admin, Duration::from_secs(15)).await;
 
     let mut client = DiscoveryClient::connect(format!("http://{grpc}"))
         .await

@@ -51,17 +51,7 @@ async fn routing_crds_are_optional_and_watched_once_served() {
     }));
 
     // No routing CRD is served: the source syncs all the same.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !weft_tests::http_get(admin, "/ready")
-        .await
-        .starts_with("ready")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not ready without the CRDs"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    weft_tests::until_ready(admin, Duration::from_secs(15)).await;
     let errors = r#"weft_control_source_errors_total{source="kube",kind="TrafficSplit"}"#;
     assert_eq!(
         weft_tests::admin_metric(admin, errors).await,

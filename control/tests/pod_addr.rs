@@ -107,14 +107,7 @@ async fn a_pods_own_address_is_that_pod_with_its_identity() {
     let plane = tokio::spawn(run(config, bound, async {
         let _ = stopped.await;
     }));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !weft_tests::http_get(admin, "/ready")
-        .await
-        .starts_with("ready")
-    {
-        assert!(tokio::time::Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    weft_tests::until_ready(admin, WAIT).await;
     let mut client = DiscoveryClient::connect(format!("http://{grpc}"))
         .await
         .unwrap();

@@ -43,17 +43,7 @@ async fn start(name: &str) -> Plane {
     let task = tokio::spawn(run(config, bound, async {
         let _ = stopped.await;
     }));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !weft_tests::http_get(admin, "/ready")
-        .await
-        .starts_with("ready")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "weft-control not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    weft_tests::until_ready(admin, Duration::from_secs(10)).await;
     Plane {
         dir,
         grpc,

@@ -132,6 +132,26 @@ pub async fn until_admin_metric(
     }
 }
 
+/// Waits until `/ready` at `addr` (an admin port) answers `ready`, at most
+/// `within`. It polls, as [`until_admin_metric`] does.
+///
+/// # Panics
+/// When `within` passes first, with what `/ready` said last.
+pub async fn until_ready(addr: std::net::SocketAddr, within: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let said = http_get(addr, "/ready").await;
+        if said.starts_with("ready") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready after {within:?}: {said}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// `GET path` over HTTP/1.1 on loopback (an admin port): the body.
 ///
 /// # Panics

@@ -218,19 +218,30 @@ impl FakeKube {
     }
 
     /// The first stored object of `r` for which `pred` holds, waiting for
-    /// one (woken by each change to the store) at most `within`; None if
-    /// none came.
+    /// one at most `within` (see [`FakeKube::until_some`]); None if none came.
     pub async fn until(
         &self,
         r: &Resource,
         pred: impl Fn(&Value) -> bool,
         within: Duration,
     ) -> Option<Value> {
+        self.until_some(|| self.objects(r).into_iter().find(|o| pred(o)), within)
+            .await
+    }
+
+    /// What `f` (which reads this server's objects) returns once it
+    /// returns something, asked again at each change to the store, at most
+    /// `within`; None if it never did.
+    pub async fn until_some<T>(
+        &self,
+        mut f: impl FnMut() -> Option<T>,
+        within: Duration,
+    ) -> Option<T> {
         let mut changed = self.shared.subscribe_changes();
         let deadline = tokio::time::Instant::now() + within;
         loop {
             changed.borrow_and_update();
-            if let Some(found) = self.objects(r).into_iter().find(|o| pred(o)) {
+            if let Some(found) = f() {
                 return Some(found);
             }
             if tokio::time::timeout_at(deadline, changed.changed())
