@@ -22,8 +22,11 @@ use weft_proto::discovery::v1::discovery_server::DiscoveryServer as DiscoveryGrp
 use weft_proto::identity::v1::identity_server::IdentityServer as IdentityGrpc;
 
 use crate::discovery::DiscoveryServer;
+use std::sync::Arc;
+
 use crate::identity::issuer::Issuer;
 use crate::identity::service::IdentityService;
+use crate::webhook::cert::ServingCert;
 
 /// The health service name of Discovery.
 pub const DISCOVERY: &str = <DiscoveryGrpc<DiscoveryServer> as NamedService>::NAME;
@@ -37,6 +40,8 @@ pub struct Readiness {
     pending: watch::Receiver<Vec<&'static str>>,
     /// The CA, when Certify is served.
     issuer: Option<(Issuer, watch::Receiver<u64>)>,
+    /// The injector's serving certificate, when the webhook is served.
+    webhook: Option<(Arc<ServingCert>, watch::Receiver<u64>)>,
 }
 
 impl Readiness {
@@ -48,7 +53,27 @@ impl Readiness {
                 let taken = i.taken();
                 (i, taken)
             }),
+            webhook: None,
         }
+    }
+
+    /// Also not ready until the injector (served with `cert`) has its
+    /// serving certificate: the API server would get TLS errors from it.
+    pub fn with_webhook(mut self, cert: Option<Arc<ServingCert>>) -> Self {
+        self.webhook = cert.map(|c| {
+            let issued = c.issued();
+            (c, issued)
+        });
+        self
+    }
+
+    /// Why the injector cannot answer yet, or `None` once it can (or when
+    /// it is not served).
+    pub fn webhook(&self) -> Option<String> {
+        let (cert, _) = self.webhook.as_ref()?;
+        cert.chain()
+            .is_none()
+            .then(|| "the injector has no serving certificate yet (see the log)".to_owned())
     }
 
     /// Why discovery cannot answer yet (the sources still syncing), or
@@ -77,7 +102,9 @@ impl Readiness {
 
     /// Why weft-control as a whole is not ready, or `None` once it is.
     pub fn overall(&self) -> Option<String> {
-        self.discovery().or_else(|| self.identity())
+        self.discovery()
+            .or_else(|| self.identity())
+            .or_else(|| self.webhook())
     }
 
     /// Whether Certify is served.
@@ -94,9 +121,16 @@ impl Readiness {
                 None => std::future::pending().await,
             }
         };
+        let webhook = async {
+            match &mut self.webhook {
+                Some((_, issued)) => issued.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = self.pending.changed() => r.is_ok(),
             r = issuer => r,
+            r = webhook => r,
         }
     }
 }
@@ -214,5 +248,29 @@ mod tests {
         let plain = Readiness::new(watch::channel(vec![]).1, None);
         assert_eq!((plain.identity(), plain.overall()), (None, None));
         assert!(!plain.serves_identity());
+    }
+
+    #[tokio::test]
+    async fn with_the_webhook_not_ready_until_its_serving_certificate_is_issued() {
+        let issuer = Issuer::new("cluster.local", &mut Registry::default());
+        let dir = std::env::temp_dir().join(format!("weft-ready-wh-{}", std::process::id()));
+        let day = std::time::Duration::from_secs(24 * 3600);
+        crate::identity::ca::generate("cluster.local", 365 * day, 30 * day)
+            .unwrap()
+            .write(&dir)
+            .unwrap();
+        issuer.load_dir(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let cert = ServingCert::new();
+        let mut ready = Readiness::new(watch::channel(vec![]).1, Some(issuer.clone()))
+            .with_webhook(Some(cert.clone()));
+        assert_eq!(ready.identity(), None);
+        let why = ready.overall().expect("no serving certificate: not ready");
+        assert!(why.contains("serving certificate"), "{why}");
+
+        cert.issue(&issuer, &["weft-control.weft-system.svc".to_owned()])
+            .unwrap();
+        assert!(ready.changed().await, "a certificate issued is a change");
+        assert_eq!((ready.webhook(), ready.overall()), (None, None));
     }
 }

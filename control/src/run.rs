@@ -140,21 +140,25 @@ pub async fn run(
         None => (None, None),
     };
     let stop = CancellationToken::new();
-    let webhook_tasks = match (bound.webhook, &issuer) {
-        (Some(listener), Some(issuer)) => webhook(
+    let cert = bound.webhook.is_some().then(ServingCert::new);
+    let webhook_tasks = match (bound.webhook, &issuer, &cert) {
+        (Some(listener), Some(issuer), Some(cert)) => webhook(
             &config,
             listener,
             issuer.clone(),
+            cert.clone(),
             client,
             events,
             &mut registry,
             stop.clone(),
         ),
-        (Some(_), None) => anyhow::bail!("--webhook needs --identity-dir or --identity-secret"),
-        (None, _) => vec![],
+        (Some(_), None, _) => {
+            anyhow::bail!("--webhook needs --identity-dir or --identity-secret")
+        }
+        _ => vec![],
     };
 
-    let ready = Readiness::new(pending_rx, issuer);
+    let ready = Readiness::new(pending_rx, issuer).with_webhook(cert);
     let admin = Arc::new(Admin {
         registry,
         ready: ready.clone(),
@@ -217,6 +221,7 @@ fn webhook(
     config: &Config,
     listener: TcpListener,
     issuer: Issuer,
+    cert: Arc<ServingCert>,
     client: Option<::kube::Client>,
     events: Option<Events>,
     registry: &mut Registry,
@@ -231,7 +236,6 @@ fn webhook(
         ..config.inject.clone()
     };
     let injector = Arc::new(Injector::new(settings, client.clone(), events, registry));
-    let cert = ServingCert::new();
     let mut tasks = vec![
         tokio::spawn(
             cert.clone()
