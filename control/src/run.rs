@@ -145,8 +145,7 @@ pub async fn run(
         (Some(listener), Some(issuer), Some(cert)) => webhook(
             &config,
             listener,
-            issuer.clone(),
-            cert.clone(),
+            (issuer.clone(), cert.clone()),
             client,
             events,
             &mut registry,
@@ -220,8 +219,7 @@ pub async fn run(
 fn webhook(
     config: &Config,
     listener: TcpListener,
-    issuer: Issuer,
-    cert: Arc<ServingCert>,
+    (issuer, cert): (Issuer, Arc<ServingCert>),
     client: Option<::kube::Client>,
     events: Option<Events>,
     registry: &mut Registry,
