@@ -22,6 +22,16 @@ pub fn eventually<T>(within: Duration, mut f: impl FnMut() -> Result<T>) -> Resu
     }
 }
 
+/// The sum of `series` (as [`metric`] reads it) on weft-control's
+/// `/metrics`, asked from inside `control_pod`, where its admin port is on
+/// loopback at 9990.
+pub fn control_metric(control_pod: &Pod, series: &str) -> Result<f64> {
+    let (code, text) = curl(control_pod, Some(APP_UID), "http://127.0.0.1:9990/metrics")
+        .context("weft-control's /metrics did not answer")?;
+    anyhow::ensure!(code == 200, "weft-control's /metrics: {code}");
+    sum_samples(&text, series)
+}
+
 /// GETs `path` on the pod's admin port (from inside the pod, with curl).
 pub fn admin_get(pod: &Pod, path: &str) -> Result<String> {
     let out = pod

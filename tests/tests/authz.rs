@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use weft_tests::mesh::{admin_get, sum_samples};
+use weft_tests::mesh::admin_get;
 use weft_tests::*;
 
 const API_IP: &str = "10.96.0.30";
@@ -162,23 +162,7 @@ impl Plane {
     }
 
     fn control_metric(&self, series: &str) -> anyhow::Result<f64> {
-        let out = self.control_pod.run(
-            Some(APP_UID),
-            std::path::Path::new("curl"),
-            &[
-                "-sS",
-                "--fail",
-                "--max-time",
-                "2",
-                "http://127.0.0.1:9990/metrics",
-            ],
-        )?;
-        anyhow::ensure!(
-            out.status.success(),
-            "weft-control's /metrics: {}",
-            stderr(&out)
-        );
-        sum_samples(&String::from_utf8_lossy(&out.stdout), series)
+        weft_tests::mesh::control_metric(&self.control_pod, series)
     }
 
     /// The proxy environment of a meshed pod running as `sa`.

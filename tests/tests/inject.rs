@@ -18,7 +18,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use weft_tests::mesh::{curl, shop_id, shop_token, sum_samples};
+use weft_tests::mesh::{curl, shop_id, shop_token};
 use weft_tests::runner::{Event, Kubelet, Running};
 use weft_tests::*;
 
@@ -106,14 +106,7 @@ impl Plane {
     }
 
     fn control_metric(&self, series: &str) -> anyhow::Result<f64> {
-        let (code, text) = curl(
-            &self.control_pod,
-            Some(APP_UID),
-            "http://127.0.0.1:9990/metrics",
-        )
-        .ok_or_else(|| anyhow::anyhow!("weft-control's /metrics did not answer"))?;
-        anyhow::ensure!(code == 200, "/metrics: {code}");
-        sum_samples(&text, series)
+        weft_tests::mesh::control_metric(&self.control_pod, series)
     }
 
     /// The Service `web` at `ip` and the pods behind it (`web-0`, `web-1`,

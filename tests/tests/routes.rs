@@ -326,9 +326,7 @@ impl Mesh {
     }
 
     fn control_metric(&self, series: &str) -> anyhow::Result<f64> {
-        let (_, text) = curl(&self.control_pod, None, "http://127.0.0.1:9990/metrics")
-            .ok_or_else(|| anyhow::anyhow!("weft-control's /metrics did not answer"))?;
-        weft_tests::mesh::sum_samples(&text, series)
+        weft_tests::mesh::control_metric(&self.control_pod, series)
     }
 
     /// Applies `routes` and waits until requests from the client follow
