@@ -37,9 +37,12 @@ impl Accrual {
         }
     }
 
-    /// Records a failure at `now`; true when it ejected the endpoint.
+    /// Records a failure at `now`; true when it ejected the endpoint. A
+    /// failure while the endpoint is ejected (a request sent before the
+    /// ejection, ending after it) changes nothing: the endpoint is out
+    /// already, and counting it would eject it again, for twice as long.
     pub fn failure(&self, now: u64, policy: &AccrualPolicy) -> bool {
-        if policy.threshold == 0 {
+        if policy.threshold == 0 || !self.eligible(now) {
             return false;
         }
         let failures = self.consecutive.fetch_add(1, Relaxed) + 1;
@@ -84,6 +87,21 @@ mod tests {
         // A success on probation clears the record.
         a.success();
         assert!(!a.failure(11 * S, &POLICY));
+    }
+
+    #[test]
+    fn failures_of_requests_in_flight_at_the_ejection_do_not_eject_again() {
+        let a = Accrual::default();
+        let one = AccrualPolicy {
+            threshold: 1,
+            ..POLICY
+        };
+        assert!(a.failure(0, &one), "ejected");
+        assert!(!a.failure(S / 10, &one), "already out");
+        assert!(!a.eligible(S / 2) && a.eligible(S), "for the first backoff");
+        // Back on probation, a failure ejects again, for twice as long.
+        assert!(a.failure(S, &one));
+        assert!(!a.eligible(2 * S) && a.eligible(3 * S));
     }
 
     #[test]
