@@ -189,7 +189,16 @@ async fn only_what_a_traffic_target_allows_reaches_the_app() {
     for ((result, reason), before) in COUNTED.into_iter().zip(before) {
         counted.push(decisions(&m.server, result, reason).await - before);
     }
-    assert_eq!(counted, [2.0, 2.0, 1.0, 1.0], "{COUNTED:?}");
+    // Each decision above is counted. The connections that waiting for
+    // discovery made (one per client proxy, closed at once) are decided
+    // too, and may be counted only after the baseline was read: at most
+    // one more each, never fewer.
+    let expected = [2.0, 2.0, 1.0, 1.0];
+    let late: f64 = counted.iter().zip(expected).map(|(c, e)| c - e).sum();
+    assert!(
+        counted.iter().zip(expected).all(|(c, e)| *c >= e) && late <= 2.0,
+        "{COUNTED:?}: counted {counted:?}, expected {expected:?} (+ at most 2 probes)"
+    );
     let route = format!(
         "weft_inbound_authz_total{{result=\"allow\",client_id=\"{}\",route=\"api-routes/public\",port=\"{}\"}}",
         Ca::id("client"),
