@@ -2,10 +2,10 @@
 //! injected sidecar runs; and reading what the proxy reports.
 
 use anyhow::{bail, Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{bin, install, Pod, Proc, APP_UID, PROXY_UID, WAIT};
+use crate::{bin, install, Node, Pod, Proc, APP_UID, PROXY_UID, WAIT};
 
 /// Retries `f` until it succeeds or `within` has passed; the last error
 /// explains the failure.
@@ -19,6 +19,58 @@ pub fn eventually<T>(within: Duration, mut f: impl FnMut() -> Result<T>) -> Resu
             }
             Err(_) => std::thread::sleep(Duration::from_millis(25)),
         }
+    }
+}
+
+/// weft-control on the files source, as [`control_command`] starts it, in a
+/// pod of its own on a new node, over the [`identity`] set-up of `accounts`
+/// in a fresh directory (`dir`, removed on drop; manifests go in
+/// `dir/manifests`). Fields drop in order: weft-control before its pod,
+/// the pods before the node.
+#[derive(Debug)]
+pub struct FilesPlane {
+    pub control: Proc,
+    pub control_pod: Pod,
+    pub dir: PathBuf,
+    pub node: Node,
+}
+
+impl FilesPlane {
+    /// Starts it (`name` names the directory); returns once weft-control
+    /// has synced its source.
+    pub fn start(name: &str, accounts: &[&str]) -> Self {
+        let node = Node::new().expect("a test node");
+        let dir = std::env::temp_dir().join(format!("weft-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("manifests")).expect("creates the manifests directory");
+        identity(&dir, accounts);
+        let control_pod = node.pod().expect("a pod for weft-control");
+        let cmd = control_command(&control_pod, &dir, &[]);
+        let control = Proc::spawn("weft-control", cmd).expect("weft-control starts");
+        let plane = Self {
+            control,
+            control_pod,
+            dir,
+            node,
+        };
+        eventually(WAIT, || {
+            let synced = plane.control_metric("weft_control_source_synced")?;
+            anyhow::ensure!(synced == 1.0, "weft-control has not synced its source");
+            Ok(())
+        })
+        .expect("weft-control syncs its source");
+        plane
+    }
+
+    /// The sum of `series` on weft-control's `/metrics` ([`control_metric`]).
+    pub fn control_metric(&self, series: &str) -> Result<f64> {
+        control_metric(&self.control_pod, series)
+    }
+}
+
+impl Drop for FilesPlane {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -11,7 +11,6 @@
 //! exactly the allowed requests and connections. Then a grant is seen
 //! within 1 s, and the policy holds with weft-control killed.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use weft_tests::mesh::admin_get;
 use weft_tests::*;
@@ -118,31 +117,29 @@ spec:
     )
 }
 
-struct Plane {
-    node: Node,
-    dir: PathBuf,
-    control_pod: Pod,
-    control: Proc,
+/// weft-control and what the tests add to its manifests.
+struct Plane(weft_tests::mesh::FilesPlane);
+
+impl std::ops::Deref for Plane {
+    type Target = weft_tests::mesh::FilesPlane;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Plane {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Plane {
     fn new() -> Self {
-        let node = Node::new().unwrap();
-        let dir = std::env::temp_dir().join(format!("weft-authz-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("manifests")).unwrap();
-        weft_tests::mesh::identity(&dir, &["api", "client-a", "client-b", "client-c"]);
-        let control_pod = node.pod().unwrap();
-        let cmd = weft_tests::mesh::control_command(&control_pod, &dir, &[]);
-        let control = Proc::spawn("weft-control", cmd).unwrap();
-        let plane = Self {
-            node,
-            dir,
-            control_pod,
-            control,
-        };
-        eventually(WAIT, || plane.control_metric("weft_control_objects")).unwrap();
-        plane
+        Self(weft_tests::mesh::FilesPlane::start(
+            "authz",
+            &["api", "client-a", "client-b", "client-c"],
+        ))
     }
 
     /// Writes the manifests; waits until weft-control has applied them
@@ -159,10 +156,6 @@ impl Plane {
             Ok(())
         })
         .unwrap();
-    }
-
-    fn control_metric(&self, series: &str) -> anyhow::Result<f64> {
-        weft_tests::mesh::control_metric(&self.control_pod, series)
     }
 
     /// The proxy environment of a meshed pod running as `sa`.
@@ -184,12 +177,6 @@ impl Plane {
             ("WEFT_PROXY_POD_NAMESPACE".into(), "shop".into()),
             ("WEFT_PROXY_SERVICE_ACCOUNT".into(), sa.into()),
         ]
-    }
-}
-
-impl Drop for Plane {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

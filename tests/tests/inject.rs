@@ -16,7 +16,6 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 use weft_tests::mesh::{curl, shop_id, shop_token};
 use weft_tests::runner::{Event, Kubelet, Running};
@@ -73,40 +72,29 @@ fn injected(yaml: &str, control: &Pod, native: bool) -> Value {
     doc["spec"]["template"].clone()
 }
 
-struct Plane {
-    node: Node,
-    dir: PathBuf,
-    control_pod: Pod,
-    _control: Proc,
+/// weft-control and what the tests add to its manifests.
+struct Plane(weft_tests::mesh::FilesPlane);
+
+impl std::ops::Deref for Plane {
+    type Target = weft_tests::mesh::FilesPlane;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Plane {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Plane {
     fn new() -> Self {
-        let node = Node::new().unwrap();
-        let dir = std::env::temp_dir().join(format!("weft-inject-run-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("manifests")).unwrap();
-        weft_tests::mesh::identity(&dir, &["client", "web"]);
-        let control_pod = node.pod().unwrap();
-        let cmd = weft_tests::mesh::control_command(&control_pod, &dir, &[]);
-        let control = Proc::spawn("weft-control", cmd).unwrap();
-        let plane = Self {
-            node,
-            dir,
-            control_pod,
-            _control: control,
-        };
-        eventually(WAIT, || {
-            let synced = plane.control_metric("weft_control_source_synced")?;
-            anyhow::ensure!(synced == 1.0, "weft-control has not synced its source");
-            Ok(())
-        })
-        .unwrap();
-        plane
-    }
-
-    fn control_metric(&self, series: &str) -> anyhow::Result<f64> {
-        weft_tests::mesh::control_metric(&self.control_pod, series)
+        Self(weft_tests::mesh::FilesPlane::start(
+            "inject-run",
+            &["client", "web"],
+        ))
     }
 
     /// The Service `web` at `ip` and the pods behind it (`web-0`, `web-1`,
@@ -163,12 +151,6 @@ impl Plane {
                 BTreeMap::from([("ca.crt".to_owned(), anchors)]),
             )]),
         }
-    }
-}
-
-impl Drop for Plane {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
