@@ -113,25 +113,38 @@ impl Readiness {
     }
 
     /// Waits until something readiness depends on changed; `false` when
-    /// nothing can change any more (the model and the issuer are gone).
+    /// nothing can change any more (the model, the issuer and the serving
+    /// certificate are all gone). An input whose sender is gone is only
+    /// never waited on again: the others still count.
     pub async fn changed(&mut self) -> bool {
-        let issuer = async {
-            match &mut self.issuer {
-                Some((_, taken)) => taken.changed().await.is_ok(),
-                None => std::future::pending().await,
+        let Self {
+            pending,
+            issuer,
+            webhook,
+        } = self;
+        let mut issuer = issuer.as_mut().map(|(_, taken)| taken);
+        let mut webhook = webhook.as_mut().map(|(_, issued)| issued);
+        let mut open = [true, issuer.is_some(), webhook.is_some()];
+        while open.contains(&true) {
+            let (which, r) = tokio::select! {
+                r = pending.changed(), if open[0] => (0, r),
+                r = next(&mut issuer), if open[1] => (1, r),
+                r = next(&mut webhook), if open[2] => (2, r),
+            };
+            match r {
+                Ok(()) => return true,
+                Err(_) => open[which] = false,
             }
-        };
-        let webhook = async {
-            match &mut self.webhook {
-                Some((_, issued)) => issued.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = self.pending.changed() => r.is_ok(),
-            r = issuer => r,
-            r = webhook => r,
         }
+        false
+    }
+}
+
+/// The next change of `rx`; never, without one.
+async fn next(rx: &mut Option<&mut watch::Receiver<u64>>) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -245,9 +258,10 @@ mod tests {
         assert!(ready.changed().await, "an issuer taken is a change");
         assert_eq!((ready.identity(), ready.overall()), (None, None));
 
-        let plain = Readiness::new(watch::channel(vec![]).1, None);
+        let mut plain = Readiness::new(watch::channel(vec![]).1, None);
         assert_eq!((plain.identity(), plain.overall()), (None, None));
         assert!(!plain.serves_identity());
+        assert!(!plain.changed().await, "its only input is gone");
     }
 
     #[tokio::test]
@@ -262,6 +276,8 @@ mod tests {
         issuer.load_dir(&dir).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         let cert = ServingCert::new();
+        // The sources' sender is gone (as after a source stopped): the
+        // certificate still counts as a change.
         let mut ready = Readiness::new(watch::channel(vec![]).1, Some(issuer.clone()))
             .with_webhook(Some(cert.clone()));
         assert_eq!(ready.identity(), None);
