@@ -45,4 +45,5 @@ pub mod telemetry;
 pub mod test_util;
 pub mod time;
 pub mod tls;
+pub mod trace;
 pub mod transport;
