@@ -246,6 +246,24 @@ pub struct Config {
     #[arg(long, env = "WEFT_PROXY_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
 
+    /// Where spans go: an OpenTelemetry collector's OTLP/gRPC address,
+    /// `host:port` (a Jaeger's 4317). Unset: the proxy records no span (it
+    /// still forwards trace headers untouched).
+    #[arg(long, env = "WEFT_PROXY_TRACE_COLLECTOR_ADDR")]
+    pub trace_collector_addr: Option<String>,
+
+    /// The percentage (0 to 100) of requests arriving without trace
+    /// context that start a new, sampled trace here. Requests with context
+    /// always follow the caller's decision.
+    #[arg(long, env = "WEFT_PROXY_TRACE_SAMPLE_PERCENT", value_parser = percent, default_value = "0")]
+    pub trace_sample_percent: f64,
+
+    /// The `service.name` of this proxy's spans: the workload (the
+    /// injector sets the pod's owner). Default: the pod name, else
+    /// `weft-proxy`.
+    #[arg(long, env = "WEFT_PROXY_TRACE_SERVICE_NAME")]
+    pub trace_service_name: Option<String>,
+
     /// Log format.
     #[arg(
         long,
@@ -307,6 +325,14 @@ impl Config {
             addr,
             token_file: token_file.clone(),
         }))
+    }
+}
+
+/// A percentage, 0 to 100 (fractions allowed).
+pub fn percent(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
     }
 }
 

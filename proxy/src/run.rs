@@ -25,6 +25,7 @@ use crate::inbound::watch::{Policies, PolicyConfig};
 use crate::shared::Shared;
 use crate::telemetry::Metrics;
 use crate::tls::{load_roots, Tls};
+use crate::trace::Tracer;
 use crate::transport::connect::grpc_endpoint;
 use crate::transport::listen::{accept_loop, bind};
 use crate::transport::orig_dst::OrigDstAddr;
@@ -46,6 +47,10 @@ pub fn check(config: &Config) -> Result<(), String> {
         if let Some(anchors) = &config.identity_trust_anchors {
             load_roots(anchors)?;
         }
+    }
+    if let Some(addr) = &config.trace_collector_addr {
+        grpc_endpoint(addr)
+            .map_err(|e| format!("--trace-collector-addr (WEFT_PROXY_TRACE_COLLECTOR_ADDR) {e}"))?;
     }
     Ok(())
 }
@@ -182,6 +187,63 @@ fn mesh(config: &Config, registry: &mut Registry) -> Result<Option<Arc<Tls>>, St
     Ok(Some(Arc::new(tls)))
 }
 
+/// The tracer and its export task, when a collector is configured. The
+/// task runs until `stop` (after the connections drained, so the last
+/// requests' spans leave too).
+fn tracer(
+    config: &Config,
+    registry: &mut Registry,
+    stop: CancellationToken,
+) -> Result<Option<(Arc<Tracer>, tokio::task::JoinHandle<()>)>, String> {
+    use opentelemetry::KeyValue;
+    use opentelemetry_otlp::WithTonicConfig;
+    use opentelemetry_sdk::trace::SpanExporter as _;
+    let Some(addr) = &config.trace_collector_addr else {
+        return Ok(None);
+    };
+    let channel = grpc_endpoint(addr)
+        .map_err(|e| format!("--trace-collector-addr {e}"))?
+        .connect_lazy();
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_channel(channel)
+        .build()
+        .map_err(|e| format!("the span exporter for {addr}: {e}"))?;
+    let service = config
+        .trace_service_name
+        .clone()
+        .filter(|s| !s.is_empty())
+        .or_else(|| (!config.pod_name.is_empty()).then(|| config.pod_name.clone()))
+        .unwrap_or_else(|| "weft-proxy".to_owned());
+    let mut attrs = vec![
+        KeyValue::new("service.name", service),
+        KeyValue::new("weft.version", env!("CARGO_PKG_VERSION")),
+    ];
+    for (key, value) in [
+        ("k8s.pod.name", &config.pod_name),
+        ("k8s.namespace.name", &config.pod_namespace),
+    ] {
+        if !value.is_empty() {
+            attrs.push(KeyValue::new(key, value.clone()));
+        }
+    }
+    if let Some(node) = &config.node_name {
+        attrs.push(KeyValue::new("k8s.node.name", node.clone()));
+    }
+    exporter.set_resource(
+        &opentelemetry_sdk::Resource::builder_empty()
+            .with_attributes(attrs)
+            .build(),
+    );
+    let metrics = crate::trace::export::ExportMetrics::register(registry);
+    let (queue, task) = crate::trace::export::spawn(exporter, metrics, stop);
+    info!(collector = %addr, sample_percent = config.trace_sample_percent, "tracing on");
+    Ok(Some((
+        Arc::new(Tracer::new(queue, config.trace_sample_percent)),
+        task,
+    )))
+}
+
 /// Runs the proxy until `signal` completes or `/shutdown` is called, then
 /// drains. An error (discovery or mesh TLS cannot be set up: what
 /// [`check`] could not see) returns before anything is served.
@@ -201,6 +263,8 @@ where
     let resolver = discovery(&config, &mut registry)?;
     let tls = mesh(&config, &mut registry)?;
     let policies = policies(&config, &mut registry, shutdown.clone())?;
+    let trace_stop = CancellationToken::new();
+    let (tracer, trace_task) = tracer(&config, &mut registry, trace_stop.clone())?.unzip();
     let ports = bound
         .addrs()
         .map(|a| a.map(|a| a.port()))
@@ -225,6 +289,7 @@ where
         metrics,
         orig_dst,
         resolver,
+        tracer,
         shutdown: shutdown.clone(),
         own_ports: ports,
     });
@@ -297,6 +362,10 @@ where
     }
     tasks.kill();
     tasks.wait().await;
+    trace_stop.cancel();
+    if let Some(task) = trace_task {
+        let _ = task.await;
+    }
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(())

@@ -28,6 +28,8 @@ pub struct Shared<O> {
     pub tls: Option<Arc<Tls>>,
     /// The inbound policy of each pod port in use.
     pub policies: Arc<Policies>,
+    /// Spans, when a collector is configured.
+    pub tracer: Option<Arc<crate::trace::Tracer>>,
     pub shutdown: CancellationToken,
     /// The proxy's own listening ports: a connection "to" one of them that
     /// was not redirected would loop.

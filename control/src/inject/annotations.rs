@@ -56,6 +56,8 @@ pub struct Plan {
     pub shutdown_grace: Option<String>,
     pub default_inbound_policy: Option<String>,
     pub trace_sample_percent: Option<String>,
+    /// The `service.name` of the proxy's spans: the pod's workload.
+    pub workload: Option<String>,
 }
 
 /// The namespace's `weft.dev/` annotations with the pod's over them.
@@ -125,6 +127,7 @@ pub fn plan(annotations: &BTreeMap<String, String>, settings: &Settings) -> Resu
         default_inbound_policy: check(DEFAULT_INBOUND_POLICY, &inbound_policy)?
             .or_else(|| settings.default_inbound_policy.clone()),
         trace_sample_percent: check(TRACE_SAMPLE_PERCENT, &percent)?,
+        workload: None,
     })
 }
 

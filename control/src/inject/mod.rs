@@ -82,6 +82,11 @@ pub struct Settings {
     #[arg(long, env = "WEFT_CONTROL_PROXY_NATIVE_SIDECAR", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub proxy_native_sidecar: bool,
 
+    /// The proxies' OpenTelemetry collector (OTLP/gRPC `host:port`, a
+    /// Jaeger's 4317): the proxies export spans there. Unset: no spans.
+    #[arg(long, env = "WEFT_CONTROL_PROXY_TRACE_COLLECTOR_ADDR", value_name = "HOST:PORT", value_parser = host_port)]
+    pub proxy_trace_collector_addr: Option<String>,
+
     /// How long the proxy's projected ServiceAccount token is valid (the
     /// kubelet renews it at 80%); at least 10m.
     #[arg(long = "proxy-token-expiry", env = "WEFT_CONTROL_PROXY_TOKEN_EXPIRY", value_parser = token_expiry, default_value = "1h")]
@@ -102,6 +107,16 @@ pub struct Settings {
     /// before its first policy exactly when weft-control's default says so.
     #[arg(skip)]
     pub default_inbound_policy: Option<String>,
+}
+
+fn host_port(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(s.to_owned())
+        }
+        _ => Err(format!("'{s}' is not host:port")),
+    }
 }
 
 fn token_expiry(s: &str) -> Result<Duration, String> {
@@ -137,6 +152,7 @@ impl Default for Settings {
             proxy_memory_request: Some(MEMORY_REQUEST.into()),
             proxy_memory_limit: Some(MEMORY_LIMIT.into()),
             proxy_native_sidecar: true,
+            proxy_trace_collector_addr: None,
             token_expiry: Duration::from_secs(3600),
             trust_domain: "cluster.local".into(),
             token_audience: "weft".into(),
@@ -268,7 +284,8 @@ pub fn inject(
     if flag("automountServiceAccountToken") == Some(false) {
         return Ok(Outcome::Skipped(Skip::NoServiceAccountToken));
     }
-    let plan = annotations::plan(&annotations::merged(namespace, &own), settings)?;
+    let mut plan = annotations::plan(&annotations::merged(namespace, &own), settings)?;
+    plan.workload = workload(pod);
     let mut out = pod.clone();
     let proxy = render::proxy_container(&plan, settings);
     let spec = object(&mut out, "spec");
@@ -283,6 +300,35 @@ pub fn inject(
     let metadata = object(&mut out, "metadata");
     object_in(metadata, "annotations").insert(INJECTED.into(), json!("true"));
     Ok(Outcome::Injected(out))
+}
+
+/// The workload a pod belongs to, as traces name it: its owner (a
+/// ReplicaSet's name without the `pod-template-hash`, so a Deployment's
+/// name), else its `generateName` so trimmed, else its
+/// `app.kubernetes.io/name` or `app` label (a pod template has no owner).
+fn workload(pod: &Value) -> Option<String> {
+    let meta = pod.get("metadata")?;
+    let label = |k: &str| meta.get("labels")?.get(k)?.as_str();
+    let hash = label("pod-template-hash");
+    let trim = |name: &str| {
+        let name = name.trim_end_matches('-');
+        let name = match hash {
+            Some(h) => name
+                .strip_suffix(h)
+                .map_or(name, |n| n.trim_end_matches('-')),
+            None => name,
+        };
+        (!name.is_empty()).then(|| name.to_owned())
+    };
+    meta.get("ownerReferences")
+        .and_then(|o| o.get(0)?.get("name")?.as_str())
+        .and_then(trim)
+        .or_else(|| meta.get("generateName")?.as_str().and_then(trim))
+        .or_else(|| {
+            label("app.kubernetes.io/name")
+                .or_else(|| label("app"))
+                .map(str::to_owned)
+        })
 }
 
 /// The opt-in rule: the pod's `weft.dev/inject` wins over its namespace's.

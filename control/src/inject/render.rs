@@ -98,6 +98,11 @@ pub fn proxy_container(plan: &Plan, settings: &Settings) -> Value {
             "WEFT_PROXY_TRACE_SAMPLE_PERCENT",
             &plan.trace_sample_percent,
         ),
+        (
+            "WEFT_PROXY_TRACE_COLLECTOR_ADDR",
+            &settings.proxy_trace_collector_addr,
+        ),
+        ("WEFT_PROXY_TRACE_SERVICE_NAME", &plan.workload),
     ] {
         if let Some(v) = value {
             env.push(var(name, v));

@@ -571,3 +571,40 @@ fn the_proxy_gets_weft_controls_default_inbound_policy_unless_annotated() {
         None
     );
 }
+
+#[test]
+fn the_proxy_names_its_spans_after_the_workload_and_exports_where_weft_control_says() {
+    let mut p = pod(json!({"weft.dev/inject": "enabled"}));
+    p["metadata"]["generateName"] = json!("web-7d9f8c6b5-");
+    p["metadata"]["labels"]["pod-template-hash"] = json!("7d9f8c6b5");
+    p["metadata"]["ownerReferences"] =
+        json!([{"kind": "ReplicaSet", "name": "web-7d9f8c6b5", "uid": "1"}]);
+    let settings = Settings {
+        proxy_trace_collector_addr: Some("jaeger.tracing:4317".into()),
+        ..Settings::default()
+    };
+    let Ok(Outcome::Injected(out)) = inject(&p, &BTreeMap::new(), &settings, OptIn::Required)
+    else {
+        panic!("not injected")
+    };
+    let proxy = container(&out, "weft-proxy");
+    assert_eq!(env(proxy, "WEFT_PROXY_TRACE_SERVICE_NAME"), Some("web"));
+    assert_eq!(
+        env(proxy, "WEFT_PROXY_TRACE_COLLECTOR_ADDR"),
+        Some("jaeger.tracing:4317")
+    );
+    // A StatefulSet's pod: its owner's name as it is.
+    let mut p = pod(json!({"weft.dev/inject": "enabled"}));
+    p["metadata"]["ownerReferences"] = json!([{"kind": "StatefulSet", "name": "db", "uid": "2"}]);
+    let proxy = container(&injected(&p, &[]), "weft-proxy").clone();
+    assert_eq!(env(&proxy, "WEFT_PROXY_TRACE_SERVICE_NAME"), Some("db"));
+    assert_eq!(env(&proxy, "WEFT_PROXY_TRACE_COLLECTOR_ADDR"), None);
+    // A template without an owner: its app label.
+    let proxy = container(
+        &injected(&pod(json!({"weft.dev/inject": "enabled"})), &[]),
+        "weft-proxy",
+    )
+    .clone();
+    assert_eq!(env(&proxy, "WEFT_PROXY_TRACE_SERVICE_NAME"), Some("web"));
+    assert!(host_port("jaeger:notaport").is_err() && host_port(":4317").is_err());
+}

@@ -52,6 +52,19 @@ pub enum Outcome {
     TryTimeout,
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Status(status, None) => write!(f, "{}", status.as_u16()),
+            Outcome::Status(status, Some(grpc)) => {
+                write!(f, "{} grpc-status {grpc}", status.as_u16())
+            }
+            Outcome::ConnectFailure => f.write_str("connect failure"),
+            Outcome::TryTimeout => f.write_str("per-try timeout"),
+        }
+    }
+}
+
 pub(crate) fn proto_duration(d: &prost_types::Duration) -> Option<Duration> {
     let d = Duration::new(u64::try_from(d.seconds).ok()?, u32::try_from(d.nanos).ok()?);
     (!d.is_zero()).then_some(d)

@@ -131,6 +131,9 @@ impl Forward {
                 }
                 dest.retries.inc();
                 tries += 1;
+                if let Some(span) = &mut used.span {
+                    span.retried(tries, outcome.to_string());
+                }
                 debug!(?outcome, tries, "retrying");
                 if let Some(backoff) = policy.as_ref().and_then(|p| p.backoff) {
                     tokio::time::sleep(backoff).await;

@@ -22,6 +22,7 @@ use crate::client::{Client, Conns};
 use crate::discovery::policy::Policy;
 use crate::errors::ProxyError;
 use crate::telemetry::HttpMetrics;
+use crate::trace::Recording;
 use crate::transport::tasks::Tasks;
 
 /// One client connection's forwarding state.
@@ -56,6 +57,8 @@ struct MeshMetrics {
 pub(super) struct Used {
     counted: bool,
     mesh: Option<Arc<str>>,
+    /// The request's span, when it is sampled.
+    pub(super) span: Option<Box<Recording>>,
 }
 
 impl Forward {
@@ -86,12 +89,14 @@ impl Forward {
         target: Target<'a>,
         req: Request<Incoming>,
         start: Instant,
+        span: &'a mut Option<Box<Recording>>,
     ) -> impl Future<Output = Response<Body>> + Send + 'a {
-        self.routed(h2, target, None, req, start)
+        self.routed(h2, target, None, req, start, span)
     }
 
     /// A request, with a route's `policy` in place of the target's own
-    /// retry and timeout policy when it has one.
+    /// retry and timeout policy when it has one; `span` (a sampled
+    /// request's) gets where it went, its retries and the proxy's error.
     pub fn routed<'a>(
         &'a self,
         h2: bool,
@@ -99,11 +104,12 @@ impl Forward {
         policy: Option<&'a Arc<Policy>>,
         req: Request<Incoming>,
         start: Instant,
+        span: &'a mut Option<Box<Recording>>,
     ) -> impl Future<Output = Response<Body>> + Send + 'a {
         if h2 {
-            OneOf::Left(self.h2(target, policy, req, start))
+            OneOf::Left(self.h2(target, policy, req, start, span))
         } else {
-            OneOf::Right(self.h1(target, policy, req, start))
+            OneOf::Right(self.h1(target, policy, req, start, span))
         }
     }
 
@@ -114,10 +120,14 @@ impl Forward {
         policy: Option<&Arc<Policy>>,
         mut req: Request<Incoming>,
         start: Instant,
+        span: &mut Option<Box<Recording>>,
     ) -> Response<Body> {
         let upgrade = is_upgrade(req.headers());
         strip_hop_by_hop(req.headers_mut(), upgrade);
-        let mut used = Used::default();
+        let mut used = Used {
+            span: span.take(),
+            ..Used::default()
+        };
         let result = if upgrade {
             // Boxed: rare, and its connect would weigh on every request.
             Box::pin(self.upgrade(target, req, &mut used)).await
@@ -125,7 +135,8 @@ impl Forward {
             self.dispatch(target, policy, req, start, false, false, &mut used)
                 .await
         };
-        let mut rsp = self.respond(result, start, false, used);
+        let mut rsp = self.respond(result, start, false, &mut used);
+        *span = used.span;
         if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
             strip_hop_by_hop(rsp.headers_mut(), false);
         }
@@ -139,13 +150,25 @@ impl Forward {
         policy: Option<&Arc<Policy>>,
         req: Request<Incoming>,
         start: Instant,
+        span: &mut Option<Box<Recording>>,
     ) -> Response<Body> {
         let grpc = is_grpc(&req);
-        let mut used = Used::default();
+        let mut used = Used {
+            span: span.take(),
+            ..Used::default()
+        };
         let result = self
             .dispatch(target, policy, req, start, true, grpc, &mut used)
             .await;
-        self.respond(result, start, grpc, used)
+        let rsp = self.respond(result, start, grpc, &mut used);
+        *span = used.span;
+        rsp
+    }
+
+    /// This proxy's mesh identity, when its outbound requests speak mesh
+    /// TLS.
+    pub fn own_id(&self) -> Option<&str> {
+        self.mesh.as_ref().map(|m| &*m.client)
     }
 
     /// How this connection's upstream connections are made.
@@ -155,7 +178,7 @@ impl Forward {
 
     /// The proxy's own answer to a request it will not forward.
     pub fn refuse<B>(&self, req: &Request<B>, error: ProxyError, start: Instant) -> Response<Body> {
-        self.respond(Err(error), start, is_grpc(req), Used::default())
+        self.respond(Err(error), start, is_grpc(req), &mut Used::default())
     }
 
     /// An answer the proxy made itself without an error (a route's
@@ -170,10 +193,14 @@ impl Forward {
     /// A request goes out over a connection to `mesh` (a server identity,
     /// or `None` for no mesh TLS): it is counted there, once however many
     /// attempts it takes.
-    pub(super) fn sending(&self, used: &mut Used, mesh: Option<Arc<str>>) {
+    pub(super) fn sending(&self, used: &mut Used, mesh: Option<Arc<str>>, to: SocketAddr) {
         if !used.counted {
             used.counted = true;
             self.with_metrics(mesh.as_ref(), |m| m.request());
+        }
+        if let Some(span) = &mut used.span {
+            span.endpoint = Some(to);
+            span.server_id.clone_from(&mesh);
         }
         used.mesh = mesh;
     }
@@ -200,7 +227,7 @@ impl Forward {
         result: Result<Response<Incoming>, ProxyError>,
         start: Instant,
         grpc: bool,
-        used: Used,
+        used: &mut Used,
     ) -> Response<Body> {
         let mesh = used.mesh.as_ref();
         if !used.counted {
@@ -212,6 +239,9 @@ impl Forward {
             Err(error) => {
                 debug!(%error, "answering with an error");
                 self.with_metrics(mesh, |m| m.proxy_error(error.reason()));
+                if let Some(span) = &mut used.span {
+                    span.error = Some(error.reason());
+                }
                 error.to_response(grpc).map(|b| Either::Right(Full::new(b)))
             }
         };

@@ -41,11 +41,11 @@ impl Forward {
                 if h2 {
                     let connect = || self.client.h2_connect(&remote);
                     let sender = Cut::within(cut, dst, conns.h2.get(connect)).await?;
-                    self.sending(used, None);
+                    self.sending(used, None, addr);
                     return Cut::within(cut, dst, send_h2(sender, addr, req)).await;
                 }
                 let held = Cut::within(cut, dst, self.session.checkout(conns, &remote)).await?;
-                self.sending(used, None);
+                self.sending(used, None, addr);
                 Cut::within(cut, dst, self.session.send(held, &remote, req)).await
             }
             (Target::Balanced(dest), false) => {
@@ -57,7 +57,7 @@ impl Forward {
                 let connecting = connect::connect(balancer, dest.addr, checkout);
                 let (mut picked, held) = Cut::within(cut, dst, connecting).await?;
                 picked.sent();
-                self.sending(used, self.mesh_of(&picked));
+                self.sending(used, self.mesh_of(&picked), picked.addr());
                 let remote = picked.remote();
                 let sent = self.session.send(held, &remote, req);
                 let result = Cut::within(cut, dst, sent).await;
@@ -74,7 +74,7 @@ impl Forward {
                 let connecting = connect::connect(balancer, dest.addr, sender);
                 let (mut picked, sender) = Cut::within(cut, dst, connecting).await?;
                 picked.sent();
-                self.sending(used, self.mesh_of(&picked));
+                self.sending(used, self.mesh_of(&picked), picked.addr());
                 // Cut short, the attempt counts against the endpoint: a
                 // hung endpoint loses its traffic instead of keeping it.
                 let sent = send_h2(sender, picked.addr(), req);

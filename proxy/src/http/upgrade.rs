@@ -27,7 +27,7 @@ impl Forward {
         let (mut sender, addr) = match target {
             Target::Addr(addr) => {
                 let sender = client.h1_connect(&Remote::plain(addr), true).await?;
-                self.sending(used, None);
+                self.sending(used, None, addr);
                 (sender, addr)
             }
             Target::Balanced(dest) => {
@@ -36,7 +36,7 @@ impl Forward {
                         client.h1_connect(&ep.remote(), true).await
                     })
                     .await?;
-                self.sending(used, self.mesh_of(&picked));
+                self.sending(used, self.mesh_of(&picked), picked.addr());
                 // An upgraded connection is not a request: its length says
                 // nothing about the endpoint's latency.
                 (sender, picked.addr())

@@ -30,6 +30,7 @@ use crate::http::{Forward, Target};
 use crate::shared::Shared;
 use crate::telemetry::{Direction, MeshIds, Protocol};
 use crate::tls::Alpn;
+use crate::trace::{SpanKind, Traced};
 use crate::transport::connect::Remote;
 use crate::transport::io::Counted;
 use crate::transport::opaque;
@@ -110,23 +111,49 @@ async fn forward<O, I>(
     let app = app_addr(shared.config.inbound_target, orig);
     let metrics = shared.metrics.conn(IN, orig, mesh.as_ref());
     let io = Counted::new(io, metrics.read.clone(), metrics.write.clone());
-    let client = mesh.map(|m| m.client);
+    let (client, server) = match mesh {
+        Some(m) => (Some(m.client), Some(m.server)),
+        None => (None, None),
+    };
     let decisions = shared.policies.metrics.conn(client.as_ref(), orig.port());
     let shutdown = shared.shutdown.clone();
     debug!(?protocol, %app, "forwarding");
     if matches!(protocol, Protocol::Http1 | Protocol::Http2) {
         let fwd = Forward::new(&shared.http, metrics.http(), None);
-        let conn = Arc::new((fwd, port.clone(), client, decisions));
+        let traced = shared.tracer.clone().map(|t| (t, server));
+        let conn = Arc::new((fwd, port.clone(), client, decisions, traced));
         let h2 = protocol == Protocol::Http2;
-        let handle = move |req: http::Request<hyper::body::Incoming>| {
+        let handle = move |mut req: http::Request<hyper::body::Incoming>| {
             let conn = conn.clone();
             async move {
                 let start = Instant::now();
-                let (fwd, port, client, decisions) = &*conn;
-                if let Err(denied) = check(port, client.as_deref(), Some(&req), decisions) {
-                    return fwd.refuse(&req, ProxyError::Forbidden(denied.0), start);
+                let (fwd, port, client, decisions, tracer) = &*conn;
+                let mut span = tracer
+                    .as_ref()
+                    .and_then(|(t, _)| t.start(req.headers_mut(), SpanKind::Server));
+                let traced = span.as_ref().map(|_| Traced::of(&req, orig));
+                let rsp = match check(port, client.as_deref(), Some(&req), decisions) {
+                    Err(denied) => {
+                        let error = ProxyError::Forbidden(denied.0);
+                        if let Some(span) = &mut span {
+                            span.error = Some(error.reason());
+                        }
+                        fwd.refuse(&req, error, start)
+                    }
+                    Ok(()) => {
+                        fwd.request(h2, Target::Addr(app), req, start, &mut span)
+                            .await
+                    }
+                };
+                if let (Some(mut span), Some(traced), Some((tracer, server))) =
+                    (span, traced, tracer)
+                {
+                    // The server's identity is this proxy's, the client's
+                    // the one its certificate proved.
+                    span.server_id.clone_from(server);
+                    traced.finish(tracer, span, None, &rsp, client.as_deref());
                 }
-                fwd.request(h2, Target::Addr(app), req, start).await
+                rsp
             }
         };
         return shared.http.serve(h2, io, handle, shutdown).await;

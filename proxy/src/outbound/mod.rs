@@ -29,6 +29,7 @@ use crate::http::{Forward, Target};
 use crate::shared::Shared;
 use crate::telemetry::{Direction, MeshIds, Protocol};
 use crate::tls::Alpn;
+use crate::trace::{SpanKind, Traced};
 use crate::transport::connect::Remote;
 use crate::transport::io::Counted;
 use crate::transport::opaque;
@@ -72,19 +73,24 @@ where
     let metrics = shared.metrics.conn(OUT, orig, None);
     let io = Counted::new(io, metrics.read.clone(), metrics.write.clone());
     let fwd = Forward::new(&shared.http, metrics.http(), shared.own_id());
-    let conn = Arc::new((fwd, view));
+    let conn = Arc::new((fwd, view, shared.tracer.clone()));
     let shutdown = shared.shutdown.clone();
     debug!(?protocol, "forwarding HTTP");
     let h2 = protocol == Protocol::Http2;
     let resolve_timeout = shared.resolver.as_ref().map(|r| r.resolve_timeout());
-    let handle = move |mut req| {
+    let handle = move |mut req: http::Request<hyper::body::Incoming>| {
         let conn = conn.clone();
         async move {
             let start = Instant::now();
-            let (fwd, view) = &*conn;
+            let (fwd, view, tracer) = &*conn;
+            let mut span = tracer
+                .as_ref()
+                .and_then(|t| t.start(req.headers_mut(), SpanKind::Client));
+            let traced = span.as_ref().map(|_| Traced::of(&req, orig));
             // One atomic load when the destination has no routes.
             let table = routes_of(view);
-            match route::route(view, table.as_deref(), orig, &mut req) {
+            let mut route_name = None;
+            let rsp = match route::route(view, table.as_deref(), orig, &mut req) {
                 Plan::Forward(routed) => {
                     if let (Some(dest), Some(wait)) = (routed.pending(), resolve_timeout) {
                         // A backend whose watch this update opened.
@@ -93,8 +99,9 @@ where
                     if let (Some(mirror), Some(wait)) = (routed.mirror(), resolve_timeout) {
                         mirror.copy(&req, fwd.client(), wait);
                     }
+                    route_name = routed.route_name();
                     let mut rsp = fwd
-                        .routed(h2, routed.target, routed.policy, req, start)
+                        .routed(h2, routed.target, routed.policy, req, start, &mut span)
                         .await;
                     routed.respond(&mut rsp);
                     if let Some(m) = routed.metrics {
@@ -104,7 +111,12 @@ where
                 }
                 Plan::Answer(answer) => {
                     let rsp = match answer {
-                        Answer::Error(error) => fwd.refuse(&req, error, start),
+                        Answer::Error(error) => {
+                            if let Some(span) = &mut span {
+                                span.error = Some(error.reason());
+                            }
+                            fwd.refuse(&req, error, start)
+                        }
                         Answer::Redirect(rsp) => fwd.answer(rsp, start),
                     };
                     if let Some(t) = table.as_ref().and_then(|t| t.http.as_ref()) {
@@ -113,7 +125,11 @@ where
                     }
                     rsp
                 }
+            };
+            if let (Some(span), Some(traced), Some(tracer)) = (span, traced, tracer) {
+                traced.finish(tracer, span, route_name, &rsp, fwd.own_id());
             }
+            rsp
         }
     };
     shared.http.serve(h2, io, handle, shutdown).await

@@ -75,6 +75,12 @@ impl<'a> Routed<'a> {
         }
     }
 
+    /// The rule's name (`<kind>/<namespace>/<name>`), when a route rule
+    /// matched.
+    pub fn route_name(&self) -> Option<&'a str> {
+        self.rule.map(|r| &*r.name)
+    }
+
     /// The rule's mirror, if it has one.
     pub fn mirror(&self) -> Option<&'a Mirror> {
         self.rule?.mirror.as_ref()

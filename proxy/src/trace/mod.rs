@@ -18,9 +18,8 @@ pub mod export;
 pub mod propagate;
 
 use http::header::HeaderMap;
-use opentelemetry::trace::{
-    Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
+pub use opentelemetry::trace::SpanKind;
+use opentelemetry::trace::{Event, SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use std::borrow::Cow;
@@ -74,6 +73,63 @@ pub struct Done<'a> {
     /// outbound: this proxy's).
     pub client_id: Option<&'a str>,
     pub authority: Option<&'a str>,
+}
+
+/// What a sampled request's span needs of the request, taken before the
+/// request goes on (only for sampled requests).
+#[derive(Debug)]
+pub struct Traced {
+    method: http::Method,
+    /// `host:port` the client addressed (its `:authority` or `Host`), else
+    /// the original destination.
+    authority: String,
+}
+
+impl Traced {
+    pub fn of<B>(req: &http::Request<B>, orig: SocketAddr) -> Self {
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok());
+        let authority = match host {
+            Some(h) if h.contains(':') => h.to_owned(),
+            Some(h) => format!("{h}:{}", orig.port()),
+            None => orig.to_string(),
+        };
+        Self {
+            method: req.method().clone(),
+            authority,
+        }
+    }
+
+    /// Ends `span` with the response and queues it; the span is named by
+    /// its route when one matched, else by the Service as addressed.
+    pub fn finish<B>(
+        &self,
+        tracer: &Tracer,
+        span: Box<Recording>,
+        route: Option<&str>,
+        rsp: &http::Response<B>,
+        client_id: Option<&str>,
+    ) {
+        let name = match route {
+            Some(r) => Cow::Borrowed(r),
+            None => service_name(&self.authority),
+        };
+        tracer.finish(
+            span,
+            Done {
+                name: &name,
+                method: &self.method,
+                route,
+                status: rsp.status(),
+                response: rsp.headers(),
+                client_id,
+                authority: Some(&self.authority),
+            },
+        );
+    }
 }
 
 impl Tracer {
