@@ -187,6 +187,9 @@ fn mesh(config: &Config, registry: &mut Registry) -> Result<Option<Arc<Tls>>, St
     Ok(Some(Arc::new(tls)))
 }
 
+/// The tracer and its export task.
+type Tracing = (Arc<Tracer>, tokio::task::JoinHandle<()>);
+
 /// The tracer and its export task, when a collector is configured. The
 /// task runs until `stop` (after the connections drained, so the last
 /// requests' spans leave too).
@@ -194,7 +197,7 @@ fn tracer(
     config: &Config,
     registry: &mut Registry,
     stop: CancellationToken,
-) -> Result<Option<(Arc<Tracer>, tokio::task::JoinHandle<()>)>, String> {
+) -> Result<Option<Tracing>, String> {
     use opentelemetry::KeyValue;
     use opentelemetry_otlp::WithTonicConfig;
     use opentelemetry_sdk::trace::SpanExporter as _;

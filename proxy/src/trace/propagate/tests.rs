@@ -124,7 +124,7 @@ fn b3_single_forms_and_their_sampling_states() {
     assert!(c.short_id);
     for bad in [
         "0".to_owned(),
-        format!("{TRACE}"),
+        TRACE.to_string(),
         format!("{TRACE}-{SPAN}-x"),
         format!("{TRACE}-{SPAN}-1-"),
         format!("{TRACE}-{SPAN}-1-{SPAN}-more"),
