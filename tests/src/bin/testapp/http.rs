@@ -98,6 +98,15 @@ async fn route(req: Request<Incoming>, local: SocketAddr) -> Response<Out> {
     }
     match req.uri().path() {
         "/hello" => hello(&req, local).await,
+        "/headers" => {
+            // The request's headers as the app received them, a line each.
+            let mut out = String::new();
+            for (k, v) in req.headers() {
+                out += &format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes()));
+            }
+            Response::new(full(out))
+        }
+        "/fail" => status(StatusCode::SERVICE_UNAVAILABLE, "failing on purpose\n".into()),
         "/served" => Response::new(full(format!("{}\n", SERVED.load(Ordering::Relaxed)))),
         "/echo" => Response::new(req.into_body().boxed()),
         "/count" => {

@@ -7,6 +7,8 @@
 //!                                 "REQUEST METHOD PATH" for each request):
 //!     GET  /hello                 "hello from ADDR" (TESTAPP_DELAY_MS: after a delay;
 //!                                 TESTAPP_FAIL_PERCENT: that share answered 503)
+//!     GET  /headers               the request's headers as received, a line each
+//!     GET  /fail                  503, always
 //!     GET  /served                how many /hello requests were served
 //!     POST /echo                  the request body, streamed back
 //!     POST /count                 the number of body bytes received
