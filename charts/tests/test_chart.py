@@ -15,7 +15,9 @@ import glob
 import os
 import re
 import subprocess
+import time
 import unittest
+import urllib.request
 
 import helm_python as helm
 import jsonschema
@@ -496,6 +498,83 @@ class Crds(unittest.TestCase):
         jsonschema.validate(backends({"service": "a", "weight": 2}), split1)
 
 
+def weft_control_binary():
+    """The built weft-control (scripts/test builds it before this runs), or None."""
+    binary = os.environ.get("WEFT_CONTROL_BIN") or os.path.join(REPO, "target", "debug", "weft-control")
+    return binary if os.path.exists(binary) else None
+
+
+def start(binary, args):
+    """weft-control with `args`, its listeners on loopback port 0."""
+    loopback = ["--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--webhook-addr=127.0.0.1:0"]
+    return subprocess.Popen(
+        [binary, *args, *loopback],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "WEFT_LOG": "info", "NO_COLOR": "1"},
+    )
+
+
+def stop(process):
+    process.terminate()
+    try:
+        out, _ = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return out
+
+
+class WeftControl(unittest.TestCase):
+    """The real binary takes what the chart renders."""
+
+    def setUp(self):
+        self.binary = weft_control_binary()
+        if not self.binary:
+            self.skipTest("target/debug/weft-control is not built (cargo build -p weft-control)")
+
+    def test_it_starts_with_the_deployments_args(self):
+        # An API server that is not there: weft-control keeps retrying its
+        # watches; a flag or value it refuses would end it at once (exit 2
+        # or 64).
+        running = {}
+        for case, values in CASES.items():
+            args = args_of(render(values)[0]) + ["--kube-api-server=http://127.0.0.1:9"]
+            running[case] = start(self.binary, args)
+        time.sleep(2)
+        for case, process in running.items():
+            code = process.poll()
+            out = stop(process)
+            with self.subTest(case=case):
+                self.assertIsNone(code, out[-2000:])
+                # The configuration it logs at start (plain or JSON).
+                self.assertRegex(out[:4000], r"starting config=|\"message\":\"starting\"")
+
+    def test_it_reads_every_example(self):
+        process = start(self.binary, [f"--source={os.path.join(CHART, 'examples')}"])
+        try:
+            admin = None
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not admin:
+                line = process.stdout.readline()
+                m = re.search(r"admin=(127\.0\.0\.1:\d+)", line)
+                admin = m and m.group(1)
+            self.assertTrue(admin, "weft-control did not say its admin address")
+            metrics = ""
+            while time.monotonic() < deadline:
+                metrics = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
+                if 'weft_control_objects{kind="TrafficSplit"} 4' in metrics:
+                    break
+                time.sleep(0.1)
+        finally:
+            stop(process)
+        for kind, n in [("TrafficSplit", 4), ("HTTPRouteGroup", 1), ("TCPRoute", 1), ("TrafficTarget", 2)]:
+            self.assertIn(f'weft_control_objects{{kind="{kind}"}} {n}', metrics)
+        refused = [l for l in metrics.splitlines() if l.startswith("weft_control_source_errors_total{")]
+        self.assertEqual(refused, [])
+
+
 def openapi_to_jsonschema(schema):
     """A CRD's structural schema as plain JSON Schema: x-kubernetes-int-or-string
     allows an integer or a string; other x-kubernetes-* keys are dropped."""
@@ -513,8 +592,8 @@ def weft_control_flags():
     """The long flags of weft-control: from its `--help` when the binary is
     built (scripts/test builds it first; WEFT_CONTROL_BIN names another),
     else from its clap declarations in control/src."""
-    binary = os.environ.get("WEFT_CONTROL_BIN") or os.path.join(REPO, "target", "debug", "weft-control")
-    if os.path.exists(binary):
+    binary = weft_control_binary()
+    if binary:
         text = subprocess.run([binary, "--help"], check=True, capture_output=True, text=True).stdout
         return set(re.findall(r"^\s+--([a-z0-9-]+)", text, re.M))
     root = os.path.join(REPO, "control", "src")
