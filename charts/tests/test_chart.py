@@ -12,6 +12,7 @@ Set WEFT_CHART_RENDER_DIR to also write each case's manifests there
 
 import copy
 import glob
+import json
 import os
 import re
 import subprocess
@@ -385,6 +386,7 @@ class Render(unittest.TestCase):
 
     def test_render_dir(self):
         """Writes each case's objects to WEFT_CHART_RENDER_DIR/<case>.yaml
+        and <case>.json (a list; control/tests/chart.rs reads default.json)
         (scripts/chart-test: target/chart-render), for tests that apply
         them elsewhere. With the `weft` CLI built, the issuer is a real one
         from `weft identity init` (its files in <dir>/identity/)."""
@@ -410,6 +412,8 @@ class Render(unittest.TestCase):
             objects, _ = render(values)
             with open(os.path.join(out, f"{case}.yaml"), "w") as f:
                 yaml.safe_dump_all(objects, f, sort_keys=False)
+            with open(os.path.join(out, f"{case}.json"), "w") as f:
+                json.dump(objects, f, indent=1)
             self.assertTrue(objects)
 
 
