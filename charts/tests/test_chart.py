@@ -160,7 +160,16 @@ class Render(unittest.TestCase):
                         try:
                             kubernetes_validate.validate(o, kube, strict=True)
                         except kubernetes_validate.ValidationError as e:
-                            self.fail(f"{kind} on {kube}: {e.caught.message} at {list(e.caught.absolute_path)}")
+                            self.fail(f"{kind} on {kube}: {e.message} at {list(e.absolute_path)}")
+
+    def test_validation_is_strict(self):
+        objects, _ = render(ISSUER_VALUES)
+        deploy = copy.deepcopy(one(objects, "Deployment"))
+        deploy["spec"]["template"]["spec"]["containers"][0]["bogus"] = 1
+        for kube in KUBE_VERSIONS:
+            with self.assertRaises(kubernetes_validate.ValidationError) as err:
+                kubernetes_validate.validate(deploy, kube, strict=True)
+            self.assertIn("'bogus' was unexpected", err.exception.message)
 
     def test_no_issuer_is_refused_with_how_to_make_one(self):
         with helm.Chart.load(CHART) as chart:
