@@ -308,8 +308,13 @@ class Render(unittest.TestCase):
 
         self.assertIn("--proxy-native-sidecar=false", args_of(render(CASES["classic-sidecars"])[0]))
 
-        # No tracing flag in weft-control yet: the value changes nothing.
-        self.assertEqual(args_of(render(CASES["tracing"])[0]), args_of(render(ISSUER_VALUES)[0]))
+        # The collector reaches the injector, and nothing else changes.
+        traced = args_of(render(CASES["tracing"])[0])
+        self.assertIn("--proxy-trace-collector-addr=otel-collector.tracing:4317", traced)
+        self.assertEqual(
+            [a for a in traced if not a.startswith("--proxy-trace-collector-addr=")],
+            args_of(render(ISSUER_VALUES)[0]),
+        )
 
         objects, _ = render(CASES["one-replica"])
         self.assertEqual(one(objects, "Deployment")["spec"]["replicas"], 1)
