@@ -1,0 +1,133 @@
+//! The receiver's two servers over one [`Store`]: OTLP/gRPC
+//! `TraceService/Export` (opentelemetry-proto's generated server on the
+//! project's tonic) and Jaeger's query API over HTTP/1.1 and HTTP/2
+//! (hyper). Both take a bound listener and a shutdown future.
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+use super::jaeger;
+use super::span::spans_of;
+use super::store::Store;
+
+/// Serves both listeners until `shutdown` completes, then lets in-flight
+/// exports finish (open connections are closed by dropping the runtime).
+///
+/// # Errors
+/// If the gRPC server fails (its listener broke).
+pub async fn serve(
+    grpc: TcpListener,
+    query: TcpListener,
+    store: Arc<Store>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let http = tokio::spawn(serve_query(query, store.clone(), {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }));
+    let grpc = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(Export(store)))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            },
+        )
+        .await;
+    let _ = http.await;
+    grpc
+}
+
+/// `TraceService/Export`: records the spans, or answers UNAVAILABLE while
+/// the store is set failing.
+#[derive(Debug)]
+struct Export(Arc<Store>);
+
+#[tonic::async_trait]
+impl TraceService for Export {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if self.0.failing() {
+            self.0.refuse();
+            return Err(tonic::Status::unavailable(
+                "the test receiver is set failing",
+            ));
+        }
+        self.0.record(spans_of(request.into_inner()));
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// Serves Jaeger's query API from `listener` until `shutdown` completes.
+pub async fn serve_query(
+    listener: TcpListener,
+    store: Arc<Store>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // Out of file descriptors or similar: back off, keep serving.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let store = store.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let store = store.clone();
+                async move { Ok::<_, Infallible>(handle(&store, &req)) }
+            });
+            // A client that goes away mid-request is no error of ours.
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn handle(store: &Store, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (code, body) = if req.method() == Method::GET {
+        let spans = store.lock();
+        jaeger::answer(&*spans, req.uri().path(), req.uri().query().unwrap_or(""))
+    } else {
+        (
+            405,
+            serde_json::json!({"data": null, "errors": [{"code": 405, "msg": "GET only"}]}),
+        )
+    };
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
+}
