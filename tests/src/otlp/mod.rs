@@ -24,15 +24,17 @@
 //!
 //! A [`Receiver`] runs on its own thread with its own tokio runtime (usable
 //! from plain and async tests alike) and stops when stopped or dropped. The
-//! binary `weft-otlp-receiver` runs the same servers in a pod; [`query_in`]
-//! reads its query API from inside a pod. All it touches is its thread and
+//! binary `weft-otlp-receiver` runs the same servers in a pod ([`InPod`]);
+//! [`query_in`] reads its query API from inside a pod. All it touches is its thread and
 //! two TCP ports.
 //!
 //! Files: `span` (what is kept of a span, converted from OTLP), `store`
 //! (bounded, with a signal per export), `jaeger` (the query API's JSON),
-//! `serve` (the gRPC and HTTP servers), `query` (reading the query API).
+//! `serve` (the gRPC and HTTP servers), `query` (reading the query API),
+//! `pod` (the binary in a harness pod).
 
 mod jaeger;
+mod pod;
 mod query;
 mod serve;
 mod span;
@@ -42,7 +44,8 @@ mod store;
 mod tests;
 
 pub use jaeger::{answer, DEFAULT_LIMIT};
-pub use query::{edges, get, query, query_in};
+pub use pod::{InPod, GRPC_PORT, QUERY_PORT};
+pub use query::{edges, get, query, query_in, set_failing_in};
 pub use serve::{serve, serve_query};
 pub use span::{hex, spans_of, Attr, Attrs, Event, Kind, Link, RecordedSpan, Status};
 pub use store::{Store, CAPACITY};

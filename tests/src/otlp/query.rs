@@ -78,6 +78,26 @@ pub fn query_in(pod: &Pod, addr: SocketAddr, path: &str) -> Result<Value> {
     serde_json::from_str(body).with_context(|| format!("GET {path}: not JSON: {body}"))
 }
 
+/// Sets the failing mode of the receiver whose query API is at `addr`
+/// (`POST /receiver/failing?on|off`, with curl from inside `pod`).
+///
+/// # Errors
+/// If curl fails or the receiver does not answer 200.
+pub fn set_failing_in(pod: &Pod, addr: SocketAddr, failing: bool) -> Result<()> {
+    let flag = if failing { "on" } else { "off" };
+    pod.sh(&[
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "5",
+        "-X",
+        "POST",
+        &format!("http://{addr}/receiver/failing?{flag}"),
+    ])
+    .map(drop)
+}
+
 /// The edges of a Jaeger trace's tree, as `("parent", "child")` pairs
 /// naming each span `"service operation"`, sorted; a root's parent is `""`,
 /// as is a parent that is not in the trace.

@@ -1,7 +1,11 @@
 //! The receiver's two servers over one [`Store`]: OTLP/gRPC
 //! `TraceService/Export` (opentelemetry-proto's generated server on the
 //! project's tonic) and Jaeger's query API over HTTP/1.1 and HTTP/2
-//! (hyper). Both take a bound listener and a shutdown future.
+//! (hyper). Both take a bound listener and a shutdown future. Beside
+//! Jaeger's paths the query port serves the receiver's own controls, for a
+//! receiver running in a pod: `GET /receiver/stats` (spans kept, exports
+//! accepted and refused, spans dropped, failing) and `POST
+//! /receiver/failing?on` / `?off`.
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -116,18 +120,39 @@ pub async fn serve_query(
 }
 
 fn handle(store: &Store, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let (code, body) = if req.method() == Method::GET {
-        let spans = store.lock();
-        jaeger::answer(&*spans, req.uri().path(), req.uri().query().unwrap_or(""))
-    } else {
-        (
+    let (path, query) = (req.uri().path(), req.uri().query().unwrap_or(""));
+    let (code, body) = match (req.method(), path) {
+        (&Method::GET, "/receiver/stats") => (200, stats(store)),
+        (&Method::POST, "/receiver/failing") => match query {
+            "on" | "off" => {
+                store.set_failing(query == "on");
+                (200, stats(store))
+            }
+            _ => (
+                400,
+                serde_json::json!({"error": "POST /receiver/failing?on or ?off"}),
+            ),
+        },
+        (&Method::GET, _) => jaeger::answer(&*store.lock(), path, query),
+        _ => (
             405,
             serde_json::json!({"data": null, "errors": [{"code": 405, "msg": "GET only"}]}),
-        )
+        ),
     };
     Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("a valid response")
+}
+
+/// The receiver's own counters (not part of Jaeger's API).
+fn stats(store: &Store) -> serde_json::Value {
+    serde_json::json!({
+        "spans": store.lock().len(),
+        "exports": store.exports(),
+        "refused": store.refused(),
+        "dropped": store.dropped(),
+        "failing": store.failing(),
+    })
 }
