@@ -48,7 +48,7 @@ pub use pod::{InPod, GRPC_PORT, QUERY_PORT};
 pub use query::{edges, get, query, query_in, set_failing_in};
 pub use serve::{serve, serve_query};
 pub use span::{hex, spans_of, Attr, Attrs, Event, Kind, Link, RecordedSpan, Status};
-pub use store::{Store, CAPACITY};
+pub use store::{InFlight, Store, CAPACITY};
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -129,8 +129,8 @@ impl Receiver {
     }
 
     /// Stops serving: no new connection is accepted, exports in flight get
-    /// [`GRACE`] to finish, then every connection is closed and both ports
-    /// are free. Returns once that is done; nothing when already stopped.
+    /// up to [`GRACE`] to finish, then every connection is closed (the
+    /// exporter sees its connection go) and both ports are free. Returns once that is done; nothing when already stopped.
     pub fn stop(&mut self) {
         if let Some(running) = self.running.take() {
             let _ = running.stop.send(true);

@@ -30,8 +30,10 @@ use super::jaeger;
 use super::span::spans_of;
 use super::store::Store;
 
-/// Serves both listeners until `shutdown` completes, then lets in-flight
-/// exports finish (open connections are closed by dropping the runtime).
+/// Serves both listeners until `shutdown` completes, then returns once no
+/// export is in flight, without waiting for idle exporter connections to
+/// go (an exporter keeps its connection open: tonic's graceful shutdown
+/// would wait for it); those are closed when the runtime ends.
 ///
 /// # Errors
 /// If the gRPC server fails (its listener broke).
@@ -48,18 +50,27 @@ pub async fn serve(
             let _ = stopped.wait_for(|s| *s).await;
         }
     }));
+    let (stopping, mut stopped_grpc) = tokio::sync::watch::channel(false);
     let grpc = tonic::transport::Server::builder()
-        .add_service(TraceServiceServer::new(Export(store)))
+        .add_service(TraceServiceServer::new(Export(store.clone())))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc),
             async move {
                 shutdown.await;
                 let _ = stop.send(true);
+                let _ = stopping.send(true);
             },
-        )
-        .await;
+        );
+    let drained = async {
+        let _ = stopped_grpc.wait_for(|s| *s).await;
+        store.idle().await;
+    };
+    let served = tokio::select! {
+        served = grpc => served,
+        () = drained => Ok(()),
+    };
     let _ = http.await;
-    grpc
+    served
 }
 
 /// `TraceService/Export`: records the spans, or answers UNAVAILABLE while
@@ -73,6 +84,7 @@ impl TraceService for Export {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let _handling = self.0.begin();
         if self.0.failing() {
             self.0.refuse();
             return Err(tonic::Status::unavailable(

@@ -6,7 +6,7 @@
 //! instead of polling.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
@@ -24,6 +24,7 @@ pub struct Store {
     exports: AtomicU64,
     refused: AtomicU64,
     failing: AtomicBool,
+    in_flight: AtomicUsize,
     generation: watch::Sender<u64>,
 }
 
@@ -37,6 +38,7 @@ impl Store {
             exports: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
             generation: watch::Sender::new(0),
         }
     }
@@ -66,6 +68,29 @@ impl Store {
     pub fn refuse(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         self.bump();
+    }
+
+    /// Marks an export as being handled until the guard is dropped (which
+    /// wakes the waiters again, so a stopping server sees it end).
+    pub fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// How many exports are being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Returns once no export is being handled.
+    pub async fn idle(&self) {
+        let mut exports = self.subscribe();
+        loop {
+            exports.borrow_and_update();
+            if self.in_flight() == 0 || exports.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     fn bump(&self) {
@@ -104,5 +129,16 @@ impl Store {
 
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::Relaxed);
+    }
+}
+
+/// An export being handled ([`Store::begin`]).
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a Store);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.bump();
     }
 }
