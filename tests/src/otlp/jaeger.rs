@@ -10,7 +10,8 @@
 //! kind is the tag `span.kind`; status ERROR is the tags `error`=true,
 //! `otel.status_code`=ERROR and `otel.status_description`; events are logs
 //! whose field `event` is the name; resource attributes other than
-//! `service.name` are the process's tags. Ids are lowercase hex (32 and
+//! `service.name` are the process's tags (as the OpenTelemetry collector's
+//! Jaeger translator maps them). Ids are lowercase hex (32 and
 //! 16 digits), times and durations microseconds.
 
 use base64::Engine;
@@ -205,6 +206,8 @@ fn span(s: &RecordedSpan, process: &str) -> Value {
         Status::Ok => tags.push(string("otel.status_code", "OK")),
         Status::Error(message) => {
             tags.push(string("otel.status_code", "ERROR"));
+            // It overrides an attribute `error`.
+            tags.retain(|t| t["key"] != "error");
             tags.push(tag("error", &Attr::Bool(true)));
             if !message.is_empty() {
                 tags.push(string("otel.status_description", message));
@@ -222,7 +225,11 @@ fn span(s: &RecordedSpan, process: &str) -> Value {
         .events
         .iter()
         .map(|e| {
-            let mut fields = vec![string("event", &e.name)];
+            // An attribute `event` takes precedence over the name.
+            let mut fields = Vec::new();
+            if !e.attributes.contains_key("event") {
+                fields.push(string("event", &e.name));
+            }
             fields.extend(e.attributes.iter().map(|(k, v)| tag(k, v)));
             json!({"timestamp": e.time_unix_nano / 1000, "fields": fields})
         })
@@ -342,6 +349,55 @@ mod tests {
         assert_eq!(p.get("limit"), None);
         assert_eq!(p.get("tags"), Some("{\"a\":1}"));
         assert_eq!(normalise_id("ABC"), format!("{}abc", "0".repeat(29)));
+    }
+
+    #[test]
+    fn status_error_overrides_an_error_attribute_and_an_event_attribute_its_name() {
+        use super::super::span::{Event, Kind, UNKNOWN_SERVICE};
+        let mut attrs = Attrs::new();
+        attrs.insert("error".into(), Attr::Str("no".into()));
+        let mut event = Attrs::new();
+        event.insert("event".into(), Attr::Str("named".into()));
+        let s = RecordedSpan {
+            trace_id: "1".repeat(32),
+            span_id: "2".repeat(16),
+            parent: None,
+            name: "op".into(),
+            kind: Kind::Internal,
+            start_unix_nano: 3_000,
+            end_unix_nano: 10_999,
+            attributes: attrs,
+            events: vec![Event {
+                time_unix_nano: 5_000,
+                name: "ignored".into(),
+                attributes: event,
+            }],
+            links: vec![],
+            status: Status::Error(String::new()),
+            flags: 0,
+            resource: Attrs::new(),
+            scope: Default::default(),
+        };
+        let j = span(&s, "p1");
+        let errors: Vec<&Value> = j["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["key"] == "error")
+            .collect();
+        assert_eq!(
+            errors,
+            [&json!({"key": "error", "type": "bool", "value": true})]
+        );
+        assert_eq!(
+            j["logs"],
+            json!([{"timestamp": 5, "fields": [{"key": "event", "type": "string", "value": "named"}]}])
+        );
+        assert_eq!(
+            (j["startTime"].clone(), j["duration"].clone()),
+            (json!(3), json!(7))
+        );
+        assert_eq!(s.service(), UNKNOWN_SERVICE);
     }
 
     #[test]
