@@ -7,6 +7,7 @@
 pub mod fakekube;
 pub mod mesh;
 pub mod netns;
+pub mod otlp;
 pub mod process;
 pub mod relay;
 pub mod require;
