@@ -26,6 +26,8 @@ pub struct Policy {
     /// The least wait before each retry (a route's `retry.backoff`). None:
     /// retried at once.
     pub backoff: Option<Duration>,
+    /// The Service as traces name it, `name.ns:port` (a profile's only).
+    pub service: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -72,7 +74,12 @@ pub(crate) fn proto_duration(d: &prost_types::Duration) -> Option<Duration> {
 
 impl Policy {
     pub fn from_profile(p: &pb::Profile) -> Self {
-        Self::from_parts(p.timeouts.as_ref(), p.retry.as_ref())
+        let mut policy = Self::from_parts(p.timeouts.as_ref(), p.retry.as_ref());
+        if !p.service_name.is_empty() {
+            let name = format!("{}.{}:{}", p.service_name, p.service_namespace, p.port);
+            policy.service = Some(name.into());
+        }
+        policy
     }
 
     /// The policy of these timeouts and retry conditions (a profile's, or a
@@ -110,6 +117,7 @@ impl Policy {
             per_try: t.and_then(|t| t.per_try.as_ref()).and_then(proto_duration),
             retry,
             backoff: None,
+            service: None,
         }
     }
 }

@@ -151,7 +151,7 @@ async fn forward<O, I>(
                     // The server's identity is this proxy's, the client's
                     // the one its certificate proved.
                     span.server_id.clone_from(server);
-                    traced.finish(tracer, span, None, &rsp, client.as_deref());
+                    traced.finish(tracer, span, None, None, &rsp, client.as_deref());
                 }
                 rsp
             }

@@ -127,7 +127,18 @@ where
                 }
             };
             if let (Some(span), Some(traced), Some(tracer)) = (span, traced, tracer) {
-                traced.finish(tracer, span, route_name, &rsp, fwd.own_id());
+                let service = match view {
+                    Resolved::Service(dest) => dest.policy.load().service.clone(),
+                    Resolved::Passthrough => None,
+                };
+                traced.finish(
+                    tracer,
+                    span,
+                    route_name,
+                    service.as_deref(),
+                    &rsp,
+                    fwd.own_id(),
+                );
             }
             rsp
         }

@@ -87,6 +87,7 @@ pub struct Traced {
 
 impl Traced {
     pub fn of<B>(req: &http::Request<B>, orig: SocketAddr) -> Self {
+        // `orig` names a request without any authority (HTTP/1.0).
         let host = req
             .uri()
             .authority()
@@ -94,7 +95,8 @@ impl Traced {
             .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok());
         let authority = match host {
             Some(h) if h.contains(':') => h.to_owned(),
-            Some(h) => format!("{h}:{}", orig.port()),
+            // No port: the scheme's (the app speaks plain HTTP).
+            Some(h) => format!("{h}:80"),
             None => orig.to_string(),
         };
         Self {
@@ -104,16 +106,18 @@ impl Traced {
     }
 
     /// Ends `span` with the response and queues it; the span is named by
-    /// its route when one matched, else by the Service as addressed.
+    /// its route when one matched, else by its Service (`service`, as
+    /// discovery names it), else by the authority as addressed.
     pub fn finish<B>(
         &self,
         tracer: &Tracer,
         span: Box<Recording>,
         route: Option<&str>,
+        service: Option<&str>,
         rsp: &http::Response<B>,
         client_id: Option<&str>,
     ) {
-        let name = match route {
+        let name = match route.or(service) {
             Some(r) => Cow::Borrowed(r),
             None => service_name(&self.authority),
         };
