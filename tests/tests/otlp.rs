@@ -191,3 +191,119 @@ fn in_a_pod_it_is_exported_to_across_the_bridge_and_queried_from_another_pod() {
         json!([])
     );
 }
+
+/// The opentelemetry SDK's provider with opentelemetry-otlp's tonic
+/// exporter to `receiver`, as service weft-proxy; the exporter's channel
+/// lives on the runtime returned, the batch processor's own thread drives
+/// the exports.
+fn sdk(
+    receiver: &weft_tests::otlp::Receiver,
+) -> (
+    tokio::runtime::Runtime,
+    opentelemetry_sdk::trace::SdkTracerProvider,
+) {
+    use opentelemetry_otlp::WithExportConfig;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let provider = rt.block_on(async {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(receiver.endpoint())
+            .build()
+            .unwrap();
+        opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("weft-proxy")
+                    .build(),
+            )
+            .build()
+    });
+    (rt, provider)
+}
+
+#[test]
+fn the_sdk_exporter_reaches_the_receiver_again_once_it_is_back_on_its_port() {
+    use opentelemetry::trace::{Span as _, Tracer, TracerProvider as _};
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut receiver = weft_tests::otlp::Receiver::start(local, local).unwrap();
+    let (rt, provider) = sdk(&receiver);
+    let tracer = provider.tracer("weft-proxy");
+    tracer.start("before").end();
+    provider.force_flush().unwrap();
+    rt.block_on(receiver.until(|s| s.len() == 1, WAIT));
+    receiver.stop();
+    tracer.start("while stopped").end();
+    assert!(provider.force_flush().is_err(), "nobody received it");
+    receiver.restart().unwrap();
+    tracer.start("after").end();
+    provider.force_flush().unwrap();
+    let spans = rt.block_on(receiver.until(|s| s.len() == 2, WAIT));
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["before", "after"]);
+    let _ = provider.shutdown();
+}
+
+#[test]
+fn spans_from_the_sdk_and_otlp_exporter_the_proxy_uses_read_back_as_their_tree() {
+    use opentelemetry::trace::{
+        Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
+    };
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let receiver = weft_tests::otlp::Receiver::start(local, local).unwrap();
+    let (rt, provider) = sdk(&receiver);
+    let tracer = provider.tracer("weft-proxy");
+    let server = tracer
+        .span_builder("GET /hello")
+        .with_kind(SpanKind::Server)
+        .start(&tracer);
+    let cx = opentelemetry::Context::current_with_span(server);
+    let mut client = tracer
+        .span_builder("GET /hello upstream")
+        .with_kind(SpanKind::Client)
+        .start_with_context(&tracer, &cx);
+    client.set_status(Status::error("connection refused"));
+    client.end();
+    cx.span().end();
+    provider.force_flush().unwrap();
+    let spans = rt.block_on(receiver.until(|s| s.len() == 2, WAIT));
+    let trace_id = &spans[0].trace_id;
+    assert_eq!(trace_id.len(), 32);
+    let (code, found) = receiver.answer(&format!("/api/traces/{trace_id}"));
+    assert_eq!(code, 200);
+    let trace = &found["data"][0];
+    assert_eq!(
+        edges(trace),
+        [
+            ("".into(), "weft-proxy GET /hello".into()),
+            (
+                "weft-proxy GET /hello".into(),
+                "weft-proxy GET /hello upstream".into()
+            ),
+        ]
+    );
+    let client = trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["operationName"] == "GET /hello upstream")
+        .unwrap();
+    let tags = &client["tags"];
+    assert!(
+        tags.as_array()
+            .unwrap()
+            .contains(&json!({"key": "span.kind", "type": "string", "value": "client"})),
+        "{tags}"
+    );
+    assert!(
+        tags.as_array()
+            .unwrap()
+            .contains(&json!({"key": "error", "type": "bool", "value": true})),
+        "{tags}"
+    );
+    provider.shutdown().unwrap();
+}

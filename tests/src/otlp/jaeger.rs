@@ -5,7 +5,9 @@
 //! Served, as Jaeger translates OTLP: `GET /api/services`,
 //! `/api/services/{service}/operations`, `/api/operations?service=S[&spanKind=K]`,
 //! `/api/traces?service=S[&operation=O][&tags={json}][&limit=N]` (the most
-//! recent traces first, 100 at most by default) and `/api/traces/{traceID}`.
+//! recent traces first, 100 at most by default; `start`, `end`, `lookback`,
+//! `minDuration` and `maxDuration` are accepted and ignored) and
+//! `/api/traces/{traceID}`.
 //! A span's parent is a `CHILD_OF` reference, a link a `FOLLOWS_FROM`; its
 //! kind is the tag `span.kind`; status ERROR is the tags `error`=true,
 //! `otel.status_code`=ERROR and `otel.status_description`; events are logs

@@ -176,7 +176,8 @@ impl Receiver {
     /// Waits until `pred` holds for the recorded spans (oldest first),
     /// checking now and after every export (accepted or refused), at most
     /// `within`; returns the spans it held for. It waits on a signal, not
-    /// by polling.
+    /// by polling. `pred` runs under the store's lock: it may read the
+    /// counters ([`Receiver::exports`], ...) but not [`Receiver::spans`].
     ///
     /// # Panics
     /// When `within` passes first, saying what was recorded.
