@@ -106,7 +106,10 @@ async fn route(req: Request<Incoming>, local: SocketAddr) -> Response<Out> {
             }
             Response::new(full(out))
         }
-        "/fail" => status(StatusCode::SERVICE_UNAVAILABLE, "failing on purpose\n".into()),
+        "/fail" => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "failing on purpose\n".into(),
+        ),
         "/served" => Response::new(full(format!("{}\n", SERVED.load(Ordering::Relaxed)))),
         "/echo" => Response::new(req.into_body().boxed()),
         "/count" => {
