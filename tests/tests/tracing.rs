@@ -275,6 +275,15 @@ fn every_proxy_makes_its_span_in_each_format_and_export_survives_the_collector()
             );
         }
         assert_eq!(c["operationName"], "web.shop:80", "never the path");
+        assert_eq!(
+            s["operationName"], "web.shop:80",
+            "the Service, from the client proxy"
+        );
+        assert_eq!(
+            header(&body, "weft-dst"),
+            None,
+            "the app never sees weft-dst"
+        );
         let services: Vec<&str> = t["processes"]
             .as_object()
             .unwrap()

@@ -132,6 +132,13 @@ async fn forward<O, I>(
                     .as_ref()
                     .and_then(|(t, _)| t.start(req.headers_mut(), SpanKind::Server));
                 let traced = span.as_ref().map(|_| Traced::of(&req, orig));
+                // The Service the client proxy named (trusted from a mesh
+                // peer only), never passed on to the app.
+                let service = match span {
+                    Some(_) => crate::trace::told_service(req.headers_mut()),
+                    None => None,
+                }
+                .filter(|_| client.is_some());
                 let rsp = match check(port, client.as_deref(), Some(&req), decisions) {
                     Err(denied) => {
                         let error = ProxyError::Forbidden(denied.0);
@@ -151,7 +158,14 @@ async fn forward<O, I>(
                     // The server's identity is this proxy's, the client's
                     // the one its certificate proved.
                     span.server_id.clone_from(server);
-                    traced.finish(tracer, span, None, None, &rsp, client.as_deref());
+                    traced.finish(
+                        tracer,
+                        span,
+                        None,
+                        service.as_deref(),
+                        &rsp,
+                        client.as_deref(),
+                    );
                 }
                 rsp
             }

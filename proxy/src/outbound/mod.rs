@@ -87,6 +87,14 @@ where
                 .as_ref()
                 .and_then(|t| t.start(req.headers_mut(), SpanKind::Client));
             let traced = span.as_ref().map(|_| Traced::of(&req, orig));
+            let service = match (&span, view) {
+                (Some(_), Resolved::Service(dest)) => dest.policy.load().service.clone(),
+                _ => None,
+            };
+            if let Some(name) = &service {
+                // The inbound proxy names its span after the same Service.
+                crate::trace::tell_service(req.headers_mut(), name);
+            }
             // One atomic load when the destination has no routes.
             let table = routes_of(view);
             let mut route_name = None;
@@ -127,10 +135,6 @@ where
                 }
             };
             if let (Some(span), Some(traced), Some(tracer)) = (span, traced, tracer) {
-                let service = match view {
-                    Resolved::Service(dest) => dest.policy.load().service.clone(),
-                    Resolved::Passthrough => None,
-                };
                 traced.finish(
                     tracer,
                     span,

@@ -285,6 +285,24 @@ fn events(list: Vec<Event>) -> SpanEvents {
     e
 }
 
+/// The header in which a client proxy tells the server proxy which
+/// Service a sampled request was sent to (`name.ns:port`), so that both
+/// spans carry the Service's name (the server side knows only a pod).
+pub static WEFT_DST: http::header::HeaderName = http::header::HeaderName::from_static("weft-dst");
+
+/// Adds [`WEFT_DST`] (a sampled request's only).
+pub fn tell_service(headers: &mut HeaderMap, service: &str) {
+    if let Ok(v) = http::HeaderValue::from_str(service) {
+        headers.insert(WEFT_DST.clone(), v);
+    }
+}
+
+/// Takes [`WEFT_DST`] out of a request: its value, when it has one.
+pub fn told_service(headers: &mut HeaderMap) -> Option<String> {
+    let v = headers.remove(&WEFT_DST)?;
+    v.to_str().ok().map(str::to_owned)
+}
+
 /// A new span id (never all zero).
 fn span_id() -> [u8; 8] {
     loop {
