@@ -5,7 +5,7 @@
 //! (ServiceAccount `client`), both proxies exporting to the receiver.
 //!
 //! The client app sends requests with a sampled context in each format
-//! (W3C, B3 single, B3 multi-header) to `web`'s `/headers`, which answers
+//! (W3C over HTTP/1 and HTTP/2, B3 single, B3 multi-header) to `web`'s `/headers`, which answers
 //! with the headers it received; the receiver must get, per request, one
 //! CLIENT span (parent: the app's span) and one SERVER span (parent: the
 //! CLIENT span), with both SPIFFE ids, and the app must see the SERVER
@@ -105,7 +105,15 @@ fn receiver(pod: &Pod) -> Proc {
 
 /// GET `path` on `web` from the client app with `headers`: (status, body).
 fn get(client: &Pod, path: &str, headers: &[&str]) -> (u16, String) {
+    get_as(client, path, headers, false)
+}
+
+/// [`get`], over HTTP/2 (prior knowledge) with `h2`.
+fn get_as(client: &Pod, path: &str, headers: &[&str], h2: bool) -> (u16, String) {
     let mut args = vec!["-sS", "--max-time", "5", "-w", "\n%{http_code}"];
+    if h2 {
+        args.push("--http2-prior-knowledge");
+    }
     for h in headers {
         args.extend(["-H", h]);
     }
@@ -209,6 +217,13 @@ fn every_proxy_makes_its_span_in_each_format_and_export_survives_the_collector()
             vec![format!("b3: a1b2c3d4e5f60718293a4b5c6d7e8f90-{app_span}-1")],
         ),
         (
+            "w3c h2",
+            "5ce0e9a56015fec5aadfa328ae398115",
+            vec![format!(
+                "traceparent: 00-5ce0e9a56015fec5aadfa328ae398115-{app_span}-01"
+            )],
+        ),
+        (
             "b3 multi",
             "0000000000000000463ac35c9f6413ad",
             vec![
@@ -221,7 +236,7 @@ fn every_proxy_makes_its_span_in_each_format_and_export_survives_the_collector()
     println!("format      trace                             client span      server span      app saw parent");
     for (format, trace_id, headers) in &cases {
         let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-        let (code, body) = get(&client, "/headers", &headers);
+        let (code, body) = get_as(&client, "/headers", &headers, *format == "w3c h2");
         assert_eq!(code, 200, "{format}: {body}");
         let t = trace(&rx_pod, rx, trace_id, 2);
         let (c, s) = (only(&t, "client"), only(&t, "server"));
@@ -238,7 +253,9 @@ fn every_proxy_makes_its_span_in_each_format_and_export_survives_the_collector()
         );
         // What the app received names the inbound proxy's span.
         let seen = match *format {
-            "w3c" => header(&body, "traceparent").map(|v| v.split('-').nth(2).unwrap().to_owned()),
+            "w3c" | "w3c h2" => {
+                header(&body, "traceparent").map(|v| v.split('-').nth(2).unwrap().to_owned())
+            }
             "b3 single" => header(&body, "b3").map(|v| v.split('-').nth(1).unwrap().to_owned()),
             _ => header(&body, "x-b3-spanid").map(str::to_owned),
         };
@@ -249,6 +266,7 @@ fn every_proxy_makes_its_span_in_each_format_and_export_survives_the_collector()
         );
         match *format {
             "w3c" => assert_eq!(header(&body, "tracestate"), Some("congo=t61rcWkgMzE")),
+            "w3c h2" => {}
             "b3 single" => assert!(
                 header(&body, "b3")
                     .unwrap()
