@@ -31,6 +31,16 @@ pub enum Change {
         kind: Kind,
         key: ObjKey,
     },
+    /// An object the source could not read as its kind (it does not fit
+    /// the kind's schema): refused as the model refuses an invalid one, and
+    /// what the model holds for `key` stays as it was.
+    Refused {
+        source: &'static str,
+        origin: String,
+        kind: Kind,
+        key: ObjKey,
+        reason: String,
+    },
     /// The source finished its initial sync.
     Synced(&'static str),
 }
@@ -67,17 +77,37 @@ pub async fn run(
                     t
                 }
                 Err(reason) => {
-                    let (ns, name) = object.key();
-                    warn!(%origin, kind = object.kind().as_str(), %ns, %name, %reason, "object refused; the model keeps what it had");
-                    metrics.source_error(source, object.kind().as_str());
-                    if let Some(events) = &events {
-                        let note =
-                            format!("refused, the last good version stays in force: {reason}");
-                        events.warn(object.kind(), &ns, &name, "Refused", &note);
-                    }
+                    let (kind, key) = (object.kind(), object.key());
+                    refuse(
+                        source,
+                        &origin,
+                        kind,
+                        &key,
+                        &reason,
+                        &metrics,
+                        events.as_ref(),
+                    );
                     continue;
                 }
             },
+            Change::Refused {
+                source,
+                origin,
+                kind,
+                key,
+                reason,
+            } => {
+                refuse(
+                    source,
+                    &origin,
+                    kind,
+                    &key,
+                    &reason,
+                    &metrics,
+                    events.as_ref(),
+                );
+                continue;
+            }
             Change::Delete { kind, key } => {
                 routing = matches!(kind, Kind::Route(_) | Kind::Service);
                 let touched = store.delete(kind, &key);
@@ -113,6 +143,26 @@ pub async fn run(
         metrics
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Says that object `key` (of `kind`, from `source` at `origin`) was
+/// refused and why: a log line, `weft_control_source_errors_total` and,
+/// with `events`, a `Refused` Warning Event on the object.
+fn refuse(
+    source: &'static str,
+    origin: &str,
+    kind: Kind,
+    (ns, name): &ObjKey,
+    reason: &str,
+    metrics: &Metrics,
+    events: Option<&Events>,
+) {
+    warn!(%origin, kind = kind.as_str(), %ns, %name, %reason, "object refused; the model keeps what it had");
+    metrics.source_error(source, kind.as_str());
+    if let Some(events) = events {
+        let note = format!("refused, the last good version stays in force: {reason}");
+        events.warn(kind, ns, name, "Refused", &note);
     }
 }
 

@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weft_proto::discovery::v1 as pb;
 
 use super::authz::{check, smi::TrafficTarget, DefaultPolicy, TargetInfo};
@@ -82,6 +83,17 @@ impl Kind {
             Kind::TrafficTarget => "TrafficTarget",
         }
     }
+
+    /// The key of an object of this kind with metadata `meta`: see
+    /// [`Object::key`].
+    pub fn key(self, meta: &ObjectMeta) -> ObjKey {
+        let ns = if self == Kind::Namespace {
+            String::new()
+        } else {
+            meta.namespace.clone().unwrap_or_else(|| "default".into())
+        };
+        (ns, meta.name.clone().unwrap_or_default())
+    }
 }
 
 impl Object {
@@ -107,12 +119,7 @@ impl Object {
             Object::Route(r) => r.meta(),
             Object::TrafficTarget(o) => &o.metadata,
         };
-        let ns = if self.kind() == Kind::Namespace {
-            String::new()
-        } else {
-            meta.namespace.clone().unwrap_or_else(|| "default".into())
-        };
-        (ns, meta.name.clone().unwrap_or_default())
+        self.kind().key(meta)
     }
 }
 

@@ -16,6 +16,14 @@
 //! object deleted while the API server was away is deleted here too, and
 //! nothing is lost or reported twice. Errors are retried with kube-runtime's
 //! default backoff; the model keeps its state meanwhile.
+//!
+//! A routing object (or TrafficTarget) that does not fit its schema is read
+//! on its own ([`super::decode`]) and refused as the model refuses an
+//! invalid one, by [`Change::Refused`]: logged and counted, a `Refused`
+//! Event on it, and its last good version stays in force; the rest of the
+//! list is applied and the source syncs. A v1alpha1 TrafficSplit, which
+//! the API server serves at v1alpha4 as written, is read with its
+//! quantity weights.
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -24,14 +32,13 @@ use kube::core::NamespaceResourceScope;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
-use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
-use std::fmt::Debug;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::decode::{Decode, Decoded};
 use crate::metrics::Metrics;
 use crate::model::authz::smi::TrafficTarget;
 use crate::model::routes::{gateway, smi, ObjectKind, RouteObject};
@@ -71,40 +78,31 @@ pub fn spawn(
         pending,
     };
     tokio::spawn(watch(
-        Api::<Namespace>::all(client.clone()),
+        Api::<Decoded<Namespace>>::all(client.clone()),
         Kind::Namespace,
         |o| Object::Namespace(Box::new(o)),
         ctx.clone(),
     ));
     for ns in scopes {
-        let api = |c: Client| match &ns {
-            Some(ns) => (
-                Api::<Service>::namespaced(c.clone(), ns),
-                Api::<EndpointSlice>::namespaced(c.clone(), ns),
-                Api::<Pod>::namespaced(c, ns),
-            ),
-            None => (Api::all(c.clone()), Api::all(c.clone()), Api::all(c)),
-        };
-        let (services, slices, pods) = api(client.clone());
+        let c = &client;
         tokio::spawn(watch(
-            services,
+            scoped::<Service>(c, &ns),
             Kind::Service,
             |o| Object::Service(Box::new(o)),
             ctx.clone(),
         ));
         tokio::spawn(watch(
-            slices,
+            scoped::<EndpointSlice>(c, &ns),
             Kind::Slice,
             |o| Object::Slice(Box::new(o)),
             ctx.clone(),
         ));
         tokio::spawn(watch(
-            pods,
+            scoped::<Pod>(c, &ns),
             Kind::Pod,
             |o| Object::Pod(Box::new(o)),
             ctx.clone(),
         ));
-        let c = &client;
         let route = |k| Kind::Route(k);
         tokio::spawn(watch(
             scoped::<smi::TrafficSplit>(c, &ns),
@@ -146,7 +144,7 @@ pub fn spawn(
 }
 
 /// A namespaced resource's API, cluster-wide or in one namespace.
-fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
+fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<Decoded<K>>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
 {
@@ -176,10 +174,7 @@ struct Ctx {
     pending: Arc<AtomicUsize>,
 }
 
-async fn watch<K>(api: Api<K>, kind: Kind, wrap: fn(K) -> Object, ctx: Ctx)
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-{
+async fn watch<K: Decode>(api: Api<Decoded<K>>, kind: Kind, wrap: fn(K) -> Object, ctx: Ctx) {
     let origin = format!("kube {}", kind.as_str());
     let mut stream = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
@@ -192,6 +187,30 @@ where
     let optional = matches!(kind, Kind::Route(_) | Kind::TrafficTarget);
     let mut said_unavailable = false;
     let send = |change| ctx.changes.send(change);
+    // The key of an object, and the change it makes.
+    let read = |obj: Decoded<K>| match obj {
+        Decoded::Fits(k) => {
+            let object = wrap(k);
+            let key = object.key();
+            let change = Change::Apply {
+                source: SOURCE,
+                origin: origin.clone(),
+                object,
+            };
+            (key, change)
+        }
+        Decoded::Refused { metadata, reason } => {
+            let key = kind.key(&metadata);
+            let change = Change::Refused {
+                source: SOURCE,
+                origin: origin.clone(),
+                kind,
+                key: key.clone(),
+                reason,
+            };
+            (key, change)
+        }
+    };
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(e) => e,
@@ -221,15 +240,13 @@ where
                 Ok(())
             }
             Event::InitApply(obj) => {
-                let object = wrap(obj);
-                listing.insert(object.key());
-                known.insert(object.key());
-                send(Change::Apply {
-                    source: SOURCE,
-                    origin: origin.clone(),
-                    object,
-                })
-                .await
+                let (key, change) = read(obj);
+                if matches!(change, Change::Apply { .. }) {
+                    known.insert(key.clone());
+                }
+                // Refused: what the model holds for it stays.
+                listing.insert(key);
+                send(change).await
             }
             Event::InitDone => {
                 // Listed: should it go away again, say so again.
@@ -255,17 +272,14 @@ where
                 Ok(())
             }
             Event::Apply(obj) => {
-                let object = wrap(obj);
-                known.insert(object.key());
-                send(Change::Apply {
-                    source: SOURCE,
-                    origin: origin.clone(),
-                    object,
-                })
-                .await
+                let (key, change) = read(obj);
+                if matches!(change, Change::Apply { .. }) {
+                    known.insert(key);
+                }
+                send(change).await
             }
             Event::Delete(obj) => {
-                let key = wrap(obj).key();
+                let key = kind.key(obj.meta());
                 known.remove(&key);
                 send(Change::Delete { kind, key }).await
             }

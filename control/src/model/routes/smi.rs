@@ -135,6 +135,32 @@ impl TryFrom<v1alpha1::TrafficSplit> for TrafficSplit {
     }
 }
 
+/// A v1alpha1 TrafficSplit as the API server serves it at v1alpha4: with
+/// no conversion webhook an object is served as it was written, so its
+/// weights may be quantity strings (`500m`, `"1"`), which v1alpha4 and
+/// v1alpha2 never have. When any weight of `split` (JSON) is a string,
+/// every weight is turned in place into thousandths, as [`v1alpha1`] reads
+/// them (an integer `1` beside `500m` is 1000): whether any was.
+pub fn quantity_weights(split: &mut serde_json::Value) -> Result<bool, String> {
+    let Some(backends) = split
+        .pointer_mut("/spec/backends")
+        .and_then(|b| b.as_array_mut())
+    else {
+        return Ok(false);
+    };
+    if !backends.iter().any(|b| b["weight"].is_string()) {
+        return Ok(false);
+    }
+    for (i, backend) in backends.iter_mut().enumerate() {
+        if let Some(weight) = backend.get_mut("weight").filter(|w| !w.is_null()) {
+            let milli =
+                milli_quantity(weight).map_err(|e| format!("spec.backends[{i}].weight: {e}"))?;
+            *weight = milli.into();
+        }
+    }
+    Ok(true)
+}
+
 /// A Kubernetes quantity in thousandths: `500m`, `2`, `1.5`, `1k`. Negative
 /// values pass (the check refuses them with the field's name); anything
 /// else is an error.

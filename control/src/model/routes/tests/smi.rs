@@ -329,3 +329,29 @@ fn quantities() {
         );
     }
 }
+
+#[test]
+fn a_v1alpha1_split_read_at_v1alpha4_takes_its_weights_as_quantities() {
+    use crate::model::routes::smi::quantity_weights;
+    use serde_json::json;
+    let split = |weights: [serde_json::Value; 2]| {
+        json!({"spec": {"service": "web", "backends": [
+            {"service": "web-v1", "weight": weights[0]},
+            {"service": "web-v2", "weight": weights[1]},
+        ]}})
+    };
+    // Any string: every weight is a quantity, an integer one too.
+    let mut v = split([json!("500m"), json!(1)]);
+    assert_eq!(quantity_weights(&mut v), Ok(true));
+    assert_eq!(v, split([json!(500), json!(1000)]));
+    // Integers only: left as they are.
+    let mut v = split([json!(1), json!(3)]);
+    assert_eq!(quantity_weights(&mut v), Ok(false));
+    assert_eq!(v, split([json!(1), json!(3)]));
+    // No backends, or not a list: nothing to do (the schema check says so).
+    assert_eq!(quantity_weights(&mut json!({"spec": {}})), Ok(false));
+    assert_eq!(
+        quantity_weights(&mut split([json!("1"), json!("5x")])),
+        Err("spec.backends[1].weight: '5x' is not a quantity (500m, 1, 1.5)".into())
+    );
+}
