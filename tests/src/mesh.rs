@@ -62,6 +62,28 @@ impl FilesPlane {
         plane
     }
 
+    /// The proxy environment of a meshed pod in `shop` running as `sa`:
+    /// this weft-control, `sa`'s token and the trust anchors.
+    pub fn proxy_env(&self, sa: &str) -> Vec<(String, String)> {
+        let path = |p: &str| self.dir.join(p).display().to_string();
+        vec![
+            (
+                "WEFT_PROXY_CONTROL_ADDR".into(),
+                format!("{}:8086", self.control_pod.ip),
+            ),
+            (
+                "WEFT_PROXY_IDENTITY_TOKEN_FILE".into(),
+                path(&format!("{sa}.token")),
+            ),
+            (
+                "WEFT_PROXY_IDENTITY_TRUST_ANCHORS".into(),
+                path("ca/ca.crt"),
+            ),
+            ("WEFT_PROXY_POD_NAMESPACE".into(), "shop".into()),
+            ("WEFT_PROXY_SERVICE_ACCOUNT".into(), sa.into()),
+        ]
+    }
+
     /// The sum of `series` on weft-control's `/metrics` ([`control_metric`]).
     pub fn control_metric(&self, series: &str) -> Result<f64> {
         control_metric(&self.control_pod, series)

@@ -157,27 +157,6 @@ impl Plane {
         })
         .unwrap();
     }
-
-    /// The proxy environment of a meshed pod running as `sa`.
-    fn proxy_env(&self, sa: &str) -> Vec<(String, String)> {
-        let path = |p: &str| self.dir.join(p).display().to_string();
-        vec![
-            (
-                "WEFT_PROXY_CONTROL_ADDR".into(),
-                format!("{}:8086", self.control_pod.ip),
-            ),
-            (
-                "WEFT_PROXY_IDENTITY_TOKEN_FILE".into(),
-                path(&format!("{sa}.token")),
-            ),
-            (
-                "WEFT_PROXY_IDENTITY_TRUST_ANCHORS".into(),
-                path("ca/ca.crt"),
-            ),
-            ("WEFT_PROXY_POD_NAMESPACE".into(), "shop".into()),
-            ("WEFT_PROXY_SERVICE_ACCOUNT".into(), sa.into()),
-        ]
-    }
 }
 
 /// What a cell got: `allow` (the app answered), `deny` (the proxy

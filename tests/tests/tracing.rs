@@ -62,28 +62,13 @@ spec:
 /// The proxy environment of a meshed pod running as `sa` that exports to
 /// `collector`.
 fn proxy_env(plane: &FilesPlane, sa: &str, collector: SocketAddr) -> Vec<(String, String)> {
-    let path = |p: &str| plane.dir.join(p).display().to_string();
-    vec![
-        (
-            "WEFT_PROXY_CONTROL_ADDR".into(),
-            format!("{}:8086", plane.control_pod.ip),
-        ),
-        (
-            "WEFT_PROXY_IDENTITY_TOKEN_FILE".into(),
-            path(&format!("{sa}.token")),
-        ),
-        (
-            "WEFT_PROXY_IDENTITY_TRUST_ANCHORS".into(),
-            path("ca/ca.crt"),
-        ),
-        ("WEFT_PROXY_POD_NAMESPACE".into(), "shop".into()),
-        ("WEFT_PROXY_SERVICE_ACCOUNT".into(), sa.into()),
-        (
-            "WEFT_PROXY_TRACE_COLLECTOR_ADDR".into(),
-            collector.to_string(),
-        ),
-        ("WEFT_PROXY_TRACE_SERVICE_NAME".into(), sa.into()),
-    ]
+    let mut env = plane.proxy_env(sa);
+    env.push((
+        "WEFT_PROXY_TRACE_COLLECTOR_ADDR".into(),
+        collector.to_string(),
+    ));
+    env.push(("WEFT_PROXY_TRACE_SERVICE_NAME".into(), sa.into()));
+    env
 }
 
 fn start(pod: &Pod, env: &[(String, String)]) -> Proc {
