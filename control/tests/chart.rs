@@ -117,18 +117,7 @@ async fn weft_control_runs_with_what_the_chart_renders() {
 
     // Ready: every source listed, the issuer loaded from the chart's
     // Secret, the webhook's serving certificate issued.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let answer = weft_tests::http_get(admin, "/ready").await;
-        if answer.trim() == "ready" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "weft-control not ready within {WAIT:?}: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    weft_tests::until_ready(admin, WAIT).await;
 
     // The caBundle is the trust anchors of the chart's ConfigMap.
     let anchors = one(&objects, "ConfigMap")["data"]["ca.crt"]
