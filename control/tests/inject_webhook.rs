@@ -116,25 +116,23 @@ async fn post(
     Ok((status, body.to_bytes().to_vec()))
 }
 
-/// Waits for the serving certificate (issued at start, asynchronously).
+/// The webhook's answer to `review`, once weft-control is ready (its
+/// readiness waits for the serving certificate, issued at start).
 async fn review(plane: &Plane, review: &Value) -> Value {
+    weft_tests::until_ready(plane.admin, Duration::from_secs(10)).await;
     let body = serde_json::to_vec(review).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match post(
-            plane.webhook,
-            &plane.anchors,
-            "weft-control.weft-system.svc",
-            "/inject",
-            body.clone(),
-        )
-        .await
-        {
-            Ok((200, body)) => return serde_json::from_slice(&body).unwrap(),
-            Ok((status, body)) => panic!("{status}: {}", String::from_utf8_lossy(&body)),
-            Err(e) if tokio::time::Instant::now() > deadline => panic!("no answer: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
+    match post(
+        plane.webhook,
+        &plane.anchors,
+        "weft-control.weft-system.svc",
+        "/inject",
+        body,
+    )
+    .await
+    {
+        Ok((200, body)) => serde_json::from_slice(&body).unwrap(),
+        Ok((status, body)) => panic!("{status}: {}", String::from_utf8_lossy(&body)),
+        Err(e) => panic!("no answer once ready: {e}"),
     }
 }
 
