@@ -11,7 +11,9 @@ use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::time::Duration;
-use weft_tests::fakekube::{FakeKube, Options, ENDPOINT_SLICES, NAMESPACES, PODS, SERVICES};
+use weft_tests::fakekube::{
+    FakeKube, Options, CONFIG_MAPS, ENDPOINT_SLICES, NAMESPACES, PODS, SERVICES,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -268,4 +270,45 @@ async fn a_metadata_watcher() {
     );
     kube.delete(&PODS, "a", "p");
     assert_eq!(next(&mut events).await, "Delete(p)");
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_then_merges_and_needs_a_field_manager() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Patch, PatchParams};
+    let kube = FakeKube::start();
+    let api: Api<ConfigMap> = Api::namespaced(client(&kube), "shop");
+    let applied = |data: serde_json::Value| {
+        Patch::Apply(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "cm", "namespace": "shop"}, "data": data,
+        }))
+    };
+    let pp = PatchParams::apply("weft-control");
+    let made = api
+        .patch("cm", &pp, &applied(json!({"a": "1"})))
+        .await
+        .unwrap();
+    assert_eq!(made.data.unwrap()["a"], "1");
+    let changed = api
+        .patch("cm", &pp, &applied(json!({"a": "2"})))
+        .await
+        .unwrap();
+    assert_eq!(changed.data.unwrap()["a"], "2");
+    assert_ne!(
+        made.metadata.resource_version,
+        changed.metadata.resource_version
+    );
+    assert_eq!(
+        kube.get(&CONFIG_MAPS, "shop", "cm").unwrap()["data"]["a"],
+        "2"
+    );
+    let err = api
+        .patch("cm", &PatchParams::default(), &applied(json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("fieldManager is required"),
+        "{err}"
+    );
 }

@@ -3,9 +3,13 @@
 //! 409 when the name is taken) after the mutating admission webhooks
 //! (`admission`) have seen it; `PATCH` changes a stored object with a JSON
 //! patch (`application/json-patch+json`, `test` operations included: a
-//! failed test is 422) or a JSON merge patch
-//! (`application/merge-patch+json`). Watchers see the result as ADDED or
-//! MODIFIED.
+//! failed test is 422), a JSON merge patch
+//! (`application/merge-patch+json`) or a server-side apply
+//! (`application/apply-patch+yaml`, JSON body as kube-rs sends it; a
+//! `fieldManager` is required, and the object is created when missing).
+//! The fake keeps no field ownership: an apply merges the applied
+//! configuration into the stored object like a merge patch, which is what a
+//! single field manager sees. Watchers see the result as ADDED or MODIFIED.
 
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -89,13 +93,31 @@ pub(crate) fn patch(
     namespace: Option<String>,
     name: &str,
     content_type: &str,
+    field_manager: Option<&str>,
     body: &[u8],
 ) -> Response {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let apply = media == "application/apply-patch+yaml";
+    if apply && field_manager.is_none_or(str::is_empty) {
+        return status_response(
+            400,
+            "BadRequest",
+            "fieldManager is required for apply requests",
+        );
+    }
     let key = (namespace.unwrap_or_default(), name.to_owned());
     let (resource, current) = {
         let store = shared.store();
         let t = &store.tables[table];
         (t.resource.clone(), t.objects.get(&key).cloned())
+    };
+    let created = apply && current.is_none();
+    let current = match current {
+        None if apply && resource.namespaced => {
+            Some(json!({"metadata": {"name": name, "namespace": key.0}}))
+        }
+        None if apply => Some(json!({"metadata": {"name": name}})),
+        current => current,
     };
     let Some(mut obj) = current else {
         return status_response(
@@ -107,7 +129,7 @@ pub(crate) fn patch(
     let Ok(patch) = serde_json::from_slice::<Value>(body) else {
         return status_response(400, "BadRequest", "the patch is not JSON");
     };
-    match content_type.split(';').next().unwrap_or("").trim() {
+    match media {
         "application/json-patch+json" => {
             let ops: json_patch::Patch = match serde_json::from_value(patch) {
                 Ok(ops) => ops,
@@ -120,9 +142,14 @@ pub(crate) fn patch(
             }
         }
         "application/merge-patch+json" => json_patch::merge(&mut obj, &patch),
+        "application/apply-patch+yaml" if !patch.is_object() => {
+            return status_response(400, "BadRequest", "an apply body is an object");
+        }
+        "application/apply-patch+yaml" => json_patch::merge(&mut obj, &patch),
         other => {
-            let msg =
-                format!("the fake API server takes JSON patches and merge patches, not {other:?}");
+            let msg = format!(
+                "the fake API server takes JSON patches, merge patches and applies, not {other:?}"
+            );
             return status_response(415, "UnsupportedMediaType", &msg);
         }
     }
@@ -130,5 +157,5 @@ pub(crate) fn patch(
         return status_response(422, "Invalid", "a patch may not change metadata.name");
     }
     let stored = shared.change(|s| s.apply(&resource, obj));
-    json_response(200, &stored)
+    json_response(if created { 201 } else { 200 }, &stored)
 }

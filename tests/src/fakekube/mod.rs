@@ -34,7 +34,7 @@
 //! with [`FakeKube::add_token`]; `POST` (create) into any served collection,
 //! through the mutating admission webhooks of the stored
 //! MutatingWebhookConfigurations (`admission`); `PATCH` of an object with
-//! a JSON patch or a JSON merge patch. Anything else is 404, other methods
+//! a JSON patch, a JSON merge patch or a server-side apply (which creates). Anything else is 404, other methods
 //! 405, each with a `Status`.
 //! Objects are JSON values; the server fills in apiVersion, kind, namespace,
 //! uid, creationTimestamp, generation and resourceVersion. One
@@ -66,7 +66,7 @@ mod tests;
 
 pub use admission::Call;
 pub use resource::{
-    Resource, ENDPOINT_SLICES, EVENTS, GRPC_ROUTES, HTTP_ROUTES, HTTP_ROUTE_GROUPS,
+    Resource, CONFIG_MAPS, ENDPOINT_SLICES, EVENTS, GRPC_ROUTES, HTTP_ROUTES, HTTP_ROUTE_GROUPS,
     MUTATING_WEBHOOKS, NAMESPACES, PODS, SECRETS, SERVICES, TCP_ROUTES, TOKEN_REVIEWS,
     TRAFFIC_SPLITS,
 };
@@ -118,7 +118,7 @@ struct Server {
 
 impl FakeKube {
     /// Starts a server with the default [`Options`] that serves services,
-    /// pods, namespaces, endpointslices and secrets (empty), and
+    /// pods, namespaces, endpointslices, secrets and configmaps (empty), and
     /// TokenReviews (no token valid yet).
     ///
     /// # Panics
@@ -140,7 +140,14 @@ impl FakeKube {
             .local_addr()
             .expect("fakekube listener has an address");
         let shared = Arc::new(Shared::new(options));
-        for r in [SERVICES, PODS, NAMESPACES, ENDPOINT_SLICES, SECRETS] {
+        for r in [
+            SERVICES,
+            PODS,
+            NAMESPACES,
+            ENDPOINT_SLICES,
+            SECRETS,
+            CONFIG_MAPS,
+        ] {
             shared.change(|s| s.register(&r));
         }
         let (stop, stopped) = oneshot::channel::<()>();

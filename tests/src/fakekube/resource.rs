@@ -9,7 +9,7 @@ use std::fmt;
 /// One kind of object the server lists and watches, e.g. core/v1 `services`.
 ///
 /// The four the control plane watches are constants ([`SERVICES`], [`PODS`],
-/// [`NAMESPACES`], [`ENDPOINT_SLICES`]), so are [`SECRETS`] (served too) and
+/// [`NAMESPACES`], [`ENDPOINT_SLICES`]), so are [`SECRETS`] and [`CONFIG_MAPS`] (served too) and
 /// [`TOKEN_REVIEWS`] (POST only); a custom resource is made with
 /// [`Resource::new`] and served once registered or applied to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -55,6 +55,8 @@ pub const ENDPOINT_SLICES: Resource =
 pub const EVENTS: Resource = builtin("events.k8s.io", "Event", "events", true);
 /// core/v1 `secrets`.
 pub const SECRETS: Resource = builtin("", "Secret", "secrets", true);
+/// core/v1 `configmaps`.
+pub const CONFIG_MAPS: Resource = builtin("", "ConfigMap", "configmaps", true);
 /// authentication.k8s.io/v1 `tokenreviews`: not stored, only created
 /// (POST), answered from the tokens the test added (`FakeKube::add_token`).
 pub const TOKEN_REVIEWS: Resource = builtin(

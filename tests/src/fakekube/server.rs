@@ -101,7 +101,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response {
             Err(e) => status_response(400, "BadRequest", &format!("unreadable body: {e}")),
         },
         (&Method::GET, false) => get(shared, &req, route, &query),
-        (&Method::POST, false) | (&Method::PATCH, false) => write(shared, req, route).await,
+        (&Method::POST, false) | (&Method::PATCH, false) => write(shared, req, route, &query).await,
         (method, _) => {
             let msg = format!(
                 "the fake API server serves GET, POST and PATCH; not {method} {}",
@@ -113,7 +113,12 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response {
 }
 
 /// Answers a POST (create into a collection) or a PATCH (of an object).
-async fn write(shared: &Arc<Shared>, req: Request<Incoming>, route: Route) -> Response {
+async fn write(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    route: Route,
+    query: &Query,
+) -> Response {
     let is_post = req.method() == Method::POST;
     let content_type = header(&req, CONTENT_TYPE).to_owned();
     let body = match req.into_body().collect().await {
@@ -132,7 +137,10 @@ async fn write(shared: &Arc<Shared>, req: Request<Incoming>, route: Route) -> Re
             namespace,
             name,
         } if !is_post => match table(shared, &api, namespace.as_deref()) {
-            Some(t) => create::patch(shared, t, namespace, &name, &content_type, &body),
+            Some(t) => {
+                let manager = query.get("fieldManager");
+                create::patch(shared, t, namespace, &name, &content_type, manager, &body)
+            }
             None => not_found(),
         },
         _ => status_response(
