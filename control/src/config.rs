@@ -63,6 +63,7 @@ impl Config {
             webhook_addr: "127.0.0.1:0".parse().expect("an address"),
             webhook_dns_names: vec!["localhost".into()],
             webhook_configuration: String::new(),
+            publish_trust_anchors: false,
             inject: crate::inject::Settings::default(),
         }
     }
@@ -296,6 +297,19 @@ pub struct Config {
         default_value = "weft-injector"
     )]
     pub webhook_configuration: String,
+
+    /// With --source=kube and an issuer: keep the trust anchors ConfigMap
+    /// (--trust-anchors-configmap, key ca.crt) in every namespace annotated
+    /// weft.dev/inject=enabled (server-side apply, field manager
+    /// weft-control; never deleted).
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_PUBLISH_TRUST_ANCHORS",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub publish_trust_anchors: bool,
 
     #[command(flatten)]
     pub inject: crate::inject::Settings,

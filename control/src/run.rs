@@ -139,6 +139,15 @@ pub async fn run(
         Some((service, issuer)) => (Some(IdentityServer::new(service)), Some(issuer)),
         None => (None, None),
     };
+    let anchors_task = match (&client, &issuer, config.publish_trust_anchors) {
+        (Some(client), Some(issuer), true) => Some(crate::identity::anchors::spawn(
+            client.clone(),
+            config.inject.trust_anchors_configmap.clone(),
+            issuer.clone(),
+            &mut registry,
+        )),
+        _ => None,
+    };
     let stop = CancellationToken::new();
     let cert = bound.webhook.is_some().then(ServingCert::new);
     let webhook_tasks = match (bound.webhook, &issuer, &cert) {
@@ -208,6 +217,9 @@ pub async fn run(
     info!("shut down");
     stop.cancel();
     let _ = admin_task.await;
+    if let Some(task) = anchors_task {
+        task.abort();
+    }
     for task in webhook_tasks {
         task.abort();
     }

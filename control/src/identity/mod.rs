@@ -10,6 +10,7 @@
 //! their changes ([`issuer`]). Refusals are precise and counted
 //! (`weft_control_certify_total{result}`).
 
+pub mod anchors;
 pub mod ca;
 pub mod issuer;
 pub mod review;
