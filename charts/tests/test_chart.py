@@ -269,6 +269,7 @@ class Render(unittest.TestCase):
                 "--init-image=weft/weft-init:0.1.0",
                 "--proxy-control-addr=weft-control.weft-system.svc.cluster.local:8086",
                 "--trust-anchors-configmap=weft-trust-anchors",
+                "--publish-trust-anchors=true",
                 "--proxy-log-level=warn,weft_proxy=info",
                 "--proxy-cpu-request=100m",
                 "--proxy-memory-limit=250Mi",
@@ -383,12 +384,19 @@ class Render(unittest.TestCase):
                 ("gateway.networking.k8s.io", "grpcroutes"): watch,
                 ("authentication.k8s.io", "tokenreviews"): (["create"], None),
                 ("events.k8s.io", "events"): (["create", "patch"], None),
+                ("", "configmaps"): (["create", "patch"], None),
                 ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): (
                     ["get", "patch"],
                     ["weft-injector"],
                 ),
             },
         )
+        # Without publishing, no ConfigMap rights.
+        quiet, _ = render(merged(ISSUER_VALUES, {"identity": {"publishTrustAnchors": False}}))
+        quiet_rules = [r for r in one(quiet, "ClusterRole")["rules"] if "configmaps" in r["resources"]]
+        self.assertEqual(quiet_rules, [])
+        self.assertIn("--publish-trust-anchors=false", args_of(quiet))
+        self.assertIn("--publish-trust-anchors=true", args_of(objects))
         role = one(objects, "Role")
         self.assertEqual(
             role["rules"],

@@ -299,9 +299,12 @@ pub struct Config {
     pub webhook_configuration: String,
 
     /// With --source=kube and an issuer: keep the trust anchors ConfigMap
-    /// (--trust-anchors-configmap, key ca.crt) in every namespace annotated
-    /// weft.dev/inject=enabled (server-side apply, field manager
-    /// weft-control; never deleted).
+    /// (--trust-anchors-configmap, key ca.crt), which injected proxies mount,
+    /// in every namespace annotated weft.dev/inject=enabled and in the
+    /// namespace of every pod the webhook injects (server-side apply, field
+    /// manager weft-control; never deleted). Needs RBAC to list and watch
+    /// Namespaces and to patch ConfigMaps; false when another tool
+    /// (trust-manager, say) distributes the anchors.
     #[arg(
         long,
         env = "WEFT_CONTROL_PUBLISH_TRUST_ANCHORS",

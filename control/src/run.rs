@@ -14,6 +14,7 @@ use tracing::info;
 use weft_proto::identity::v1::identity_server::IdentityServer;
 use weft_proto::policy::v1::policy_server::PolicyServer;
 
+use crate::identity::anchors::Publisher;
 use crate::identity::issuer::Issuer;
 use crate::identity::review::TokenReviewer;
 use crate::identity::service::IdentityService;
@@ -139,14 +140,19 @@ pub async fn run(
         Some((service, issuer)) => (Some(IdentityServer::new(service)), Some(issuer)),
         None => (None, None),
     };
-    let anchors_task = match (&client, &issuer, config.publish_trust_anchors) {
-        (Some(client), Some(issuer), true) => Some(crate::identity::anchors::spawn(
-            client.clone(),
-            config.inject.trust_anchors_configmap.clone(),
-            issuer.clone(),
-            &mut registry,
-        )),
-        _ => None,
+    let (anchors_task, publisher) = match (&client, &issuer, config.publish_trust_anchors) {
+        (Some(client), Some(issuer), true) => {
+            let publisher = crate::identity::anchors::Publisher::default();
+            let task = crate::identity::anchors::spawn(
+                client.clone(),
+                config.inject.trust_anchors_configmap.clone(),
+                issuer.clone(),
+                publisher.clone(),
+                &mut registry,
+            );
+            (Some(task), Some(publisher))
+        }
+        _ => (None, None),
     };
     let stop = CancellationToken::new();
     let cert = bound.webhook.is_some().then(ServingCert::new);
@@ -156,7 +162,7 @@ pub async fn run(
             listener,
             (issuer.clone(), cert.clone()),
             client,
-            events,
+            (events, publisher),
             &mut registry,
             stop.clone(),
         ),
@@ -233,7 +239,7 @@ fn webhook(
     listener: TcpListener,
     (issuer, cert): (Issuer, Arc<ServingCert>),
     client: Option<::kube::Client>,
-    events: Option<Events>,
+    (events, publisher): (Option<Events>, Option<Publisher>),
     registry: &mut Registry,
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -245,7 +251,8 @@ fn webhook(
             .then(|| config.default_inbound_policy.as_str().to_string()),
         ..config.inject.clone()
     };
-    let injector = Arc::new(Injector::new(settings, client.clone(), events, registry));
+    let injector =
+        Arc::new(Injector::new(settings, client.clone(), events, registry).with_anchors(publisher));
     let mut tasks = vec![
         tokio::spawn(
             cert.clone()

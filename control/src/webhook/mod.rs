@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 use tracing::{debug, info, warn};
 
 use crate::events::Events;
+use crate::identity::anchors::Publisher;
 use crate::inject::{self, OptIn, Outcome, Settings, Skip};
 
 /// The path the API server posts AdmissionReviews to.
@@ -57,6 +58,9 @@ pub struct Injector {
     client: Option<kube::Client>,
     /// Where Events on skipped and denied pods' owners go (with a cluster).
     events: Option<Events>,
+    /// Asked for the trust anchors ConfigMap in each namespace where a pod is
+    /// injected (its proxy mounts it).
+    anchors: Option<Publisher>,
     admissions: Family<AdmissionLabels, Counter>,
 }
 
@@ -96,8 +100,17 @@ impl Injector {
             settings,
             client,
             events,
+            anchors: None,
             admissions,
         }
+    }
+
+    /// Asks `publisher` for the trust anchors ConfigMap in the namespace of
+    /// every pod injected.
+    #[must_use]
+    pub fn with_anchors(mut self, publisher: Option<Publisher>) -> Self {
+        self.anchors = publisher;
+        self
     }
 
     fn count(&self, result: &'static str, reason: &str) {
@@ -153,6 +166,9 @@ impl Injector {
                 let patch = json_patch::diff(&pod, &injected);
                 info!(pod = %name, %namespace, "injected");
                 self.count("injected", "");
+                if let Some(anchors) = &self.anchors {
+                    anchors.ensure(&namespace);
+                }
                 response
                     .with_patch(patch)
                     .map_err(|e| ReviewError::Malformed(e.to_string()))?
