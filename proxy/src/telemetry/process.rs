@@ -15,16 +15,17 @@ pub struct ProcessCollector {
 
 impl Default for ProcessCollector {
     fn default() -> Self {
-        // Linux's USER_HZ and page size are 100 and 4096 on every platform
-        // weft runs on; reading them would need libc.
+        // USER_HZ is 100 on x86_64 and aarch64 Linux, but the page size is
+        // 4, 16 or 64 KiB on aarch64: both are asked of the kernel (rustix
+        // reads them from the aux vector, no unsafe here).
         let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("btime "))
                 .and_then(|v| v.trim().parse().ok())
         });
         Self {
-            ticks_per_second: 100.0,
-            page_size: 4096.0,
+            ticks_per_second: rustix::param::clock_ticks_per_second() as f64,
+            page_size: rustix::param::page_size() as f64,
             boot_time,
         }
     }
@@ -123,5 +124,18 @@ mod tests {
             })
         );
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn page_size_and_ticks_are_the_kernels() {
+        let c = ProcessCollector::default();
+        // What `getconf` says, where it is installed.
+        for (var, got) in [("PAGESIZE", c.page_size), ("CLK_TCK", c.ticks_per_second)] {
+            if let Ok(out) = std::process::Command::new("getconf").arg(var).output() {
+                let want: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+                assert_eq!(got, want, "{var}");
+            }
+        }
+        assert!(c.page_size >= 4096.0 && c.page_size.log2().fract() == 0.0);
     }
 }

@@ -1,7 +1,6 @@
 //! What `/proc` says about a proxy process: CPU time and resident memory.
 
 use anyhow::{Context, Result};
-use std::process::Command;
 use std::time::Duration;
 
 /// User plus system CPU time of `pid`, all its threads.
@@ -40,18 +39,9 @@ fn vm_rss_kb(status: &str) -> Option<u64> {
         .ok()
 }
 
-/// `sysconf(_SC_CLK_TCK)`, asked of `getconf` (100 on every Linux we know).
+/// `sysconf(_SC_CLK_TCK)` (USER_HZ), as rustix reads it from the aux vector.
 fn clock_ticks() -> u64 {
-    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .filter(|&t| t > 0)
-            .unwrap_or(100)
-    })
+    rustix::param::clock_ticks_per_second()
 }
 
 #[cfg(test)]
