@@ -9,8 +9,10 @@
 //! cargo bench -p weft-proxy --bench trace
 //! ```
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::Empty;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use std::hint::black_box;
@@ -53,7 +55,6 @@ fn bench(c: &mut Criterion) {
         rt.block_on(async { spawn(Discard, ExportMetrics::default(), stop.clone()) });
     let tracer = Tracer::new(queue, 0.0);
     let orig = "10.96.0.10:80".parse().unwrap();
-    let rsp = Response::new(());
 
     let plain = headers(&[]);
     c.bench_function("trace/no context", |b| {
@@ -90,14 +91,15 @@ fn bench(c: &mut Criterion) {
                 let traced = Traced::of(req, orig);
                 if let Some(mut span) = span {
                     span.endpoint = Some("10.244.0.7:8080".parse().unwrap());
-                    traced.finish(
+                    // The span is queued when the (empty) body is dropped.
+                    drop(traced.finish(
                         &tracer,
                         span,
                         None,
                         Some("web.shop:80"),
-                        &rsp,
+                        Response::new(Empty::<Bytes>::new()),
                         Some("spiffe://cluster.local/ns/shop/sa/client"),
-                    );
+                    ));
                 }
             },
             criterion::BatchSize::SmallInput,

@@ -22,8 +22,13 @@ use super::Body;
 use crate::client::Client;
 use crate::config::Config;
 use crate::tls::Tls;
+use crate::trace::Spanned;
 use crate::transport::connect::Connector;
 use crate::transport::tasks::Tasks;
+
+/// A response as served: its body, with the request's span when sampled
+/// (which ends with the body).
+pub type Served = Spanned<Body>;
 
 /// The server side, configured once at start-up and shared by every connection.
 #[derive(Debug)]
@@ -76,7 +81,7 @@ impl HttpServer {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>) -> F + Send + 'static,
-        F: Future<Output = Response<Body>> + Send + 'static,
+        F: Future<Output = Response<Served>> + Send + 'static,
     {
         if h2 {
             self.serve_h2(io, handle, shutdown).await
@@ -92,7 +97,7 @@ impl HttpServer {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>) -> F + Send + 'static,
-        F: Future<Output = Response<Body>> + Send + 'static,
+        F: Future<Output = Response<Served>> + Send + 'static,
     {
         let conn = self
             .h1
@@ -107,7 +112,7 @@ impl HttpServer {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>) -> F + Send + 'static,
-        F: Future<Output = Response<Body>> + Send + 'static,
+        F: Future<Output = Response<Served>> + Send + 'static,
     {
         // Each stream is a spawned task: its future is boxed, so that the
         // spawn (and every move of the task) moves a pointer rather than
@@ -124,13 +129,13 @@ fn service<H, F>(
     handle: H,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
-    Response = Response<Body>,
+    Response = Response<Served>,
     Error = Infallible,
     Future = Answer<F>,
 > + Send
 where
     H: Fn(Request<Incoming>) -> F + Send + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<Served>> + Send + 'static,
 {
     service_fn(move |req| Answer {
         response: handle(req),

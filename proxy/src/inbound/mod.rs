@@ -30,7 +30,7 @@ use crate::http::{Forward, Target};
 use crate::shared::Shared;
 use crate::telemetry::{Direction, MeshIds, Protocol};
 use crate::tls::Alpn;
-use crate::trace::{SpanKind, Traced};
+use crate::trace::{SpanKind, Spanned, Traced};
 use crate::transport::connect::Remote;
 use crate::transport::io::Counted;
 use crate::transport::opaque;
@@ -152,22 +152,22 @@ async fn forward<O, I>(
                             .await
                     }
                 };
-                if let (Some(mut span), Some(traced), Some((tracer, server))) =
-                    (span, traced, tracer)
-                {
-                    // The server's identity is this proxy's, the client's
-                    // the one its certificate proved.
-                    span.server_id.clone_from(server);
-                    traced.finish(
-                        tracer,
-                        span,
-                        None,
-                        service.as_deref(),
-                        &rsp,
-                        client.as_deref(),
-                    );
+                match (span, traced, tracer) {
+                    (Some(mut span), Some(traced), Some((tracer, server))) => {
+                        // The server's identity is this proxy's, the
+                        // client's the one its certificate proved.
+                        span.server_id.clone_from(server);
+                        traced.finish(
+                            tracer,
+                            span,
+                            None,
+                            service.as_deref(),
+                            rsp,
+                            client.as_deref(),
+                        )
+                    }
+                    _ => rsp.map(Spanned::plain),
                 }
-                rsp
             }
         };
         return shared.http.serve(h2, io, handle, shutdown).await;

@@ -29,7 +29,7 @@ use crate::http::{Forward, Target};
 use crate::shared::Shared;
 use crate::telemetry::{Direction, MeshIds, Protocol};
 use crate::tls::Alpn;
-use crate::trace::{SpanKind, Traced};
+use crate::trace::{SpanKind, Spanned, Traced};
 use crate::transport::connect::Remote;
 use crate::transport::io::Counted;
 use crate::transport::opaque;
@@ -134,17 +134,17 @@ where
                     rsp
                 }
             };
-            if let (Some(span), Some(traced), Some(tracer)) = (span, traced, tracer) {
-                traced.finish(
+            match (span, traced, tracer) {
+                (Some(span), Some(traced), Some(tracer)) => traced.finish(
                     tracer,
                     span,
                     route_name,
                     service.as_deref(),
-                    &rsp,
+                    rsp,
                     fwd.own_id(),
-                );
+                ),
+                _ => rsp.map(Spanned::plain),
             }
-            rsp
         }
     };
     shared.http.serve(h2, io, handle, shutdown).await

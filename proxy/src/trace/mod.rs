@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `propagate.rs` | W3C, B3 single and B3 multi-header: read, rewritten |
 //! | `export.rs` | the bounded queue and the batch export task |
+//! | `body.rs` | the span ends with the response body (gRPC status from trailers) |
 //!
 //! Cost: with no collector configured nothing here runs. With one, a
 //! request without context costs the header lookups; one with an
@@ -14,6 +15,7 @@
 //! only a sampled request builds a span (its attributes, its name) and
 //! hands it to the queue, never waiting for the collector.
 
+pub mod body;
 pub mod export;
 pub mod propagate;
 
@@ -27,6 +29,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use body::Open;
+pub use body::Spanned;
 use export::Queue;
 use propagate::Context;
 
@@ -105,23 +109,25 @@ impl Traced {
         }
     }
 
-    /// Ends `span` with the response and queues it; the span is named by
-    /// its route when one matched, else by its Service (`service`, as
-    /// discovery names it), else by the authority as addressed.
-    pub fn finish<B>(
+    /// Ends `span` with the response, once its body has ended: the
+    /// response goes on with the span in its body, which queues it. The
+    /// span is named by its route when one matched, else by its Service
+    /// (`service`, as discovery names it), else by the authority as
+    /// addressed.
+    pub fn finish<B: hyper::body::Body>(
         &self,
         tracer: &Tracer,
         span: Box<Recording>,
         route: Option<&str>,
         service: Option<&str>,
-        rsp: &http::Response<B>,
+        rsp: http::Response<B>,
         client_id: Option<&str>,
-    ) {
+    ) -> http::Response<Spanned<B>> {
         let name = match route.or(service) {
             Some(r) => Cow::Borrowed(r),
             None => service_name(&self.authority),
         };
-        tracer.finish(
+        let open = tracer.finish(
             span,
             Done {
                 name: &name,
@@ -133,6 +139,7 @@ impl Traced {
                 authority: Some(&self.authority),
             },
         );
+        rsp.map(|body| Spanned::traced(body, open))
     }
 }
 
@@ -172,13 +179,15 @@ impl Tracer {
             .then(|| Box::new(Recording::new(&ctx, own, Some(ctx.span_id), kind)))
     }
 
-    /// Ends `span` with what `done` says and queues it for export.
+    /// Fills in `span` with what `done` says: the span, to be queued for
+    /// export when the response body ends ([`Spanned`]).
     // Boxed as the request carried it: unboxing at the caller would copy
     // it for nothing.
     #[allow(clippy::boxed_local)]
-    pub fn finish(&self, span: Box<Recording>, done: Done<'_>) {
+    pub fn finish(&self, span: Box<Recording>, done: Done<'_>) -> Box<Open> {
+        let response = done.response;
         let data = (*span).into_data(done, &self.scope);
-        self.queue.push(data);
+        Box::new(Open::new(data, self.queue.clone(), response))
     }
 }
 
@@ -236,14 +245,6 @@ impl Recording {
         if let Some(id) = &self.server_id {
             attributes.push(KeyValue::new("weft.server.id", id.to_string()));
         }
-        let grpc = done
-            .response
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i64>().ok());
-        if let Some(code) = grpc {
-            attributes.push(KeyValue::new("rpc.grpc.status_code", code));
-        }
         if let Some(reason) = self.error {
             attributes.push(KeyValue::new("weft.proxy_error", reason));
         }
@@ -255,7 +256,7 @@ impl Recording {
             }
             None => Status::Unset,
         };
-        SpanData {
+        let mut data = SpanData {
             span_context: SpanContext::new(
                 TraceId::from_bytes(self.trace_id),
                 SpanId::from_bytes(self.span_id),
@@ -275,7 +276,13 @@ impl Recording {
             links: SpanLinks::default(),
             status,
             instrumentation_scope: scope.clone(),
+        };
+        // A trailers-only gRPC response (an error, typically) has its
+        // status in its headers; others in their trailers (`body.rs`).
+        if let Some(code) = body::grpc_status(done.response) {
+            body::status_code(&mut data, code);
         }
+        data
     }
 }
 

@@ -64,7 +64,9 @@ async fn a_sampled_request_gets_a_span_parented_on_the_caller_and_forwards_its_o
     span.retried(1, "503".into());
     let mut rsp = HeaderMap::new();
     rsp.insert("grpc-status", HeaderValue::from_static("14"));
-    tracer.finish(span, done(&rsp, &Method::GET, StatusCode::OK));
+    tracer
+        .finish(span, done(&rsp, &Method::GET, StatusCode::OK))
+        .end(true);
     stop.cancel();
     task.await.unwrap();
 
@@ -106,7 +108,8 @@ async fn a_sampled_request_gets_a_span_parented_on_the_caller_and_forwards_its_o
         Some("spiffe://cluster.local/ns/shop/sa/client")
     );
     assert_eq!(s.events.events.len(), 1);
-    assert_eq!(s.status, Status::Unset);
+    // UNAVAILABLE (trailers-only, in the headers): a client span's error.
+    assert!(matches!(s.status, Status::Error { .. }), "{:?}", s.status);
 }
 
 #[tokio::test(start_paused = true)]
@@ -150,7 +153,8 @@ async fn head_sampling_starts_traces_only_when_asked() {
     all.finish(
         span,
         done(&HeaderMap::new(), &Method::POST, StatusCode::BAD_GATEWAY),
-    );
+    )
+    .end(true);
     stop.cancel();
     task.await.unwrap();
     let spans = keep.0.lock().unwrap();
@@ -177,4 +181,118 @@ fn service_names_as_operators_read_them() {
     assert_eq!(service_name("web.shop.svc.cluster.local:80"), "web.shop:80");
     assert_eq!(service_name("10.96.0.10:80"), "10.96.0.10:80");
     assert_eq!(service_name("web.shop.svc.cluster.local"), "web.shop");
+}
+
+/// A response body of fixed frames, for the span's end.
+struct Frames(std::collections::VecDeque<hyper::body::Frame<bytes::Bytes>>);
+
+impl hyper::body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn grpc_body(status: Option<&'static str>) -> Frames {
+    let mut frames = std::collections::VecDeque::new();
+    frames.push_back(hyper::body::Frame::data(bytes::Bytes::from_static(
+        b"\0\0\0\0\x02hi",
+    )));
+    if let Some(code) = status {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", HeaderValue::from_static(code));
+        frames.push_back(hyper::body::Frame::trailers(t));
+    }
+    Frames(frames)
+}
+
+/// The one span exported for a response with `body`, read to its end or
+/// (`read: false`) dropped after its first frame.
+async fn span_of(kind: SpanKind, body: Frames, read: bool) -> SpanData {
+    use http_body_util::BodyExt;
+    let (tracer, keep, stop, task) = tracer(0.0);
+    let mut h = HeaderMap::new();
+    h.insert("traceparent", HeaderValue::from_static(PARENT));
+    let span = tracer.start(&mut h, kind).expect("sampled");
+    let mut rsp = http::Response::new(body);
+    rsp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    let req = http::Request::post("http://ratings.shop.svc.cluster.local:50051/x")
+        .body(())
+        .unwrap();
+    let traced = Traced::of(&req, "10.96.0.9:50051".parse().unwrap());
+    let rsp = traced.finish(&tracer, span, None, None, rsp, None);
+    let mut body = rsp.into_body();
+    body.frame().await.unwrap().unwrap();
+    assert!(
+        keep.0.lock().unwrap().is_empty(),
+        "not queued before the body ended"
+    );
+    if read {
+        body.collect().await.unwrap();
+    } else {
+        drop(body);
+    }
+    stop.cancel();
+    task.await.unwrap();
+    let spans = keep.0.lock().unwrap();
+    let [s] = &spans[..] else { panic!("{spans:?}") };
+    s.clone()
+}
+
+fn attr(s: &SpanData, k: &str) -> Option<String> {
+    s.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == k)
+        .map(|kv| kv.value.to_string())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_grpc_status_comes_from_the_trailers_and_errs_as_the_conventions_say() {
+    let s = span_of(SpanKind::Client, grpc_body(Some("14")), true).await;
+    assert_eq!(attr(&s, "rpc.grpc.status_code").as_deref(), Some("14"));
+    assert!(matches!(s.status, Status::Error { .. }), "{:?}", s.status);
+    assert_eq!(attr(&s, "weft.response.incomplete"), None);
+
+    let s = span_of(SpanKind::Client, grpc_body(Some("0")), true).await;
+    assert_eq!(attr(&s, "rpc.grpc.status_code").as_deref(), Some("0"));
+    assert_eq!(s.status, Status::Unset);
+
+    // NOT_FOUND is the client's problem: an error on the client side only.
+    let s = span_of(SpanKind::Server, grpc_body(Some("5")), true).await;
+    assert_eq!(attr(&s, "rpc.grpc.status_code").as_deref(), Some("5"));
+    assert_eq!(s.status, Status::Unset);
+    let s = span_of(SpanKind::Server, grpc_body(Some("13")), true).await;
+    assert!(matches!(s.status, Status::Error { .. }), "INTERNAL");
+
+    // A gRPC response that ends without a status.
+    let s = span_of(SpanKind::Client, grpc_body(None), true).await;
+    assert_eq!(attr(&s, "rpc.grpc.status_code"), None);
+    assert!(matches!(s.status, Status::Error { .. }), "{:?}", s.status);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_dropped_mid_body_still_ends_its_span_marked_incomplete() {
+    let s = span_of(SpanKind::Server, grpc_body(Some("0")), false).await;
+    assert_eq!(
+        attr(&s, "weft.response.incomplete").as_deref(),
+        Some("true")
+    );
+    assert!(matches!(s.status, Status::Error { .. }), "{:?}", s.status);
+    assert_eq!(
+        attr(&s, "rpc.grpc.status_code"),
+        None,
+        "trailers never read"
+    );
 }
