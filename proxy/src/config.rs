@@ -247,8 +247,10 @@ pub struct Config {
     pub trust_domain: String,
 
     /// Where spans go: an OpenTelemetry collector's OTLP/gRPC address,
-    /// `host:port` (a Jaeger's 4317). Unset: the proxy records no span (it
-    /// still forwards trace headers untouched).
+    /// `host:port` (a Jaeger's 4317). Reached like the app's traffic: a
+    /// Service's endpoint through discovery, over mesh TLS when the
+    /// collector is meshed. Unset: the proxy records no span (it still
+    /// forwards trace headers untouched).
     #[arg(long, env = "WEFT_PROXY_TRACE_COLLECTOR_ADDR")]
     pub trace_collector_addr: Option<String>,
 

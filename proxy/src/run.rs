@@ -26,7 +26,7 @@ use crate::shared::Shared;
 use crate::telemetry::Metrics;
 use crate::tls::{load_roots, Tls};
 use crate::trace::Tracer;
-use crate::transport::connect::grpc_endpoint;
+use crate::transport::connect::{grpc_endpoint, Connector};
 use crate::transport::listen::{accept_loop, bind};
 use crate::transport::orig_dst::OrigDstAddr;
 use crate::transport::tasks::Tasks;
@@ -196,6 +196,7 @@ type Tracing = (Arc<Tracer>, tokio::task::JoinHandle<()>);
 fn tracer(
     config: &Config,
     registry: &mut Registry,
+    (resolver, tls): (Option<Arc<Resolver>>, Option<Arc<Tls>>),
     stop: CancellationToken,
 ) -> Result<Option<Tracing>, String> {
     use opentelemetry::KeyValue;
@@ -204,9 +205,23 @@ fn tracer(
     let Some(addr) = &config.trace_collector_addr else {
         return Ok(None);
     };
-    let channel = grpc_endpoint(addr)
-        .map_err(|e| format!("--trace-collector-addr {e}"))?
-        .connect_lazy();
+    let endpoint = grpc_endpoint(addr).map_err(|e| format!("--trace-collector-addr {e}"))?;
+    let authority = endpoint.uri().authority().cloned();
+    let (host, port) = authority
+        .as_ref()
+        .and_then(|a| Some((a.host(), a.port_u16()?)))
+        .ok_or_else(|| format!("--trace-collector-addr {addr:?} is not host:port"))?;
+    // Through discovery and mesh TLS, as the app's own traffic goes.
+    let dialer = crate::trace::collector::Dialer::new(
+        host,
+        port,
+        resolver,
+        Connector {
+            timeout: config.connect_timeout,
+            tls,
+        },
+    );
+    let channel = endpoint.connect_with_connector_lazy(dialer);
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_channel(channel)
@@ -267,7 +282,13 @@ where
     let tls = mesh(&config, &mut registry)?;
     let policies = policies(&config, &mut registry, shutdown.clone())?;
     let trace_stop = CancellationToken::new();
-    let (tracer, trace_task) = tracer(&config, &mut registry, trace_stop.clone())?.unzip();
+    let (tracer, trace_task) = tracer(
+        &config,
+        &mut registry,
+        (resolver.clone(), tls.clone()),
+        trace_stop.clone(),
+    )?
+    .unzip();
     let ports = bound
         .addrs()
         .map(|a| a.map(|a| a.port()))

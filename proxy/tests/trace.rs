@@ -135,3 +135,47 @@ async fn a_grpc_status_in_trailers_or_in_headers_is_on_the_span() {
     let status = span.status.expect("a status");
     assert_eq!(status.code, StatusCode::Error as i32, "{status:?}");
 }
+
+#[tokio::test]
+async fn spans_reach_a_meshed_collector_over_mesh_tls() {
+    const OTEL: &str = "127.96.7.20:4317";
+    let (collector, app) = Collector::start().await;
+    let ca = Ca::new(&["client", "otel"]);
+    let control = Control::with_identity(support::control::NOTHING, &ca).await;
+    let orig = weft_proxy::test_util::OrigDst::default();
+    // The collector's pod: its proxy in front of it.
+    let mut server_args = ca.meshed_args("otel", &control);
+    server_args.push("--pod-name=otel-0".into());
+    let server = Proxy::start_with(orig.clone(), &server_args).await;
+    orig.set_listener(server.inbound, app);
+    let otel = Svc::new("otel", OTEL);
+    control.apply(&otel.yaml(&[Ep::ready(server.inbound).meshed("otel-0", "otel")]));
+
+    let mut client_args = ca.meshed_args("client", &control);
+    client_args.push(format!("--trace-collector-addr={OTEL}"));
+    let client = Proxy::start_with(orig, &client_args).await;
+    let backend = Backend::start("app").await;
+    let trace = "6bf92f3577b34da6a3ce929d0e0e4738";
+    assert_eq!(
+        traced_get(&client, &backend, "/hello", trace).await.status,
+        200
+    );
+    collector.span(trace).await;
+
+    // The export went to the collector's proxy over mesh TLS, as the
+    // client's identity (a gRPC request inbound there).
+    let series = format!(
+        "weft_request_total{{direction=\"inbound\",tls=\"true\",client_id=\"{}\"}}",
+        Ca::id("client")
+    );
+    eventually("the export counted inbound over mesh TLS", async || {
+        let n = server.metric(&series).await;
+        anyhow::ensure!(n >= 1.0, "{n}");
+        Ok(())
+    })
+    .await;
+    let plaintext = server
+        .metric("weft_request_total{direction=\"inbound\",tls=\"false\"}")
+        .await;
+    assert_eq!(plaintext, 0.0, "nothing reached the collector in plaintext");
+}

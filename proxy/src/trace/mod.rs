@@ -8,6 +8,7 @@
 //! | `propagate.rs` | W3C, B3 single and B3 multi-header: read, rewritten |
 //! | `export.rs` | the bounded queue and the batch export task |
 //! | `body.rs` | the span ends with the response body (gRPC status from trailers) |
+//! | `collector.rs` | the exporter dials the collector through discovery and mesh TLS |
 //!
 //! Cost: with no collector configured nothing here runs. With one, a
 //! request without context costs the header lookups; one with an
@@ -16,6 +17,7 @@
 //! hands it to the queue, never waiting for the collector.
 
 pub mod body;
+pub mod collector;
 pub mod export;
 pub mod propagate;
 
