@@ -79,6 +79,15 @@
 //! target: p50 no more than 5% above the discovery path's (not judged when
 //! the proxy routed nothing).
 //!
+//! With weft-control, after the mTLS table (the mTLS path: a certified
+//! client proxy, a one-endpoint Service, a certified server proxy, against
+//! its plaintext twin), an **authz** table: the mTLS path again, its server's
+//! ServiceAccount named by 20 SMI TrafficTargets (19 for other clients and
+//! routes, the bench client's last: `authz.rs`), against the mTLS path
+//! without any, p50/p99 and their ratio, CPU per request, what the guarded
+//! proxy allowed and denied, and issue 15's target: p50 no more than 3%
+//! above the mTLS path's.
+//!
 //! # Subcommands run inside the pods
 //!
 //! The host cannot reach pod addresses, so `run` starts these inside them:
@@ -95,6 +104,7 @@
 //! harness pod (`safety.rs`); every wait and loop is bounded in time.
 #![forbid(unsafe_code)]
 
+mod authz;
 mod client;
 mod hist;
 mod load;

@@ -53,6 +53,8 @@ pub struct Comparison {
     /// certified, mutual TLS between them) and its plaintext twin (the same
     /// but for TLS).
     pub mtls: Option<((Outcome, Usage), (Outcome, Usage))>,
+    /// The mTLS path with 20 TrafficTargets on its server (`authz.rs`).
+    pub authz: Option<(Outcome, Usage)>,
 }
 
 /// Our target for the discovery path against passthrough, at each percentile.
@@ -499,6 +501,62 @@ pub fn mtls(title: &str, c: &Comparison) -> String {
     out
 }
 
+/// Issue 15's target for the authz path against the mTLS path at p50.
+pub const TARGET_AUTHZ_P50: f64 = 0.03;
+
+/// The authz path against the mTLS path (no TrafficTarget), measured in
+/// the same rounds: p50/p99 (or throughput when `saturating`), their ratio,
+/// proxy CPU per request, and what the guarded server's proxy decided
+/// (`allowed`, `denied`: every request must have been allowed). At a fixed
+/// rate, p50 is judged against [`TARGET_AUTHZ_P50`], unless nothing was
+/// allowed (the policy did not apply).
+pub fn authz(
+    title: &str,
+    c: &Comparison,
+    (allowed, denied): (f64, f64),
+    saturating: bool,
+) -> String {
+    const WIDTHS: [usize; 4] = [12, 14, 14, 12];
+    let (Some(((t, t_usage), _)), Some((a, a_usage))) = (&c.mtls, &c.authz) else {
+        return format!("{title}\n");
+    };
+    let heads = ["direct", "mTLS", "mTLS+authz", "authz/mTLS"];
+    let mut out = table_head(title, heads, WIDTHS);
+    let d = &c.direct.0;
+    let line = |out: &mut String, cells: [&str; 6]| row6(out, cells, WIDTHS);
+    let ratio = |base: f64, new: f64| new / base.max(f64::MIN_POSITIVE);
+    if saturating {
+        let rps = |o: &Outcome| format!("{:.0}/s", o.rps());
+        let r = format!("{:.3}×", ratio(t.rps(), a.rps()));
+        line(&mut out, ["throughput", &rps(d), &rps(t), &rps(a), &r, ""]);
+    }
+    for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+        let r = ratio(t.at(q) as f64, a.at(q) as f64);
+        let mut note = format!("{:+.1}% vs no policy", (r - 1.0) * 100.0);
+        if q == 0.5 && !saturating {
+            let target = format!("target ≤ +{:.0}% (issue 15)", TARGET_AUTHZ_P50 * 100.0);
+            if allowed > 0.0 {
+                let _ = write!(note, "; {target}: {}", verdict(r - 1.0 <= TARGET_AUTHZ_P50));
+            } else {
+                let _ = write!(note, "; {target}: not judged, the policy allowed nothing");
+            }
+        }
+        let ratio = format!("{r:.3}×");
+        latency_row(&mut out, WIDTHS, (label, q), [d, t, a], [&ratio, &note]);
+    }
+    outcome_rows(
+        &mut out,
+        WIDTHS,
+        d,
+        [(t, t_usage), (a, a_usage)],
+        "both proxies together",
+    );
+    let decided =
+        format!("the guarded server's proxy so far: {allowed:.0} allowed, {denied:.0} denied");
+    line(&mut out, ["policy", "", "", "", "", &decided]);
+    out
+}
+
 fn counts(out: &mut String, c: &Comparison) {
     let n = |o: &Outcome| format!("{}/{}", o.ok, o.errors);
     let m = c.meshed.as_ref().map_or("—".into(), |(m, _)| n(m));
@@ -622,6 +680,7 @@ mod tests {
             split: None,
             split_rounds: Vec::new(),
             mtls: None,
+            authz: None,
         };
         let t = fixed_rate("== HTTP/1.1", &c);
         let line = |start: &str| {
@@ -657,6 +716,7 @@ mod tests {
             split: None,
             split_rounds: Vec::new(),
             mtls: None,
+            authz: None,
         };
         let t = fixed_rate("== direct only", &c);
         assert!(t.contains("—") && !t.contains("proxy CPU"), "{t}");
@@ -676,7 +736,17 @@ mod tests {
                 ),
                 (outcome(&[400; 250], 1), Usage::default()),
             )),
+            authz: Some((outcome(&[510; 200], 1), Usage::default())),
         };
+        let a = authz("== authz", &c, (200.0, 0.0), false);
+        assert!(
+            a.contains("1.020×") && a.contains("+2.0% vs no policy"),
+            "{a}"
+        );
+        assert!(a.contains("target ≤ +3% (issue 15): ok"), "{a}");
+        assert!(a.contains("200 allowed, 0 denied"), "{a}");
+        let none = authz("== authz", &c, (0.0, 0.0), false);
+        assert!(none.contains("not judged"), "{none}");
         let t = mtls("== mTLS", &c);
         assert!(
             t.contains("+100 µs"),
@@ -712,6 +782,7 @@ mod tests {
             split: Some((outcome(&[412; 100], 1), Usage::default())),
             split_rounds: vec![(400_000, 404_000), (400_000, 420_000)],
             mtls: None,
+            authz: None,
         };
         let routed = [("v1", 900.0), ("v2", 100.0)];
         let t = split("== split", &c, &routed, false);

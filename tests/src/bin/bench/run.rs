@@ -15,8 +15,8 @@ use crate::load::Spec;
 use crate::opts::{Args, Proto};
 use crate::procfs;
 use crate::report::{self, Comparison, Usage};
-use crate::split;
 use crate::topology::{Launch, Pair, Proxy, Topology};
+use crate::{authz, split};
 
 /// How often memory is sampled during a meshed run.
 const SAMPLE: Duration = Duration::from_millis(100);
@@ -235,6 +235,14 @@ pub fn main(opts: &RunOpts) -> Result<()> {
             );
             print!("{}", report::mtls(&title, &c));
         }
+        if c.authz.is_some() {
+            let title = format!(
+                "\n== {proto}, fixed rate {} rps: {} authorizations on the server, against none (the mTLS path)",
+                opts.rate,
+                authz::AUTHORIZATIONS
+            );
+            print!("{}", report::authz(&title, &c, decisions(&topo)?, false));
+        }
         if let Some(b) = &b {
             let title = format!(
                 "\n== {proto}, fixed rate {} rps: the baseline proxy against the new one",
@@ -272,6 +280,13 @@ pub fn main(opts: &RunOpts) -> Result<()> {
         if c.mtls.is_some() {
             let title = format!("\n== {proto}, saturating: mutual TLS against plaintext");
             print!("{}", report::mtls(&title, &c));
+        }
+        if c.authz.is_some() {
+            let title = format!(
+                "\n== {proto}, saturating: {} authorizations against none",
+                authz::AUTHORIZATIONS
+            );
+            print!("{}", report::authz(&title, &c, decisions(&topo)?, true));
         }
         if let Some(b) = &b {
             let title = format!("\n== {proto}, saturating: the baseline proxy against the new one");
@@ -319,6 +334,14 @@ fn routed(topo: &Topology) -> Result<Vec<(&'static str, f64)>> {
     }
 }
 
+/// Requests the authz path's server proxy allowed and denied so far.
+fn decisions(topo: &Topology) -> Result<(f64, f64)> {
+    match &topo.secured {
+        Some(s) => authz::decisions(s.authz.pair.server_pod()),
+        None => Ok((0.0, 0.0)),
+    }
+}
+
 /// The paths of one topology a measurement runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leg {
@@ -330,16 +353,19 @@ enum Leg {
     Mtls,
     /// The mTLS path's plaintext twin.
     Twin,
+    /// The mTLS path with 20 TrafficTargets on its server.
+    Authz,
 }
 
 impl Leg {
-    const ALL: [Leg; 6] = [
+    const ALL: [Leg; 7] = [
         Leg::Direct,
         Leg::Meshed,
         Leg::Discovery,
         Leg::Split,
         Leg::Mtls,
         Leg::Twin,
+        Leg::Authz,
     ];
 
     fn name(self) -> &'static str {
@@ -350,6 +376,7 @@ impl Leg {
             Leg::Split => "split",
             Leg::Mtls => "mTLS",
             Leg::Twin => "mTLS twin",
+            Leg::Authz => "authz",
         }
     }
 
@@ -372,6 +399,12 @@ impl Leg {
                 .secured
                 .as_ref()
                 .map(|s| (&s.plain.pair, at(&s.plain.pair), &s.plain.proxies[..])),
+            // Per request, as the mTLS path's fixed-rate and saturating runs.
+            Leg::Authz => topo
+                .secured
+                .as_ref()
+                .filter(|_| !fresh)
+                .map(|s| (&s.authz.pair, at(&s.authz.pair), &s.authz.proxies[..])),
         }
     }
 }
@@ -423,8 +456,8 @@ fn measure(
             legs.push((path, false, pair, target, proxies));
         }
         // The baseline's direct path is the same as the new one's, and its
-        // mTLS twin only serves the new proxy's mTLS table.
-        if matches!(path, Leg::Direct | Leg::Twin) {
+        // mTLS twin and authz path only serve the new proxy's tables.
+        if matches!(path, Leg::Direct | Leg::Twin | Leg::Authz) {
             continue;
         }
         if let Some((pair, target, proxies)) = base.and_then(|b| path.of(b, plan.fresh)) {
@@ -476,6 +509,7 @@ fn measure(
         split: take(Leg::Split, false),
         split_rounds,
         mtls: take(Leg::Mtls, false).zip(take(Leg::Twin, false)),
+        authz: take(Leg::Authz, false),
     };
     let baseline = base.map(|_| Baseline {
         meshed: take(Leg::Meshed, true),

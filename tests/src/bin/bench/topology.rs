@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use weft_tests::{netns, Node, Pod, Proc, APP_UID, PROXY_UID, WAIT};
 
-use crate::split;
+use crate::{authz, split};
 
 /// The port the benchmark server listens on in its pod.
 pub const SERVER_PORT: u16 = 8080;
@@ -32,6 +32,11 @@ pub struct Pair {
 impl Pair {
     pub fn target(&self) -> SocketAddr {
         self.target
+    }
+
+    /// Its (first) server's pod.
+    pub fn server_pod(&self) -> &Pod {
+        &self.server_pods[0]
     }
 }
 
@@ -78,11 +83,14 @@ pub struct OnePair {
 /// The mTLS path and its plaintext twin: the same topology (a certified
 /// client proxy resolving a one-endpoint Service through weft-control, a
 /// proxy in the server pod), with mutual TLS between the proxies on one and
-/// plaintext on the other, so that the difference is TLS alone.
+/// plaintext on the other, so that the difference is TLS alone; and the
+/// authorization path, the mTLS path with 20 TrafficTargets on its server
+/// (`authz.rs`).
 #[derive(Debug)]
 pub struct Secured {
     pub tls: OnePair,
     pub plain: OnePair,
+    pub authz: OnePair,
 }
 
 /// How proxies are started: which binary, and whether under callgrind.
@@ -166,10 +174,13 @@ impl Topology {
     /// Every proxy of the topology.
     fn all_proxies(&self) -> impl Iterator<Item = &Proxy> {
         let balanced = self.balanced.iter().flat_map(|b| &b.proxies);
-        let secured = self
-            .secured
-            .iter()
-            .flat_map(|s| s.tls.proxies.iter().chain(&s.plain.proxies));
+        let secured = self.secured.iter().flat_map(|s| {
+            s.tls
+                .proxies
+                .iter()
+                .chain(&s.plain.proxies)
+                .chain(&s.authz.proxies)
+        });
         self.proxies.iter().chain(balanced).chain(secured)
     }
 
@@ -225,10 +236,13 @@ impl Topology {
         }
         if let Some(m) = &self.secured {
             s += &format!(
-                ", mTLS {} → 1 meshed endpoint (both proxies certified by weft-control) \
-                 and its plaintext twin {}",
+                ", mTLS {} → 1 meshed endpoint (both proxies certified by weft-control), \
+                 its plaintext twin {}, and authz {} (the mTLS path, its server named by {} \
+                 TrafficTargets)",
                 pair(&m.tls.pair),
-                pair(&m.plain.pair)
+                pair(&m.plain.pair),
+                pair(&m.authz.pair),
+                authz::AUTHORIZATIONS
             );
         }
         s
@@ -290,11 +304,19 @@ fn balanced(
     std::fs::create_dir_all(&manifests)?;
     let secure = (node.pod()?, server(node, bench)?);
     let twin = (node.pod()?, server(node, bench)?);
+    let guarded = (node.pod()?, server(node, bench)?);
     std::fs::write(
         manifests.join("secure.yaml"),
-        one_endpoint("secure", SECURE_SERVICE, &secure.1 .1, true)
-            + &one_endpoint("twin", TWIN_SERVICE, &twin.1 .1, false),
+        one_endpoint("secure", SECURE_SERVICE, &secure.1 .1, Some("server"))
+            + &one_endpoint("twin", TWIN_SERVICE, &twin.1 .1, None)
+            + &one_endpoint(
+                authz::GUARDED,
+                authz::AUTHZ_SERVICE,
+                &guarded.1 .1,
+                Some(authz::GUARDED),
+            ),
     )?;
+    std::fs::write(manifests.join("authz.yaml"), authz::manifests())?;
     let ca = manifests.join("identity");
     let out = std::process::Command::new(bench.with_file_name("weft"))
         .args(["identity", "init", "--out"])
@@ -309,9 +331,10 @@ fn balanced(
     std::fs::write(
         &tokens,
         "\"bench-client-token-0123456789\": bench/client\n\
-         \"bench-server-token-0123456789\": bench/server\n",
+         \"bench-server-token-0123456789\": bench/server\n\
+         \"bench-guarded-token-0123456789\": bench/guarded\n",
     )?;
-    for who in ["client", "server"] {
+    for who in ["client", "server", authz::GUARDED] {
         std::fs::write(
             manifests.join(format!("{who}.token")),
             format!("bench-{who}-token-0123456789"),
@@ -377,12 +400,16 @@ fn balanced(
         ]
     };
     let (client_env, server_env) = (identity("client"), identity("server"));
+    let mut guarded_env = identity(authz::GUARDED);
+    // Its inbound policy is asked for by pod name.
+    guarded_env.push(("WEFT_PROXY_POD_NAME", authz::GUARDED_POD.to_owned()));
     fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
         env.iter().map(|(k, v)| (*k, v.as_str())).collect()
     }
     let mut client_env = refs(&client_env);
     client_env.push(NO_POOL);
     let server_env = refs(&server_env);
+    let guarded_env = refs(&guarded_env);
     // The twin's client is certified too; its server's proxy is not, and
     // discovery names that endpoint unmeshed: plaintext between them.
     let secured = Secured {
@@ -395,6 +422,14 @@ fn balanced(
             &server_env,
         )?,
         plain: one_pair(twin, TWIN_SERVICE, bench, proxy, &client_env, &[])?,
+        authz: one_pair(
+            guarded,
+            authz::AUTHZ_SERVICE,
+            bench,
+            proxy,
+            &client_env,
+            &guarded_env,
+        )?,
     };
     let balanced = Balanced {
         proxies,
@@ -436,14 +471,13 @@ pub fn service(name: &str, addr: &str, pods: &[Pod]) -> String {
     )
 }
 
-/// The manifests of Service `name` at `addr` with `pod` its one endpoint
-/// (meshed as ServiceAccount `server`, or not).
-fn one_endpoint(name: &str, addr: &str, pod: &Pod, meshed: bool) -> String {
+/// The manifests of Service `name` at `addr` with `pod` its one endpoint,
+/// Pod `<name>-0`: meshed as ServiceAccount `meshed`, or (None) not.
+fn one_endpoint(name: &str, addr: &str, pod: &Pod, meshed: Option<&str>) -> String {
     let (ip, port) = addr.split_once(':').expect("ip:port");
-    let containers = if meshed {
-        "[{name: app}, {name: weft-proxy}]"
-    } else {
-        "[{name: app}]"
+    let (containers, sa) = match meshed {
+        Some(sa) => ("[{name: app}, {name: weft-proxy}]", sa),
+        None => ("[{name: app}]", "server"),
     };
     format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: bench}}\n\
@@ -453,7 +487,7 @@ fn one_endpoint(name: &str, addr: &str, pod: &Pod, meshed: bool) -> String {
          addressType: IPv4\nports: [{{name: http, port: {SERVER_PORT}}}]\nendpoints:\n\
          - addresses: [\"{pod_ip}\"]\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: {name}-0, namespace: bench}}\n---\n\
          apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}-0, namespace: bench}}\n\
-         spec: {{serviceAccountName: server, containers: {containers}}}\n---\n",
+         spec: {{serviceAccountName: {sa}, containers: {containers}}}\n---\n",
         pod_ip = pod.ip
     )
 }
