@@ -22,11 +22,7 @@ pub const VERSION: &str = "is running Kubernetes 1.29 or later";
 pub const SIDECARS: &str = "native sidecars are available on every node";
 
 /// The group, and the client when the API server answered.
-pub async fn check(
-    client: Result<Kube, String>,
-    server: &str,
-    pre: bool,
-) -> (Group, Option<Kube>) {
+pub async fn check(client: Result<Kube, String>, pre: bool) -> (Group, Option<Kube>) {
     let mut g = Group::new(GROUP);
     let rest: &[&str] = if pre {
         &[QUERY, VERSION, SIDECARS]
@@ -44,16 +40,20 @@ pub async fn check(
                 e,
                 "set KUBECONFIG or the current context (kubectl config current-context), or pass --kube-api-server",
             ));
-            g.checks.extend(rest.iter().map(|d| Check::skipped(d, "no client")));
+            g.checks
+                .extend(rest.iter().map(|d| Check::skipped(d, "no client")));
             return (g, None);
         }
     };
-    let info = match kube.call("GET /version", kube.client.apiserver_version()).await {
+    let info = match kube
+        .call("GET /version", kube.client.apiserver_version())
+        .await
+    {
         Ok(info) => info,
         Err(e) => {
             g.push(Check::error(
                 QUERY,
-                format!("{server}: {e}"),
+                format!("{}: {e}", kube.server),
                 "is the API server up and reachable from here? (kubectl version; --timeout for a slow one)",
             ));
             g.checks.extend(
@@ -64,13 +64,20 @@ pub async fn check(
             return (g, None);
         }
     };
-    g.push(Check::success(QUERY, Some(server.to_owned())));
+    g.push(Check::success(QUERY, Some(kube.server.clone())));
     let release = match Release::from_info(&info.major, &info.minor, &info.git_version) {
         Ok(r) => r,
         Err(e) => {
-            g.push(Check::error(VERSION, e, "weft needs Kubernetes 1.29 or later"));
+            g.push(Check::error(
+                VERSION,
+                e,
+                "weft needs Kubernetes 1.29 or later",
+            ));
             if pre {
-                g.push(Check::skipped(SIDECARS, "the Kubernetes version is unknown"));
+                g.push(Check::skipped(
+                    SIDECARS,
+                    "the Kubernetes version is unknown",
+                ));
             }
             return (g, Some(kube));
         }
@@ -81,7 +88,10 @@ pub async fn check(
         if version_ok {
             g.push(sidecars(&kube).await);
         } else {
-            g.push(Check::skipped(SIDECARS, "the API server is older than 1.29"));
+            g.push(Check::skipped(
+                SIDECARS,
+                "the API server is older than 1.29",
+            ));
         }
     }
     (g, Some(kube))
@@ -121,7 +131,13 @@ async fn sidecars(kube: &Kube) -> Check {
         .iter()
         .filter_map(|n| {
             let name = n.metadata.name.clone().unwrap_or_default();
-            let v = n.status.as_ref()?.node_info.as_ref()?.kubelet_version.clone();
+            let v = n
+                .status
+                .as_ref()?
+                .node_info
+                .as_ref()?
+                .kubelet_version
+                .clone();
             match Release::from_git_version(&v) {
                 Ok(r) if r >= MINIMUM => None,
                 _ => Some(format!("{name}: kubelet {v}")),

@@ -58,7 +58,9 @@ pub fn chains_to(cert: &[u8], intermediates: &[Vec<u8>], anchors: &[Vec<u8>]) ->
 }
 
 fn parse(der: &[u8]) -> Option<X509Certificate<'_>> {
-    x509_parser::parse_x509_certificate(der).ok().map(|(_, c)| c)
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .map(|(_, c)| c)
 }
 
 /// Days (rounded down) from `now` until `t`; negative when past.
@@ -100,10 +102,16 @@ mod tests {
         assert!(chains_to(&anchors[0], &[], &anchors));
         assert!(!chains_to(&issuer, &[], &pem_certs(&other.anchor_pem)));
         // A leaf the issuer signed, through the issuer as intermediate.
-        let authority =
-            ca::Authority::from_pem(&g.issuer_pem, &g.issuer_key_pem, &g.anchor_pem, "cluster.local")
-                .unwrap();
-        let serving = authority.serving(&["weft-control.weft-system.svc".into()], day).unwrap();
+        let authority = ca::Authority::from_pem(
+            &g.issuer_pem,
+            &g.issuer_key_pem,
+            &g.anchor_pem,
+            "cluster.local",
+        )
+        .unwrap();
+        let serving = authority
+            .serving(&["weft-control.weft-system.svc".into()], day)
+            .unwrap();
         assert!(chains_to(&serving.chain[0], &serving.chain[1..], &anchors));
         assert!(!chains_to(&serving.chain[0], &[], &anchors));
         assert!(!chains_to(b"not DER", &[], &anchors));

@@ -33,7 +33,10 @@ pub async fn check(kube: &Kube, namespace: &str) -> (Group, Option<Deployment>) 
     }
     let deploy = match kube.get::<Deployment>(namespace, CONTROL).await {
         Ok(Some(d)) => {
-            g.push(Check::success(DEPLOYMENT, Some(format!("{namespace}/{CONTROL}"))));
+            g.push(Check::success(
+                DEPLOYMENT,
+                Some(format!("{namespace}/{CONTROL}")),
+            ));
             d
         }
         Ok(None) => {
@@ -42,11 +45,18 @@ pub async fn check(kube: &Kube, namespace: &str) -> (Group, Option<Deployment>) 
                 format!("no Deployment {CONTROL} in {namespace}"),
                 &format!("install weft (helm install weft charts/weft -n {namespace} --create-namespace ...), or name its namespace with --namespace"),
             ));
-            g.push(Check::skipped(REPLICAS, "there is no weft-control Deployment"));
+            g.push(Check::skipped(
+                REPLICAS,
+                "there is no weft-control Deployment",
+            ));
             return (g, None);
         }
         Err(e) => {
-            g.push(Check::error(DEPLOYMENT, e.to_string(), "may you read Deployments there?"));
+            g.push(Check::error(
+                DEPLOYMENT,
+                e.to_string(),
+                "may you read Deployments there?",
+            ));
             g.push(Check::skipped(REPLICAS, "the Deployment could not be read"));
             return (g, None);
         }
@@ -72,7 +82,9 @@ pub fn replicas(deploy: &Deployment, pods: &[Pod], namespace: &str) -> Check {
         .collect();
     let not_ready: Vec<String> = live
         .iter()
-        .filter_map(|p| pods::not_ready(p, None).map(|why| format!("{}/{}: {why}", namespace, pods::name(p))))
+        .filter_map(|p| {
+            pods::not_ready(p, None).map(|why| format!("{}/{}: {why}", namespace, pods::name(p)))
+        })
         .collect();
     let hint = format!(
         "kubectl -n {namespace} describe pods -l {CONTROL_SELECTOR}; kubectl -n {namespace} logs deploy/{CONTROL}"

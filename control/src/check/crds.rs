@@ -163,14 +163,21 @@ mod tests {
     #[test]
     fn versions_and_establishment() {
         let ts = SMI[0];
-        let v = |name: &str, served: bool, storage: bool| {
-            json!({"name": name, "served": served, "storage": storage})
-        };
-        let good = crd(json!([v("v1alpha4", true, true), v("v1alpha1", true, false)]), true);
+        let v = |name: &str, served: bool, storage: bool| json!({"name": name, "served": served, "storage": storage});
+        let good = crd(
+            json!([v("v1alpha4", true, true), v("v1alpha1", true, false)]),
+            true,
+        );
         assert_eq!(ts.problem(&good), None);
         let old = crd(json!([v("v1alpha3", true, true)]), true);
-        assert!(ts.problem(&old).unwrap().contains("does not serve v1alpha4"));
-        let stored = crd(json!([v("v1alpha4", true, false), v("v1alpha3", true, true)]), true);
+        assert!(ts
+            .problem(&old)
+            .unwrap()
+            .contains("does not serve v1alpha4"));
+        let stored = crd(
+            json!([v("v1alpha4", true, false), v("v1alpha3", true, true)]),
+            true,
+        );
         assert!(ts.problem(&stored).unwrap().contains("stores v1alpha3"));
         let pending = crd(json!([v("v1alpha4", true, true)]), false);
         assert!(ts.problem(&pending).unwrap().contains("not Established"));

@@ -44,9 +44,11 @@ const MAX_LISTED: usize = 20;
 pub fn is_meshed(pod: &Pod) -> bool {
     let Some(spec) = &pod.spec else { return false };
     spec.containers.iter().any(|c| c.name == PROXY)
-        || spec.init_containers.iter().flatten().any(|c| {
-            c.name == PROXY && c.restart_policy.as_deref() == Some("Always")
-        })
+        || spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == PROXY && c.restart_policy.as_deref() == Some("Always"))
 }
 
 fn ended(pod: &Pod) -> bool {
@@ -90,7 +92,11 @@ pub async fn check(kube: &Kube, namespaces: &[Namespace]) -> Group {
     let all = match kube.list_all::<Pod>("").await {
         Ok(p) => p,
         Err(e) => {
-            g.push(Check::error(PROXIES, e.to_string(), "may you list pods in every namespace?"));
+            g.push(Check::error(
+                PROXIES,
+                e.to_string(),
+                "may you list pods in every namespace?",
+            ));
             g.push(Check::skipped(SKIPPED, "the pods could not be listed"));
             return g;
         }
@@ -118,7 +124,8 @@ pub fn proxies(pods: &[Pod]) -> Check {
     let not_ready: Vec<String> = meshed
         .iter()
         .filter_map(|p| {
-            pods::not_ready(p, Some(PROXY)).map(|why| format!("{}/{}: {why}", namespace(p), pods::name(p)))
+            pods::not_ready(p, Some(PROXY))
+                .map(|why| format!("{}/{}: {why}", namespace(p), pods::name(p)))
         })
         .collect();
     if not_ready.is_empty() {
@@ -138,7 +145,11 @@ pub fn proxies(pods: &[Pod]) -> Check {
 
 /// Every pod of an injected namespace meshed; else each one with its
 /// reason (`events`: the Events of those namespaces).
-pub fn skipped(pods: &[Pod], namespaces: &[Namespace], events: &BTreeMap<String, Vec<Event>>) -> Check {
+pub fn skipped(
+    pods: &[Pod],
+    namespaces: &[Namespace],
+    events: &BTreeMap<String, Vec<Event>>,
+) -> Check {
     let enabled = injected(namespaces);
     let ns_annotations = |name: &str| -> BTreeMap<String, String> {
         namespaces
@@ -148,7 +159,10 @@ pub fn skipped(pods: &[Pod], namespaces: &[Namespace], events: &BTreeMap<String,
             .unwrap_or_default()
     };
     let mut lines = Vec::new();
-    for pod in pods.iter().filter(|p| enabled.iter().any(|n| n == namespace(p))) {
+    for pod in pods
+        .iter()
+        .filter(|p| enabled.iter().any(|n| n == namespace(p)))
+    {
         if is_meshed(pod) || ended(pod) {
             continue;
         }
@@ -190,15 +204,16 @@ fn recorded_reason(pod: &Pod, events: &[Event]) -> Option<String> {
         .iter()
         .filter(|e| e.reason.as_deref() == Some(NOT_INJECTED))
         .filter(|e| {
-            e.regarding.as_ref().is_some_and(|r| {
-                r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
-            })
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
         })
         .max_by_key(|e| {
-            e.event_time
+            e.event_time.as_ref().map(|t| t.0).or(e
+                .metadata
+                .creation_timestamp
                 .as_ref()
-                .map(|t| t.0)
-                .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                .map(|t| t.0))
         })
         .and_then(|e| e.note.clone())
         .map(|n| n.strip_prefix("weft: ").unwrap_or(&n).to_owned())
@@ -236,33 +251,63 @@ mod tests {
 
     fn shop() -> Vec<Namespace> {
         vec![serde_json::from_value(json!({"metadata": {"name": "shop",
-            "annotations": {"weft.dev/inject": "enabled"}}})).unwrap()]
+            "annotations": {"weft.dev/inject": "enabled"}}}))
+        .unwrap()]
     }
 
     #[test]
     fn meshed_means_a_proxy_container_or_native_sidecar() {
-        let classic = pod("a", "c", json!({"containers": [{"name": "app"}, {"name": "weft-proxy"}]}));
-        let native = pod("a", "n", json!({"containers": [{"name": "app"}],
-            "initContainers": [{"name": "weft-proxy", "restartPolicy": "Always"}]}));
-        let plain_init = pod("a", "i", json!({"containers": [{"name": "app"}],
-            "initContainers": [{"name": "weft-proxy"}]}));
+        let classic = pod(
+            "a",
+            "c",
+            json!({"containers": [{"name": "app"}, {"name": "weft-proxy"}]}),
+        );
+        let native = pod(
+            "a",
+            "n",
+            json!({"containers": [{"name": "app"}],
+            "initContainers": [{"name": "weft-proxy", "restartPolicy": "Always"}]}),
+        );
+        let plain_init = pod(
+            "a",
+            "i",
+            json!({"containers": [{"name": "app"}],
+            "initContainers": [{"name": "weft-proxy"}]}),
+        );
         assert!(is_meshed(&classic) && is_meshed(&native) && !is_meshed(&plain_init));
     }
 
     #[test]
     fn skipped_pods_are_listed_with_a_reason_opted_out_ones_are_not() {
-        let host = pod("shop", "host", json!({"hostNetwork": true, "containers": [{"name": "app"}]}));
+        let host = pod(
+            "shop",
+            "host",
+            json!({"hostNetwork": true, "containers": [{"name": "app"}]}),
+        );
         let late = pod("shop", "late", json!({"containers": [{"name": "app"}]}));
         let mut out = pod("shop", "out", json!({"containers": [{"name": "app"}]}));
-        out.metadata.annotations = Some([("weft.dev/inject".to_owned(), "disabled".to_owned())].into());
+        out.metadata.annotations =
+            Some([("weft.dev/inject".to_owned(), "disabled".to_owned())].into());
         let elsewhere = pod("other", "x", json!({"containers": [{"name": "app"}]}));
         let c = skipped(&[host, late, out, elsewhere], &shop(), &BTreeMap::new());
         assert_eq!(c.result, Result_::Warning);
         let detail = c.detail.unwrap();
-        assert!(detail.starts_with("2 pod(s) without a proxy:\n"), "{detail}");
-        assert!(detail.contains("shop/host: not injected: the pod uses hostNetwork"), "{detail}");
-        assert!(detail.contains("shop/late: not injected at admission"), "{detail}");
-        assert!(!detail.contains("shop/out") && !detail.contains("other/x"), "{detail}");
+        assert!(
+            detail.starts_with("2 pod(s) without a proxy:\n"),
+            "{detail}"
+        );
+        assert!(
+            detail.contains("shop/host: not injected: the pod uses hostNetwork"),
+            "{detail}"
+        );
+        assert!(
+            detail.contains("shop/late: not injected at admission"),
+            "{detail}"
+        );
+        assert!(
+            !detail.contains("shop/out") && !detail.contains("other/x"),
+            "{detail}"
+        );
     }
 
     #[test]

@@ -49,11 +49,19 @@ pub async fn check(
     let secret = match kube.get::<Secret>(ns, name).await {
         Ok(Some(s)) => Some(s),
         Ok(None) => {
-            g.push(Check::error(SECRET, format!("no Secret {ns}/{name}"), hint_new));
+            g.push(Check::error(
+                SECRET,
+                format!("no Secret {ns}/{name}"),
+                hint_new,
+            ));
             None
         }
         Err(e) => {
-            g.push(Check::error(SECRET, e.to_string(), "may you read Secrets there?"));
+            g.push(Check::error(
+                SECRET,
+                e.to_string(),
+                "may you read Secrets there?",
+            ));
             None
         }
     };
@@ -114,7 +122,10 @@ pub fn expiry(der: &[u8], now: SystemTime) -> Check {
     if now < v.not_before {
         return Check::error(
             EXPIRY,
-            format!("not valid before {} (a clock ahead?)", rfc3339(v.not_before)),
+            format!(
+                "not valid before {} (a clock ahead?)",
+                rfc3339(v.not_before)
+            ),
             "check the clocks of the machine that made it and of the cluster",
         );
     }
@@ -129,7 +140,7 @@ pub fn expiry(der: &[u8], now: SystemTime) -> Check {
         );
     }
     let days = days_until(v.not_after, now);
-    let left = format!("expires {} (in {days} days)", rfc3339(v.not_after));
+    let left = format!("expires {}, in {days} days", rfc3339(v.not_after));
     if v.not_after.duration_since(now).unwrap_or_default() < WARN_BEFORE {
         Check::warning(EXPIRY, format!("{left}: under 30 days"), rotate)
     } else {
@@ -205,11 +216,17 @@ async fn injected_anchors(
     for ns in injected {
         match anchors_of(kube, ns, name).await {
             Err(e) => problems.push(e),
-            Ok(None) => problems.push(format!("{ns}: no ConfigMap {name}: its injected pods cannot start (the proxy mounts it)")),
-            Ok(Some(certs)) if certs.is_empty() => problems.push(format!("{ns}/{name}: no certificate in {ANCHORS_FILE}")),
+            Ok(None) => problems.push(format!(
+                "{ns}: no ConfigMap {name}: its injected pods cannot start (the proxy mounts it)"
+            )),
+            Ok(Some(certs)) if certs.is_empty() => {
+                problems.push(format!("{ns}/{name}: no certificate in {ANCHORS_FILE}"))
+            }
             Ok(Some(certs)) => {
                 if reference.is_some_and(|r| !same(&certs, r)) {
-                    problems.push(format!("{ns}/{name}: differs from the issuer Secret's anchors"));
+                    problems.push(format!(
+                        "{ns}/{name}: differs from the issuer Secret's anchors"
+                    ));
                 }
             }
         }

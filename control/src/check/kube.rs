@@ -28,14 +28,32 @@ pub enum CallError {
 pub struct Kube {
     pub client: Client,
     pub timeout: Duration,
+    /// The API server's URL.
+    pub server: String,
 }
 
 impl std::fmt::Debug for Kube {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kube")
+            .field("server", &self.server)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// `e` and its sources: `client error (Connect): tcp connect error:
+/// Connection refused (os error 111)`, not just the first.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 impl Kube {
@@ -61,13 +79,22 @@ impl Kube {
                 }
             },
         };
+        let server = config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_owned();
         let mut config = config;
         config.connect_timeout = Some(timeout);
         config.read_timeout = Some(timeout);
         config.write_timeout = Some(timeout);
         config.reset_reader_on_write = true;
         let client = Client::try_from(config).map_err(|e| format!("cannot make a client: {e}"))?;
-        Ok(Kube { client, timeout })
+        Ok(Kube {
+            client,
+            timeout,
+            server,
+        })
     }
 
     /// `call`, ended after the timeout; `what` names it in errors.
@@ -88,7 +115,7 @@ impl Kube {
             }),
             Ok(Err(e)) => Err(CallError::Failed {
                 what: what.to_owned(),
-                message: e.to_string(),
+                message: with_causes(&e),
             }),
         }
     }

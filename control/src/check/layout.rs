@@ -9,7 +9,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 /// The Deployment, Service and container of the control plane.
 pub const CONTROL: &str = "weft-control";
 /// The labels the chart's Deployment selects its pods by.
-pub const CONTROL_SELECTOR: &str = "app.kubernetes.io/name=weft,app.kubernetes.io/component=control";
+pub const CONTROL_SELECTOR: &str =
+    "app.kubernetes.io/name=weft,app.kubernetes.io/component=control";
 /// The injector's webhook port on the Service.
 pub const WEBHOOK_PORT: i32 = 8443;
 /// The injector's path.
@@ -76,19 +77,27 @@ impl Layout {
                 layout.issuer_name = r.name;
             }
         }
-        if let Some(v) = setting("--trust-anchors-configmap", "WEFT_CONTROL_TRUST_ANCHORS_CONFIGMAP") {
+        if let Some(v) = setting(
+            "--trust-anchors-configmap",
+            "WEFT_CONTROL_TRUST_ANCHORS_CONFIGMAP",
+        ) {
             layout.anchors_configmap = v;
         }
-        if let Some(v) = setting("--webhook-configuration", "WEFT_CONTROL_WEBHOOK_CONFIGURATION") {
+        if let Some(v) = setting(
+            "--webhook-configuration",
+            "WEFT_CONTROL_WEBHOOK_CONFIGURATION",
+        ) {
             layout.webhook_configuration = v;
         }
         if let Some(v) = setting("--trust-domain", "WEFT_CONTROL_TRUST_DOMAIN") {
             layout.trust_domain = v;
         }
-        layout.webhook = args.iter().any(|a| a == "--webhook" || a == "--webhook=true")
-            || env.iter().any(|e| {
-                e.name == "WEFT_CONTROL_WEBHOOK" && e.value.as_deref() == Some("true")
-            });
+        layout.webhook = args
+            .iter()
+            .any(|a| a == "--webhook" || a == "--webhook=true")
+            || env
+                .iter()
+                .any(|e| e.name == "WEFT_CONTROL_WEBHOOK" && e.value.as_deref() == Some("true"));
         layout
     }
 }
@@ -133,7 +142,10 @@ mod tests {
         assert!(l.webhook);
         assert_eq!(Layout::from_deployment("x", None), Layout::chart("x"));
         assert_eq!(
-            flag_value(&["--webhook-configuration=".into()], "--webhook-configuration"),
+            flag_value(
+                &["--webhook-configuration=".into()],
+                "--webhook-configuration"
+            ),
             Some(String::new())
         );
     }

@@ -54,22 +54,16 @@ pub struct Options {
 /// Runs the checks of `options` (the clock read once, for certificates).
 pub async fn run(options: &Options) -> Report {
     let connected = Kube::connect(options.api_server.as_deref(), options.timeout).await;
-    let server = match (&connected, &options.api_server) {
-        (Ok(k), _) => k.client.default_namespace().to_owned(),
-        (Err(_), Some(url)) => url.clone(),
-        (Err(_), None) => String::new(),
-    };
-    let server = match (&connected, &options.api_server) {
-        (_, Some(url)) => url.clone(),
-        (Ok(_), None) => format!("the current context (namespace {server})"),
-        (Err(_), None) => "the current context".into(),
-    };
-    let (api_group, kube) = api::check(connected, &server, options.pre).await;
+    let (api_group, kube) = api::check(connected, options.pre).await;
     let mut groups = vec![api_group];
     let Some(kube) = kube else {
         let why = "the Kubernetes API is not usable";
         groups.extend(if options.pre {
-            vec![Group::skipped(setup::GROUP, &[setup::CLUSTER, setup::NAMESPACED, setup::CRDS], why)]
+            vec![Group::skipped(
+                setup::GROUP,
+                &[setup::CLUSTER, setup::NAMESPACED, setup::CRDS],
+                why,
+            )]
         } else {
             vec![
                 Group::skipped(control::GROUP, control::DESCRIPTIONS, why),
@@ -119,7 +113,11 @@ pub async fn run(options: &Options) -> Report {
 
 /// Makes check `description` of `group` a failure to list namespaces.
 fn replace(group: &mut Group, description: &str, error: &str) {
-    if let Some(c) = group.checks.iter_mut().find(|c| c.description == description) {
+    if let Some(c) = group
+        .checks
+        .iter_mut()
+        .find(|c| c.description == description)
+    {
         *c = Check::error(description, error.to_owned(), "may you list namespaces?");
     }
 }

@@ -101,7 +101,10 @@ mod tests {
             "weft-proxy not ready (waiting: CrashLoopBackOff, 5 restarts)"
         );
         let pending = pod(json!({"phase": "Pending"}));
-        assert_eq!(not_ready(&pending, None).unwrap(), "not ready (pod Pending)");
+        assert_eq!(
+            not_ready(&pending, None).unwrap(),
+            "not ready (pod Pending)"
+        );
         assert_eq!(
             not_ready(&pending, Some("weft-proxy")).unwrap(),
             "weft-proxy has no status yet (pod Pending)"

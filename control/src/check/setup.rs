@@ -26,7 +26,10 @@ const CLUSTER_KINDS: &[(&str, &str)] = &[
     ("apiextensions.k8s.io", "customresourcedefinitions"),
     ("rbac.authorization.k8s.io", "clusterroles"),
     ("rbac.authorization.k8s.io", "clusterrolebindings"),
-    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+    ),
 ];
 
 /// Kinds the chart creates in the control plane's namespace.
@@ -139,7 +142,12 @@ async fn leftover_crds(kube: &Kube) -> Check {
     }
     Check::success(
         CRDS,
-        (!present.is_empty()).then(|| format!("already installed at weft's versions: {}", present.join(", "))),
+        (!present.is_empty()).then(|| {
+            format!(
+                "already installed at weft's versions: {}",
+                present.join(", ")
+            )
+        }),
     )
 }
 
@@ -159,14 +167,25 @@ mod tests {
             include_str!("../../../charts/weft/templates/webhook.yaml"),
         );
         for kind in [
-            "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service",
-            "ServiceAccount", "Secret", "ConfigMap", "PodDisruptionBudget",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+            "Secret",
+            "ConfigMap",
+            "PodDisruptionBudget",
             "MutatingWebhookConfiguration",
         ] {
             assert!(chart.contains(&format!("kind: {kind}\n")), "{kind}");
             let plural = format!("{}s", kind.to_lowercase());
             assert!(
-                CLUSTER_KINDS.iter().chain(NAMESPACED_KINDS).any(|(_, r)| *r == plural),
+                CLUSTER_KINDS
+                    .iter()
+                    .chain(NAMESPACED_KINDS)
+                    .any(|(_, r)| *r == plural),
                 "{plural} is checked"
             );
         }

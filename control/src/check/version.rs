@@ -68,7 +68,10 @@ mod tests {
     #[test]
     fn reads_what_providers_write() {
         assert_eq!(Release::from_info("1", "29", "v1.29.0"), Ok(r(1, 29)));
-        assert_eq!(Release::from_info("1", "29+", "v1.29.3-gke.100"), Ok(r(1, 29)));
+        assert_eq!(
+            Release::from_info("1", "29+", "v1.29.3-gke.100"),
+            Ok(r(1, 29))
+        );
         assert_eq!(Release::from_info("", "", "v1.30.1+k3s1"), Ok(r(1, 30)));
         assert_eq!(Release::from_git_version("v1.28.15-eks-1234"), Ok(r(1, 28)));
         assert_eq!(Release::from_git_version("1.31.0"), Ok(r(1, 31)));

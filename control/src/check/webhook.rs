@@ -46,7 +46,11 @@ pub async fn check(kube: &Kube, layout: &Layout, issuer: Option<&IssuerCerts>) -
     let config = match kube.get_cluster::<MutatingWebhookConfiguration>(name).await {
         Ok(Some(c)) => c,
         Ok(None) => {
-            let mut g = Group::skipped(GROUP, &DESCRIPTIONS[1..], "there is no webhook configuration");
+            let mut g = Group::skipped(
+                GROUP,
+                &DESCRIPTIONS[1..],
+                "there is no webhook configuration",
+            );
             g.checks.insert(
                 0,
                 Check::error(
@@ -58,16 +62,32 @@ pub async fn check(kube: &Kube, layout: &Layout, issuer: Option<&IssuerCerts>) -
             return g;
         }
         Err(e) => {
-            let mut g = Group::skipped(GROUP, &DESCRIPTIONS[1..], "the webhook configuration could not be read");
-            g.checks.insert(0, Check::error(CONFIG, e.to_string(), "may you read MutatingWebhookConfigurations?"));
+            let mut g = Group::skipped(
+                GROUP,
+                &DESCRIPTIONS[1..],
+                "the webhook configuration could not be read",
+            );
+            g.checks.insert(
+                0,
+                Check::error(
+                    CONFIG,
+                    e.to_string(),
+                    "may you read MutatingWebhookConfigurations?",
+                ),
+            );
             return g;
         }
     };
     let mut g = Group::new(GROUP);
     let webhooks = config.webhooks.clone().unwrap_or_default();
     if webhooks.is_empty() {
-        g.push(Check::error(CONFIG, format!("{name} has no webhooks"), "helm upgrade weft charts/weft"));
-        g.checks.extend(Group::skipped(GROUP, &DESCRIPTIONS[1..], "it has no webhooks").checks);
+        g.push(Check::error(
+            CONFIG,
+            format!("{name} has no webhooks"),
+            "helm upgrade weft charts/weft",
+        ));
+        g.checks
+            .extend(Group::skipped(GROUP, &DESCRIPTIONS[1..], "it has no webhooks").checks);
         return g;
     }
     g.push(Check::success(CONFIG, Some(name.to_owned())));
@@ -90,24 +110,46 @@ pub async fn check(kube: &Kube, layout: &Layout, issuer: Option<&IssuerCerts>) -
     let mut target_problems = wrong;
     match (&service, &service_port) {
         (Ok(Some(_)), Some(_)) => {}
-        (Ok(Some(_)), None) => target_problems.push(format!("the Service {}/{CONTROL} has no port {WEBHOOK_PORT}", layout.namespace)),
-        (Ok(None), _) => target_problems.push(format!("there is no Service {}/{CONTROL}", layout.namespace)),
+        (Ok(Some(_)), None) => target_problems.push(format!(
+            "the Service {}/{CONTROL} has no port {WEBHOOK_PORT}",
+            layout.namespace
+        )),
+        (Ok(None), _) => target_problems.push(format!(
+            "there is no Service {}/{CONTROL}",
+            layout.namespace
+        )),
         (Err(e), _) => target_problems.push(e.to_string()),
     }
     let target_ok = target_problems.is_empty();
     if target_ok {
-        g.push(Check::success(TARGET, Some(format!("{CONTROL}.{}.svc:{WEBHOOK_PORT}{WEBHOOK_PATH}", layout.namespace))));
+        g.push(Check::success(
+            TARGET,
+            Some(format!(
+                "{CONTROL}.{}.svc:{WEBHOOK_PORT}{WEBHOOK_PATH}",
+                layout.namespace
+            )),
+        ));
     } else {
-        g.push(Check::error(TARGET, target_problems.join("\n"), "helm upgrade weft charts/weft (the chart's webhook configuration and Service agree)"));
+        g.push(Check::error(
+            TARGET,
+            target_problems.join("\n"),
+            "helm upgrade weft charts/weft (the chart's webhook configuration and Service agree)",
+        ));
     }
     if target_ok {
         g.push(endpoints(kube, &layout.namespace, service_port.and_then(|p| p.name)).await);
     } else {
-        g.push(Check::skipped(ENDPOINTS, "the webhook does not point at the weft-control Service"));
+        g.push(Check::skipped(
+            ENDPOINTS,
+            "the webhook does not point at the weft-control Service",
+        ));
     }
     match issuer {
         Some(issuer) => g.push(bundle(&webhooks, issuer)),
-        None => g.push(Check::skipped(BUNDLE, "there is no valid issuer to verify it with")),
+        None => g.push(Check::skipped(
+            BUNDLE,
+            "there is no valid issuer to verify it with",
+        )),
     }
     g
 }
@@ -119,7 +161,9 @@ fn target_problem(
     namespace: &str,
 ) -> Option<String> {
     let Some(s) = &client.service else {
-        return Some(format!("webhook {name}: calls a URL, not the weft-control Service"));
+        return Some(format!(
+            "webhook {name}: calls a URL, not the weft-control Service"
+        ));
     };
     let port = s.port.unwrap_or(443);
     let path = s.path.as_deref().unwrap_or("/");
@@ -132,12 +176,19 @@ async fn endpoints(kube: &Kube, namespace: &str, port_name: Option<String>) -> C
     let selector = format!("kubernetes.io/service-name={CONTROL}");
     let slices = match kube.list_in::<EndpointSlice>(namespace, &selector).await {
         Ok(s) => s,
-        Err(e) => return Check::error(ENDPOINTS, e.to_string(), "may you list EndpointSlices there?"),
+        Err(e) => {
+            return Check::error(
+                ENDPOINTS,
+                e.to_string(),
+                "may you list EndpointSlices there?",
+            )
+        }
     };
     let has_port = |s: &EndpointSlice| {
-        s.ports.iter().flatten().any(|p| {
-            p.port == Some(WEBHOOK_PORT) || (port_name.is_some() && p.name == port_name)
-        })
+        s.ports
+            .iter()
+            .flatten()
+            .any(|p| p.port == Some(WEBHOOK_PORT) || (port_name.is_some() && p.name == port_name))
     };
     let ready: BTreeSet<String> = slices
         .iter()
@@ -174,11 +225,17 @@ fn bundle(
             .unwrap_or_default();
         let bundle = pem_certs(&text);
         if bundle.is_empty() {
-            problems.push(format!("webhook {}: caBundle is empty: the API server cannot call it over TLS", w.name));
+            problems.push(format!(
+                "webhook {}: caBundle is empty: the API server cannot call it over TLS",
+                w.name
+            ));
         } else if !chains_to(&issuer.chain[0], &issuer.chain[1..], &bundle) {
             problems.push(format!("webhook {}: caBundle does not verify certificates of the issuer (it holds {} certificate(s), none of them the issuer's trust anchor)", w.name, bundle.len()));
         } else if bundle.iter().collect::<BTreeSet<_>>() != issuer.anchors.iter().collect() {
-            notes.push(format!("webhook {}: verifies, but is not exactly the trust anchors", w.name));
+            notes.push(format!(
+                "webhook {}: verifies, but is not exactly the trust anchors",
+                w.name
+            ));
         }
     }
     if !problems.is_empty() {
