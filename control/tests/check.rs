@@ -268,6 +268,7 @@ async fn an_unready_replica_is_named() {
     kube.apply(&DEPLOYMENTS, deployment(1));
     kube.apply(&PODS, control_pod("weft-control-b", false));
     let report = check(&kube).await;
+    println!("{}", report.text());
     let (result, detail) = outcome(&report, control::REPLICAS);
     assert_eq!(result, Outcome::Error);
     assert_eq!(
@@ -457,6 +458,7 @@ async fn a_skipped_pod_in_an_injected_namespace_is_a_warning_with_the_injectors_
                "spec": {"containers": [{"name": "app"}]}, "status": {"phase": "Running"}}),
     );
     let report = check(&kube).await;
+    println!("{}", report.text());
     let (result, detail) = outcome(&report, dataplane::SKIPPED);
     assert_eq!(result, Outcome::Warning);
     assert_eq!(
