@@ -35,7 +35,7 @@ pub const SKIPPED: &str = "every pod in an injected namespace is meshed";
 pub const DESCRIPTIONS: &[&str] = &[PROXIES, SKIPPED];
 
 /// The Event reason the injector writes on a pod it did not inject.
-pub const NOT_INJECTED: &str = "WeftNotInjected";
+pub use crate::webhook::NOT_INJECTED;
 
 /// At most this many pods are named in one check's detail.
 const MAX_LISTED: usize = 20;
@@ -307,28 +307,6 @@ mod tests {
         assert!(
             !detail.contains("shop/out") && !detail.contains("other/x"),
             "{detail}"
-        );
-    }
-
-    #[test]
-    fn the_injectors_event_is_the_reason() {
-        let mut p = pod("shop", "web-1", json!({"containers": [{"name": "app"}]}));
-        p.metadata.owner_references = Some(vec![serde_json::from_value(json!({
-            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7f", "uid": "u", "controller": true,
-        })).unwrap()]);
-        let event: Event = serde_json::from_value(json!({
-            "metadata": {"name": "e", "namespace": "shop"},
-            "eventTime": "2026-01-01T00:00:00.000000Z",
-            "reason": "WeftNotInjected", "type": "Warning", "action": "Admit",
-            "reportingController": "weft-control", "reportingInstance": "weft-control-a",
-            "note": "weft: not injected: the pod does not mount its ServiceAccount token (automountServiceAccountToken: false)",
-            "regarding": {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7f", "namespace": "shop"},
-        })).unwrap();
-        let events = BTreeMap::from([("shop".to_owned(), vec![event])]);
-        let c = skipped(&[p], &shop(), &events);
-        assert_eq!(
-            c.detail.unwrap(),
-            "1 pod(s) without a proxy:\nshop/web-1: not injected: the pod does not mount its ServiceAccount token (automountServiceAccountToken: false)"
         );
     }
 }

@@ -243,7 +243,7 @@ async fn injected_anchors(
         Check::error(
             NAMESPACES,
             problems.join("\n"),
-            &format!("weft-control publishes {name} in injected namespaces; until it has: kubectl -n NAMESPACE create configmap {name} --from-file=ca.crt=ca/ca.crt"),
+            &format!("the proxies mount {name} from their own namespace: create it there (kubectl -n NAMESPACE create configmap {name} --from-file=ca.crt=ca/ca.crt), or let a weft-control that publishes it run"),
         )
     }
 }

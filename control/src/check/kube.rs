@@ -11,6 +11,14 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
 
+/// An object kube's typed `Api` reads (k8s-openapi's types).
+pub trait Object: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug {}
+impl<K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug> Object for K {}
+
+/// An [`Object`] that lives in a namespace.
+pub trait Namespaced: Object + kube::Resource<Scope = NamespaceResourceScope> {}
+impl<K: Object + kube::Resource<Scope = NamespaceResourceScope>> Namespaced for K {}
+
 /// Why a call gave no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
@@ -123,10 +131,7 @@ impl Kube {
     /// The object `name` in `namespace`, `None` if there is none.
     pub async fn get<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, CallError>
     where
-        K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug,
+        K: Namespaced,
     {
         let api = Api::<K>::namespaced(self.client.clone(), namespace);
         let what = format!("get {} {namespace}/{name}", K::kind(&()));
@@ -136,7 +141,7 @@ impl Kube {
     /// The cluster-scoped object `name`, `None` if there is none.
     pub async fn get_cluster<K>(&self, name: &str) -> Result<Option<K>, CallError>
     where
-        K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+        K: Object,
     {
         let api = Api::<K>::all(self.client.clone());
         let what = format!("get {} {name}", K::kind(&()));
@@ -146,10 +151,7 @@ impl Kube {
     /// Every object of `K` in `namespace` that `labels` selects.
     pub async fn list_in<K>(&self, namespace: &str, labels: &str) -> Result<Vec<K>, CallError>
     where
-        K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug,
+        K: Namespaced,
     {
         let api = Api::<K>::namespaced(self.client.clone(), namespace);
         let what = format!("list {} in {namespace}", K::plural(&()));
@@ -159,7 +161,7 @@ impl Kube {
     /// Every object of `K` (in every namespace) that `labels` selects.
     pub async fn list_all<K>(&self, labels: &str) -> Result<Vec<K>, CallError>
     where
-        K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+        K: Object,
     {
         let api = Api::<K>::all(self.client.clone());
         let what = format!("list {}", K::plural(&()));
