@@ -616,6 +616,78 @@ async fn pre_names_what_rbac_denies_old_kubelets_and_leftover_crds() {
     );
 }
 
+/// The chart's own objects, as `scripts/chart-test` rendered them for
+/// default values (skipped, as `chart.rs`, when not rendered), plus what a
+/// running cluster adds (the Deployment's status and pods with its
+/// template's labels, the Service's EndpointSlice, the caBundle weft-control
+/// fills in with the chart's anchors, an injected namespace): the check
+/// finds everything under the names, labels and args the chart gives.
+#[tokio::test]
+async fn the_charts_rendered_objects_pass_once_running() {
+    let Some(objects) = weft_tests::chart::rendered("default") else {
+        return;
+    };
+    let kube = FakeKube::start();
+    kube.apply(&NAMESPACES, json!({"metadata": {"name": NS}}));
+    install_crds(&kube);
+    for o in &objects {
+        let r = match o["kind"].as_str().unwrap_or("") {
+            "Deployment" => DEPLOYMENTS,
+            "Service" => SERVICES,
+            "Secret" => SECRETS,
+            "ConfigMap" => CONFIG_MAPS,
+            "MutatingWebhookConfiguration" => MUTATING_WEBHOOKS,
+            // Not read by the check (ServiceAccount, RBAC, the PDB), or
+            // installed above from crds/.
+            _ => continue,
+        };
+        kube.apply(&r, o.clone());
+    }
+    let deploy = weft_tests::chart::one(&objects, "Deployment");
+    assert_eq!(deploy["metadata"]["namespace"], NS);
+    let replicas = deploy["spec"]["replicas"].as_i64().unwrap();
+    let mut running = deploy.clone();
+    running["status"] =
+        json!({"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas});
+    kube.apply(&DEPLOYMENTS, running);
+    for i in 0..replicas {
+        let mut pod = control_pod(&format!("weft-control-{i}"), true);
+        pod["metadata"]["labels"] = deploy["spec"]["template"]["metadata"]["labels"].clone();
+        kube.apply(&PODS, pod);
+    }
+    let service = weft_tests::chart::one(&objects, "Service");
+    kube.apply(
+        &ENDPOINT_SLICES,
+        json!({
+            "metadata": {"name": "weft-control-r1", "namespace": NS,
+                         "labels": {"kubernetes.io/service-name": service["metadata"]["name"]}},
+            "addressType": "IPv4",
+            "ports": service["spec"]["ports"].as_array().unwrap().iter()
+                .map(|p| json!({"name": p["name"], "port": p["port"]})).collect::<Vec<_>>(),
+            "endpoints": [{"addresses": ["10.244.0.5"], "conditions": {"ready": true}}],
+        }),
+    );
+    let anchors_pem = weft_tests::chart::one(&objects, "ConfigMap")["data"]["ca.crt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut webhook = weft_tests::chart::one(&objects, "MutatingWebhookConfiguration").clone();
+    for w in webhook["webhooks"].as_array_mut().unwrap() {
+        w["clientConfig"]["caBundle"] = json!(b64(&anchors_pem));
+    }
+    kube.apply(&MUTATING_WEBHOOKS, webhook);
+    kube.apply(
+        &NAMESPACES,
+        json!({"metadata": {"name": "shop", "annotations": {"weft.dev/inject": "enabled"}}}),
+    );
+    kube.apply(&CONFIG_MAPS, anchors("shop", &anchors_pem));
+    kube.apply(&PODS, meshed_pod("web-1", true));
+
+    let report = check(&kube).await;
+    others_succeed(&report, &[]);
+    assert!(report.success);
+}
+
 /// The binary, end to end: JSON on stdout, exit 0 when healthy, 1 once a
 /// check fails, 64 for a bad flag.
 #[test]
