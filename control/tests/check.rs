@@ -624,9 +624,28 @@ async fn pre_names_what_rbac_denies_old_kubelets_and_leftover_crds() {
 /// finds everything under the names, labels and args the chart gives.
 #[tokio::test]
 async fn the_charts_rendered_objects_pass_once_running() {
-    let Some(objects) = weft_tests::chart::rendered("default") else {
+    for case in ["default", "one-replica", "classic-sidecars", "tracing"] {
+        let Some(report) = rendered_and_running(case).await else {
+            return;
+        };
+        others_succeed(&report, &[]);
+        assert!(report.success, "{case}");
+    }
+    // Without the webhook its checks are skipped, saying why.
+    let Some(report) = rendered_and_running("no-webhook").await else {
         return;
     };
+    others_succeed(&report, webhook::DESCRIPTIONS);
+    assert_eq!(
+        report.find(webhook::CONFIG).unwrap().detail.as_deref(),
+        Some("weft-control runs without --webhook (webhook.enabled=false)")
+    );
+}
+
+/// The report on chart `case` installed and running; `None` when it was
+/// not rendered.
+async fn rendered_and_running(case: &str) -> Option<Report> {
+    let objects = weft_tests::chart::rendered(case)?;
     let kube = FakeKube::start();
     kube.apply(&NAMESPACES, json!({"metadata": {"name": NS}}));
     install_crds(&kube);
@@ -671,21 +690,23 @@ async fn the_charts_rendered_objects_pass_once_running() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut webhook = weft_tests::chart::one(&objects, "MutatingWebhookConfiguration").clone();
-    for w in webhook["webhooks"].as_array_mut().unwrap() {
-        w["clientConfig"]["caBundle"] = json!(b64(&anchors_pem));
+    let webhooks = objects
+        .iter()
+        .filter(|o| o["kind"] == "MutatingWebhookConfiguration");
+    for webhook in webhooks {
+        let mut webhook = webhook.clone();
+        for w in webhook["webhooks"].as_array_mut().unwrap() {
+            w["clientConfig"]["caBundle"] = json!(b64(&anchors_pem));
+        }
+        kube.apply(&MUTATING_WEBHOOKS, webhook);
     }
-    kube.apply(&MUTATING_WEBHOOKS, webhook);
     kube.apply(
         &NAMESPACES,
         json!({"metadata": {"name": "shop", "annotations": {"weft.dev/inject": "enabled"}}}),
     );
     kube.apply(&CONFIG_MAPS, anchors("shop", &anchors_pem));
     kube.apply(&PODS, meshed_pod("web-1", true));
-
-    let report = check(&kube).await;
-    others_succeed(&report, &[]);
-    assert!(report.success);
+    Some(check(&kube).await)
 }
 
 /// The binary, end to end: JSON on stdout, exit 0 when healthy, 1 once a
