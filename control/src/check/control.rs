@@ -25,10 +25,7 @@ pub async fn check(kube: &Kube, namespace: &str) -> (Group, Option<Deployment>) 
         }
         Err(failed) => {
             g.push(failed);
-            g.push(crate::check::report::Check::skipped(
-                crds::SERVED,
-                "the CRDs are not installed",
-            ));
+            g.push(Check::skipped(crds::SERVED, "the CRDs are not installed"));
         }
     }
     let deploy = match kube.get::<Deployment>(namespace, CONTROL).await {
