@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod check;
 pub mod config;
 pub mod discovery;
 pub mod encoded;

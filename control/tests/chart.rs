@@ -17,12 +17,11 @@
 
 use base64::Engine;
 use clap::Parser;
-use serde_json::Value;
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use weft_control::config::Config;
 use weft_control::run::{run, Bound};
+use weft_tests::chart::{one, rendered};
 use weft_tests::fakekube::{FakeKube, MUTATING_WEBHOOKS, NAMESPACES, SECRETS};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -33,45 +32,11 @@ struct Cli {
     config: Config,
 }
 
-/// The rendered objects, or `None` (with a message) when they are not there
-/// and nobody asked for them.
-fn rendered() -> Option<Vec<Value>> {
-    let dir = std::env::var_os("WEFT_CHART_RENDER_DIR").map(PathBuf::from);
-    let required = dir.is_some();
-    let dir = dir.unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/chart-render")
-    });
-    // scripts/test gives a path relative to the repository.
-    let dir = if dir.is_relative() {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(dir)
-    } else {
-        dir
-    };
-    let file = dir.join("default.json");
-    match std::fs::read(&file) {
-        Ok(bytes) => Some(serde_json::from_slice(&bytes).expect("a JSON list of objects")),
-        Err(e) if required => panic!("{}: {e} (run scripts/chart-test first)", file.display()),
-        Err(_) => {
-            eprintln!(
-                "SKIPPED: {} is not rendered (scripts/chart-test renders it)",
-                file.display()
-            );
-            None
-        }
-    }
-}
-
-fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
-    let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
-    assert_eq!(found.len(), 1, "one {kind}");
-    found[0]
-}
-
 #[tokio::test]
 async fn weft_control_runs_with_what_the_chart_renders() {
-    let Some(objects) = rendered() else { return };
+    let Some(objects) = rendered("default") else {
+        return;
+    };
     let deploy = one(&objects, "Deployment");
     let container = &deploy["spec"]["template"]["spec"]["containers"][0];
     let args: Vec<String> = container["args"]

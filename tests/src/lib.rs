@@ -4,6 +4,7 @@
 //! the testing levels and the rules these tests follow.
 #![forbid(unsafe_code)]
 
+pub mod chart;
 pub mod fakekube;
 pub mod mesh;
 pub mod netns;

@@ -25,12 +25,64 @@ The command-line tool of a weft installation.
                                   template (the webhook injects at admission),
                                   or with --manual writes the sidecar itself
   weft uninject FILE|DIR|-        removes what inject added
+  weft check [--pre]              says whether the cluster is ready for weft
+                                  (--pre) or whether the installation is
+                                  healthy, as `linkerd check` does
 
 inject and uninject write the YAML to stdout and say on stderr what they did
 to each workload (injected, or skipped and why); objects that are not
 workloads, and fields they do not know, are written back as read.
 
-Exit codes: 0 on success, 64 for invalid arguments, 1 when the work failed.";
+Exit codes: 0 on success, 64 for invalid arguments, 1 when the work failed
+(for check: when a check failed; warnings do not fail).";
+
+const CHECK_ABOUT: &str = "\
+Checks a cluster, reading only (nothing is changed), against the current
+kubeconfig context (KUBECONFIG, ~/.kube/config, or the in-cluster
+configuration) or --kube-api-server.
+
+One line per check, grouped: √ success, ‼ warning (does not fail), × failure
+(with a hint line below), - skipped (a check it depends on failed).
+
+With --pre, before installing:
+  kubernetes-api        a client, an answer from /version, Kubernetes 1.29+,
+                        native sidecars: the API server and every node's
+                        kubelet 1.29+ (SidecarContainers is on by default
+                        from 1.29; a feature gate an admin turned off cannot
+                        be seen through the API)
+  pre-kubernetes-setup  you may create what the chart installs (a
+                        SelfSubjectAccessReview per kind: CRDs,
+                        ClusterRoles and their bindings, the webhook
+                        configuration, the namespace if missing; in
+                        --namespace Deployments, Services, ServiceAccounts,
+                        Secrets, ConfigMaps, Roles, RoleBindings,
+                        PodDisruptionBudgets), and no SMI CRD is installed at
+                        other versions than weft's
+Without it, after installing:
+  kubernetes-api        as above, without the sidecar check
+  weft-control          the SMI CRDs installed (Established, weft's versions)
+                        and served (API discovery), the Deployment, every
+                        replica ready (its status and each pod's)
+  weft-identity         the issuer Secret (the one the Deployment's
+                        --identity-secret names) valid, within its validity
+                        (a warning under 30 days), signed by its trust
+                        anchors; the trust anchors ConfigMap equal to them, in
+                        --namespace and in every namespace annotated
+                        weft.dev/inject=enabled
+  weft-webhook          the MutatingWebhookConfiguration, pointing at the
+                        weft-control Service (port 8443, /inject), ready
+                        endpoints behind it, and a caBundle that verifies the
+                        serving certificate: the pod network is not reachable
+                        from here, so what is checked is that the issuer
+                        weft-control signs it with chains to the bundle
+  weft-data-plane       every meshed pod's weft-proxy container ready (which
+                        needs a valid certificate), and every pod of an
+                        injected namespace meshed, else listed with the reason
+                        the injector recorded (its WeftNotInjected Event) or,
+                        without one, the reason worked out as it would
+
+Each API call is bounded by --timeout. Exit codes: 0 when no check failed,
+1 when one did, 64 for invalid arguments.";
 
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about = "weft's command-line tool", long_about = LONG_ABOUT)]
@@ -50,6 +102,10 @@ enum Command {
     /// done to each workload on stderr). Injecting twice gives the same
     /// output.
     Inject(Box<InjectArgs>),
+    /// Checks that the cluster is ready for weft (--pre), or that the
+    /// installation is healthy.
+    #[command(long_about = CHECK_ABOUT)]
+    Check(Box<CheckArgs>),
     /// Removes what `weft inject` (or the webhook) added: weft's
     /// containers, volumes and annotations.
     Uninject {
@@ -57,6 +113,44 @@ enum Command {
         #[arg(required = true, value_name = "FILE|DIR|-")]
         inputs: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// Check the cluster before an install instead of the installation.
+    #[arg(long)]
+    pre: bool,
+
+    /// The control plane's namespace (helm install -n).
+    #[arg(short = 'n', long, default_value = "weft-system")]
+    namespace: String,
+
+    /// The API server's URL (e.g. http://127.0.0.1:8001 from `kubectl
+    /// proxy`) instead of the kubeconfig's current context.
+    #[arg(long, value_name = "URL")]
+    kube_api_server: Option<String>,
+
+    /// How long each API call may take (Go syntax: 500ms, 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = timeout)]
+    timeout: Duration,
+
+    /// How to write the results: text lines, or JSON with the same content.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// A `--timeout`: a Go duration above zero.
+fn timeout(s: &str) -> Result<Duration, String> {
+    match weft_control::config::duration(s)? {
+        d if d.is_zero() => Err("must be above 0".into()),
+        d => Ok(d),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +235,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Check(args) => check(*args),
         Command::Inject(args) => {
             let mode = if args.manual {
                 Mode::Manual
@@ -219,6 +314,36 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `weft check`.
+fn check(args: CheckArgs) -> ExitCode {
+    let options = weft_control::check::Options {
+        pre: args.pre,
+        namespace: args.namespace,
+        api_server: args.kube_api_server,
+        timeout: args.timeout,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let report = runtime.block_on(weft_control::check::run(&options));
+    match args.output {
+        Output::Text => print!("{}", report.text()),
+        Output::Json => println!("{}", report.json()),
+    }
+    if report.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

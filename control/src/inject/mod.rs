@@ -132,7 +132,7 @@ fn token_expiry(s: &str) -> Result<Duration, String> {
 const PROXY_IMAGE: &str = concat!("weft/weft-proxy:", env!("CARGO_PKG_VERSION"));
 const INIT_IMAGE: &str = concat!("weft/weft-init:", env!("CARGO_PKG_VERSION"));
 const CONTROL_ADDR: &str = "weft-control.weft-system.svc.cluster.local:8086";
-const ANCHORS_CONFIGMAP: &str = "weft-trust-anchors";
+pub const ANCHORS_CONFIGMAP: &str = "weft-trust-anchors";
 const LOG_LEVEL: &str = "warn,weft_proxy=info";
 const CPU_REQUEST: &str = "100m";
 const MEMORY_REQUEST: &str = "20Mi";

@@ -42,6 +42,10 @@ use crate::inject::{self, OptIn, Outcome, Settings, Skip};
 /// The path the API server posts AdmissionReviews to.
 pub const PATH: &str = "/inject";
 
+/// The reason of the Warning Event on the owner of a pod that asked for
+/// injection and was skipped (`weft check` reads it back).
+pub const NOT_INJECTED: &str = "WeftNotInjected";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AdmissionLabels {
     /// injected, skipped, denied, error
@@ -183,7 +187,7 @@ impl Injector {
                 if asked {
                     warn!(pod = %name, %namespace, reason = %skip, "not injected");
                     let message = format!("weft: not injected: {skip}");
-                    self.report(&pod, &namespace, "WeftNotInjected", &message);
+                    self.report(&pod, &namespace, NOT_INJECTED, &message);
                     let mut response = response;
                     response.warnings = Some(vec![message]);
                     response

@@ -1,20 +1,21 @@
 //! `/version` and API discovery (`/api`, `/api/v1`, `/apis`,
 //! `/apis/{group}/{version}`), built from the resources the store serves
-//! and `tokenreviews` (always served, create only), so `kube::discovery` and
+//! and `tokenreviews` and `selfsubjectaccessreviews` (always served,
+//! create only), so `kube::discovery` and
 //! `Client::apiserver_version` work against the fake server.
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 use super::store::Store;
-use super::{review, Resource, TOKEN_REVIEWS};
+use super::{access, review, Resource, SELF_SUBJECT_ACCESS_REVIEWS, TOKEN_REVIEWS};
 
-/// The Kubernetes release the fake server claims to be.
+/// The Kubernetes release the fake server claims to be, until the test says
+/// another (`FakeKube::set_version`).
 pub(crate) const VERSION: (&str, &str) = ("1", "35");
 
-/// `GET /version`.
-pub(crate) fn version() -> Value {
-    let (major, minor) = VERSION;
+/// `GET /version`, claiming release `major.minor`.
+pub(crate) fn version(major: &str, minor: &str) -> Value {
     json!({
         "major": major,
         "minor": minor,
@@ -42,10 +43,10 @@ pub(crate) fn core_versions(host: &str) -> Value {
 
 /// `GET /apis`: every named group with a served resource.
 pub(crate) fn groups(store: &Store) -> Value {
-    let token_reviews = TOKEN_REVIEWS;
+    let reviews = [TOKEN_REVIEWS, SELF_SUBJECT_ACCESS_REVIEWS];
     let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let served = store.tables.iter().map(|t| &t.resource);
-    for r in served.chain([&token_reviews]) {
+    for r in served.chain(&reviews) {
         if !r.group.is_empty() {
             let versions = groups.entry(&r.group).or_default();
             if !versions.contains(&&*r.version) {
@@ -86,6 +87,9 @@ pub(crate) fn resources(store: &Store, group: &str, version: &str) -> Option<Val
         .collect();
     if here(&TOKEN_REVIEWS) {
         resources.push(review::discovery_entry());
+    }
+    if here(&SELF_SUBJECT_ACCESS_REVIEWS) {
+        resources.push(access::discovery_entry());
     }
     let group_version = if group.is_empty() {
         version.to_owned()

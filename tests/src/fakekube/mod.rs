@@ -31,7 +31,8 @@
 //! `/apis/{group}/{version}`), and for every registered resource its
 //! collections (list, watch; cluster-wide and per namespace) and its objects
 //! by name; `POST` of TokenReviews, answered from the tokens the test added
-//! with [`FakeKube::add_token`]; `POST` (create) into any served collection,
+//! with [`FakeKube::add_token`]; `POST` of SelfSubjectAccessReviews,
+//! answered from the rules granted with [`FakeKube::allow`]; `POST` (create) into any served collection,
 //! through the mutating admission webhooks of the stored
 //! MutatingWebhookConfigurations (`admission`); `PATCH` of an object with
 //! a JSON patch, a JSON merge patch or a server-side apply (which creates). Anything else is 404, other methods
@@ -44,9 +45,11 @@
 //! Files: `store` (objects and history), `list`, `watch`, `server` (HTTP and
 //! routing), `request` (paths and query strings), `selector`, `object` (what
 //! the server writes into objects), `discovery`, `review` (TokenReview),
+//! `access` (SelfSubjectAccessReview),
 //! `create` (POST and PATCH), `admission` (mutating webhooks), `resource`,
 //! `shared` (state and counters).
 
+mod access;
 mod admission;
 mod create;
 mod discovery;
@@ -64,11 +67,12 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use access::Access;
 pub use admission::Call;
 pub use resource::{
-    Resource, CONFIG_MAPS, ENDPOINT_SLICES, EVENTS, GRPC_ROUTES, HTTP_ROUTES, HTTP_ROUTE_GROUPS,
-    MUTATING_WEBHOOKS, NAMESPACES, PODS, SECRETS, SERVICES, TCP_ROUTES, TOKEN_REVIEWS,
-    TRAFFIC_SPLITS,
+    Resource, CONFIG_MAPS, CUSTOM_RESOURCE_DEFINITIONS, DEPLOYMENTS, ENDPOINT_SLICES, EVENTS,
+    GRPC_ROUTES, HTTP_ROUTES, HTTP_ROUTE_GROUPS, MUTATING_WEBHOOKS, NAMESPACES, NODES, PODS,
+    SECRETS, SELF_SUBJECT_ACCESS_REVIEWS, SERVICES, TCP_ROUTES, TOKEN_REVIEWS, TRAFFIC_SPLITS,
 };
 pub use review::API_AUDIENCE;
 
@@ -275,6 +279,18 @@ impl FakeKube {
     /// wants [`API_AUDIENCE`]). Replaces what `token` was before.
     pub fn add_token(&self, token: &str, username: &str, audiences: &[&str]) {
         self.shared.add_token(token, username, audiences);
+    }
+
+    /// Lets SelfSubjectAccessReviews allow what `access` covers, from now
+    /// on (see [`Access`]); before any call nothing is allowed.
+    pub fn allow(&self, access: Access) {
+        self.shared.granted().push(access);
+    }
+
+    /// Makes `/version` claim release `major.minor` (`"1"`, `"28"`) from now
+    /// on; the default is 1.35.
+    pub fn set_version(&self, major: &str, minor: &str) {
+        *self.shared.version() = (major.to_owned(), minor.to_owned());
     }
 
     /// Makes `token` unknown to the TokenReview API again (as a deleted

@@ -66,6 +66,29 @@ pub const TOKEN_REVIEWS: Resource = builtin(
     false,
 );
 
+/// authorization.k8s.io/v1 `selfsubjectaccessreviews`: not stored, only
+/// created (POST), answered from the rules the test granted
+/// (`FakeKube::allow`).
+pub const SELF_SUBJECT_ACCESS_REVIEWS: Resource = builtin(
+    "authorization.k8s.io",
+    "SelfSubjectAccessReview",
+    "selfsubjectaccessreviews",
+    false,
+);
+/// apps/v1 `deployments`; served once registered or applied to.
+pub const DEPLOYMENTS: Resource = builtin("apps", "Deployment", "deployments", true);
+/// core/v1 `nodes` (cluster-scoped); served once registered or applied to.
+pub const NODES: Resource = builtin("", "Node", "nodes", false);
+/// apiextensions.k8s.io/v1 `customresourcedefinitions` (cluster-scoped):
+/// stored as objects only; serving the resource a CRD defines is the
+/// test's `FakeKube::register`.
+pub const CUSTOM_RESOURCE_DEFINITIONS: Resource = builtin(
+    "apiextensions.k8s.io",
+    "CustomResourceDefinition",
+    "customresourcedefinitions",
+    false,
+);
+
 /// admissionregistration.k8s.io/v1 `mutatingwebhookconfigurations`
 /// (cluster-scoped): consulted on every create (see `admission`).
 pub const MUTATING_WEBHOOKS: Resource = Resource {

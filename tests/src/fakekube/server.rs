@@ -1,7 +1,8 @@
 //! The HTTP side: accepts connections on the bound listener (HTTP/1.1 and
 //! HTTP/2), counts each request, holds it for the latency set, answers 503
 //! while the server is set away, routes GETs to discovery, list, get or
-//! watch, POSTs of TokenReviews to `review`, other POSTs and PATCHes to
+//! watch, POSTs of TokenReviews to `review` and of SelfSubjectAccessReviews
+//! to `access`, other POSTs and PATCHes to
 //! `create`. Every failure is a `Status` object, as the API server sends.
 
 use bytes::Bytes;
@@ -23,7 +24,10 @@ use tokio::net::TcpListener;
 
 use super::request::{Api, Query, Route};
 use super::shared::Shared;
-use super::{create, discovery, list, object, review, watch, TOKEN_REVIEWS};
+use super::{
+    access, create, discovery, list, object, review, watch, SELF_SUBJECT_ACCESS_REVIEWS,
+    TOKEN_REVIEWS,
+};
 
 /// The body of every answer: a whole JSON document, or a watch stream.
 pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
@@ -93,11 +97,18 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response {
             "the API server is unavailable (fakekube: set_unavailable)",
         );
     }
-    let token_reviews = matches!(&route, Route::Collection { api, namespace: None }
-        if TOKEN_REVIEWS.is(&api.group, &api.version, &api.plural));
-    match (req.method(), token_reviews) {
+    let reviews = |r: &super::Resource| {
+        matches!(&route, Route::Collection { api, namespace: None }
+            if r.is(&api.group, &api.version, &api.plural))
+    };
+    let (token_review, access_review) = (
+        reviews(&TOKEN_REVIEWS),
+        reviews(&SELF_SUBJECT_ACCESS_REVIEWS),
+    );
+    match (req.method(), token_review || access_review) {
         (&Method::POST, true) => match req.into_body().collect().await {
-            Ok(body) => review::review(&shared.tokens(), &body.to_bytes()),
+            Ok(body) if token_review => review::review(&shared.tokens(), &body.to_bytes()),
+            Ok(body) => access::review(&shared.granted(), &body.to_bytes()),
             Err(e) => status_response(400, "BadRequest", &format!("unreadable body: {e}")),
         },
         (&Method::GET, false) => get(shared, &req, route, &query),
@@ -157,7 +168,10 @@ fn get(shared: &Arc<Shared>, req: &Request<Incoming>, route: Route, query: &Quer
     // `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`
     let partial = header(req, ACCEPT).contains("as=PartialObjectMetadata");
     match route {
-        Route::Version => json_response(200, &discovery::version()),
+        Route::Version => {
+            let (major, minor) = shared.version().clone();
+            json_response(200, &discovery::version(&major, &minor))
+        }
         Route::CoreVersions => json_response(200, &discovery::core_versions(header(req, HOST))),
         Route::Groups => json_response(200, &discovery::groups(&shared.store())),
         Route::Resources { group, version } => {

@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
+use super::access::Access;
 use super::admission::Call;
 use super::review::{Token, Tokens};
 use super::store::Store;
@@ -39,6 +40,10 @@ pub(crate) struct Shared {
     /// How long each request waits before it is answered, in microseconds.
     latency_us: AtomicU64,
     tokens: Mutex<Tokens>,
+    /// What SelfSubjectAccessReviews allow.
+    granted: Mutex<Vec<Access>>,
+    /// The `(major, minor)` release `/version` claims.
+    version: Mutex<(String, String)>,
     counts: Mutex<HashMap<CountKey, Counts>>,
     /// Every admission webhook call, in order.
     calls: Mutex<Vec<Call>>,
@@ -56,6 +61,11 @@ impl Shared {
             unavailable: AtomicBool::new(false),
             latency_us: AtomicU64::new(0),
             tokens: Mutex::default(),
+            granted: Mutex::default(),
+            version: Mutex::new((
+                super::discovery::VERSION.0.to_owned(),
+                super::discovery::VERSION.1.to_owned(),
+            )),
             counts: Mutex::new(HashMap::new()),
             calls: Mutex::default(),
             generated: AtomicU64::new(0),
@@ -120,6 +130,16 @@ impl Shared {
             audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
         };
         self.tokens().insert(token.to_owned(), token_info);
+    }
+
+    /// What SelfSubjectAccessReviews allow.
+    pub(crate) fn granted(&self) -> MutexGuard<'_, Vec<Access>> {
+        self.granted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `(major, minor)` release `/version` claims.
+    pub(crate) fn version(&self) -> MutexGuard<'_, (String, String)> {
+        self.version.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn record_call(&self, call: Call) {

@@ -762,17 +762,28 @@ async fn gets_discovery_version_and_unknown_paths() {
         names,
         [
             "authentication.k8s.io",
+            "authorization.k8s.io",
             "discovery.k8s.io",
             "split.smi-spec.io"
         ]
     );
     let (_, core) = get(&kube, "/api/v1").await;
-    assert_eq!(core["resources"].as_array().unwrap().len(), 4);
+    assert_eq!(core["resources"].as_array().unwrap().len(), 5);
     let (code, list) = get(&kube, "/api/v1/namespaces/a/secrets").await;
     assert_eq!((code, list["kind"].as_str()), (200, Some("SecretList")));
     let (_, auth) = get(&kube, "/apis/authentication.k8s.io/v1").await;
     assert_eq!(auth["resources"][0]["name"], "tokenreviews");
     assert_eq!(auth["resources"][0]["verbs"], json!(["create"]));
+    let (_, authz) = get(&kube, "/apis/authorization.k8s.io/v1").await;
+    assert_eq!(authz["resources"][0]["name"], "selfsubjectaccessreviews");
+    let (_, version) = get(&kube, "/version").await;
+    assert_eq!(version["gitVersion"], "v1.35.0-weft-fakekube");
+    kube.set_version("1", "28");
+    let (_, version) = get(&kube, "/version").await;
+    assert_eq!(
+        (version["major"].as_str(), version["minor"].as_str()),
+        (Some("1"), Some("28"))
+    );
 }
 
 #[tokio::test]
