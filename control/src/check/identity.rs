@@ -186,7 +186,13 @@ async fn anchors_configmap(kube: &Kube, layout: &Layout, reference: Option<&[Vec
     let hint = "set identity.trustAnchorsPEM in the chart (helm upgrade ... --set-file identity.trustAnchorsPEM=ca/ca.crt)";
     match anchors_of(kube, ns, name).await {
         Err(e) => Check::error(ANCHORS, e, "may you read ConfigMaps there?"),
-        Ok(None) => Check::error(ANCHORS, format!("no ConfigMap {ns}/{name}"), hint),
+        // Nothing is injected in the control plane's namespace, so no proxy
+        // needs it there; the chart makes it only from trustAnchorsPEM.
+        Ok(None) => Check::warning(
+            ANCHORS,
+            format!("no ConfigMap {ns}/{name} (no proxy runs in the control plane's namespace)"),
+            hint,
+        ),
         Ok(Some(certs)) if certs.is_empty() => {
             Check::error(ANCHORS, format!("{ns}/{name}: no certificate in {ANCHORS_FILE}"), hint)
         }
@@ -243,7 +249,7 @@ async fn injected_anchors(
         Check::error(
             NAMESPACES,
             problems.join("\n"),
-            &format!("the proxies mount {name} from their own namespace: create it there (kubectl -n NAMESPACE create configmap {name} --from-file=ca.crt=ca/ca.crt), or let a weft-control that publishes it run"),
+            &format!("the proxies mount {name} from their own namespace, and weft-control publishes it there unless --publish-trust-anchors=false (chart value identity.publishTrustAnchors): see its log and weft_control_trust_anchors_published_total; or create it (kubectl -n NAMESPACE create configmap {name} --from-file=ca.crt=ca/ca.crt)"),
         )
     }
 }
