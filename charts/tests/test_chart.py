@@ -214,6 +214,7 @@ class Render(unittest.TestCase):
             if o["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"):
                 self.assertEqual(o["metadata"]["namespace"], NAMESPACE, o["kind"])
         self.assertIn("weft.dev/inject=enabled", manifests["weft/templates/NOTES.txt"])
+        self.assertIn("weft check -n weft-system", manifests["weft/templates/NOTES.txt"])
 
         deploy = one(objects, "Deployment")
         spec = deploy["spec"]["template"]["spec"]
