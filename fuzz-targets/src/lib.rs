@@ -18,9 +18,12 @@ pub mod headers;
 pub mod input;
 pub mod routes;
 
+/// A target's body: the fuzzer's bytes in, a panic when an invariant breaks.
+pub type Target = fn(&[u8]);
+
 /// Every target by name: the name of its `fuzz/fuzz_targets/<name>.rs`
 /// and of its corpus directory `fuzz/corpus/<name>/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("detect", detect::detect),
     ("client_hello", detect::client_hello),
     ("grpc_timeout", headers::grpc_timeout),
