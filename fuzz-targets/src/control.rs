@@ -70,7 +70,11 @@ pub fn admission_review(data: &[u8]) {
         return;
     };
     let patch: json_patch::Patch = serde_json::from_slice(&patch).expect("the patch is JSON Patch");
-    let mut body: Value = serde_json::from_slice(data).expect("the review parsed once");
+    // The typed review skips unknown fields without checking their UTF-8;
+    // a body that is not valid JSON as a whole cannot be patched here.
+    let Ok(mut body) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
     let pod = body
         .pointer_mut("/request/object")
         .expect("a patched review has an object");
