@@ -172,6 +172,13 @@ fn image(v: &str) -> Result<(), String> {
 }
 
 fn log_filter(v: &str) -> Result<(), String> {
+    // The filter syntax is ASCII, and tracing-subscriber 0.3.23 panics
+    // (slicing inside a character) on some non-ASCII filters: refused first.
+    if !v.is_ascii() {
+        return Err(format!(
+            "'{v}' is not a log filter (like info or warn,weft_proxy=debug): only ASCII is allowed"
+        ));
+    }
     tracing_subscriber::EnvFilter::try_new(v.trim())
         .map(drop)
         .map_err(|e| format!("'{v}' is not a log filter (like info or warn,weft_proxy=debug): {e}"))
@@ -228,4 +235,22 @@ pub fn quantity_arg(v: &str) -> Result<String, String> {
 /// A clap value parser: a tracing log filter, kept as written.
 pub fn log_filter_arg(v: &str) -> Result<String, String> {
     log_filter(v).map(|()| v.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `flags` fuzz target: tracing-subscriber 0.3.23 slices a
+    /// directive inside a multi-byte character and panics (the webhook's
+    /// admission task with it) on some non-ASCII filters.
+    #[test]
+    fn a_non_ascii_log_filter_is_refused_not_a_panic() {
+        let found = "war\0\0)/skip-outbou\x03:\x01\0\0\0\0\0\0\x036Midrs\0\x0b,     -11E-l|gdklwar\0r\0\0\x0b\u{4c5ca}0=ena2\u{4c5ca},Mi";
+        for v in [found, "x[\u{4c5ca}0=e]", "warn,é=debug"] {
+            let err = log_filter(v).unwrap_err();
+            assert!(err.contains("is not a log filter"), "{v:?}: {err}");
+        }
+        assert_eq!(log_filter("warn,weft_proxy=debug"), Ok(()));
+    }
 }

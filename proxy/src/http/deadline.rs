@@ -44,13 +44,18 @@ impl Deadline {
     }
 }
 
-/// A grpc-timeout value (`250m`, `2S`, `1H`; at most 8 digits) as a duration.
+/// A grpc-timeout value (`250m`, `2S`, `1H`; 1 to 8 ASCII digits and a
+/// unit, as the gRPC spec writes it: no sign, no space) as a duration.
 pub fn parse_timeout(v: &HeaderValue) -> Option<Duration> {
     let s = v.to_str().ok()?;
     if s.len() < 2 || s.len() > 9 {
         return None;
     }
     let (num, unit) = s.split_at(s.len() - 1);
+    // u64's parser also takes a leading `+`, which the spec does not.
+    if !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: u64 = num.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n * 3600),
@@ -92,6 +97,10 @@ mod tests {
         assert_eq!(parse_timeout(&v("m")), None);
         assert_eq!(parse_timeout(&v("12x")), None);
         assert_eq!(parse_timeout(&v("123456789m")), None, "more than 8 digits");
+        // Found by the grpc_timeout fuzz target: a sign is not a digit.
+        assert_eq!(parse_timeout(&v("+250225u")), None);
+        assert_eq!(parse_timeout(&v("+1m")), None);
+        assert_eq!(parse_timeout(&v("-1m")), None);
         assert_eq!(format_timeout(Duration::from_micros(1500)), "1m");
         assert_eq!(format_timeout(Duration::ZERO), "1m");
         let mut h = HeaderMap::new();

@@ -1,0 +1,5 @@
+#![no_main]
+//! See `weft_fuzz_targets::detect::client_hello`: the body is shared with the
+//! stable corpus replay (`fuzz-targets/tests/corpus.rs`).
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| weft_fuzz_targets::detect::client_hello(data));
