@@ -62,7 +62,13 @@ fn main() -> ExitCode {
         eprintln!("weft-control: {e} (see weft-control --help)");
         return ExitCode::from(64);
     }
+    // tracing-subscriber 0.3 panics on some non-ASCII filters (found by
+    // fuzzing the annotation): a filter is ASCII or refused.
     let filter = match &config.log {
+        Some(f) if !f.is_ascii() => {
+            eprintln!("weft-control: invalid WEFT_CONTROL_LOG '{f}': a log filter is ASCII (targets and levels)");
+            return ExitCode::from(64);
+        }
         Some(f) => match EnvFilter::try_new(f) {
             Ok(f) => f,
             Err(e) => {
@@ -70,9 +76,12 @@ fn main() -> ExitCode {
                 return ExitCode::from(64);
             }
         },
-        None => EnvFilter::try_from_env("WEFT_LOG")
-            .or_else(|_| EnvFilter::try_from_default_env())
-            .unwrap_or_else(|_| EnvFilter::new("info")),
+        None => ["WEFT_LOG", "RUST_LOG"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .find(|v| v.is_ascii())
+            .and_then(|v| EnvFilter::try_new(v).ok())
+            .unwrap_or_else(|| EnvFilter::new("info")),
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -130,3 +130,14 @@ fn weft_control_logs_the_addresses_it_bound() {
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_non_ascii_log_filter_is_refused_not_a_panic() {
+    // tracing-subscriber 0.3 panics on this one (found by fuzzing).
+    let dir = std::env::temp_dir();
+    let source = format!("--source={}", dir.display());
+    let (code, stderr) = run(CONTROL, &[&source, "--log=x[\u{4c5ca}0=e]"]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("a log filter is ASCII"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

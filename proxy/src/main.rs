@@ -139,13 +139,23 @@ async fn terminated() {
 }
 
 fn init_tracing(config: &Config) -> Result<(), String> {
+    // tracing-subscriber 0.3 panics on some non-ASCII filters (found by
+    // fuzzing weft-control's annotation): a filter is ASCII or refused.
     let filter = match &config.log {
+        Some(f) if !f.is_ascii() => {
+            return Err(format!(
+                "invalid WEFT_PROXY_LOG '{f}': a log filter is ASCII (targets and levels)"
+            ))
+        }
         Some(f) => {
             EnvFilter::try_new(f).map_err(|e| format!("invalid WEFT_PROXY_LOG '{f}': {e}"))?
         }
-        None => EnvFilter::try_from_env("WEFT_LOG")
-            .or_else(|_| EnvFilter::try_from_default_env())
-            .unwrap_or_else(|_| EnvFilter::new("info")),
+        None => ["WEFT_LOG", "RUST_LOG"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .find(|v| v.is_ascii())
+            .and_then(|v| EnvFilter::try_new(v).ok())
+            .unwrap_or_else(|| EnvFilter::new("info")),
     };
     // Colour only on a terminal: a file or a pipe gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
