@@ -25,6 +25,7 @@ The command-line tool of a weft installation.
                                   template (the webhook injects at admission),
                                   or with --manual writes the sidecar itself
   weft uninject FILE|DIR|-        removes what inject added
+  weft stat deploy|pod|route      golden metrics from the proxies' /metrics
 
 inject and uninject write the YAML to stdout and say on stderr what they did
 to each workload (injected, or skipped and why); objects that are not
@@ -57,6 +58,9 @@ enum Command {
         #[arg(required = true, value_name = "FILE|DIR|-")]
         inputs: Vec<PathBuf>,
     },
+    /// Golden metrics (success rate, rps, p50/p95/p99, mTLS share) per
+    /// workload, pod or route, read from the proxies' /metrics.
+    Stat(Box<weft_control::stat::cli::Args>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Stat(args) => weft_control::stat::cli::main(*args),
         Command::Inject(args) => {
             let mode = if args.manual {
                 Mode::Manual
