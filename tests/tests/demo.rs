@@ -49,7 +49,11 @@ fn processes_in(inodes: &BTreeSet<u64>) -> Vec<String> {
             .and_then(|l| l.parse::<u64>().ok());
         if ino.is_some_and(|i| inodes.contains(&i)) {
             let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-            out.push(format!("{} {}", entry.file_name().to_string_lossy(), comm.trim()));
+            out.push(format!(
+                "{} {}",
+                entry.file_name().to_string_lossy(),
+                comm.trim()
+            ));
         }
     }
     out
@@ -84,10 +88,17 @@ fn rest(demo: &Proc, within: Duration) -> Vec<String> {
 }
 
 fn assert_nothing_left(pid: u32, spaces: &BTreeSet<(String, u64)>, rules: &str) {
-    assert!(namespaces_of(pid).is_empty(), "namespaces left: {:?}", namespaces_of(pid));
+    assert!(
+        namespaces_of(pid).is_empty(),
+        "namespaces left: {:?}",
+        namespaces_of(pid)
+    );
     let inodes: BTreeSet<u64> = spaces.iter().map(|(_, i)| *i).collect();
     let left = processes_in(&inodes);
-    assert!(left.is_empty(), "processes left in the demo's namespaces: {left:?}");
+    assert!(
+        left.is_empty(),
+        "processes left in the demo's namespaces: {left:?}"
+    );
     assert_eq!(host_rules(), rules, "the demo changed this machine's rules");
     let dir = std::env::temp_dir().join(format!("weft-{pid}-demo"));
     assert!(!dir.exists(), "{} left", dir.display());
@@ -106,7 +117,9 @@ fn a_short_run_passes_every_verdict_and_leaves_nothing() {
     let text = lines.join("\n");
     for feature in FEATURES {
         assert!(
-            lines.iter().any(|l| l.starts_with(&format!("PASS {feature}: "))),
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("PASS {feature}: "))),
             "no PASS for {feature:?}:\n{text}"
         );
     }
@@ -116,7 +129,10 @@ fn a_short_run_passes_every_verdict_and_leaves_nothing() {
     let trace = lines
         .iter()
         .find(|l| l.contains("PASS one request traced"))
-        .and_then(|l| l.split_whitespace().find(|w| w.len() == 32 && w.chars().all(|c| c.is_ascii_hexdigit())));
+        .and_then(|l| {
+            l.split_whitespace()
+                .find(|w| w.len() == 32 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        });
     assert!(trace.is_some(), "{text}");
     assert_eq!(code, Some(0), "{text}");
     assert_nothing_left(pid, &spaces, &rules);
@@ -130,13 +146,18 @@ fn ctrl_c_in_the_middle_removes_everything() {
     let rules = host_rules();
     let (mut demo, spaces) = start("10m");
     let pid = demo.pid();
-    let sent = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(sent.success());
     let lines = rest(&demo, Duration::from_secs(60));
     let code = demo.wait_exit(Duration::from_secs(10)).unwrap();
     assert_eq!(code, Some(130), "{}", lines.join("\n"));
     assert!(
-        lines.iter().any(|l| l.starts_with("interrupted: every namespace")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("interrupted: every namespace")),
         "{}",
         lines.join("\n")
     );

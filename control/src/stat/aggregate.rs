@@ -107,7 +107,12 @@ pub fn rows(by: By, before: &[Scrape], after: &[Scrape]) -> Vec<Row> {
                 } else {
                     &scrape.pod.pod
                 };
-                let key = (scrape.pod.namespace.clone(), name.clone(), String::new(), String::new());
+                let key = (
+                    scrape.pod.namespace.clone(),
+                    name.clone(),
+                    String::new(),
+                    String::new(),
+                );
                 let acc = accs.entry(key).or_default();
                 acc.pods += 1;
                 let before_total = acc.total;
@@ -234,7 +239,8 @@ fn route_totals(
 ) -> HashMap<(String, String, String), f64> {
     let mut out: HashMap<(String, String, String), f64> = HashMap::new();
     for ((ns, route, from, _), acc) in accs {
-        *out.entry((ns.clone(), route.clone(), from.clone())).or_default() += acc.total;
+        *out.entry((ns.clone(), route.clone(), from.clone()))
+            .or_default() += acc.total;
     }
     out
 }
@@ -254,12 +260,16 @@ fn delta(before: Option<&Scrape>, after: &Scrape) -> Vec<Sample> {
         .samples
         .iter()
         .map(|s| {
-            let was = old.get(&(s.name.as_str(), &s.labels)).copied().unwrap_or(0.0);
-            let value = if s.value >= was { s.value - was } else { s.value };
-            Sample {
-                value,
-                ..s.clone()
-            }
+            let was = old
+                .get(&(s.name.as_str(), &s.labels))
+                .copied()
+                .unwrap_or(0.0);
+            let value = if s.value >= was {
+                s.value - was
+            } else {
+                s.value
+            };
+            Sample { value, ..s.clone() }
         })
         .collect()
 }
@@ -280,7 +290,11 @@ fn quantile(buckets: &BTreeMap<Bound, f64>, q: f64) -> Option<f64> {
                 return Some(lower);
             }
             let width = cum - below;
-            let within = if width > 0.0 { (rank - below) / width } else { 1.0 };
+            let within = if width > 0.0 {
+                (rank - below) / width
+            } else {
+                1.0
+            };
             return Some(lower + (le - lower) * within);
         }
         lower = *le;

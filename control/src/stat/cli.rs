@@ -90,14 +90,21 @@ pub fn admin_target(s: &str) -> Result<(PodRef, SocketAddr), String> {
             workload: (*w).into(),
             pod: (*p).into(),
         },
-        _ => return Err(format!("{s:?}: the name is NAMESPACE/WORKLOAD or NAMESPACE/WORKLOAD/POD")),
+        _ => {
+            return Err(format!(
+                "{s:?}: the name is NAMESPACE/WORKLOAD or NAMESPACE/WORKLOAD/POD"
+            ))
+        }
     };
     Ok((pod, addr))
 }
 
 /// The whole command: exit 0, or 1 with the reason on stderr.
 pub fn main(args: Args) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("weft stat: cannot start a runtime: {e}");
@@ -168,10 +175,14 @@ async fn scrape_all(targets: &[(PodRef, SocketAddr)]) -> Vec<Result<Scrape>> {
 fn filter(args: &Args, rows: Vec<Row>) -> Vec<Row> {
     rows.into_iter()
         .filter(|r| {
-            let from = args.from.as_ref().is_none_or(|f| r.from.as_ref() == Some(f));
-            let to = args.to.as_ref().is_none_or(|t| {
-                *t == r.name || r.backend.as_ref() == Some(t)
-            });
+            let from = args
+                .from
+                .as_ref()
+                .is_none_or(|f| r.from.as_ref() == Some(f));
+            let to = args
+                .to
+                .as_ref()
+                .is_none_or(|t| *t == r.name || r.backend.as_ref() == Some(t));
             from && to
         })
         .collect()

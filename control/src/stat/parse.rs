@@ -140,7 +140,13 @@ mod tests {
         let e = parse("ok 1\nbad{x=1} 2\n").unwrap_err();
         assert_eq!(e.line, 2);
         assert_eq!(e.reason, "label value not quoted");
-        assert_eq!(parse("x{a=\"1\"} one").unwrap_err().reason, "value is not a number");
-        assert_eq!(parse("x{a=\"1} 1").unwrap_err().reason, "unterminated label value");
+        assert_eq!(
+            parse("x{a=\"1\"} one").unwrap_err().reason,
+            "value is not a number"
+        );
+        assert_eq!(
+            parse("x{a=\"1} 1").unwrap_err().reason,
+            "unterminated label value"
+        );
     }
 }

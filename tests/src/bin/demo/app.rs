@@ -59,7 +59,12 @@ fn strings(v: &Value) -> BTreeMap<String, String> {
     v.as_object()
         .map(|m| {
             m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -85,12 +90,18 @@ pub fn read(dir: &Path) -> Result<App> {
     files.sort();
     for file in &files {
         let text = std::fs::read_to_string(file)?;
-        for (i, doc) in weft_control::sources::parse::documents(&text).iter().enumerate() {
+        for (i, doc) in weft_control::sources::parse::documents(&text)
+            .iter()
+            .enumerate()
+        {
             let obj: Value = serde_saphyr::from_str(doc)
                 .with_context(|| format!("{} document {}: not YAML", file.display(), i + 1))?;
             let at = || format!("{} document {}", file.display(), i + 1);
             let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
-            let namespace = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+            let namespace = obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned();
             match obj["kind"].as_str() {
                 Some("ServiceAccount") => app.accounts.push(name),
                 Some("Service") => {
@@ -162,7 +173,10 @@ pub fn read(dir: &Path) -> Result<App> {
         bail!("no TrafficSplit in {}: the demo shifts one", dir.display());
     }
     if app.split["spec"]["backends"].as_array().map_or(0, Vec::len) != 2 {
-        bail!("the TrafficSplit in {} needs two backends (old, new)", dir.display());
+        bail!(
+            "the TrafficSplit in {} needs two backends (old, new)",
+            dir.display()
+        );
     }
     Ok(app)
 }

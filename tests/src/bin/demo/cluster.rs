@@ -87,7 +87,11 @@ pub fn start(app: &App, dir: PathBuf) -> Result<Cluster> {
     let mut pods = Vec::new();
     for w in app.servers.iter().chain(&app.clients) {
         if w.namespace != "shop" {
-            bail!("{}: the demo runs namespace shop only, not {}", w.name, w.namespace);
+            bail!(
+                "{}: the demo runs namespace shop only, not {}",
+                w.name,
+                w.namespace
+            );
         }
         for i in 0..w.replicas {
             pods.push(Meshed {
@@ -114,7 +118,10 @@ pub fn start(app: &App, dir: PathBuf) -> Result<Cluster> {
         .iter()
         .map(|m| (&m.workload, m.name.clone(), m.pod.ip))
         .collect();
-    std::fs::write(dir.join("manifests/pods.yaml"), app.cluster_objects(&objects))?;
+    std::fs::write(
+        dir.join("manifests/pods.yaml"),
+        app.cluster_objects(&objects),
+    )?;
     let log = |name: &str| File::create(dir.join("logs").join(format!("{name}.log")));
     let control = Proc::spawn_to(
         "weft-control",
@@ -166,13 +173,22 @@ impl Cluster {
         let path = |p: &str| self.dir.join(p).display().to_string();
         let mut cmd = m.pod.command(Some(PROXY_UID), &bin("weft-proxy"));
         cmd.env("WEFT_LOG", "info")
-            .env("WEFT_PROXY_CONTROL_ADDR", format!("{}:8086", self.control_pod.ip))
-            .env("WEFT_PROXY_IDENTITY_TOKEN_FILE", path(&format!("{}.token", w.account)))
+            .env(
+                "WEFT_PROXY_CONTROL_ADDR",
+                format!("{}:8086", self.control_pod.ip),
+            )
+            .env(
+                "WEFT_PROXY_IDENTITY_TOKEN_FILE",
+                path(&format!("{}.token", w.account)),
+            )
             .env("WEFT_PROXY_IDENTITY_TRUST_ANCHORS", path("ca/ca.crt"))
             .env("WEFT_PROXY_POD_NAMESPACE", &w.namespace)
             .env("WEFT_PROXY_POD_NAME", &m.name)
             .env("WEFT_PROXY_SERVICE_ACCOUNT", &w.account)
-            .env("WEFT_PROXY_TRACE_COLLECTOR_ADDR", self.receiver.grpc_addr.to_string())
+            .env(
+                "WEFT_PROXY_TRACE_COLLECTOR_ADDR",
+                self.receiver.grpc_addr.to_string(),
+            )
             .env("WEFT_PROXY_TRACE_SERVICE_NAME", &w.name);
         // What the injector turns this annotation into.
         if let Some(p) = w.annotations.get("weft.dev/trace-sample-percent") {
@@ -237,6 +253,8 @@ impl Cluster {
 
     /// The pods of `workload`.
     pub fn of<'a>(&'a self, workload: &'a str) -> impl Iterator<Item = &'a Meshed> + 'a {
-        self.pods.iter().filter(move |m| m.workload.name == workload)
+        self.pods
+            .iter()
+            .filter(move |m| m.workload.name == workload)
     }
 }

@@ -154,7 +154,10 @@ pub struct Step {
 
 fn run(args: &Args) -> Result<bool> {
     let app = app::read(&args.app)?;
-    println!("weft demo: {} (Ctrl-C stops it and removes everything)", app.dir.display());
+    println!(
+        "weft demo: {} (Ctrl-C stops it and removes everything)",
+        app.dir.display()
+    );
     let dir = std::env::temp_dir().join(format!("weft-{}-demo", std::process::id()));
     let mut cluster = cluster::start(&app, dir)?;
     check_stop()?;
@@ -165,7 +168,11 @@ fn run(args: &Args) -> Result<bool> {
     let baseline = scrape::all(&cluster)?;
     let mut steps: Vec<Step> = STEPS
         .iter()
-        .map(|w| Step { weights: *w, from: None, to: None })
+        .map(|w| Step {
+            weights: *w,
+            from: None,
+            to: None,
+        })
         .collect();
     let step_len = args.duration / STEPS.len() as u32;
     let mut previous = baseline.clone();
@@ -225,7 +232,18 @@ fn run(args: &Args) -> Result<bool> {
 /// Scrapes until two scrapes in a row show the same responses at every
 /// proxy (the callers have stopped and nothing is in flight); the last.
 fn quiet(cluster: &cluster::Cluster) -> Result<Vec<Scrape>> {
-    let count = |s: &[Scrape]| scrape::sum(s, &cluster.pods.iter().map(|m| m.workload.name.as_str()).collect::<Vec<_>>(), "weft_response_total", &[]);
+    let count = |s: &[Scrape]| {
+        scrape::sum(
+            s,
+            &cluster
+                .pods
+                .iter()
+                .map(|m| m.workload.name.as_str())
+                .collect::<Vec<_>>(),
+            "weft_response_total",
+            &[],
+        )
+    };
     let mut last = scrape::all(cluster)?;
     weft_tests::mesh::eventually(Duration::from_secs(10), || {
         let now = scrape::all(cluster)?;

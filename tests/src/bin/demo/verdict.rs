@@ -33,7 +33,11 @@ pub fn shares(app: &App, before: &[Scrape], after: &[Scrape]) -> Option<([f64; 2
         routes
             .iter()
             .filter(|r| r.from.as_deref() == Some("web"))
-            .filter(|r| r.backend.as_deref().is_some_and(|x| x == b || x.starts_with(&format!("{b}."))))
+            .filter(|r| {
+                r.backend
+                    .as_deref()
+                    .is_some_and(|x| x == b || x.starts_with(&format!("{b}.")))
+            })
             .map(|r| r.requests)
             .sum()
     };
@@ -46,7 +50,13 @@ fn row<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
     rows.iter().find(|r| r.name == name)
 }
 
-pub fn all(app: &App, cluster: &Cluster, first: &[Scrape], last: &[Scrape], steps: &[Step]) -> Vec<Verdict> {
+pub fn all(
+    app: &App,
+    cluster: &Cluster,
+    first: &[Scrape],
+    last: &[Scrape],
+    steps: &[Step],
+) -> Vec<Verdict> {
     let deploys = rows(By::Deploy, first, last);
     vec![
         mtls(app, &deploys),
@@ -71,14 +81,28 @@ fn mtls(app: &App, deploys: &[Row]) -> Verdict {
         let serving = app.servers.iter().any(|s| s.name == w.name);
         if serving {
             pass &= r.requests > 0.0 && r.mtls == Some(1.0);
-            parts.push(format!("{} in {} of {:.0}", w.name, cli::percent(r.mtls), r.requests));
+            parts.push(format!(
+                "{} in {} of {:.0}",
+                w.name,
+                cli::percent(r.mtls),
+                r.requests
+            ));
         }
         if r.outbound_requests > 0.0 || !serving {
             pass &= r.outbound_requests > 0.0 && r.outbound_mtls == Some(1.0);
-            parts.push(format!("{} out {} of {:.0}", w.name, cli::percent(r.outbound_mtls), r.outbound_requests));
+            parts.push(format!(
+                "{} out {} of {:.0}",
+                w.name,
+                cli::percent(r.outbound_mtls),
+                r.outbound_requests
+            ));
         }
     }
-    Verdict { feature: "mTLS on every meshed hop", pass, detail: parts.join(", ") }
+    Verdict {
+        feature: "mTLS on every meshed hop",
+        pass,
+        detail: parts.join(", "),
+    }
 }
 
 /// Each step's new-backend share within max(5 points, 4 standard errors of
@@ -121,19 +145,33 @@ fn split(app: &App, steps: &[Step]) -> Verdict {
             }
         }
     }
-    Verdict { feature: "traffic split follows its weights", pass, detail: parts.join("; ") }
+    Verdict {
+        feature: "traffic split follows its weights",
+        pass,
+        detail: parts.join("; "),
+    }
 }
 
 /// ratings failed some of its calls (web's proxy retried at least 10% of
 /// ratings' calls: it fails 20%), yet web answered at least 99% and load
 /// got at least 99% non-5xx.
 fn retries(deploys: &[Row]) -> Verdict {
-    let (Some(web), Some(ratings), Some(load)) =
-        (row(deploys, "web"), row(deploys, "ratings"), row(deploys, "load"))
-    else {
-        return Verdict { feature: "failures hidden by retries", pass: false, detail: "no metrics of web, ratings or load".into() };
+    let (Some(web), Some(ratings), Some(load)) = (
+        row(deploys, "web"),
+        row(deploys, "ratings"),
+        row(deploys, "load"),
+    ) else {
+        return Verdict {
+            feature: "failures hidden by retries",
+            pass: false,
+            detail: "no metrics of web, ratings or load".into(),
+        };
     };
-    let share = if ratings.requests > 0.0 { web.retries / ratings.requests } else { 0.0 };
+    let share = if ratings.requests > 0.0 {
+        web.retries / ratings.requests
+    } else {
+        0.0
+    };
     let pass = share >= 0.10
         && web.success.is_some_and(|s| s >= 0.99)
         && load.outbound_success.is_some_and(|s| s >= 0.99);
@@ -160,10 +198,27 @@ fn intruder(cluster: &Cluster, first: &[Scrape], last: &[Scrape]) -> Verdict {
     let d = |w: &[&str], n: &str, l: &[(&str, &str)]| delta(last, w, n, l) - delta(first, w, n, l);
     let books = ["books-v1", "books-v2"];
     let id = weft_tests::mesh::shop_id("intruder");
-    let sent = d(&["intruder"], "weft_response_total", &[("direction", "outbound")]);
-    let ok = d(&["intruder"], "weft_response_total", &[("direction", "outbound"), ("status_class", "2xx")]);
-    let denied = d(&books, "weft_inbound_authz_total", &[("result", "deny"), ("client_id", &id)]);
-    let allowed = sum(last, &books, "weft_inbound_authz_total", &[("result", "allow")]);
+    let sent = d(
+        &["intruder"],
+        "weft_response_total",
+        &[("direction", "outbound")],
+    );
+    let ok = d(
+        &["intruder"],
+        "weft_response_total",
+        &[("direction", "outbound"), ("status_class", "2xx")],
+    );
+    let denied = d(
+        &books,
+        "weft_inbound_authz_total",
+        &[("result", "deny"), ("client_id", &id)],
+    );
+    let allowed = sum(
+        last,
+        &books,
+        "weft_inbound_authz_total",
+        &[("result", "allow")],
+    );
     let served: u64 = books
         .iter()
         .flat_map(|w| cluster.of(w))
@@ -188,7 +243,13 @@ fn trace(cluster: &Cluster) -> Verdict {
         .query(&cluster.rx_pod, "/api/traces?service=load&limit=100");
     let traces = match found {
         Ok(t) => t,
-        Err(e) => return Verdict { feature, pass: false, detail: format!("the receiver: {e:#}") },
+        Err(e) => {
+            return Verdict {
+                feature,
+                pass: false,
+                detail: format!("the receiver: {e:#}"),
+            }
+        }
     };
     let empty = Vec::new();
     let all = traces["data"].as_array().unwrap_or(&empty);
@@ -203,17 +264,26 @@ fn trace(cluster: &Cluster) -> Verdict {
     };
     let complete = all.iter().find(|t| {
         let s = services(t);
-        ["load", "web", "ratings"].iter().all(|w| s.iter().any(|x| x == w))
+        ["load", "web", "ratings"]
+            .iter()
+            .all(|w| s.iter().any(|x| x == w))
             && s.iter().any(|x| x.starts_with("books"))
     });
     let Some(t) = complete else {
         return Verdict {
             feature,
             pass: false,
-            detail: format!("none of {} traces of load crosses web, books and ratings", all.len()),
+            detail: format!(
+                "none of {} traces of load crosses web, books and ratings",
+                all.len()
+            ),
         };
     };
-    let mut detail = format!("trace {} ({} traces of load recorded):", t["traceID"].as_str().unwrap_or("?"), all.len());
+    let mut detail = format!(
+        "trace {} ({} traces of load recorded):",
+        t["traceID"].as_str().unwrap_or("?"),
+        all.len()
+    );
     let mut spans: Vec<&Value> = t["spans"].as_array().unwrap_or(&empty).iter().collect();
     spans.sort_by_key(|s| s["startTime"].as_u64().unwrap_or(0));
     for s in spans {
@@ -233,7 +303,11 @@ fn trace(cluster: &Cluster) -> Verdict {
             s["duration"].as_f64().unwrap_or(0.0) / 1000.0
         );
     }
-    Verdict { feature, pass: true, detail }
+    Verdict {
+        feature,
+        pass: true,
+        detail,
+    }
 }
 
 /// The whole run's table and the verdicts.
@@ -242,7 +316,13 @@ pub fn summary(first: &[Scrape], last: &[Scrape], verdicts: &[Verdict]) -> Strin
     out.push_str(&cli::table(By::Deploy, &rows(By::Deploy, first, last)));
     out.push('\n');
     for v in verdicts {
-        let _ = writeln!(out, "{} {}: {}", if v.pass { "PASS" } else { "FAIL" }, v.feature, v.detail);
+        let _ = writeln!(
+            out,
+            "{} {}: {}",
+            if v.pass { "PASS" } else { "FAIL" },
+            v.feature,
+            v.detail
+        );
     }
     let failed = verdicts.iter().filter(|v| !v.pass).count();
     if failed == 0 {

@@ -43,12 +43,20 @@ impl Frame<'_> {
         out.push_str(&cli::table(By::Deploy, &deploys));
         let find = |name: &str| deploys.iter().find(|r| r.name == name);
         // The split as web's proxy made it, this step so far.
-        let since = self.steps[self.step].from.as_deref().unwrap_or(self.previous);
+        let since = self.steps[self.step]
+            .from
+            .as_deref()
+            .unwrap_or(self.previous);
         let _ = write!(out, "\nsplit (web's proxy, this step):");
         match verdict::shares(self.app, since, self.current) {
             Some((shares, n)) => {
                 for (i, b) in [&old, &new].into_iter().enumerate() {
-                    let _ = write!(out, "  {b} weight {:>3}% actual {:>5.1}%", w[i], shares[i] * 100.0);
+                    let _ = write!(
+                        out,
+                        "  {b} weight {:>3}% actual {:>5.1}%",
+                        w[i],
+                        shares[i] * 100.0
+                    );
                 }
                 let _ = writeln!(out, "  (n={n:.0})");
             }
@@ -89,15 +97,35 @@ impl Frame<'_> {
 pub fn poke(cluster: &Cluster) -> String {
     let node = cluster.node.name();
     let mut out = String::new();
-    let _ = writeln!(out, "\nStill running (--keep); Ctrl-C removes everything. From this shell, as root:\n");
+    let _ = writeln!(
+        out,
+        "\nStill running (--keep); Ctrl-C removes everything. From this shell, as root:\n"
+    );
     let admins: Vec<String> = cluster
         .pods
         .iter()
-        .map(|m| format!("--proxy-admin {}/{}/{}={}", m.workload.namespace, m.workload.name, m.name, m.admin()))
+        .map(|m| {
+            format!(
+                "--proxy-admin {}/{}/{}={}",
+                m.workload.namespace,
+                m.workload.name,
+                m.name,
+                m.admin()
+            )
+        })
         .collect();
-    let _ = writeln!(out, "  proxies' admin ports (/metrics, /ready, /config_dump):");
+    let _ = writeln!(
+        out,
+        "  proxies' admin ports (/metrics, /ready, /config_dump):"
+    );
     for m in &cluster.pods {
-        let _ = writeln!(out, "    {:<12} {}  (network namespace {})", m.name, m.admin(), m.pod.name);
+        let _ = writeln!(
+            out,
+            "    {:<12} {}  (network namespace {})",
+            m.name,
+            m.admin(),
+            m.pod.name
+        );
     }
     let _ = writeln!(
         out,

@@ -98,9 +98,16 @@ async fn handle(backends: &Backends, headers: &HeaderMap) -> Response<Full<Bytes
     match (book, rating) {
         (Ok(b), Ok(r)) => Response::new(Full::new(format!("{b}; rating {r}\n").into())),
         (b, r) => {
-            let why = [b.err().map(|e| format!("books: {e:#}")), r.err().map(|e| format!("ratings: {e:#}"))];
+            let why = [
+                b.err().map(|e| format!("books: {e:#}")),
+                r.err().map(|e| format!("ratings: {e:#}")),
+            ];
             let mut rsp = Response::new(Full::new(
-                format!("{}\n", why.into_iter().flatten().collect::<Vec<_>>().join("; ")).into(),
+                format!(
+                    "{}\n",
+                    why.into_iter().flatten().collect::<Vec<_>>().join("; ")
+                )
+                .into(),
             ));
             *rsp.status_mut() = StatusCode::BAD_GATEWAY;
             rsp
@@ -123,7 +130,10 @@ async fn book(backends: &Backends, trace: &[(&'static str, &http::HeaderValue)])
     Ok(text)
 }
 
-async fn rating(backends: &Backends, trace: &[(&'static str, &http::HeaderValue)]) -> Result<String> {
+async fn rating(
+    backends: &Backends,
+    trace: &[(&'static str, &http::HeaderValue)],
+) -> Result<String> {
     let msg = EchoRequest {
         message: "5 stars".into(),
         fail_with: 0,
@@ -135,7 +145,10 @@ async fn rating(backends: &Backends, trace: &[(&'static str, &http::HeaderValue)
     let mut req = tonic::Request::new(msg);
     req.metadata_mut().insert(
         "content-length",
-        length.to_string().parse().context("a number is a header value")?,
+        length
+            .to_string()
+            .parse()
+            .context("a number is a header value")?,
     );
     for (k, v) in trace {
         if let Ok(v) = v.to_str() {
