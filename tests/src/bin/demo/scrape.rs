@@ -42,7 +42,7 @@ pub fn all(cluster: &Cluster) -> Result<Vec<Scrape>> {
                 workload: m.workload.name.clone(),
                 pod: m.name.clone(),
             };
-            scrapes.push(Scrape::new(pod, &page, at).with_context(|| format!("{url}"))?);
+            scrapes.push(Scrape::new(pod, &page, at).with_context(|| url.to_owned())?);
         }
         page.clear();
     }

@@ -79,22 +79,20 @@ fn mtls(app: &App, deploys: &[Row]) -> Verdict {
             continue;
         };
         let serving = app.servers.iter().any(|s| s.name == w.name);
+        // (side, share on mesh TLS, responses) of each hop this workload has.
+        let mut hops = Vec::new();
         if serving {
-            pass &= r.requests > 0.0 && r.mtls == Some(1.0);
-            parts.push(format!(
-                "{} in {} of {:.0}",
-                w.name,
-                cli::percent(r.mtls),
-                r.requests
-            ));
+            hops.push(("in", r.mtls, r.requests));
         }
         if r.outbound_requests > 0.0 || !serving {
-            pass &= r.outbound_requests > 0.0 && r.outbound_mtls == Some(1.0);
+            hops.push(("out", r.outbound_mtls, r.outbound_requests));
+        }
+        for (side, share, n) in hops {
+            pass &= n > 0.0 && share == Some(1.0);
             parts.push(format!(
-                "{} out {} of {:.0}",
+                "{} {side} {} of {n:.0}",
                 w.name,
-                cli::percent(r.outbound_mtls),
-                r.outbound_requests
+                cli::percent(share)
             ));
         }
     }
