@@ -60,6 +60,7 @@ enum Command {
     },
     /// Golden metrics (success rate, rps, p50/p95/p99, mTLS share) per
     /// workload, pod or route, read from the proxies' /metrics.
+    #[command(long_about = weft_control::stat::cli::ABOUT)]
     Stat(Box<weft_control::stat::cli::Args>),
 }
 

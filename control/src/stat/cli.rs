@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::{aggregate, scrape, By, PodRef, Row, Scrape};
 
-const ABOUT: &str = "\
+/// The long help of `weft stat`.
+pub const ABOUT: &str = "\
 Golden metrics of meshed workloads from their proxies' /metrics: success rate
 (responses that are not 5xx), requests per second, p50/p95/p99 latency, the
 share on mesh TLS, retries and authorization denials. Every proxy is scraped
