@@ -58,6 +58,9 @@ pub struct Args {
     /// The API server (default: kubeconfig or the in-cluster account).
     #[arg(long, value_name = "URL")]
     pub kube_api_server: Option<String>,
+    /// The proxies' admin port, for pods found through the API server.
+    #[arg(long, default_value_t = scrape::ADMIN_PORT)]
+    pub admin_port: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -130,7 +133,7 @@ pub async fn run(args: &Args) -> Result<String> {
         let client = crate::sources::kube::client(args.kube_api_server.as_deref())
             .await
             .context("cannot reach the API server (or give --proxy-admin)")?;
-        scrape::cluster_proxies(client, args.namespace.as_deref()).await?
+        scrape::cluster_proxies(client, args.namespace.as_deref(), args.admin_port).await?
     } else {
         args.proxy_admin.clone()
     };

@@ -42,10 +42,11 @@ async fn get(addr: SocketAddr) -> Result<String> {
 }
 
 /// The meshed pods of `namespace` (every namespace when none), with the
-/// admin address of each one's proxy.
+/// admin address of each one's proxy (`POD_IP:port`).
 pub async fn cluster_proxies(
     client: kube::Client,
     namespace: Option<&str>,
+    port: u16,
 ) -> Result<Vec<(PodRef, SocketAddr)>> {
     let api: Api<Pod> = match namespace {
         Some(ns) => Api::namespaced(client, ns),
@@ -55,11 +56,11 @@ pub async fn cluster_proxies(
         .list(&ListParams::default())
         .await
         .context("cannot list pods")?;
-    Ok(pods.items.iter().filter_map(meshed).collect())
+    Ok(pods.items.iter().filter_map(|p| meshed(p, port)).collect())
 }
 
 /// A pod's proxy admin address and name, if it runs a weft-proxy.
-fn meshed(pod: &Pod) -> Option<(PodRef, SocketAddr)> {
+fn meshed(pod: &Pod, port: u16) -> Option<(PodRef, SocketAddr)> {
     let spec = pod.spec.as_ref()?;
     let has_proxy = spec
         .containers
@@ -79,7 +80,7 @@ fn meshed(pod: &Pod) -> Option<(PodRef, SocketAddr)> {
             workload: workload(pod).unwrap_or_else(|| name.clone()),
             pod: name,
         },
-        SocketAddr::new(ip, ADMIN_PORT),
+        SocketAddr::new(ip, port),
     ))
 }
 
@@ -124,16 +125,16 @@ mod tests {
             "status": {"phase": "Running", "podIP": "10.244.1.7"}
         }))
         .unwrap();
-        let (r, addr) = meshed(&pod).unwrap();
+        let (r, addr) = meshed(&pod, ADMIN_PORT).unwrap();
         assert_eq!(r.workload, "books-v1");
         assert_eq!(r.namespace, "shop");
         assert_eq!(addr, "10.244.1.7:4191".parse().unwrap());
 
         let mut unmeshed = pod.clone();
         unmeshed.spec.as_mut().unwrap().init_containers = None;
-        assert!(meshed(&unmeshed).is_none());
+        assert!(meshed(&unmeshed, ADMIN_PORT).is_none());
         let mut pending = pod;
         pending.status.as_mut().unwrap().phase = Some("Pending".into());
-        assert!(meshed(&pending).is_none());
+        assert!(meshed(&pending, ADMIN_PORT).is_none());
     }
 }
