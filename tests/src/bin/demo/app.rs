@@ -24,11 +24,9 @@ pub struct Workload {
     pub env: Vec<(String, String)>,
 }
 
-impl Workload {
-    /// Whether it serves (its container declares a port), or only calls.
-    pub fn serves(&self, spec: &Value) -> bool {
-        spec["ports"].as_array().is_some_and(|p| !p.is_empty())
-    }
+/// Whether a container serves (declares a port), or only calls.
+fn serves(container: &Value) -> bool {
+    container["ports"].as_array().is_some_and(|p| !p.is_empty())
 }
 
 /// One Service: its selector and its first port.
@@ -159,7 +157,7 @@ pub fn read(dir: &Path) -> Result<App> {
                         args,
                         env,
                     };
-                    if w.serves(container) {
+                    if serves(container) {
                         app.servers.push(w);
                     } else {
                         app.clients.push(w);
