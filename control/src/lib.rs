@@ -18,4 +18,5 @@ pub mod model;
 pub mod ready;
 pub mod run;
 pub mod sources;
+pub mod stat;
 pub mod webhook;

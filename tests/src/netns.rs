@@ -110,6 +110,11 @@ impl Node {
         Ok(node)
     }
 
+    /// The name of the node's network namespace (`ip netns exec NAME ...`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// `program` in the node's namespace itself (where the bridge is), as root.
     pub fn command(&self, program: &Path) -> Command {
         let mut cmd = Command::new("ip");

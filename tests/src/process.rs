@@ -41,11 +41,17 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command) -> Result<Self> {
+    pub fn spawn(name: &str, cmd: Command) -> Result<Self> {
+        Self::spawn_to(name, cmd, Stdio::inherit())
+    }
+
+    /// [`Proc::spawn`], with the process's stderr going to `stderr` (a log
+    /// file, so that a live screen is not drowned in log lines).
+    pub fn spawn_to(name: &str, mut cmd: Command, stderr: impl Into<Stdio>) -> Result<Self> {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("cannot start {name}: {cmd:?}"))?;
         let stdout: ChildStdout = child.stdout.take().expect("stdout is piped");

@@ -28,6 +28,7 @@ The command-line tool of a weft installation.
   weft check [--pre]              says whether the cluster is ready for weft
                                   (--pre) or whether the installation is
                                   healthy, as `linkerd check` does
+  weft stat deploy|pod|route      golden metrics from the proxies' /metrics
 
 inject and uninject write the YAML to stdout and say on stderr what they did
 to each workload (injected, or skipped and why); objects that are not
@@ -113,6 +114,10 @@ enum Command {
         #[arg(required = true, value_name = "FILE|DIR|-")]
         inputs: Vec<PathBuf>,
     },
+    /// Golden metrics (success rate, rps, p50/p95/p99, mTLS share) per
+    /// workload, pod or route, read from the proxies' /metrics.
+    #[command(long_about = weft_control::stat::cli::ABOUT)]
+    Stat(Box<weft_control::stat::cli::Args>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -236,6 +241,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check(args) => check(*args),
+        Command::Stat(args) => weft_control::stat::cli::main(*args),
         Command::Inject(args) => {
             let mode = if args.manual {
                 Mode::Manual

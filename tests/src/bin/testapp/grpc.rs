@@ -14,7 +14,23 @@ use weft_tests::echo::{EchoRequest, EchoResponse};
 use crate::say;
 
 #[derive(Debug, Default)]
-struct Service;
+struct Service {
+    /// Unary calls served, failed ones included.
+    served: std::sync::atomic::AtomicU64,
+}
+
+/// `TESTAPP_FAIL_PERCENT`: that share of Unary calls fail with
+/// UNAVAILABLE, spread evenly (as the HTTP server's `/hello`).
+fn fail_percent() -> u64 {
+    static PERCENT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PERCENT.get_or_init(|| {
+        std::env::var("TESTAPP_FAIL_PERCENT")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(100)
+    })
+}
 
 #[tonic::async_trait]
 impl Echo for Service {
@@ -22,6 +38,13 @@ impl Echo for Service {
         let req = req.into_inner();
         if req.fail_with != 0 {
             return Err(Status::new(req.fail_with.into(), "failing as asked"));
+        }
+        let n = self
+            .served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = fail_percent();
+        if (n + 1) * p / 100 > n * p / 100 {
+            return Err(Status::unavailable("failing on purpose"));
         }
         Ok(Response::new(EchoResponse {
             message: req.message,
@@ -78,7 +101,7 @@ pub async fn serve(addr: SocketAddr) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     say(&format!("LISTENING {addr}"));
     tonic::transport::Server::builder()
-        .add_service(EchoServer::new(Service))
+        .add_service(EchoServer::new(Service::default()))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await?;
     Ok(())

@@ -16,7 +16,11 @@
 //!     GET  /slow?ms=N             answers after N ms; prints SAW grpc-timeout=V weft-timeout=V
 //!     GET  /trailers              a body followed by trailers (x-checksum)
 //!     GET  /ws                    WebSocket (RFC 6455) echo
-//! weft-testapp grpc ADDR          gRPC Echo service (Unary, Bidi)
+//! weft-testapp grpc ADDR          gRPC Echo service (Unary, Bidi; TESTAPP_FAIL_PERCENT:
+//!                                 that share of Unary calls answered UNAVAILABLE)
+//! weft-testapp web ADDR --books URL --ratings ADDR
+//!                                 the demo's frontend: per request, GET URL/hello and
+//!                                 a gRPC Unary call on ADDR (trace context passed on)
 //! weft-testapp grpc-client ADDR [N] [GAP_MS]
 //!                                 unary, failing unary, bidi stream of N messages
 //! weft-testapp rapid-reset ADDR [N]
@@ -43,6 +47,7 @@ mod http;
 mod load;
 mod rapid_reset;
 mod tcp;
+mod web;
 mod ws;
 
 use std::net::SocketAddr;
@@ -64,6 +69,10 @@ fn main() -> ExitCode {
         match args.first().map(String::as_str) {
             Some("http") => http::serve(addr(1)).await,
             Some("grpc") => grpc::serve(addr(1)).await,
+            Some("web") => match web::args(&args[2.min(args.len())..]) {
+                Ok((books, ratings)) => web::serve(addr(1), books, ratings).await,
+                Err(e) => Err(e),
+            },
             Some("grpc-client") => {
                 let num = |i: usize, d: u64| {
                     args.get(i)

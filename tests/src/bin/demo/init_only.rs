@@ -1,22 +1,16 @@
-//! weft-demo: weft-init at work in a throw-away pod, step by step.
+//! `weft-demo --init-only`: weft-init at work in a throw-away pod, step by step.
 //!
 //! Builds an isolated node (a network namespace with a bridge) and one pod on
 //! it, runs `weft-init` in the pod, prints the resulting `iptables-save`,
 //! connects from the "application" to a Service address and shows the
 //! connection arriving on the proxy's outbound port with its original
 //! destination, runs `weft-init validate`, then `weft-init --cleanup`.
-//! Everything is removed when it ends. Run it with `./scripts/demo` as root.
-#![forbid(unsafe_code)]
+//! Everything is removed when it ends.
 
 use anyhow::{bail, Context, Result};
-use weft_tests::{bin, connect, field, listen, require, Node, APP_UID, PROXY_UID, WAIT};
+use weft_tests::{bin, connect, field, listen, Node, APP_UID, PROXY_UID, WAIT};
 
-fn main() -> Result<()> {
-    if let Some(reason) = require::netns_unavailable() {
-        bail!(
-            "weft-demo makes network namespaces and needs root, ip, iptables and setpriv: {reason}"
-        );
-    }
+pub fn run() -> Result<()> {
     let node = Node::new()?;
     let pod = node.pod()?;
     println!(
