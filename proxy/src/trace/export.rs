@@ -169,10 +169,14 @@ async fn run<E: SpanExporter>(
     // Stopped: what is queued gets one bounded chance.
     rx.close();
     let last = async {
-        while let Some(span) = rx.recv().await {
-            batch.push(span);
-            if batch.len() == max {
+        // The batch in hand may already be full.
+        loop {
+            if batch.len() >= max {
                 export(&exporter, &metrics, &mut batch).await;
+            }
+            match rx.recv().await {
+                Some(span) => batch.push(span),
+                None => break,
             }
         }
         if !batch.is_empty() {
