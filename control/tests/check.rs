@@ -84,11 +84,7 @@ fn deployment(ready: i32) -> Value {
 }
 
 fn issuer_secret(issuer_pem: &str, key_pem: &str, anchors_pem: &str) -> Value {
-    json!({
-        "metadata": {"name": "weft-issuer", "namespace": NS},
-        "type": "kubernetes.io/tls",
-        "data": {"tls.crt": b64(issuer_pem), "tls.key": b64(key_pem), "ca.crt": b64(anchors_pem)},
-    })
+    weft_tests::fakekube::issuer_secret(NS, "weft-issuer", issuer_pem, key_pem, anchors_pem)
 }
 
 fn anchors(ns: &str, pem: &str) -> Value {

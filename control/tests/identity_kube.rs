@@ -3,9 +3,6 @@
 //! server, its issuer from a watched Secret and its tokens checked with the
 //! TokenReview API, and a tonic client sending CSRs made with rcgen.
 
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::ByteString;
 use rcgen::{CertificateParams, KeyPair, SanType};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -64,21 +61,7 @@ async fn start(kube: &FakeKube, adjust: impl FnOnce(Config) -> Config) -> Plane 
 
 /// The issuer Secret: the three files of a CA directory.
 fn issuer_secret(cert: &str, key: &str, anchors: &str) -> serde_json::Value {
-    let data = [("tls.crt", cert), ("tls.key", key), ("ca.crt", anchors)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
-        .collect();
-    serde_json::to_value(Secret {
-        metadata: ObjectMeta {
-            name: Some("weft-issuer".into()),
-            namespace: Some("weft".into()),
-            ..ObjectMeta::default()
-        },
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(data),
-        ..Secret::default()
-    })
-    .unwrap()
+    weft_tests::fakekube::issuer_secret("weft", "weft-issuer", cert, key, anchors)
 }
 
 fn secret_of(g: &Generated) -> serde_json::Value {

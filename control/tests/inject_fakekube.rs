@@ -19,7 +19,9 @@ use tokio::sync::oneshot;
 use weft_control::config::{Config, Source};
 use weft_control::identity::ca;
 use weft_control::run::{run, Bound};
-use weft_tests::fakekube::{FakeKube, EVENTS, MUTATING_WEBHOOKS, NAMESPACES};
+use weft_tests::fakekube::{
+    webhook_configuration, FakeKube, EVENTS, MUTATING_WEBHOOKS, NAMESPACES,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -56,7 +58,7 @@ async fn start(kube: &FakeKube) -> Plane {
     let url = format!("https://localhost:{}/inject", webhook.port());
     kube.apply(
         &MUTATING_WEBHOOKS,
-        configuration("weft-injector", &url, "Fail", 10),
+        webhook_configuration("weft-injector", &url, "Fail", 10),
     );
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -67,32 +69,6 @@ async fn start(kube: &FakeKube) -> Plane {
         .expect("weft-control runs")
     });
     Plane { dir, _stop: stop }
-}
-
-/// A webhook configuration as the chart writes it (no caBundle: weft-control fills it in).
-fn configuration(name: &str, url: &str, failure_policy: &str, timeout: u64) -> Value {
-    json!({
-        "metadata": {"name": name},
-        "webhooks": [{
-            "name": format!("{name}.weft.dev"),
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": failure_policy,
-            "timeoutSeconds": timeout,
-            "clientConfig": {"url": url},
-            "namespaceSelector": {"matchExpressions": [{
-                "key": "kubernetes.io/metadata.name",
-                "operator": "NotIn",
-                "values": ["kube-system", "weft-system"],
-            }]},
-            "rules": [{
-                "operations": ["CREATE"],
-                "apiGroups": [""],
-                "apiVersions": ["v1"],
-                "resources": ["pods"],
-            }],
-        }],
-    })
 }
 
 fn pod(name: &str, annotations: Value) -> Pod {
@@ -258,7 +234,7 @@ async fn failure_policy_and_timeout_are_honoured() {
         .unwrap();
         base64::engine::general_purpose::STANDARD.encode(g.anchor_pem)
     };
-    let mut ignore = configuration("a-ignore", &silent_url, "Ignore", 1);
+    let mut ignore = webhook_configuration("a-ignore", &silent_url, "Ignore", 1);
     ignore["webhooks"][0]["clientConfig"]["caBundle"] = json!(bundle);
     kube.apply(&MUTATING_WEBHOOKS, ignore);
 
@@ -284,7 +260,7 @@ async fn failure_policy_and_timeout_are_honoured() {
     );
 
     // The same with failurePolicy Fail: no pod.
-    let mut fail = configuration("a-ignore", &silent_url, "Fail", 1);
+    let mut fail = webhook_configuration("a-ignore", &silent_url, "Fail", 1);
     fail["webhooks"][0]["clientConfig"]["caBundle"] = json!(bundle);
     kube.apply(&MUTATING_WEBHOOKS, fail);
     let err = shop

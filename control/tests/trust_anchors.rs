@@ -11,9 +11,7 @@
 //! - with the new anchors everywhere once the issuer Secret's `ca.crt`
 //!   changes; and not at all with `--publish-trust-anchors=false`.
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::Api;
 use serde_json::{json, Value};
@@ -23,7 +21,10 @@ use tokio::sync::oneshot;
 use weft_control::config::{Config, SecretRef, Source};
 use weft_control::identity::ca::{self, Generated};
 use weft_control::run::{run, Bound};
-use weft_tests::fakekube::{FakeKube, CONFIG_MAPS, MUTATING_WEBHOOKS, NAMESPACES, SECRETS};
+use weft_tests::fakekube::{
+    issuer_secret, webhook_configuration, FakeKube, CONFIG_MAPS, MUTATING_WEBHOOKS, NAMESPACES,
+    SECRETS,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -38,26 +39,14 @@ fn authority() -> Generated {
     ca::generate("cluster.local", 365 * DAY, 30 * DAY).unwrap()
 }
 
-fn issuer_secret(g: &Generated) -> Value {
-    let data = [
-        ("tls.crt", &g.issuer_pem),
-        ("tls.key", &g.issuer_key_pem),
-        ("ca.crt", &g.anchor_pem),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
-    .collect();
-    serde_json::to_value(Secret {
-        metadata: ObjectMeta {
-            name: Some("weft-issuer".into()),
-            namespace: Some("weft-system".into()),
-            ..ObjectMeta::default()
-        },
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(data),
-        ..Secret::default()
-    })
-    .unwrap()
+fn issuer_of(g: &Generated) -> Value {
+    issuer_secret(
+        "weft-system",
+        "weft-issuer",
+        &g.issuer_pem,
+        &g.issuer_key_pem,
+        &g.anchor_pem,
+    )
 }
 
 fn namespace(name: &str, inject: Option<&str>) -> Value {
@@ -80,23 +69,10 @@ async fn start(kube: &FakeKube, publish: bool) -> Plane {
     let bound = Bound::bind(&config).await.unwrap();
     let (_, admin) = bound.addrs().unwrap();
     let webhook = bound.webhook_addr().unwrap().unwrap();
+    let url = format!("https://localhost:{}/inject", webhook.port());
     kube.apply(
         &MUTATING_WEBHOOKS,
-        json!({
-            "metadata": {"name": "weft-injector"},
-            "webhooks": [{
-                "name": "weft-injector.weft.dev",
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Fail",
-                "timeoutSeconds": 10,
-                "clientConfig": {"url": format!("https://localhost:{}/inject", webhook.port())},
-                "rules": [{
-                    "operations": ["CREATE"], "apiGroups": [""],
-                    "apiVersions": ["v1"], "resources": ["pods"],
-                }],
-            }],
-        }),
+        webhook_configuration("weft-injector", &url, "Fail", 10),
     );
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -136,7 +112,7 @@ async fn until_anchors(kube: &FakeKube, ns: &str, want: &str) -> Result<(), Opti
 async fn anchors_follow_opted_in_namespaces_injected_pods_and_rotation() {
     let kube = FakeKube::start();
     let first = authority();
-    kube.apply(&SECRETS, issuer_secret(&first));
+    kube.apply(&SECRETS, issuer_of(&first));
     kube.apply(&NAMESPACES, namespace("shop", Some("enabled")));
     kube.apply(&NAMESPACES, namespace("plain", None));
     kube.apply(&NAMESPACES, namespace("off", Some("disabled")));
@@ -179,7 +155,7 @@ async fn anchors_follow_opted_in_namespaces_injected_pods_and_rotation() {
     // New anchors: every ConfigMap follows.
     let second = authority();
     assert_ne!(first.anchor_pem, second.anchor_pem);
-    kube.apply(&SECRETS, issuer_secret(&second));
+    kube.apply(&SECRETS, issuer_of(&second));
     for ns in ["shop", "late", "plain"] {
         until_anchors(&kube, ns, &second.anchor_pem)
             .await
@@ -196,7 +172,7 @@ async fn anchors_follow_opted_in_namespaces_injected_pods_and_rotation() {
 #[tokio::test]
 async fn nothing_is_published_when_turned_off() {
     let kube = FakeKube::start();
-    kube.apply(&SECRETS, issuer_secret(&authority()));
+    kube.apply(&SECRETS, issuer_of(&authority()));
     kube.apply(&NAMESPACES, namespace("shop", Some("enabled")));
     let plane = start(&kube, false).await;
     weft_tests::until_ready(plane.admin, WAIT).await;

@@ -55,6 +55,7 @@ mod create;
 mod discovery;
 mod list;
 mod object;
+mod objects;
 mod request;
 mod resource;
 mod review;
@@ -69,6 +70,7 @@ mod tests;
 
 pub use access::Access;
 pub use admission::Call;
+pub use objects::{issuer_secret, webhook_configuration};
 pub use resource::{
     Resource, CONFIG_MAPS, CUSTOM_RESOURCE_DEFINITIONS, DEPLOYMENTS, ENDPOINT_SLICES, EVENTS,
     GRPC_ROUTES, HTTP_ROUTES, HTTP_ROUTE_GROUPS, MUTATING_WEBHOOKS, NAMESPACES, NODES, PODS,
