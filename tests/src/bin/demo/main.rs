@@ -28,11 +28,43 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use weft_control::stat::Scrape;
 
 /// Set by SIGINT or SIGTERM.
 static STOP: AtomicBool = AtomicBool::new(false);
+/// The same, for waiting on it: [`STOP_SIGNAL`] is notified when it is set.
+static STOPPED: Mutex<bool> = Mutex::new(false);
+static STOP_SIGNAL: Condvar = Condvar::new();
+
+/// Marks the demo stopped and wakes whoever waits in [`wait_stop`].
+fn stop() {
+    STOP.store(true, Ordering::Relaxed);
+    *STOPPED.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    STOP_SIGNAL.notify_all();
+}
+
+/// Waits until `until` (forever when None) or a signal, whichever comes
+/// first; true when the signal came.
+fn wait_stop(until: Option<Instant>) -> bool {
+    let mut stopped = STOPPED.lock().unwrap_or_else(|e| e.into_inner());
+    while !*stopped {
+        match until {
+            None => stopped = STOP_SIGNAL.wait(stopped).unwrap_or_else(|e| e.into_inner()),
+            Some(at) => {
+                let Some(left) = at.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                stopped = STOP_SIGNAL
+                    .wait_timeout(stopped, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+    }
+    *stopped
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -120,7 +152,7 @@ fn watch_signals() -> Result<()> {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
             }
-            STOP.store(true, Ordering::Relaxed);
+            stop();
         });
     });
     match rx.recv() {
@@ -212,7 +244,9 @@ fn run(args: &Args) -> Result<bool> {
             previous = scrapes;
             next_frame += Duration::from_secs(1);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // Until the next frame or the end of the step, or a signal.
+        let step_end = began + step_len * (current_step as u32 + 1);
+        wait_stop(Some(next_frame.min(step_end)));
     }
     cluster.stop_clients();
     let last = quiet(&cluster)?;
@@ -222,9 +256,7 @@ fn run(args: &Args) -> Result<bool> {
     if args.keep {
         cluster.start_clients(&app, "load", "http://10.96.0.10/")?;
         print!("{}", view::poke(&cluster));
-        while !STOP.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_stop(None);
     }
     Ok(passed)
 }
