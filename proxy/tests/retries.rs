@@ -2,16 +2,22 @@
 //! the client, each retry counted; none without a policy; the retry limit
 //! of one request; the budget that caps the extra load; methods that are
 //! not idempotent and bodies too large to keep, sent once; gRPC statuses;
-//! a connection that broke before its answer, retried elsewhere.
+//! a connection that broke before its answer, retried elsewhere; bodies
+//! streamed without a length (gRPC's), retried whole, never held back, and
+//! past what is kept, sent once.
 
 mod support;
 
+use bytes::Bytes;
 use http::{Method, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::client::{full, request};
+use support::client::{channel, full, read_until, request, Body};
 use support::tcp::Server;
 use support::*;
+use tokio::io::AsyncWriteExt;
 
 const WEB: &str = "127.96.2.10:8080";
 const PLAIN: &str = "127.96.2.11:8080";
@@ -206,4 +212,122 @@ async fn a_connection_that_broke_before_its_answer_is_retried_elsewhere() {
         proxy.metric(&retries(web.addr)).await >= 1.0,
         "the broken endpoint was tried, and the request retried"
     );
+}
+
+/// A request whose body arrives frame by frame, with no `content-length`
+/// (as every gRPC client sends one): `chunks` of `size` bytes.
+fn streamed(path: &str, grpc: bool, chunks: usize, size: usize) -> http::Request<Body> {
+    let (tx, body) = channel();
+    tokio::spawn(async move {
+        for i in 0..chunks {
+            let chunk = Bytes::from(vec![b'a' + (i % 26) as u8; size]);
+            if tx.send(Frame::data(chunk)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut req = request(Method::POST, path, body);
+    if grpc {
+        req.headers_mut()
+            .insert("content-type", "application/grpc".parse().unwrap());
+    }
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_bodies_without_a_length_are_retried_whole() {
+    let flaky = Backend::start("flaky").await;
+    flaky.fail(1, 2);
+    let web = Svc::new("web", WEB)
+        .annotate("weft.dev/retry-grpc", "unavailable")
+        .annotate("weft.dev/retry-http", "5xx")
+        .annotate("weft.dev/retry-non-idempotent", "true");
+    let (_control, proxy) = setup(&[&web], &[&flaky], &[]).await;
+    // gRPC over HTTP/2: the failure is a trailers-only UNAVAILABLE.
+    let mut h2 = proxy.h2(web.addr).await;
+    let r = h2.send(streamed("/count", true, 10, 4000)).await.unwrap();
+    assert_eq!(r.body, "40000\n", "the retry sent the whole body: {r:?}");
+    // HTTP/1.1, chunked: the failure is a 503.
+    let r = proxy
+        .h1(web.addr)
+        .await
+        .send(streamed("/count", false, 10, 4000))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body, "40000\n");
+    assert_eq!(flaky.requests(), 4, "each failed once, then was retried");
+    assert_eq!(proxy.metric(&retries(web.addr)).await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_stream_is_not_held_back_until_its_end() {
+    let echo = Backend::start("echo").await;
+    let web = Svc::new("web", WEB)
+        .annotate("weft.dev/retry-grpc", "unavailable")
+        .annotate("weft.dev/retry-non-idempotent", "true");
+    let (_control, proxy) = setup(&[&web], &[&echo], &[]).await;
+    // A bidi stream: the client sends its next message only once it has
+    // the answer to the one before, which a proxy gathering the body
+    // before sending it would never let through.
+    let (tx, body) = channel();
+    let mut req = request(Method::POST, "/echo", body);
+    req.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    let mut h2 = proxy.h2(web.addr).await;
+    let mut rsp = h2.send_streaming(req).await.unwrap().into_body();
+    for msg in ["ping 1", "ping 2", "ping 3"] {
+        tx.send(Frame::data(Bytes::from(msg))).await.unwrap();
+        let frame = tokio::time::timeout(WAIT, rsp.frame())
+            .await
+            .expect("the echo of the message before the next is sent")
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), msg);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_past_what_is_kept_is_sent_once_and_counted() {
+    let down = Backend::start("down").await;
+    down.fail(1, 1);
+    let web = Svc::new("web", WEB)
+        .annotate("weft.dev/retry-http", "5xx")
+        .annotate("weft.dev/retry-non-idempotent", "true");
+    let (_control, proxy) = setup(&[&web], &[&down], &[]).await;
+    let r = proxy
+        .h1(web.addr)
+        .await
+        .send(streamed("/count", false, 20, 4096))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(down.requests(), 1, "80 KiB: streamed through, not kept");
+    let skipped = format!("weft_retry_skipped_body_total{{dst=\"{}\"}}", web.addr);
+    assert_eq!(proxy.metric(&skipped).await, 1.0);
+    assert_eq!(proxy.metric(&retries(web.addr)).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_fails_its_body_is_answered_400_and_not_retried() {
+    let app = Backend::start("app").await;
+    let web = Svc::new("web", WEB)
+        .annotate("weft.dev/retry-http", "5xx,connect-failure")
+        .annotate("weft.dev/retry-non-idempotent", "true");
+    let (_control, proxy) = setup(&[&web], &[&app], &[]).await;
+    let mut tcp = proxy.connect(web.addr).await;
+    // 100 bytes announced, 10 sent, then the client's side closed.
+    tcp.write_all(b"POST /count HTTP/1.1\r\nHost: web\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    tcp.shutdown().await.unwrap();
+    let head = read_until(&mut tcp, "\r\n\r\n", WAIT).await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("weft-proxy-error: client body failed\r\n"),
+        "{head}"
+    );
+    assert_eq!(app.requests(), 1, "streamed once, not sent again");
+    assert_eq!(proxy.metric(&retries(web.addr)).await, 0.0);
 }

@@ -20,9 +20,6 @@
 mod h2;
 mod pool;
 
-use bytes::Bytes;
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
@@ -37,9 +34,7 @@ use crate::transport::connect::{Connector, Remote};
 pub use self::h2::H2Slot;
 pub use pool::{AddrPool, Conns};
 
-/// What the proxy sends upstream and answers with: a client's body, or
-/// the proxy's own.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub use crate::http::body::Body;
 pub type H1 = http1::SendRequest<Body>;
 pub type H2 = http2::SendRequest<Body>;
 

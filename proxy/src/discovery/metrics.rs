@@ -54,6 +54,7 @@ impl Resolver {
         self.ejections.remove(&label);
         self.retries.remove(&label);
         self.retries_skipped.remove(&label);
+        self.retries_unreplayable.remove(&label);
     }
 
     /// Registers the counters with `registry` (prefix `weft_discovery`,
@@ -87,6 +88,11 @@ impl Resolver {
             "skipped_budget",
             "Retries not sent because the destination's retry budget was spent",
             self.retries_skipped.clone(),
+        );
+        r.register(
+            "skipped_body",
+            "Retries not sent because the request's body was not kept (larger than 64 KiB, or failed by the client)",
+            self.retries_unreplayable.clone(),
         );
         let w = registry.sub_registry_with_prefix("weft_route");
         w.register(

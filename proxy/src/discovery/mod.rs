@@ -97,9 +97,12 @@ pub struct Dest {
     /// Retries and timeouts, from the Service's profile.
     pub policy: ArcSwap<Policy>,
     pub budget: Budget,
-    /// Retries sent, and retries not sent because the budget was spent.
+    /// Retries sent, retries not sent because the budget was spent, and
+    /// retries not sent because the request's body was not kept (it grew
+    /// past what is kept for a retry, or the client failed it).
     pub retries: Counter,
     pub retries_skipped: Counter,
+    pub retries_unreplayable: Counter,
     state: state::Sender<Resolution>,
     created: Instant,
     /// Last use ([`now_ns`]).
@@ -151,6 +154,7 @@ impl Dest {
             budget: Budget::default(),
             retries: Counter::default(),
             retries_skipped: Counter::default(),
+            retries_unreplayable: Counter::default(),
             state: state::Sender::new(resolution),
             created: Instant::now(),
             used: AtomicU64::new(now_ns()),
@@ -175,6 +179,7 @@ pub struct Resolver {
     ejections: Family<DstLabel, Counter>,
     retries: Family<DstLabel, Counter>,
     retries_skipped: Family<DstLabel, Counter>,
+    retries_unreplayable: Family<DstLabel, Counter>,
     updates: Counter,
     stream_errors: Counter,
     fallbacks: Counter,
@@ -209,6 +214,7 @@ impl Resolver {
             ejections: Family::default(),
             retries: Family::default(),
             retries_skipped: Family::default(),
+            retries_unreplayable: Family::default(),
             updates: Counter::default(),
             stream_errors: Counter::default(),
             fallbacks: Counter::default(),
@@ -297,6 +303,7 @@ impl Resolver {
             budget: Budget::default(),
             retries: self.retries.get_or_create(&label).clone(),
             retries_skipped: self.retries_skipped.get_or_create(&label).clone(),
+            retries_unreplayable: self.retries_unreplayable.get_or_create(&label).clone(),
             state: state::Sender::new(Resolution::Pending),
             created: Instant::now(),
             used: AtomicU64::new(now_ns()),

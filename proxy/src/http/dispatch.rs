@@ -1,11 +1,10 @@
 //! The deadline and the retries around one request.
 //!
 //! The deadline (the route's timeout or the caller's, whichever is sooner)
-//! counts from the request's arrival and covers everything: reading a body
-//! kept for a retry, every attempt, the wait for the response's headers.
+//! counts from the request's arrival and covers everything: every attempt,
+//! the backoff between them, the wait for the response's headers.
 
 use http::Request;
-use http_body_util::Either;
 use hyper::body::Incoming;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,7 +19,7 @@ use tracing::debug;
 use super::deadline::Deadline;
 use super::forward::{Forward, Used};
 use super::replay::Replay;
-use super::Target;
+use super::{Body, Target};
 use crate::discovery::policy::{Outcome, Policy};
 use crate::errors::ProxyError;
 
@@ -61,7 +60,7 @@ impl Forward {
             d.budget.deposit();
         }
         if deadline.is_none() && !retry {
-            return OneOf::Left(self.send(target, req.map(Either::Left), h2, used, None));
+            return OneOf::Left(self.send(target, req.map(Body::Stream), h2, used, None));
         }
         let policy = policy.map(Pol::into_arc);
         OneOf::Right(Box::pin(
@@ -89,7 +88,7 @@ impl Forward {
         let per_try = policy.as_ref().and_then(|p| p.per_try);
         let attempts = async {
             let replay = match (retry, dest) {
-                (Some(_), Some(_)) => Replay::take(req).await?,
+                (Some(_), Some(_)) => Replay::take(req),
                 _ => Err(req),
             };
             let mut replay = match replay {
@@ -99,7 +98,7 @@ impl Forward {
                     if let Some(d) = &deadline {
                         d.propagate(req.headers_mut(), grpc);
                     }
-                    let req = req.map(Either::Left);
+                    let req = req.map(Body::Stream);
                     let cut = Cut::sooner(deadline, per_try);
                     return self.send(target, req, h2, used, cut).await;
                 }
@@ -112,8 +111,16 @@ impl Forward {
                 if let Some(d) = &deadline {
                     d.propagate(&mut replay.headers, grpc);
                 }
+                let Some(req) = replay.attempt() else {
+                    unreachable!("checked replayable before the retry");
+                };
                 let cut = Cut::sooner(deadline, per_try);
-                let result = self.send(target, replay.request(), h2, used, cut).await;
+                let result = match self.send(target, req, h2, used, cut).await {
+                    Err(ProxyError::Upstream(_, e)) if replay.client_failed() => {
+                        return Err(ProxyError::ClientBody(e));
+                    }
+                    result => result,
+                };
                 let outcome = match &result {
                     Ok(rsp) => Outcome::Status(rsp.status(), grpc_status(rsp.headers())),
                     Err(ProxyError::TryTimeout(..)) => Outcome::TryTimeout,
@@ -123,6 +130,11 @@ impl Forward {
                     Err(_) => return result,
                 };
                 if tries >= retry.limit || !retry.retryable(outcome, &replay.method) {
+                    return result;
+                }
+                if !replay.replayable() {
+                    // Its body grew past what is kept, or the client failed it.
+                    dest.retries_unreplayable.inc();
                     return result;
                 }
                 if !dest.budget.withdraw(retry.ratio, retry.min_per_second) {

@@ -5,7 +5,6 @@
 
 use arc_swap::ArcSwapOption;
 use http::{header, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -187,7 +186,7 @@ impl Forward {
         self.metrics.request();
         let micros = start.elapsed().as_micros() as u64;
         self.metrics.done(rsp.status(), micros);
-        rsp.map(|b| Either::Right(Full::new(b)))
+        rsp.map(Body::whole)
     }
 
     /// A request goes out over a connection to `mesh` (a server identity,
@@ -235,14 +234,14 @@ impl Forward {
             self.with_metrics(mesh, |m| m.request());
         }
         let rsp = match result {
-            Ok(rsp) => rsp.map(Either::Left),
+            Ok(rsp) => rsp.map(Body::Stream),
             Err(error) => {
                 debug!(%error, "answering with an error");
                 self.with_metrics(mesh, |m| m.proxy_error(error.reason()));
                 if let Some(span) = &mut used.span {
                     span.error = Some(error.reason());
                 }
-                error.to_response(grpc).map(|b| Either::Right(Full::new(b)))
+                error.to_response(grpc).map(Body::whole)
             }
         };
         let micros = start.elapsed().as_micros() as u64;

@@ -11,7 +11,8 @@
 //! | `dispatch.rs` | the deadline and the retries around a request |
 //! | `send.rs` | one attempt: to an address or a balanced endpoint |
 //! | `upgrade.rs` | WebSocket / h2c upgrades spliced after 101 |
-//! | `replay.rs` | a small request kept to be sent again |
+//! | `body.rs` | the body type sent upstream and answered with |
+//! | `replay.rs` | a request's body shared by its attempts, kept up to 64 KiB |
 //! | `deadline.rs` | the deadline headers (`grpc-timeout`, `weft-timeout`) |
 //! | `headers.rs` | hop-by-hop headers |
 //! | `session.rs` | a client connection's upstream HTTP/1 connection |
@@ -20,6 +21,7 @@
 //! a balanced endpoint's by the endpoint, a plain address's HTTP/2 one by
 //! the client connection.
 
+pub mod body;
 pub mod deadline;
 mod dispatch;
 pub mod forward;
@@ -37,7 +39,7 @@ use crate::discovery::Dest;
 pub use forward::Forward;
 pub use server::HttpServer;
 
-pub use crate::client::Body;
+pub use body::{Body, BodyError};
 
 /// Where one request goes, as its direction's chain decided.
 #[derive(Clone, Copy, Debug)]

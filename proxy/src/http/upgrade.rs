@@ -3,8 +3,8 @@
 //! upgraded streams are spliced for as long as both sides keep them open.
 //! The splice outlives the HTTP connection, so the drain tracks it.
 
+use super::Body;
 use http::{Request, StatusCode};
-use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
@@ -43,7 +43,7 @@ impl Forward {
             }
         };
         let mut rsp = sender
-            .send_request(req.map(Either::Left))
+            .send_request(req.map(Body::Stream))
             .await
             .map_err(|e| ProxyError::Upstream(addr, e))?;
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -10,7 +10,7 @@
 //! metrics under the mirror's backend label.
 
 use http::Request;
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{BodyExt, Full};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +61,7 @@ impl Mirror {
             debug!("mirror busy: copy skipped");
             return;
         }
-        let mut copy = Request::new(Either::Right(Full::default()));
+        let mut copy = Request::new(Body::Whole(Full::default()));
         *copy.method_mut() = req.method().clone();
         *copy.uri_mut() = req.uri().clone();
         *copy.headers_mut() = req.headers().clone();
