@@ -22,7 +22,10 @@ IMAGES = {
     "proxy/Dockerfile": ("weft-proxy", None, ["weft-proxy"]),
     "control/Dockerfile": ("weft-control", "65532:65532", ["weft-control", "weft"]),
     "init/Dockerfile": ("weft-init", "0:0", ["weft-init"]),
+    "tests/Dockerfile": ("weft-testapp", "65532:65532", ["weft-testapp"]),
 }
+# The images of the mesh (the chart's); the test application is not one.
+MESH = {path: image for path, image in IMAGES.items() if path != "tests/Dockerfile"}
 
 
 def stages(path):
@@ -98,11 +101,24 @@ class Dockerfiles(unittest.TestCase):
             values["proxy"]["image"]["repository"],
             values["init"]["image"]["repository"],
         }
-        self.assertEqual(repos, {f"weft/{image}" for image, _, _ in IMAGES.values()})
+        self.assertEqual(repos, {f"weft/{image}" for image, _, _ in MESH.values()})
         with open(os.path.join(REPO, "scripts", "images")) as f:
             script = f.read()
         self.assertIn('image="$repo/weft-$name:$tag"', script)
         self.assertIn("repo=weft\n", script)
+
+    def test_the_demo_names_the_test_application_image_scripts_images_builds(self):
+        demo = os.path.join(REPO, "examples", "demo")
+        images = set()
+        for name in sorted(os.listdir(demo)):
+            if name.endswith(".yaml"):
+                with open(os.path.join(demo, name)) as f:
+                    images |= set(re.findall(r"image: (\S+)", f.read()))
+        self.assertEqual(images, {"weft/weft-testapp:dev"})
+        with open(os.path.join(REPO, "scripts", "images")) as f:
+            script = f.read()
+        self.assertIn('image="$repo/weft-testapp:dev"', script)
+        self.assertIn("dockerfile=tests/Dockerfile", script)
 
     def test_the_build_context_leaves_out_build_output(self):
         with open(os.path.join(REPO, ".dockerignore")) as f:

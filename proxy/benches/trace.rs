@@ -18,7 +18,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use std::hint::black_box;
 use tokio_util::sync::CancellationToken;
 use weft_proxy::trace::export::{spawn, ExportMetrics};
-use weft_proxy::trace::{SpanKind, Traced, Tracer};
+use weft_proxy::trace::{SpanKind, Spanned, Traced, Tracer};
 
 #[derive(Debug)]
 struct Discard;
@@ -97,7 +97,7 @@ fn bench(c: &mut Criterion) {
                         span,
                         None,
                         Some("web.shop:80"),
-                        Response::new(Empty::<Bytes>::new()),
+                        Response::new(Spanned::plain(Empty::<Bytes>::new())),
                         Some("spiffe://cluster.local/ns/shop/sa/client"),
                     ));
                 }

@@ -1,7 +1,8 @@
 //! The proxy's metric series are bounded: a destination's series go once
 //! no connection uses them and they have been idle for
 //! `--metrics-retain-idle`; a destination with a connection open keeps its
-//! series however long it is quiet.
+//! series however long it is quiet. gRPC responses are counted by their
+//! status, from trailers or trailers-only headers.
 
 mod support;
 
@@ -64,4 +65,49 @@ async fn the_series_of_an_idle_destination_are_evicted() {
         Ok(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_responses_are_counted_by_their_status() {
+    let app = Backend::start("app").await;
+    let proxy = Proxy::start(&[]).await;
+    let mut h2 = proxy.h2(app.addr).await;
+    let calls = [
+        ("/grpc?status=0&trailers=1", 3),
+        ("/grpc?status=14&trailers=1", 2),
+        ("/grpc?status=5", 1),
+        ("/grpc?status=99&trailers=1", 1),
+    ];
+    for (path, n) in calls {
+        for _ in 0..n {
+            let mut req = support::post(path, &b"\0\0\0\0\0"[..]);
+            req.headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
+            let r = h2.send(req).await.unwrap();
+            assert_eq!(r.status, http::StatusCode::OK, "{r:?}");
+        }
+    }
+    // Not gRPC: not counted there.
+    h2.get("/hello").await.unwrap();
+    let series = |status: &str| {
+        format!(
+            "weft_grpc_response_total{{direction=\"outbound\",dst=\"{}\",grpc_status=\"{status}\"}}",
+            app.addr
+        )
+    };
+    // Counted when the body ends, which the client has read by now.
+    for (status, n) in [("0", 3.0), ("14", 2.0), ("5", 1.0), ("other", 1.0)] {
+        assert_eq!(
+            proxy.metric(&series(status)).await,
+            n,
+            "grpc-status {status}"
+        );
+    }
+    let all = format!("weft_grpc_response_total{{dst=\"{}\"}}", app.addr);
+    assert_eq!(proxy.metric(&all).await, 7.0);
+    let ok = format!(
+        "weft_response_total{{dst=\"{}\",status_class=\"2xx\"}}",
+        app.addr
+    );
+    assert_eq!(proxy.metric(&ok).await, 8.0, "all of them HTTP 200");
 }

@@ -40,7 +40,8 @@ pub struct Row {
     pub pods: usize,
     /// Responses counted between the scrapes.
     pub requests: f64,
-    /// Share of them that are not 5xx (0..=1); none without requests.
+    /// Share of them that are neither 5xx nor a gRPC status other than OK
+    /// (0..=1); none without requests.
     pub success: Option<f64>,
     /// Responses per second; none without an earlier scrape.
     pub rps: Option<f64>,
@@ -181,7 +182,7 @@ pub fn rows(by: By, before: &[Scrape], after: &[Scrape]) -> Vec<Row> {
                 share,
                 pods: acc.pods,
                 requests: acc.total,
-                success: known.then(|| acc.ok / acc.total),
+                success: known.then(|| acc.ok.clamp(0.0, acc.total) / acc.total),
                 rps: acc.rps,
                 p50_ms: quantile(&acc.buckets, 0.50),
                 p95_ms: quantile(&acc.buckets, 0.95),
@@ -191,7 +192,8 @@ pub fn rows(by: By, before: &[Scrape], after: &[Scrape]) -> Vec<Row> {
                 retries_skipped: acc.skipped,
                 denied: acc.denied,
                 outbound_requests: acc.out_total,
-                outbound_success: (acc.out_total > 0.0).then(|| acc.out_ok / acc.out_total),
+                outbound_success: (acc.out_total > 0.0)
+                    .then(|| acc.out_ok.clamp(0.0, acc.out_total) / acc.out_total),
                 outbound_mtls: (acc.out_total > 0.0).then(|| acc.out_tls / acc.out_total),
             }
         })
@@ -217,6 +219,14 @@ fn workload_sample(acc: &mut Acc, s: &Sample) {
             }
             if s.label("tls") == "true" {
                 acc.out_tls += s.value;
+            }
+        }
+        // A gRPC failure is an HTTP 200: taken back from the successes.
+        "weft_grpc_response_total" if s.label("grpc_status") != "0" => {
+            if inbound {
+                acc.ok -= s.value;
+            } else if s.label("direction") == "outbound" {
+                acc.out_ok -= s.value;
             }
         }
         "weft_response_latency_ms_bucket" if inbound => bucket(acc, s),

@@ -14,14 +14,14 @@ use tokio_util::either::Either as OneOf;
 use tracing::debug;
 
 use super::headers::{is_upgrade, strip_hop_by_hop};
-use super::server::HttpServer;
+use super::server::{HttpServer, Served};
 use super::session::H1Session;
 use super::{Body, Target};
 use crate::client::{Client, Conns};
 use crate::discovery::policy::Policy;
 use crate::errors::ProxyError;
 use crate::telemetry::HttpMetrics;
-use crate::trace::Recording;
+use crate::trace::{Recording, Spanned};
 use crate::transport::tasks::Tasks;
 
 /// One client connection's forwarding state.
@@ -89,7 +89,7 @@ impl Forward {
         req: Request<Incoming>,
         start: Instant,
         span: &'a mut Option<Box<Recording>>,
-    ) -> impl Future<Output = Response<Body>> + Send + 'a {
+    ) -> impl Future<Output = Response<Served>> + Send + 'a {
         self.routed(h2, target, None, req, start, span)
     }
 
@@ -104,7 +104,7 @@ impl Forward {
         req: Request<Incoming>,
         start: Instant,
         span: &'a mut Option<Box<Recording>>,
-    ) -> impl Future<Output = Response<Body>> + Send + 'a {
+    ) -> impl Future<Output = Response<Served>> + Send + 'a {
         if h2 {
             OneOf::Left(self.h2(target, policy, req, start, span))
         } else {
@@ -120,7 +120,7 @@ impl Forward {
         mut req: Request<Incoming>,
         start: Instant,
         span: &mut Option<Box<Recording>>,
-    ) -> Response<Body> {
+    ) -> Response<Served> {
         let upgrade = is_upgrade(req.headers());
         strip_hop_by_hop(req.headers_mut(), upgrade);
         let mut used = Used {
@@ -150,7 +150,7 @@ impl Forward {
         req: Request<Incoming>,
         start: Instant,
         span: &mut Option<Box<Recording>>,
-    ) -> Response<Body> {
+    ) -> Response<Served> {
         let grpc = is_grpc(&req);
         let mut used = Used {
             span: span.take(),
@@ -176,17 +176,22 @@ impl Forward {
     }
 
     /// The proxy's own answer to a request it will not forward.
-    pub fn refuse<B>(&self, req: &Request<B>, error: ProxyError, start: Instant) -> Response<Body> {
+    pub fn refuse<B>(
+        &self,
+        req: &Request<B>,
+        error: ProxyError,
+        start: Instant,
+    ) -> Response<Served> {
         self.respond(Err(error), start, is_grpc(req), &mut Used::default())
     }
 
     /// An answer the proxy made itself without an error (a route's
     /// redirect), counted like any response.
-    pub fn answer(&self, rsp: Response<bytes::Bytes>, start: Instant) -> Response<Body> {
+    pub fn answer(&self, rsp: Response<bytes::Bytes>, start: Instant) -> Response<Served> {
         self.metrics.request();
         let micros = start.elapsed().as_micros() as u64;
         self.metrics.done(rsp.status(), micros);
-        rsp.map(Body::whole)
+        rsp.map(|b| Spanned::plain(Body::whole(b)))
     }
 
     /// A request goes out over a connection to `mesh` (a server identity,
@@ -227,7 +232,7 @@ impl Forward {
         start: Instant,
         grpc: bool,
         used: &mut Used,
-    ) -> Response<Body> {
+    ) -> Response<Served> {
         let mesh = used.mesh.as_ref();
         if !used.counted {
             // Answered before it went anywhere.
@@ -245,14 +250,27 @@ impl Forward {
             }
         };
         let micros = start.elapsed().as_micros() as u64;
-        self.with_metrics(mesh, |m| m.done(rsp.status(), micros));
-        rsp
+        // A gRPC answer's status: in its headers (trailers-only, as the
+        // proxy's own errors), else counted when its trailers come.
+        let grpc = grpc && rsp.status() == StatusCode::OK;
+        let trailers_only = grpc.then(|| rsp.headers().get("grpc-status")).flatten();
+        let status = self.with_metrics(mesh, |m| {
+            m.done(rsp.status(), micros);
+            match trailers_only {
+                Some(v) => {
+                    m.grpc().record(Some(v));
+                    None
+                }
+                None => grpc.then(|| Arc::clone(m.grpc())),
+            }
+        });
+        rsp.map(|b| Spanned::counted(b, status))
     }
 
     /// Runs `f` on the metrics of a request that went to `server` (a mesh
     /// identity) or over no mesh TLS. One atomic load when the server is
     /// the one met before; a label lookup when it changes.
-    fn with_metrics(&self, server: Option<&Arc<str>>, f: impl FnOnce(&HttpMetrics)) {
+    fn with_metrics<R>(&self, server: Option<&Arc<str>>, f: impl FnOnce(&HttpMetrics) -> R) -> R {
         let (Some(mesh), Some(server)) = (&self.mesh, server) else {
             return f(&self.metrics);
         };
@@ -261,8 +279,9 @@ impl Forward {
             return f(&pair.1);
         }
         let metrics = self.metrics.meshed(&mesh.client, server);
-        f(&metrics);
+        let r = f(&metrics);
         mesh.last.store(Some(Arc::new((server.clone(), metrics))));
+        r
     }
 }
 

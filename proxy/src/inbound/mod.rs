@@ -30,7 +30,7 @@ use crate::http::{Forward, Target};
 use crate::shared::Shared;
 use crate::telemetry::{Direction, MeshIds, Protocol};
 use crate::tls::Alpn;
-use crate::trace::{SpanKind, Spanned, Traced};
+use crate::trace::{SpanKind, Traced};
 use crate::transport::connect::Remote;
 use crate::transport::io::Counted;
 use crate::transport::opaque;
@@ -166,7 +166,7 @@ async fn forward<O, I>(
                             client.as_deref(),
                         )
                     }
-                    _ => rsp.map(Spanned::plain),
+                    _ => rsp,
                 }
             }
         };

@@ -29,7 +29,7 @@ use crate::http::{Forward, Target};
 use crate::shared::Shared;
 use crate::telemetry::{Direction, MeshIds, Protocol};
 use crate::tls::Alpn;
-use crate::trace::{SpanKind, Spanned, Traced};
+use crate::trace::{SpanKind, Traced};
 use crate::transport::connect::Remote;
 use crate::transport::io::Counted;
 use crate::transport::opaque;
@@ -143,7 +143,7 @@ where
                     rsp,
                     fwd.own_id(),
                 ),
-                _ => rsp.map(Spanned::plain),
+                _ => rsp,
             }
         }
     };

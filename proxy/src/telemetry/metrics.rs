@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `weft_request_total` | counter | conn |
 //! | `weft_response_total` | counter | conn, status_class |
+//! | `weft_grpc_response_total` | counter | conn, grpc_status |
 //! | `weft_response_latency_ms` | histogram | conn |
 //! | `weft_proxy_error_total` | counter | conn, reason |
 //! | `weft_tcp_open_connections` | gauge | conn |
@@ -32,6 +33,7 @@
 //! (`--metrics-retain-idle`), so an application that connects to ever new
 //! addresses cannot grow the proxy's memory or its scrape without bound.
 
+use http::HeaderValue;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,7 +42,7 @@ use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::histogram::LatencyHistogram;
 use super::process::ProcessCollector;
@@ -118,6 +120,13 @@ pub(super) struct ResponseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct GrpcLabels {
+    #[prometheus(flatten)]
+    pub(super) conn: DstLabels,
+    pub(super) grpc_status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct ErrorLabels {
     #[prometheus(flatten)]
     pub(super) conn: DstLabels,
@@ -145,6 +154,16 @@ struct DetectLabels {
 
 pub(crate) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// The `grpc_status` label: a code of the gRPC spec (0 to 16), `other` (a
+/// value that is not one), or `none` (the response ended, or its upstream
+/// failed, without a status).
+pub(super) const GRPC_STATUSES: [&str; 19] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "other", "none",
+];
+const GRPC_OTHER: usize = 17;
+const GRPC_NONE: usize = 18;
+
 /// Every family, registered once at start-up. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics(pub(super) Arc<Families>);
@@ -155,6 +174,7 @@ pub(super) struct Families {
     pub(super) series: Mutex<HashMap<DstLabels, Series>>,
     pub(super) requests: Family<DstLabels, Counter>,
     pub(super) responses: Family<ResponseLabels, Counter>,
+    pub(super) grpc: Family<GrpcLabels, Counter>,
     pub(super) latency: Family<DstLabels, LatencyHistogram>,
     pub(super) errors: Family<ErrorLabels, Counter>,
     pub(super) tcp_open: Family<DstLabels, Gauge>,
@@ -179,6 +199,11 @@ impl Metrics {
             "response",
             "HTTP responses sent, by status class (proxy-generated ones included)",
             m.responses.clone(),
+        );
+        weft.register(
+            "grpc_response",
+            "gRPC responses sent (HTTP 200 with a gRPC content type), by the grpc-status of their trailers (or trailers-only headers)",
+            m.grpc.clone(),
         );
         weft.register(
             "response_latency_ms",
@@ -304,9 +329,48 @@ pub struct HttpMetrics {
     requests: Counter,
     latency: LatencyHistogram,
     responses: [Counter; 5],
+    grpc: Arc<GrpcStatuses>,
     metrics: Metrics,
     labels: DstLabels,
     _in_use: Arc<InUse>,
+}
+
+/// The gRPC statuses of one connection's responses. A code's counter is
+/// made the first time the code is seen: most connections see one or two
+/// codes, and making all nineteen would be nineteen label lookups per
+/// connection.
+#[derive(Debug)]
+pub struct GrpcStatuses {
+    family: Family<GrpcLabels, Counter>,
+    labels: DstLabels,
+    codes: [OnceLock<Counter>; GRPC_STATUSES.len()],
+}
+
+impl GrpcStatuses {
+    /// A response whose `grpc-status` is `value` (none: it ended, or its
+    /// upstream failed, without one).
+    pub fn record(&self, value: Option<&HeaderValue>) {
+        let i = match value {
+            None => GRPC_NONE,
+            Some(v) => match std::str::from_utf8(v.as_bytes())
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+            {
+                Some(code) if code < GRPC_OTHER && v.len() <= 2 => code,
+                _ => GRPC_OTHER,
+            },
+        };
+        self.codes[i]
+            .get_or_init(|| {
+                self.family
+                    .get_or_create(&GrpcLabels {
+                        conn: self.labels.clone(),
+                        grpc_status: GRPC_STATUSES[i],
+                    })
+                    .clone()
+            })
+            .inc();
+    }
 }
 
 impl HttpMetrics {
@@ -322,6 +386,11 @@ impl HttpMetrics {
                         status_class,
                     })
                     .clone()
+            }),
+            grpc: Arc::new(GrpcStatuses {
+                family: m.grpc.clone(),
+                labels: labels.clone(),
+                codes: Default::default(),
             }),
             metrics: metrics.clone(),
             labels,
@@ -353,6 +422,11 @@ impl HttpMetrics {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.responses[class].inc();
         self.latency.observe_us(micros);
+    }
+
+    /// The gRPC statuses of this connection's responses.
+    pub fn grpc(&self) -> &Arc<GrpcStatuses> {
+        &self.grpc
     }
 
     /// A response the proxy made itself (rare: the lookup is fine here).

@@ -7,7 +7,9 @@
 use std::time::Duration;
 use tokio::time::Instant;
 
-use super::metrics::{DstLabels, ErrorLabels, Metrics, ResponseLabels, STATUS_CLASSES};
+use super::metrics::{
+    DstLabels, ErrorLabels, GrpcLabels, Metrics, ResponseLabels, GRPC_STATUSES, STATUS_CLASSES,
+};
 
 /// The use of one `conn` label set.
 #[derive(Debug)]
@@ -99,6 +101,12 @@ impl Metrics {
                     m.responses.remove(&ResponseLabels {
                         conn: labels.clone(),
                         status_class,
+                    });
+                }
+                for grpc_status in GRPC_STATUSES {
+                    m.grpc.remove(&GrpcLabels {
+                        conn: labels.clone(),
+                        grpc_status,
                     });
                 }
                 for reason in &s.reasons {

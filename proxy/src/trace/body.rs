@@ -1,9 +1,10 @@
 //! A sampled response's span ends with its body, not with its headers: it
 //! then covers the whole exchange, and a gRPC response's status, which
-//! comes in its trailers, is on the span.
+//! comes in its trailers, is on the span. A gRPC response's status is
+//! counted there too (`weft_grpc_response_total`), sampled or not.
 //!
-//! Every response the proxy serves goes through [`Spanned`]; an unsampled
-//! one has no span in it and costs one `Option` check per frame.
+//! Every response the proxy serves goes through [`Spanned`]; one that is
+//! neither sampled nor gRPC costs two `Option` checks per frame.
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -12,16 +13,20 @@ use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::SpanData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::SystemTime;
 
 use super::export::Queue;
+use crate::telemetry::metrics::GrpcStatuses;
 
-/// A response body, with the span of its request when that is sampled.
+/// A response body, with the span of its request when that is sampled,
+/// and where its gRPC status is counted when it comes in trailers.
 #[derive(Debug)]
 pub struct Spanned<B: Body> {
     inner: B,
     open: Option<Box<Open>>,
+    grpc: Option<Arc<GrpcStatuses>>,
 }
 
 /// A span waiting for the end of its response body.
@@ -106,14 +111,34 @@ pub(super) fn status_code(data: &mut SpanData, code: i64) {
 impl<B: Body> Spanned<B> {
     /// A body without a span.
     pub fn plain(inner: B) -> Self {
-        Self { inner, open: None }
-    }
-
-    /// `inner`, ending `open` when it ends.
-    pub fn traced(inner: B, open: Box<Open>) -> Self {
         Self {
             inner,
-            open: Some(open),
+            open: None,
+            grpc: None,
+        }
+    }
+
+    /// A gRPC response's body, whose status (in its trailers) is counted
+    /// in `grpc`.
+    pub fn counted(inner: B, grpc: Option<Arc<GrpcStatuses>>) -> Self {
+        Self {
+            inner,
+            open: None,
+            grpc,
+        }
+    }
+
+    /// This body, ending `open` when it ends.
+    pub fn traced(mut self, open: Box<Open>) -> Self {
+        self.open = Some(open);
+        self
+    }
+
+    /// Counts the status of the trailers `frame` holds (`None`: the body
+    /// ended, or its upstream failed, without trailers).
+    fn count(&mut self, trailers: Option<&HeaderMap>) {
+        if let Some(grpc) = self.grpc.take() {
+            grpc.record(trailers.and_then(|t| t.get("grpc-status")));
         }
     }
 }
@@ -131,6 +156,14 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if this.grpc.is_some() {
+            match &frame {
+                Some(Ok(f)) if f.is_trailers() => this.count(f.trailers_ref()),
+                Some(Ok(_)) if this.inner.is_end_stream() => this.count(None),
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => this.count(None),
+            }
+        }
         if let Some(open) = &mut this.open {
             match &frame {
                 Some(Ok(f)) => {
@@ -159,6 +192,10 @@ where
 
 impl<B: Body> Drop for Spanned<B> {
     fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            // Ended without trailers, and never polled.
+            self.count(None);
+        }
         if let Some(open) = self.open.take() {
             // Dropped before its end was read: complete only if there was
             // nothing to read (hyper does not poll a body already at its

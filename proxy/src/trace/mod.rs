@@ -122,7 +122,7 @@ impl Traced {
         span: Box<Recording>,
         route: Option<&str>,
         service: Option<&str>,
-        rsp: http::Response<B>,
+        rsp: http::Response<Spanned<B>>,
         client_id: Option<&str>,
     ) -> http::Response<Spanned<B>> {
         let name = match route.or(service) {
@@ -141,7 +141,7 @@ impl Traced {
                 authority: Some(&self.authority),
             },
         );
-        rsp.map(|body| Spanned::traced(body, open))
+        rsp.map(|body| body.traced(open))
     }
 }
 

@@ -232,7 +232,7 @@ async fn span_of(kind: SpanKind, body: Frames, read: bool) -> SpanData {
         .body(())
         .unwrap();
     let traced = Traced::of(&req, "10.96.0.9:50051".parse().unwrap());
-    let rsp = traced.finish(&tracer, span, None, None, rsp, None);
+    let rsp = traced.finish(&tracer, span, None, None, rsp.map(Spanned::plain), None);
     let mut body = rsp.into_body();
     body.frame().await.unwrap().unwrap();
     assert!(

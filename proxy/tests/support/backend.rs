@@ -329,7 +329,23 @@ async fn handle(
                 full(format!("{} answered {code}\n", state.name)),
             )
         }
+        "/grpc" if query(&req, "trailers") == Some(1) => {
+            // A message, then the status in trailers (as most calls end).
+            let status = query(&req, "status").unwrap_or(0);
+            let (tx, body) = channel();
+            tokio::spawn(async move {
+                let _ = tx.send(Frame::data(Bytes::from("\0\0\0\0\0"))).await;
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from(status));
+                let _ = tx.send(Frame::trailers(trailers)).await;
+            });
+            let mut rsp = answer(StatusCode::OK, body);
+            rsp.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/grpc"));
+            rsp
+        }
         "/grpc" => {
+            // Trailers-only: the status in the headers.
             let status = query(&req, "status").unwrap_or(0);
             let mut rsp = answer(StatusCode::OK, full(Bytes::new()));
             let h = rsp.headers_mut();

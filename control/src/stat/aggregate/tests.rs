@@ -139,3 +139,30 @@ fn route_rows_are_the_split_as_the_caller_made_it() {
     assert_eq!(v2.from.as_deref(), Some("web"));
     assert!(v2.mtls.is_none());
 }
+
+#[test]
+fn grpc_failures_count_against_the_success_rate() {
+    let t = Instant::now();
+    let text = |ok: u32, failed: u32, out_failed: u32| {
+        format!(
+            "weft_response_total{{direction=\"inbound\",tls=\"true\",status_class=\"2xx\"}} {}\n\
+             weft_grpc_response_total{{direction=\"inbound\",tls=\"true\",grpc_status=\"0\"}} {ok}\n\
+             weft_grpc_response_total{{direction=\"inbound\",tls=\"true\",grpc_status=\"14\"}} {failed}\n\
+             weft_response_total{{direction=\"outbound\",tls=\"true\",status_class=\"2xx\"}} {}\n\
+             weft_grpc_response_total{{direction=\"outbound\",tls=\"true\",grpc_status=\"none\"}} {out_failed}\n",
+            ok + failed,
+            10 * out_failed
+        )
+    };
+    let a = Scrape::new(pod("ratings", "ratings-0"), &text(0, 0, 0), t).unwrap();
+    let b = Scrape::new(
+        pod("ratings", "ratings-0"),
+        &text(80, 20, 1),
+        t + Duration::from_secs(1),
+    )
+    .unwrap();
+    let r = &rows(By::Deploy, &[a], &[b])[0];
+    assert_eq!(r.requests, 100.0);
+    assert!(close(r.success, 0.8), "{r:?}");
+    assert!(close(r.outbound_success, 0.9), "{r:?}");
+}

@@ -138,18 +138,9 @@ async fn rating(
         message: "5 stars".into(),
         fail_with: 0,
     };
-    // The body's length, declared (tonic sends none): a proxy retries only
-    // a request whose body it knows to be small, and this one is the
-    // 5-byte gRPC frame header and the message.
-    let length = 5 + prost::Message::encoded_len(&msg);
+    // As tonic sends it: no content-length (the proxy keeps the body as it
+    // streams through, to send it again).
     let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert(
-        "content-length",
-        length
-            .to_string()
-            .parse()
-            .context("a number is a header value")?,
-    );
     for (k, v) in trace {
         if let Ok(v) = v.to_str() {
             if let Ok(v) = v.parse() {
