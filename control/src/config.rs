@@ -50,6 +50,7 @@ impl Config {
             namespaces: vec![],
             kube_api_server: None,
             poll_interval: Duration::from_millis(500),
+            files_max_bytes: crate::sources::files::MAX_BYTES,
             log_format: LogFormat::Plain,
             log: None,
             identity_dir: None,
@@ -179,6 +180,21 @@ pub struct Config {
     /// How often the files source looks for changed files.
     #[arg(long, env = "WEFT_CONTROL_POLL_INTERVAL", value_parser = duration, default_value = "500ms")]
     pub poll_interval: Duration,
+
+    /// The largest manifest file the files source reads, in bytes: a
+    /// larger one is refused unread (logged with its path, size and this
+    /// limit; counted in
+    /// `weft_control_source_errors_total{source="files",kind="file_too_large"}`)
+    /// and the objects it held before stay. Parsing holds a file several
+    /// times over, so this bounds the source's memory.
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_FILES_MAX_BYTES",
+        value_name = "BYTES",
+        default_value_t = crate::sources::files::MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub files_max_bytes: u64,
 
     /// Serve weft.identity.v1.Identity/Certify with the issuer of this CA
     /// directory: `ca.crt` (the trust anchors), `tls.crt` (the issuer

@@ -123,7 +123,8 @@ pub async fn run(
     ));
     match (&config.source, &client) {
         (Source::Files(dir), _) => {
-            let source = files::FilesSource::new(dir.clone(), changes_tx, metrics.clone());
+            let source = files::FilesSource::new(dir.clone(), changes_tx, metrics.clone())
+                .with_max_bytes(config.files_max_bytes);
             tokio::spawn(source.run(config.poll_interval));
         }
         (Source::Kube, Some(client)) => {

@@ -1,0 +1,481 @@
+//! Hostile clients of the control plane, each scenario printing its
+//! figures: 10,000 Watch streams on one connection and more, a Certify
+//! flood with bad tokens from one and from several connections, a 50 MB
+//! manifest in the directory source. Each asserts the bound, the refusal
+//! (its status or log line, and its metric) and that everyone else is
+//! still served.
+//!
+//! weft-control runs as its own process (the binary, on loopback port 0),
+//! so that its RSS (`/proc/<pid>/status`) and CPU (`process_cpu_seconds_total`)
+//! are its own: a tonic client in the same process would add its own
+//! per-stream buffers to the figure. The Kubernetes API is the fake one.
+
+use rcgen::{CertificateParams, KeyPair, SanType};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+use weft_control::identity::ca;
+use weft_proto::discovery::v1 as pb;
+use weft_proto::discovery::v1::discovery_client::DiscoveryClient;
+use weft_proto::discovery::v1::update::Kind as U;
+use weft_proto::identity::v1 as id;
+use weft_proto::identity::v1::identity_client::IdentityClient;
+use weft_tests::fakekube::{FakeKube, SECRETS, TOKEN_REVIEWS};
+
+const CONTROL: &str = env!("CARGO_BIN_EXE_weft-control");
+/// The longest any single wait may take on a loaded 2-core machine.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A weft-control process, killed when dropped; its log lines kept.
+struct Control {
+    child: std::process::Child,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    log: Arc<(Mutex<Vec<String>>, Notify)>,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Control {
+    /// Starts weft-control with `args` and waits until it is ready.
+    async fn start(args: &[String]) -> Self {
+        let mut child = Command::new(CONTROL)
+            .args(["--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0"])
+            .args(args)
+            .env("WEFT_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("weft-control starts");
+        let log: Arc<(Mutex<Vec<String>>, Notify)> = Arc::default();
+        let stderr = child.stderr.take().expect("stderr piped");
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.0.lock().unwrap().push(line);
+                lines.1.notify_waiters();
+            }
+        });
+        let mut control = Self {
+            child,
+            grpc: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            log,
+        };
+        let line = control.until_log(&["weft-control serving"]).await;
+        let field = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        };
+        (control.grpc, control.admin) = (field("grpc"), field("admin"));
+        weft_tests::until_ready(control.admin, WAIT).await;
+        control
+    }
+
+    /// The first log line holding every one of `words`, waiting for it.
+    async fn until_log(&self, words: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (lines, notify) = &*self.log;
+            let more = notify.notified();
+            if let Some(l) = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| words.iter().all(|w| l.contains(w)))
+            {
+                return l.clone();
+            }
+            if tokio::time::timeout_at(deadline, more).await.is_err() {
+                panic!("no log line with {words:?} within {WAIT:?}");
+            }
+        }
+    }
+
+    /// `VmRSS` or `VmHWM` (the peak) of the process, in KiB.
+    fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/<pid>/status"))
+    }
+
+    fn rss_kib(&self) -> u64 {
+        self.memory_kib("VmRSS")
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        weft_tests::admin_metric(self.admin, series)
+            .await
+            .unwrap_or(0.0)
+    }
+
+    async fn until_metric(&self, series: &str, want: f64) {
+        weft_tests::until_admin_metric(self.admin, series, want, WAIT).await;
+    }
+
+    /// A channel of its own (one HTTP/2 connection) from 127.0.0.1.
+    async fn channel(&self) -> Channel {
+        self.channel_from([127, 0, 0, 1]).await
+    }
+
+    /// A channel of its own (one HTTP/2 connection) from the loopback
+    /// address `from` (each a client IP of its own to weft-control).
+    async fn channel_from(&self, from: [u8; 4]) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect_with_connector(Bind(from.into(), self.grpc))
+            .await
+            .expect("connects to weft-control")
+    }
+}
+
+/// Connects from a chosen loopback address.
+#[derive(Clone)]
+struct Bind(std::net::Ipv4Addr, SocketAddr);
+
+impl tonic::codegen::Service<http::Uri> for Bind {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let (from, to) = (self.0, self.1);
+        Box::pin(async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(from.into(), 0))?;
+            let tcp = socket.connect(to).await?;
+            tcp.set_nodelay(true)?;
+            Ok(hyper_util::rt::TokioIo::new(tcp))
+        })
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weft-floods-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Removes the directory when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    // Write then rename, as an editor or a ConfigMap update does.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// A Service `name` in `shop` with an EndpointSlice of `ips`, port 8080.
+fn service(name: &str, cluster_ip: &str, ips: &[&str]) -> String {
+    let eps: Vec<String> = ips
+        .iter()
+        .map(|ip| format!("{{addresses: [{ip}]}}"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\n\
+         spec:\n  clusterIP: {cluster_ip}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]\n",
+        eps.join(", ")
+    )
+}
+
+fn watch_request(authority: &str) -> pb::WatchRequest {
+    pb::WatchRequest {
+        destination: Some(pb::watch_request::Destination::Authority(authority.into())),
+        context: Some(pb::ProxyContext {
+            pod_namespace: "shop".into(),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn next(stream: &mut tonic::Streaming<pb::Update>) -> U {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("an update in time")
+        .expect("the stream is healthy")
+        .expect("the stream is open")
+        .kind
+        .expect("an update has a kind")
+}
+
+/// The endpoints' addresses of a snapshot, sorted.
+fn addrs(endpoints: &[pb::Endpoint]) -> Vec<String> {
+    let mut v: Vec<String> = endpoints
+        .iter()
+        .map(|e| SocketAddr::try_from(e.addr.as_ref().unwrap()).unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Watches `authority` on `channel` until its snapshot: its endpoints.
+async fn snapshot(
+    channel: &Channel,
+    authority: &str,
+) -> (tonic::Streaming<pb::Update>, Vec<String>) {
+    let mut stream = DiscoveryClient::new(channel.clone())
+        .watch(watch_request(authority))
+        .await
+        .expect("the watch is taken")
+        .into_inner();
+    loop {
+        match next(&mut stream).await {
+            U::Snapshot(s) => return (stream, addrs(&s.endpoints)),
+            U::DoesNotExist(_) => continue,
+            other => panic!("a snapshot first, not {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_watches_on_one_connection_then_refused_and_others_served() {
+    use futures_util::StreamExt;
+    const LIMIT: usize = 10_000; // the default --max-watches-per-connection
+    const OVER: usize = 100;
+    let dir = TempDir(temp_dir("watches"));
+    write(&dir.0, "web.yaml", &service("web", "10.96.0.10", &["10.0.0.1"]));
+    let control = Control::start(&[
+        format!("--source={}", dir.0.display()),
+        "--poll-interval=50ms".into(),
+    ])
+    .await;
+
+    // A proxy on its own connection, watching web.
+    let other = control.channel().await;
+    let (mut web, eps) = snapshot(&other, "web.shop:80").await;
+    assert_eq!(eps, ["10.0.0.1:8080"]);
+    let rss_before = control.rss_kib();
+
+    // One connection, 10,000 watches of names nobody publishes (each one
+    // a hub entry while it is watched), each read to its first update.
+    let hostile = control.channel().await;
+    let started = Instant::now();
+    let streams: Vec<_> = futures_util::stream::iter(0..LIMIT)
+        .map(|i| {
+            let mut client = DiscoveryClient::new(hostile.clone());
+            async move {
+                let mut s = client
+                    .watch(watch_request(&format!("n{i}.hostile:80")))
+                    .await
+                    .unwrap_or_else(|e| panic!("watch {i} taken: {e}"))
+                    .into_inner();
+                assert!(matches!(next(&mut s).await, U::DoesNotExist(_)));
+                s
+            }
+        })
+        .buffer_unordered(200)
+        .collect()
+        .await;
+    let opened = started.elapsed();
+    control.until_metric("weft_control_watchers", (LIMIT + 1) as f64).await;
+    let rss_held = control.rss_kib();
+
+    // More on the same connection: each refused, counted.
+    let mut client = DiscoveryClient::new(hostile.clone());
+    for i in 0..OVER {
+        let refused = client
+            .watch(watch_request(&format!("over{i}.hostile:80")))
+            .await
+            .expect_err("over the limit");
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert_eq!(
+            refused.message(),
+            format!("this connection already has {LIMIT} watches open (--max-watches-per-connection)")
+        );
+    }
+    control
+        .until_metric("weft_control_watches_refused_total", OVER as f64)
+        .await;
+
+    // The other proxy: an update promptly, and a new watch on its connection.
+    let changed = Instant::now();
+    write(
+        &dir.0,
+        "web.yaml",
+        &service("web", "10.96.0.10", &["10.0.0.1", "10.0.0.2"]),
+    );
+    let U::Add(add) = next(&mut web).await else {
+        panic!("an Add")
+    };
+    let update_latency = changed.elapsed();
+    assert_eq!(addrs(&add.endpoints), ["10.0.0.2:8080"]);
+    let new_watch = Instant::now();
+    let (_again, eps) = snapshot(&other, "web.shop:80").await;
+    let new_watch_latency = new_watch.elapsed();
+    assert_eq!(eps, ["10.0.0.1:8080", "10.0.0.2:8080"]);
+    // A new connection from the same client (another port) has its own count.
+    let (_third, _) = snapshot(&control.channel().await, "web.shop:80").await;
+
+    // The hostile connection's streams end: every slot and name is freed.
+    drop(streams);
+    control.until_metric("weft_control_watchers", 3.0).await;
+    let (_reused, _) = snapshot(&hostile, "web.shop:80").await;
+    let rss_after = control.rss_kib();
+
+    let per_stream = (rss_held.saturating_sub(rss_before)) * 1024 / LIMIT as u64;
+    println!("watches: {LIMIT} on one connection opened in {opened:?}");
+    println!(
+        "watches: weft-control RSS {} KiB before, {} KiB holding them ({} bytes per stream), {} KiB after they ended",
+        rss_before, rss_held, per_stream, rss_after
+    );
+    println!("watches: {OVER} more refused RESOURCE_EXHAUSTED, weft_control_watches_refused_total {OVER}");
+    println!(
+        "watches: the other connection's update after {update_latency:?}, a new watch's snapshot after {new_watch_latency:?}"
+    );
+    // The bound: what a stream costs (h2 stream, its task, its hub entry).
+    assert!(
+        per_stream <= 16 * 1024,
+        "{per_stream} bytes of RSS per watch stream"
+    );
+    assert!(
+        update_latency < Duration::from_secs(5),
+        "the other proxy's update took {update_latency:?}"
+    );
+}
+
+/// `bytes` of YAML a model does not keep: ConfigMaps (a kind weft skips,
+/// parsed all the same), 1 KiB of data each.
+fn filler(bytes: usize) -> String {
+    let value = "x".repeat(1000);
+    let mut out = String::with_capacity(bytes + 1200);
+    let mut i = 0;
+    while out.len() < bytes {
+        out.push_str(&format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: filler-{i}, namespace: shop}}\ndata: {{v: {value}}}\n"
+        ));
+        i += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50_mb_manifest_is_refused_unread_and_the_rest_served() {
+    const HUGE: usize = 50 * 1024 * 1024;
+    let dir = TempDir(temp_dir("huge"));
+    write(&dir.0, "a-web.yaml", &service("web", "10.96.0.10", &["10.0.0.1"]));
+    write(&dir.0, "b-db.yaml", &service("db", "10.96.0.11", &["10.0.1.1"]));
+    // The default --files-max-bytes (8 MiB).
+    let control = Control::start(&[
+        format!("--source={}", dir.0.display()),
+        "--poll-interval=50ms".into(),
+    ])
+    .await;
+    let channel = control.channel().await;
+    let (mut web, eps) = snapshot(&channel, "web.shop:80").await;
+    assert_eq!(eps, ["10.0.0.1:8080"]);
+    let (mut db, _) = snapshot(&channel, "db.shop:80").await;
+    let (rss_before, peak_before) = (control.rss_kib(), control.memory_kib("VmHWM"));
+
+    // web's file replaced by 50 MB that would move web to 10.0.0.99, and a
+    // new 50 MB file with a Service of its own.
+    let mut big_web = service("web", "10.96.0.10", &["10.0.0.99"]);
+    big_web.push_str(&filler(HUGE));
+    let mut huge = service("huge", "10.96.0.12", &["10.0.2.1"]);
+    huge.push_str(&filler(HUGE));
+    let written = Instant::now();
+    write(&dir.0, "a-web.yaml", &big_web);
+    write(&dir.0, "c-huge.yaml", &huge);
+    let (web_path, huge_path) = (dir.0.join("a-web.yaml"), dir.0.join("c-huge.yaml"));
+    for (path, size) in [(&web_path, big_web.len()), (&huge_path, huge.len())] {
+        let line = control
+            .until_log(&[
+                "file refused: larger than --files-max-bytes",
+                &format!("path={}", path.display()),
+            ])
+            .await;
+        assert!(line.contains(&format!("size={size}")), "{line}");
+        assert!(line.contains("limit=8388608"), "{line}");
+    }
+    let refused_after = written.elapsed();
+    control
+        .until_metric(
+            r#"weft_control_source_errors_total{source="files",kind="file_too_large"}"#,
+            2.0,
+        )
+        .await;
+
+    // The other files are still served: db's change arrives.
+    write(&dir.0, "b-db.yaml", &service("db", "10.96.0.11", &["10.0.1.1", "10.0.1.2"]));
+    let U::Add(add) = next(&mut db).await else {
+        panic!("an Add")
+    };
+    assert_eq!(addrs(&add.endpoints), ["10.0.1.2:8080"]);
+    // web kept what it had: nothing came on its watch, a new watch says
+    // the same, and the huge file's Service does not exist.
+    assert!(
+        futures_util::FutureExt::now_or_never(web.message()).is_none(),
+        "no update for web"
+    );
+    let (_, eps) = snapshot(&channel, "web.shop:80").await;
+    assert_eq!(eps, ["10.0.0.1:8080"]);
+    let mut none = DiscoveryClient::new(channel.clone())
+        .watch(watch_request("huge.shop:80"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(next(&mut none).await, U::DoesNotExist(_)));
+    let (rss_after, peak_after) = (control.rss_kib(), control.memory_kib("VmHWM"));
+
+    // A file just under the limit is parsed: what that costs at its peak.
+    let at_limit = filler(8 * 1024 * 1024 - 2048);
+    let parsed = Instant::now();
+    // Read before b-db.yaml in the same scan: db's update comes after it.
+    write(&dir.0, "a0-at-limit.yaml", &at_limit);
+    write(&dir.0, "b-db.yaml", &service("db", "10.96.0.11", &["10.0.1.1"]));
+    let U::Remove(_) = next(&mut db).await else {
+        panic!("a Remove")
+    };
+    let parse_took = parsed.elapsed();
+    let peak_parsed = control.memory_kib("VmHWM");
+
+    println!(
+        "files: two {} MB files refused unread within {refused_after:?} of being written",
+        HUGE / 1024 / 1024
+    );
+    println!(
+        "files: weft-control RSS {rss_before} KiB before, {rss_after} KiB after; peak RSS {peak_before} KiB before, {peak_after} KiB after"
+    );
+    println!(
+        "files: a {} byte file (the limit is 8388608) parsed within {parse_took:?}, peak RSS then {peak_parsed} KiB (+{} KiB)",
+        at_limit.len(),
+        peak_parsed.saturating_sub(peak_after)
+    );
+    // Refused unread: the peak did not move by anything like 50 MB.
+    assert!(
+        peak_after < peak_before + 16 * 1024,
+        "peak RSS went from {peak_before} KiB to {peak_after} KiB"
+    );
+}
