@@ -156,7 +156,10 @@ impl tonic::codegen::Service<http::Uri> for Bind {
         Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
     >;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -235,7 +238,11 @@ async fn next(stream: &mut tonic::Streaming<pb::Update>) -> U {
 fn addrs(endpoints: &[pb::Endpoint]) -> Vec<String> {
     let mut v: Vec<String> = endpoints
         .iter()
-        .map(|e| SocketAddr::try_from(e.addr.as_ref().unwrap()).unwrap().to_string())
+        .map(|e| {
+            SocketAddr::try_from(e.addr.as_ref().unwrap())
+                .unwrap()
+                .to_string()
+        })
         .collect();
     v.sort();
     v
@@ -260,13 +267,42 @@ async fn snapshot(
     }
 }
 
+/// Opens `n` watches on `channel` of names nobody publishes (each one a
+/// hub entry while it is watched), each read to its first update.
+async fn open_watches(
+    channel: &Channel,
+    n: usize,
+    round: &str,
+) -> Vec<tonic::Streaming<pb::Update>> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(0..n)
+        .map(|i| {
+            let mut client = DiscoveryClient::new(channel.clone());
+            async move {
+                let mut s = client
+                    .watch(watch_request(&format!("n{i}.{round}:80")))
+                    .await
+                    .unwrap_or_else(|e| panic!("watch {i} taken: {e}"))
+                    .into_inner();
+                assert!(matches!(next(&mut s).await, U::DoesNotExist(_)));
+                s
+            }
+        })
+        .buffer_unordered(200)
+        .collect()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_watches_on_one_connection_then_refused_and_others_served() {
-    use futures_util::StreamExt;
     const LIMIT: usize = 10_000; // the default --max-watches-per-connection
     const OVER: usize = 100;
     let dir = TempDir(temp_dir("watches"));
-    write(&dir.0, "web.yaml", &service("web", "10.96.0.10", &["10.0.0.1"]));
+    write(
+        &dir.0,
+        "web.yaml",
+        &service("web", "10.96.0.10", &["10.0.0.1"]),
+    );
     let control = Control::start(&[
         format!("--source={}", dir.0.display()),
         "--poll-interval=50ms".into(),
@@ -279,28 +315,14 @@ async fn ten_thousand_watches_on_one_connection_then_refused_and_others_served()
     assert_eq!(eps, ["10.0.0.1:8080"]);
     let rss_before = control.rss_kib();
 
-    // One connection, 10,000 watches of names nobody publishes (each one
-    // a hub entry while it is watched), each read to its first update.
+    // One connection, 10,000 watches of names nobody publishes.
     let hostile = control.channel().await;
     let started = Instant::now();
-    let streams: Vec<_> = futures_util::stream::iter(0..LIMIT)
-        .map(|i| {
-            let mut client = DiscoveryClient::new(hostile.clone());
-            async move {
-                let mut s = client
-                    .watch(watch_request(&format!("n{i}.hostile:80")))
-                    .await
-                    .unwrap_or_else(|e| panic!("watch {i} taken: {e}"))
-                    .into_inner();
-                assert!(matches!(next(&mut s).await, U::DoesNotExist(_)));
-                s
-            }
-        })
-        .buffer_unordered(200)
-        .collect()
-        .await;
+    let streams = open_watches(&hostile, LIMIT, "a").await;
     let opened = started.elapsed();
-    control.until_metric("weft_control_watchers", (LIMIT + 1) as f64).await;
+    control
+        .until_metric("weft_control_watchers", (LIMIT + 1) as f64)
+        .await;
     let rss_held = control.rss_kib();
 
     // More on the same connection: each refused, counted.
@@ -313,7 +335,9 @@ async fn ten_thousand_watches_on_one_connection_then_refused_and_others_served()
         assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
         assert_eq!(
             refused.message(),
-            format!("this connection already has {LIMIT} watches open (--max-watches-per-connection)")
+            format!(
+                "this connection already has {LIMIT} watches open (--max-watches-per-connection)"
+            )
         );
     }
     control
@@ -342,14 +366,21 @@ async fn ten_thousand_watches_on_one_connection_then_refused_and_others_served()
     // The hostile connection's streams end: every slot and name is freed.
     drop(streams);
     control.until_metric("weft_control_watchers", 3.0).await;
-    let (_reused, _) = snapshot(&hostile, "web.shop:80").await;
+    let (reused, _) = snapshot(&hostile, "web.shop:80").await;
     let rss_after = control.rss_kib();
+    drop(reused);
+    // Again, other names: the memory the first ones took is reused.
+    let again = open_watches(&hostile, LIMIT, "b").await;
+    control
+        .until_metric("weft_control_watchers", (LIMIT + 3) as f64)
+        .await;
+    let rss_again = control.rss_kib();
+    drop(again);
 
     let per_stream = (rss_held.saturating_sub(rss_before)) * 1024 / LIMIT as u64;
     println!("watches: {LIMIT} on one connection opened in {opened:?}");
     println!(
-        "watches: weft-control RSS {} KiB before, {} KiB holding them ({} bytes per stream), {} KiB after they ended",
-        rss_before, rss_held, per_stream, rss_after
+        "watches: weft-control RSS {rss_before} KiB before, {rss_held} KiB holding them ({per_stream} bytes per stream), {rss_after} KiB after they ended, {rss_again} KiB holding {LIMIT} others"
     );
     println!("watches: {OVER} more refused RESOURCE_EXHAUSTED, weft_control_watches_refused_total {OVER}");
     println!(
@@ -359,6 +390,10 @@ async fn ten_thousand_watches_on_one_connection_then_refused_and_others_served()
     assert!(
         per_stream <= 16 * 1024,
         "{per_stream} bytes of RSS per watch stream"
+    );
+    assert!(
+        rss_again <= rss_held + rss_held / 10,
+        "RSS grew from {rss_held} KiB to {rss_again} KiB between two rounds of {LIMIT} watches"
     );
     assert!(
         update_latency < Duration::from_secs(5),
@@ -385,8 +420,16 @@ fn filler(bytes: usize) -> String {
 async fn a_50_mb_manifest_is_refused_unread_and_the_rest_served() {
     const HUGE: usize = 50 * 1024 * 1024;
     let dir = TempDir(temp_dir("huge"));
-    write(&dir.0, "a-web.yaml", &service("web", "10.96.0.10", &["10.0.0.1"]));
-    write(&dir.0, "b-db.yaml", &service("db", "10.96.0.11", &["10.0.1.1"]));
+    write(
+        &dir.0,
+        "a-web.yaml",
+        &service("web", "10.96.0.10", &["10.0.0.1"]),
+    );
+    write(
+        &dir.0,
+        "b-db.yaml",
+        &service("db", "10.96.0.11", &["10.0.1.1"]),
+    );
     // The default --files-max-bytes (8 MiB).
     let control = Control::start(&[
         format!("--source={}", dir.0.display()),
@@ -428,7 +471,11 @@ async fn a_50_mb_manifest_is_refused_unread_and_the_rest_served() {
         .await;
 
     // The other files are still served: db's change arrives.
-    write(&dir.0, "b-db.yaml", &service("db", "10.96.0.11", &["10.0.1.1", "10.0.1.2"]));
+    write(
+        &dir.0,
+        "b-db.yaml",
+        &service("db", "10.96.0.11", &["10.0.1.1", "10.0.1.2"]),
+    );
     let U::Add(add) = next(&mut db).await else {
         panic!("an Add")
     };
@@ -454,7 +501,11 @@ async fn a_50_mb_manifest_is_refused_unread_and_the_rest_served() {
     let parsed = Instant::now();
     // Read before b-db.yaml in the same scan: db's update comes after it.
     write(&dir.0, "a0-at-limit.yaml", &at_limit);
-    write(&dir.0, "b-db.yaml", &service("db", "10.96.0.11", &["10.0.1.1"]));
+    write(
+        &dir.0,
+        "b-db.yaml",
+        &service("db", "10.96.0.11", &["10.0.1.1"]),
+    );
     let U::Remove(_) = next(&mut db).await else {
         panic!("a Remove")
     };
@@ -477,5 +528,271 @@ async fn a_50_mb_manifest_is_refused_unread_and_the_rest_served() {
     assert!(
         peak_after < peak_before + 16 * 1024,
         "peak RSS went from {peak_before} KiB to {peak_after} KiB"
+    );
+}
+
+const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
+
+fn csr(san: &str) -> Vec<u8> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::default();
+    p.subject_alt_names = vec![SanType::URI(san.try_into().unwrap())];
+    p.serialize_request(&key).unwrap().der().to_vec()
+}
+
+/// How far the flood got: answers, and whether the proxies are done.
+#[derive(Default)]
+struct Progress {
+    answered: std::sync::atomic::AtomicU64,
+    limited: std::sync::atomic::AtomicU64,
+    proxies_done: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+/// The flood sends at least this many requests, and goes on until the
+/// proxies were certified.
+const FLOOD_AT_LEAST: u64 = 10_000;
+
+impl Progress {
+    fn answered(&self, code: Code) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.answered.fetch_add(1, Relaxed);
+        if code == Code::ResourceExhausted {
+            self.limited.fetch_add(1, Relaxed);
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn over(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.proxies_done.load(Relaxed) && self.answered.load(Relaxed) >= FLOOD_AT_LEAST
+    }
+
+    /// Waits until `limited` requests were refused RESOURCE_EXHAUSTED.
+    async fn until_limited(&self, limited: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let more = self.notify.notified();
+            if self.limited.load(std::sync::atomic::Ordering::Relaxed) >= limited {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, more).await.is_err() {
+                panic!("the flood was not limited {limited} times within {WAIT:?}");
+            }
+        }
+    }
+}
+
+/// What the flood got back, by status code.
+#[derive(Debug, Default)]
+struct Answers {
+    unauthenticated: u64,
+    limited: u64,
+    bad_request: u64,
+}
+
+/// Certify with bad tokens on `channel`, `in_flight` at once, until
+/// `stop`: nine in ten a token nobody issued (each a new one, so no
+/// refusal is remembered), one in twenty over 16 KiB, one in twenty with an
+/// identity that is not one. The CSR is junk: nothing gets that far.
+async fn flood(
+    channel: Channel,
+    name: String,
+    in_flight: usize,
+    progress: Arc<Progress>,
+) -> Answers {
+    use futures_util::StreamExt;
+    let long = "t".repeat(20 * 1024);
+    let answers = futures_util::stream::iter(0..)
+        .take_while(|_| std::future::ready(!progress.over()))
+        .map(|i: u64| {
+            let mut client = IdentityClient::new(channel.clone());
+            let (identity, token) = match i % 20 {
+                0 => (WEB.to_owned(), long.clone()),
+                1 => (
+                    "spiffe://cluster.local/not-an-identity".to_owned(),
+                    String::new(),
+                ),
+                _ => (WEB.to_owned(), format!("bad-token-{name}-{i}")),
+            };
+            async move {
+                client
+                    .certify(id::CertifyRequest {
+                        identity,
+                        token,
+                        certificate_signing_request: vec![0x30, 0x03, 1, 2, 3],
+                    })
+                    .await
+            }
+        })
+        .buffer_unordered(in_flight);
+    let mut answers = std::pin::pin!(answers);
+    let mut got = Answers::default();
+    while let Some(answer) = answers.next().await {
+        let status = answer.expect_err("a bad token is never certified");
+        progress.answered(status.code());
+        match status.code() {
+            Code::Unauthenticated => {
+                assert!(
+                    status.message().starts_with("invalid token: "),
+                    "{status:?}"
+                );
+                got.unauthenticated += 1;
+            }
+            Code::ResourceExhausted => {
+                assert!(
+                    status
+                        .message()
+                        .contains("too many token reviews from 127.0.0."),
+                    "{status:?}"
+                );
+                got.limited += 1;
+            }
+            Code::InvalidArgument => got.bad_request += 1,
+            _ => panic!("the flood got {status:?}"),
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certify_flood_with_bad_tokens_is_limited_and_proxies_still_certified() {
+    use std::sync::atomic::Ordering;
+    const PROXIES: usize = 5;
+    let kube = FakeKube::start();
+    let g = ca::generate(
+        "cluster.local",
+        365 * 24 * 3600 * Duration::from_secs(1),
+        30 * 24 * 3600 * Duration::from_secs(1),
+    )
+    .unwrap();
+    kube.apply(
+        &SECRETS,
+        weft_tests::fakekube::issuer_secret(
+            "weft",
+            "weft-issuer",
+            &g.issuer_pem,
+            &g.issuer_key_pem,
+            &g.anchor_pem,
+        ),
+    );
+    for k in 0..PROXIES {
+        kube.add_token(
+            &format!("web-token-{k}"),
+            "system:serviceaccount:shop:web",
+            &["weft"],
+        );
+    }
+    let control = Control::start(&[
+        "--source=kube".into(),
+        format!("--kube-api-server={}", kube.url()),
+        "--identity-secret=weft/weft-issuer".into(),
+        "--leaf-lifetime=1h".into(),
+    ])
+    .await;
+    let (rss_before, cpu_before) = (
+        control.rss_kib(),
+        control.metric("process_cpu_seconds_total").await,
+    );
+    let reviews_before = kube.creates(&TOKEN_REVIEWS);
+
+    // One connection from 127.0.0.2, 64 requests in flight; eight more
+    // from 127.0.0.3 to 127.0.0.10, 16 in flight each.
+    let progress = Arc::new(Progress::default());
+    let mut floods = vec![];
+    let mut sources = vec![([127, 0, 0, 2], 64)];
+    sources.extend((3..=10).map(|last| ([127, 0, 0, last], 16)));
+    for (from, in_flight) in &sources {
+        let channel = control.channel_from(*from).await;
+        let name = format!("{}", from[3]);
+        floods.push(tokio::spawn(flood(
+            channel,
+            name,
+            *in_flight,
+            progress.clone(),
+        )));
+    }
+    let started = Instant::now();
+    // The flood has begun once the first requests were limited.
+    progress.until_limited(100).await;
+
+    // Meanwhile, proxies from 127.0.0.1, each with its own token (never
+    // seen before: a review each).
+    let proxies = control.channel().await;
+    let mut took = vec![];
+    for k in 0..PROXIES {
+        let asked = Instant::now();
+        let rsp = IdentityClient::new(proxies.clone())
+            .certify(id::CertifyRequest {
+                identity: WEB.into(),
+                token: format!("web-token-{k}"),
+                certificate_signing_request: csr(WEB),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("proxy {k} certified during the flood: {e:?}"));
+        took.push(asked.elapsed());
+        assert!(!rsp.into_inner().leaf_certificate.is_empty());
+    }
+    progress.proxies_done.store(true, Ordering::Relaxed);
+    let mut total = Answers::default();
+    for f in floods {
+        let a = f.await.unwrap();
+        total.unauthenticated += a.unauthenticated;
+        total.limited += a.limited;
+        total.bad_request += a.bad_request;
+    }
+    let flooded = started.elapsed();
+    let (rss_after, cpu_after) = (
+        control.rss_kib(),
+        control.metric("process_cpu_seconds_total").await,
+    );
+    let reviews = kube.creates(&TOKEN_REVIEWS) - reviews_before;
+    let requests = total.unauthenticated + total.limited + total.bad_request;
+
+    // Counted by reason, as the clients saw them.
+    let certify = async |result: &str| {
+        control
+            .metric(&format!(
+                "weft_control_certify_total{{result=\"{result}\"}}"
+            ))
+            .await as u64
+    };
+    assert_eq!(certify("rate_limited").await, total.limited);
+    assert_eq!(certify("invalid_token").await, total.unauthenticated);
+    assert_eq!(certify("bad_request").await, total.bad_request);
+    assert_eq!(certify("issued").await, PROXIES as u64);
+    // The API server saw each client's burst and refills, and the proxies.
+    let ips = sources.len() as u64;
+    let budget = ips
+        * (u64::from(weft_control::identity::review::CLIENT_BURST) + flooded.as_secs() + 1)
+        + PROXIES as u64;
+    assert!(
+        reviews <= budget,
+        "{reviews} TokenReviews, at most {budget}"
+    );
+    let slowest = took.iter().max().unwrap();
+    let cpu = cpu_after - cpu_before;
+    println!(
+        "certify flood: {requests} requests in {flooded:?} ({:.0}/s) from {ips} client IPs over {ips} connections",
+        requests as f64 / flooded.as_secs_f64()
+    );
+    println!(
+        "certify flood: {} rate_limited (RESOURCE_EXHAUSTED), {} invalid_token (UNAUTHENTICATED), {} bad_request (INVALID_ARGUMENT); {reviews} TokenReviews (budget {budget})",
+        total.limited, total.unauthenticated, total.bad_request
+    );
+    println!(
+        "certify flood: weft-control CPU {cpu:.2} s ({:.0} µs per request), RSS {rss_before} KiB before, {rss_after} KiB after",
+        cpu * 1e6 / requests as f64
+    );
+    println!(
+        "certify flood: {PROXIES} proxies certified during it, slowest {slowest:?} ({took:?})"
+    );
+    assert!(
+        *slowest < Duration::from_secs(5),
+        "a proxy's Certify took {slowest:?} during the flood"
+    );
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS went from {rss_before} KiB to {rss_after} KiB"
     );
 }
