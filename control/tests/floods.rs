@@ -28,7 +28,12 @@ use weft_proto::identity::v1 as id;
 use weft_proto::identity::v1::identity_client::IdentityClient;
 use weft_tests::fakekube::{FakeKube, SECRETS, TOKEN_REVIEWS};
 
-const CONTROL: &str = env!("CARGO_BIN_EXE_weft-control");
+/// The weft-control binary: this build's, or `WEFT_FLOODS_CONTROL` (a
+/// release build, for release figures).
+fn control_bin() -> String {
+    std::env::var("WEFT_FLOODS_CONTROL")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_weft-control").to_owned())
+}
 /// The longest any single wait may take on a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -50,7 +55,7 @@ impl Drop for Control {
 impl Control {
     /// Starts weft-control with `args` and waits until it is ready.
     async fn start(args: &[String]) -> Self {
-        let mut child = Command::new(CONTROL)
+        let mut child = Command::new(control_bin())
             .args(["--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0"])
             .args(args)
             .env("WEFT_LOG", "info")
