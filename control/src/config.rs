@@ -259,7 +259,9 @@ pub struct Config {
 
     /// Concurrent Discovery.Watch streams one client connection may hold;
     /// a Watch over it is refused with RESOURCE_EXHAUSTED (a proxy opens one
-    /// stream per destination its application talks to).
+    /// stream per destination its application talks to). HTTP/2 streams of
+    /// any call on one connection are limited to this plus 100 (the
+    /// server's SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(
         long,
         env = "WEFT_CONTROL_MAX_WATCHES_PER_CONNECTION",

@@ -801,3 +801,78 @@ async fn a_certify_flood_with_bad_tokens_is_limited_and_proxies_still_certified(
         "RSS went from {rss_before} KiB to {rss_after} KiB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_of_any_call_on_one_connection_are_bounded_too() {
+    use futures_util::StreamExt;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    const WATCHES: u32 = 1000;
+    const STREAMS: usize = (WATCHES + weft_control::run::OTHER_STREAMS_PER_CONNECTION) as usize;
+    let dir = TempDir(temp_dir("streams"));
+    let control = Control::start(&[
+        format!("--source={}", dir.0.display()),
+        format!("--max-watches-per-connection={WATCHES}"),
+    ])
+    .await;
+
+    // What the server tells every client: at most this many streams.
+    let tcp = tokio::net::TcpStream::connect(control.grpc).await.unwrap();
+    let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let (answer, _) = h2
+        .send_request(
+            http::Request::post(format!("http://{}/nothing.Here/Call", control.grpc))
+                .body(())
+                .unwrap(),
+            true,
+        )
+        .unwrap();
+    answer.await.unwrap(); // the server's SETTINGS came before it
+    assert_eq!(h2.current_max_send_streams(), STREAMS);
+    drop(h2);
+    driver.abort();
+
+    // A client that keeps to it: health watches up to the limit, each
+    // answered; one more waits until one of them ends.
+    let rss_before = control.rss_kib();
+    let channel = control.channel().await;
+    let watch = |channel: Channel| async move {
+        let mut s = HealthClient::new(channel)
+            .watch(HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap().expect("a status");
+        s
+    };
+    let mut streams: Vec<_> = futures_util::stream::iter(0..STREAMS)
+        .map(|_| watch(channel.clone()))
+        .buffer_unordered(200)
+        .collect()
+        .await;
+    let rss_held = control.rss_kib();
+    let waiting = tokio::spawn(watch(channel.clone()));
+    // Another connection is served meanwhile.
+    let mut other = DiscoveryClient::new(control.channel().await)
+        .watch(watch_request("web.shop:80"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(next(&mut other).await, U::DoesNotExist(_)));
+    assert!(
+        !waiting.is_finished(),
+        "one stream over the limit was answered"
+    );
+    streams.pop();
+    let _late = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("answered once a stream ended")
+        .unwrap();
+    println!(
+        "streams: the server allows {STREAMS} streams per connection (--max-watches-per-connection {WATCHES} + {}); {STREAMS} health watches cost {} bytes of RSS each; one more waited until one ended",
+        weft_control::run::OTHER_STREAMS_PER_CONNECTION,
+        rss_held.saturating_sub(rss_before) * 1024 / STREAMS as u64
+    );
+}
