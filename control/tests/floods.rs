@@ -13,7 +13,7 @@
 use rcgen::{CertificateParams, KeyPair, SanType};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -144,63 +144,47 @@ impl Control {
     async fn channel_from(&self, from: [u8; 4]) -> Channel {
         Endpoint::from_shared(format!("http://{}", self.grpc))
             .unwrap()
-            .connect_with_connector(Bind(from.into(), self.grpc))
+            .local_address(Some(std::net::Ipv4Addr::from(from).into()))
+            .tcp_nodelay(true)
+            .connect()
             .await
             .expect("connects to weft-control")
     }
 }
 
-/// Connects from a chosen loopback address.
-#[derive(Clone)]
-struct Bind(std::net::Ipv4Addr, SocketAddr);
+/// A directory of manifests for the files source, removed when dropped.
+struct Dir(PathBuf);
 
-impl tonic::codegen::Service<http::Uri> for Bind {
-    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
-    type Error = std::io::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
+impl Dir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("weft-floods-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
     }
 
-    fn call(&mut self, _: http::Uri) -> Self::Future {
-        let (from, to) = (self.0, self.1);
-        Box::pin(async move {
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.bind(SocketAddr::new(from.into(), 0))?;
-            let tcp = socket.connect(to).await?;
-            tcp.set_nodelay(true)?;
-            Ok(hyper_util::rt::TokioIo::new(tcp))
-        })
+    /// Writes `name` whole (to a temporary name, then renamed).
+    fn write(&self, name: &str, text: &str) {
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.0.join(name)).unwrap();
+    }
+
+    /// weft-control on this directory, polled every 50 ms, with `args`.
+    async fn control(&self, args: &[String]) -> Control {
+        let mut all = vec![
+            format!("--source={}", self.0.display()),
+            "--poll-interval=50ms".to_owned(),
+        ];
+        all.extend_from_slice(args);
+        Control::start(&all).await
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weft-floods-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Removes the directory when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
+impl Drop for Dir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    // Write then rename, as an editor or a ConfigMap update does.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
 /// A Service `name` in `shop` with an EndpointSlice of `ips`, port 8080.
@@ -302,17 +286,9 @@ async fn open_watches(
 async fn ten_thousand_watches_on_one_connection_then_refused_and_others_served() {
     const LIMIT: usize = 10_000; // the default --max-watches-per-connection
     const OVER: usize = 100;
-    let dir = TempDir(temp_dir("watches"));
-    write(
-        &dir.0,
-        "web.yaml",
-        &service("web", "10.96.0.10", &["10.0.0.1"]),
-    );
-    let control = Control::start(&[
-        format!("--source={}", dir.0.display()),
-        "--poll-interval=50ms".into(),
-    ])
-    .await;
+    let dir = Dir::new("watches");
+    dir.write("web.yaml", &service("web", "10.96.0.10", &["10.0.0.1"]));
+    let control = dir.control(&[]).await;
 
     // A proxy on its own connection, watching web.
     let other = control.channel().await;
@@ -351,8 +327,7 @@ async fn ten_thousand_watches_on_one_connection_then_refused_and_others_served()
 
     // The other proxy: an update promptly, and a new watch on its connection.
     let changed = Instant::now();
-    write(
-        &dir.0,
+    dir.write(
         "web.yaml",
         &service("web", "10.96.0.10", &["10.0.0.1", "10.0.0.2"]),
     );
@@ -424,23 +399,11 @@ fn filler(bytes: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_50_mb_manifest_is_refused_unread_and_the_rest_served() {
     const HUGE: usize = 50 * 1024 * 1024;
-    let dir = TempDir(temp_dir("huge"));
-    write(
-        &dir.0,
-        "a-web.yaml",
-        &service("web", "10.96.0.10", &["10.0.0.1"]),
-    );
-    write(
-        &dir.0,
-        "b-db.yaml",
-        &service("db", "10.96.0.11", &["10.0.1.1"]),
-    );
+    let dir = Dir::new("huge");
+    dir.write("a-web.yaml", &service("web", "10.96.0.10", &["10.0.0.1"]));
+    dir.write("b-db.yaml", &service("db", "10.96.0.11", &["10.0.1.1"]));
     // The default --files-max-bytes (8 MiB).
-    let control = Control::start(&[
-        format!("--source={}", dir.0.display()),
-        "--poll-interval=50ms".into(),
-    ])
-    .await;
+    let control = dir.control(&[]).await;
     let channel = control.channel().await;
     let (mut web, eps) = snapshot(&channel, "web.shop:80").await;
     assert_eq!(eps, ["10.0.0.1:8080"]);
@@ -454,8 +417,8 @@ async fn a_50_mb_manifest_is_refused_unread_and_the_rest_served() {
     let mut huge = service("huge", "10.96.0.12", &["10.0.2.1"]);
     huge.push_str(&filler(HUGE));
     let written = Instant::now();
-    write(&dir.0, "a-web.yaml", &big_web);
-    write(&dir.0, "c-huge.yaml", &huge);
+    dir.write("a-web.yaml", &big_web);
+    dir.write("c-huge.yaml", &huge);
     let (web_path, huge_path) = (dir.0.join("a-web.yaml"), dir.0.join("c-huge.yaml"));
     for (path, size) in [(&web_path, big_web.len()), (&huge_path, huge.len())] {
         let line = control
@@ -476,8 +439,7 @@ async fn a_50_mb_manifest_is_refused_unread_and_the_rest_served() {
         .await;
 
     // The other files are still served: db's change arrives.
-    write(
-        &dir.0,
+    dir.write(
         "b-db.yaml",
         &service("db", "10.96.0.11", &["10.0.1.1", "10.0.1.2"]),
     );
@@ -505,12 +467,8 @@ async fn a_50_mb_manifest_is_refused_unread_and_the_rest_served() {
     let at_limit = filler(8 * 1024 * 1024 - 2048);
     let parsed = Instant::now();
     // Read before b-db.yaml in the same scan: db's update comes after it.
-    write(&dir.0, "a0-at-limit.yaml", &at_limit);
-    write(
-        &dir.0,
-        "b-db.yaml",
-        &service("db", "10.96.0.11", &["10.0.1.1"]),
-    );
+    dir.write("a0-at-limit.yaml", &at_limit);
+    dir.write("b-db.yaml", &service("db", "10.96.0.11", &["10.0.1.1"]));
     let U::Remove(_) = next(&mut db).await else {
         panic!("a Remove")
     };
@@ -809,12 +767,10 @@ async fn streams_of_any_call_on_one_connection_are_bounded_too() {
     use tonic_health::pb::HealthCheckRequest;
     const WATCHES: u32 = 1000;
     const STREAMS: usize = (WATCHES + weft_control::run::OTHER_STREAMS_PER_CONNECTION) as usize;
-    let dir = TempDir(temp_dir("streams"));
-    let control = Control::start(&[
-        format!("--source={}", dir.0.display()),
-        format!("--max-watches-per-connection={WATCHES}"),
-    ])
-    .await;
+    let dir = Dir::new("streams");
+    let control = dir
+        .control(&[format!("--max-watches-per-connection={WATCHES}")])
+        .await;
 
     // What the server tells every client: at most this many streams.
     let tcp = tokio::net::TcpStream::connect(control.grpc).await.unwrap();
