@@ -228,7 +228,7 @@ pub struct Config {
 
     /// Check ServiceAccount tokens against this file instead of the
     /// TokenReview API: a YAML map of `token: namespace/serviceaccount`,
-    /// read again when it changes. Needed with a directory --source (no
+    /// looked at once a second and read again when it changed. Needed with a directory --source (no
     /// API server to ask); with --source=kube it takes precedence over
     /// TokenReview.
     #[arg(long, env = "WEFT_CONTROL_IDENTITY_TOKENS", value_name = "FILE")]
