@@ -367,6 +367,17 @@ mod tests {
         assert_eq!(c.grpc_addr.port(), 8086);
         assert_eq!(c.admin_addr.port(), 9990);
         assert_eq!(c.poll_interval, Duration::from_millis(500));
+        assert_eq!(c.files_max_bytes, 8 * 1024 * 1024);
+        let c = Cli::try_parse_from(["x", "--files-max-bytes=1000"])
+            .unwrap()
+            .c;
+        assert_eq!(c.files_max_bytes, 1000);
+        let err = Cli::try_parse_from(["x", "--files-max-bytes=0"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--files-max-bytes"), "{err}");
+        let c = Cli::try_parse_from(["x"]).unwrap().c;
         let err = Cli::try_parse_from(["x", "--source=/no/such/dir"])
             .err()
             .unwrap()
