@@ -50,6 +50,7 @@ impl Config {
             namespaces: vec![],
             kube_api_server: None,
             poll_interval: Duration::from_millis(500),
+            files_max_bytes: crate::sources::files::MAX_BYTES,
             log_format: LogFormat::Plain,
             log: None,
             identity_dir: None,
@@ -180,6 +181,21 @@ pub struct Config {
     #[arg(long, env = "WEFT_CONTROL_POLL_INTERVAL", value_parser = duration, default_value = "500ms")]
     pub poll_interval: Duration,
 
+    /// The largest manifest file the files source reads, in bytes: a
+    /// larger one is refused unread (logged with its path, size and this
+    /// limit; counted in
+    /// `weft_control_source_errors_total{source="files",kind="file_too_large"}`)
+    /// and the objects it held before stay. Parsing holds a file several
+    /// times over, so this bounds the source's memory.
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_FILES_MAX_BYTES",
+        value_name = "BYTES",
+        default_value_t = crate::sources::files::MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub files_max_bytes: u64,
+
     /// Serve weft.identity.v1.Identity/Certify with the issuer of this CA
     /// directory: `ca.crt` (the trust anchors), `tls.crt` (the issuer
     /// certificate, optionally followed by intermediates) and `tls.key`
@@ -212,7 +228,7 @@ pub struct Config {
 
     /// Check ServiceAccount tokens against this file instead of the
     /// TokenReview API: a YAML map of `token: namespace/serviceaccount`,
-    /// read again when it changes. Needed with a directory --source (no
+    /// looked at once a second and read again when it changed. Needed with a directory --source (no
     /// API server to ask); with --source=kube it takes precedence over
     /// TokenReview.
     #[arg(long, env = "WEFT_CONTROL_IDENTITY_TOKENS", value_name = "FILE")]
@@ -243,7 +259,9 @@ pub struct Config {
 
     /// Concurrent Discovery.Watch streams one client connection may hold;
     /// a Watch over it is refused with RESOURCE_EXHAUSTED (a proxy opens one
-    /// stream per destination its application talks to).
+    /// stream per destination its application talks to). HTTP/2 streams of
+    /// any call on one connection are limited to this plus 100 (the
+    /// server's SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(
         long,
         env = "WEFT_CONTROL_MAX_WATCHES_PER_CONNECTION",
@@ -349,6 +367,17 @@ mod tests {
         assert_eq!(c.grpc_addr.port(), 8086);
         assert_eq!(c.admin_addr.port(), 9990);
         assert_eq!(c.poll_interval, Duration::from_millis(500));
+        assert_eq!(c.files_max_bytes, 8 * 1024 * 1024);
+        let c = Cli::try_parse_from(["x", "--files-max-bytes=1000"])
+            .unwrap()
+            .c;
+        assert_eq!(c.files_max_bytes, 1000);
+        let err = Cli::try_parse_from(["x", "--files-max-bytes=0"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--files-max-bytes"), "{err}");
+        let c = Cli::try_parse_from(["x"]).unwrap().c;
         let err = Cli::try_parse_from(["x", "--source=/no/such/dir"])
             .err()
             .unwrap()

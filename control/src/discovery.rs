@@ -369,7 +369,12 @@ async fn serve_watch(hub: &Hub, target: &Target, client_ns: &str, out: &mut Send
                 let Target::Addr(addr) = target else {
                     unreachable!("pods are found by address")
                 };
-                follow_pod(rx, *addr, out, &mut said_missing).await
+                // Boxed: its state (two views of the pod) is more than
+                // twice a Service's, and inline every watch's future would
+                // be that large: 2,080 bytes instead of 1,208 (debug
+                // build), 4.5 KB of RSS per watch stream instead of 3.6
+                // (floods.rs, 10,000 streams).
+                Box::pin(follow_pod(rx, *addr, out, &mut said_missing)).await
             }
             Err(mut wait) => {
                 if !said_missing && !out.send(does_not_exist()).await {

@@ -36,6 +36,12 @@ use crate::sources::{files, kube};
 use crate::webhook::cert::ServingCert;
 use crate::webhook::{self, bundle, Injector};
 
+/// HTTP/2 streams one client connection may hold besides its
+/// --max-watches-per-connection discovery watches (the server's
+/// SETTINGS_MAX_CONCURRENT_STREAMS is the sum): a client over it waits for
+/// a stream to end, or has the new one refused (REFUSED_STREAM).
+pub const OTHER_STREAMS_PER_CONNECTION: u32 = 100;
+
 /// The listeners, bound before anything runs.
 #[derive(Debug)]
 pub struct Bound {
@@ -123,7 +129,8 @@ pub async fn run(
     ));
     match (&config.source, &client) {
         (Source::Files(dir), _) => {
-            let source = files::FilesSource::new(dir.clone(), changes_tx, metrics.clone());
+            let source = files::FilesSource::new(dir.clone(), changes_tx, metrics.clone())
+                .with_max_bytes(config.files_max_bytes);
             tokio::spawn(source.run(config.poll_interval));
         }
         (Source::Kube, Some(client)) => {
@@ -198,6 +205,13 @@ pub async fn run(
         None => info!(grpc = %grpc_addr, admin = %admin_addr, "weft-control serving"),
     }
     tonic::transport::Server::builder()
+        // Every kind of stream bounded per connection, not only
+        // Discovery.Watch (health and policy watches, Certify calls).
+        .max_concurrent_streams(
+            config
+                .max_watches_per_connection
+                .saturating_add(OTHER_STREAMS_PER_CONNECTION),
+        )
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(health_service)

@@ -255,3 +255,24 @@ async fn token_files_review_tokens() {
     ));
     std::fs::remove_file(&path).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_token_file_is_looked_at_once_a_second() {
+    let path = std::env::temp_dir().join(format!("weft-tokens-again-{}", std::process::id()));
+    std::fs::write(&path, "\"0123456789abcdef\": shop/web\n").unwrap();
+    let file = tokens::TokenFile::load(&path).unwrap();
+    // Changed (size and time): not seen before the second is over.
+    std::fs::write(&path, "\"fedcba9876543210fe\": shop/web\n").unwrap();
+    // A time of its own (a file system's clock may not have moved yet).
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(later))
+        .unwrap();
+    assert_eq!(file.review("0123456789abcdef", None).await, Ok(web()));
+    tokio::time::advance(tokens::CHECK_EVERY).await;
+    assert_eq!(file.review("fedcba9876543210fe", None).await, Ok(web()));
+    assert!(file.review("0123456789abcdef", None).await.is_err());
+    std::fs::remove_file(&path).unwrap();
+}

@@ -10,6 +10,13 @@
 //! changed file no longer holds (and every object of a deleted file) are
 //! deleted. Polling, rather than inotify, works on every file system and
 //! for files replaced by ConfigMap updates (symlink swaps).
+//!
+//! A file larger than `--files-max-bytes` is not read: it is reported with
+//! its path, its size and the limit, counted
+//! (`weft_control_source_errors_total{source="files",kind="file_too_large"}`),
+//! and the objects it held before stay, as for a file that does not parse.
+//! Parsing holds a file several times over (its text, its documents, their
+//! YAML values), so the cap is what bounds the source's memory.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -22,6 +29,9 @@ use crate::metrics::Metrics;
 use crate::model::{Change, Kind, ObjKey, Object};
 
 pub const SOURCE: &str = "files";
+
+/// The default `--files-max-bytes`.
+pub const MAX_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A file's modification time and size: a change to either is a change.
 type Stamp = (SystemTime, u64);
@@ -38,6 +48,8 @@ pub struct FilesSource {
     files: HashMap<PathBuf, FileState>,
     changes: mpsc::Sender<Change>,
     metrics: Metrics,
+    /// Files larger are refused unread.
+    max_bytes: u64,
 }
 
 impl FilesSource {
@@ -47,7 +59,14 @@ impl FilesSource {
             files: HashMap::new(),
             changes,
             metrics,
+            max_bytes: MAX_BYTES,
         }
+    }
+
+    /// Files larger than `max` bytes are refused unread (default [`MAX_BYTES`]).
+    pub fn with_max_bytes(mut self, max: u64) -> Self {
+        self.max_bytes = max;
+        self
     }
 
     /// Scans now, reports the initial sync, then every `interval` until the
@@ -97,8 +116,8 @@ impl FilesSource {
                 continue;
             }
             state.stamp = Some(stamp);
-            let reading = path.clone();
-            let read = tokio::task::spawn_blocking(move || read(&reading))
+            let (reading, max) = (path.clone(), self.max_bytes);
+            let read = tokio::task::spawn_blocking(move || read(&reading, max))
                 .await
                 .unwrap_or_else(|e| Read::Unreadable(std::io::Error::other(e.to_string())));
             let objects = match read {
@@ -106,6 +125,16 @@ impl FilesSource {
                 Read::Unreadable(error) => {
                     warn!(path = %path.display(), %error, "cannot read file; keeping its objects");
                     self.metrics.source_error(SOURCE, "file");
+                    continue;
+                }
+                Read::TooLarge(size) => {
+                    warn!(
+                        path = %path.display(),
+                        size,
+                        limit = self.max_bytes,
+                        "file refused: larger than --files-max-bytes; its objects stay as they were"
+                    );
+                    self.metrics.source_error(SOURCE, "file_too_large");
                     continue;
                 }
                 Read::Refused(errors) => {
@@ -161,15 +190,18 @@ enum Read {
     /// Every object, with its origin (`path#document`).
     Objects(Vec<(String, Object)>),
     Unreadable(std::io::Error),
+    /// Larger than the limit: its size (at least the limit plus one byte).
+    TooLarge(u64),
     /// The documents that failed, by index, with the reason.
     Refused(Vec<(usize, String)>),
 }
 
-/// Reads and parses one file (blocking: run on the blocking pool). A file
-/// is taken whole or not at all.
-fn read(path: &Path) -> Read {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+/// Reads and parses one file of at most `max` bytes (blocking: run on the
+/// blocking pool). A file is taken whole or not at all.
+fn read(path: &Path, max: u64) -> Read {
+    let text = match read_at_most(path, max) {
+        Ok(Ok(t)) => t,
+        Ok(Err(size)) => return Read::TooLarge(size),
         Err(e) => return Read::Unreadable(e),
     };
     let mut objects = Vec::new();
@@ -187,6 +219,23 @@ fn read(path: &Path) -> Read {
         Read::Objects(objects)
     } else {
         Read::Refused(refused)
+    }
+}
+
+/// The file's text, or its size when it is over `max` bytes (checked
+/// before reading, and while reading: the file may grow in between).
+fn read_at_most(path: &Path, max: u64) -> std::io::Result<Result<String, u64>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size > max {
+        return Ok(Err(size));
+    }
+    let mut text = String::new();
+    file.take(max.saturating_add(1)).read_to_string(&mut text)?;
+    match text.len() as u64 {
+        n if n > max => Ok(Err(n)),
+        _ => Ok(Ok(text)),
     }
 }
 
@@ -234,7 +283,7 @@ mod tests {
             format!("{service}---\napiVersion: v1\nkind: Sevrice\n"),
         )
         .unwrap();
-        let Read::Refused(errors) = read(&path) else {
+        let Read::Refused(errors) = read(&path, MAX_BYTES) else {
             panic!("refused")
         };
         assert_eq!(
@@ -245,12 +294,19 @@ mod tests {
             )]
         );
         std::fs::write(&path, service).unwrap();
-        let Read::Objects(objects) = read(&path) else {
+        let Read::Objects(objects) = read(&path, MAX_BYTES) else {
             panic!("read")
         };
         assert_eq!(objects.len(), 1);
         assert_eq!(objects[0].0, format!("{}#0", path.display()));
-        assert!(matches!(read(&dir.join("none.yaml")), Read::Unreadable(_)));
+        assert!(matches!(
+            read(&dir.join("none.yaml"), MAX_BYTES),
+            Read::Unreadable(_)
+        ));
+        // Over the limit: refused unread, with its size.
+        let size = service.len() as u64;
+        assert!(matches!(read(&path, size), Read::Objects(_)));
+        assert!(matches!(read(&path, size - 1), Read::TooLarge(n) if n == size));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
