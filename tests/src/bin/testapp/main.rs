@@ -36,13 +36,22 @@
 //!                                 prints OK sent= ok= failed= and FAILURE lines
 //! weft-testapp tcp-client ADDR MODE  client of banner/halfclose; `idle` reads the
 //!                                 banner, then waits silently until closed
+//! weft-testapp hold ADDR N h1|h2  N idle connections, held until killed
+//! weft-testapp probe ADDR N       N GET /hello, each on a new connection: latency
+//! weft-testapp h2-abuse ADDR KIND MILLIS [noread]
+//!                                 HTTP/2 floods: settings, ping, window-update,
+//!                                 continuation, streams
+//! weft-testapp h1-abuse ADDR KIND HTTP/1: headers, line, chunks
+//!                                 (see hostile.rs for each)
 //! ```
 //!
 //! Servers print `LISTENING ADDR` once bound; clients print `OK ...` lines
 //! or `FAILED reason` and exit 1.
 #![forbid(unsafe_code)]
 
+mod frames;
 mod grpc;
+mod hostile;
 mod http;
 mod load;
 mod rapid_reset;
@@ -100,6 +109,30 @@ fn main() -> ExitCode {
                 let duration = std::time::Duration::from_millis(num(3, 1000));
                 load::run(addr(1), num(2, 100), duration, num(4, 4)).await
             }
+            Some("hold") => {
+                let n = args
+                    .get(2)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| usage());
+                hostile::hold(addr(1), n, args.get(3).map_or("h1", |s| s)).await
+            }
+            Some("probe") => {
+                let n = args
+                    .get(2)
+                    .map_or(Ok(100), |s| s.parse())
+                    .unwrap_or_else(|_| usage());
+                hostile::probe(addr(1), n).await
+            }
+            Some("h2-abuse") => {
+                let kind = args.get(2).map_or("", |s| s);
+                let millis = args
+                    .get(3)
+                    .map_or(Ok(2000), |s| s.parse())
+                    .unwrap_or_else(|_| usage());
+                let read = args.get(4).map(String::as_str) != Some("noread");
+                hostile::h2_abuse(addr(1), kind, millis, read).await
+            }
+            Some("h1-abuse") => hostile::h1_abuse(addr(1), args.get(2).map_or("", |s| s)).await,
             Some("tcp-client") => tcp::client(addr(1), args.get(2).map_or("", |s| s)).await,
             _ => usage(),
         }
