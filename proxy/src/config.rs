@@ -114,7 +114,9 @@ pub struct Config {
     pub h2_max_pending_resets: usize,
 
     /// Most connections open at once (inbound and outbound); further clients
-    /// wait in the kernel's accept queue.
+    /// wait in the kernel's accept queue; each one accepted while the limit
+    /// holds waits for a slot, counted in
+    /// weft_tcp_refused_total{reason="connection_limit"}.
     #[arg(long, env = "WEFT_PROXY_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,

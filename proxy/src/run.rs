@@ -23,7 +23,7 @@ use crate::identity::Credentials;
 use crate::inbound::authorize::Scope;
 use crate::inbound::watch::{Policies, PolicyConfig};
 use crate::shared::Shared;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Direction, Metrics};
 use crate::tls::{load_roots, Tls};
 use crate::trace::Tracer;
 use crate::transport::connect::{grpc_endpoint, Connector};
@@ -344,6 +344,7 @@ where
             limit.clone(),
             tasks.clone(),
             shutdown.clone(),
+            at_limit(&shared, Direction::Outbound),
             move |tcp, _peer| outbound::serve(out.clone(), tcp),
         )),
         tokio::spawn(accept_loop(
@@ -352,6 +353,7 @@ where
             limit.clone(),
             tasks.clone(),
             shutdown.clone(),
+            at_limit(&shared, Direction::Inbound),
             move |tcp, _peer| inbound::serve(inb.clone(), tcp),
         )),
     ];
@@ -393,6 +395,13 @@ where
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(())
+}
+
+/// Counts a connection that waits at `--max-connections` in
+/// `weft_tcp_refused_total{reason="connection_limit"}`.
+fn at_limit<O>(shared: &Shared<O>, direction: Direction) -> impl Fn() {
+    let metrics = shared.metrics.clone();
+    move || metrics.refused(direction, "connection_limit")
 }
 
 /// Removes idle metric series every quarter of the retention period.

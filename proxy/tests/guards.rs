@@ -157,6 +157,9 @@ async fn past_the_connection_limit_clients_wait_for_a_free_slot() {
         .unwrap();
     let waiting = read_until_closed(&mut second, Duration::from_millis(300)).await;
     assert_eq!(waiting, "", "answered while the limit was reached");
+    // Counted once, as a connection that waits for a slot.
+    let series = "weft_tcp_refused_total{direction=\"outbound\",reason=\"connection_limit\"}";
+    assert_eq!(proxy.metric(series).await, 1.0, "{series}");
     drop(first);
     let answer = read_until(&mut second, "hello from app", WAIT).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");

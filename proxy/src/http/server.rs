@@ -99,10 +99,10 @@ impl HttpServer {
         H: Fn(Request<Incoming>) -> F + Send + 'static,
         F: Future<Output = Response<Served>> + Send + 'static,
     {
-        let conn = self
+        let conn = std::pin::pin!(self
             .h1
             .serve_connection(TokioIo::new(io), service(handle))
-            .with_upgrades();
+            .with_upgrades());
         log_conn_error(until_shutdown(conn, |c| c.graceful_shutdown(), shutdown).await);
     }
 
@@ -118,7 +118,7 @@ impl HttpServer {
         // spawn (and every move of the task) moves a pointer rather than
         // the request's whole state.
         let boxed = move |req| Box::pin(handle(req));
-        let conn = self.h2.serve_connection(TokioIo::new(io), service(boxed));
+        let conn = std::pin::pin!(self.h2.serve_connection(TokioIo::new(io), service(boxed)));
         log_conn_error(until_shutdown(conn, |c| c.graceful_shutdown(), shutdown).await);
     }
 }
@@ -160,16 +160,18 @@ impl<F: Future> Future for Answer<F> {
 }
 
 /// Runs `conn` to its end; after `shutdown`, asks it to finish gracefully
-/// (`graceful`) and waits for that.
+/// (`graceful`) and waits for that. It takes the connection pinned where
+/// its caller made it: taken by value, it would be held twice (the
+/// argument, and the pinned copy polled), and the connection's state is
+/// most of what an idle connection costs.
 async fn until_shutdown<C, E>(
-    conn: C,
+    mut conn: Pin<&mut C>,
     graceful: fn(Pin<&mut C>),
     shutdown: CancellationToken,
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>>,
 {
-    tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => r,
         _ = shutdown.cancelled() => {

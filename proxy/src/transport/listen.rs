@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -44,13 +46,15 @@ fn bind_exact(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts until `shutdown`, each connection in its own task tracked by
-/// `tasks`, at most as many at once as `limit` has permits.
+/// `tasks`, at most as many at once as `limit` has permits; `at_limit` is
+/// called for each connection that has to wait for one.
 pub async fn accept_loop<H, F>(
     name: &'static str,
     listener: TcpListener,
     limit: Arc<Semaphore>,
     tasks: Tasks,
     shutdown: CancellationToken,
+    at_limit: impl Fn(),
     handle: H,
 ) where
     H: Fn(TcpStream, SocketAddr) -> F,
@@ -78,12 +82,20 @@ pub async fn accept_loop<H, F>(
         // The permit is taken once a connection is there, so an idle
         // listener holds none. At the limit this connection waits for a
         // free slot, and the ones after it wait in the listen backlog.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => return,
+            Err(TryAcquireError::NoPermits) => {
+                at_limit();
+                debug!(listener = name, %peer, "connection limit reached: waiting for a slot");
+                tokio::select! {
+                    p = limit.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
         };
         let _ = tcp.set_nodelay(true);
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
@@ -95,13 +107,28 @@ pub async fn accept_loop<H, F>(
             dst = tracing::field::Empty,
             client_id = tracing::field::Empty
         );
-        let fut = handle(tcp, peer);
-        tasks.spawn(
-            async move {
-                fut.await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        let task = Holding {
+            task: handle(tcp, peer),
+            _permit: permit,
+        };
+        tasks.spawn(task.instrument(span));
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's task, holding its connection permit until it ends (a
+    /// plain future: an `async` block awaiting the task would hold it twice).
+    struct Holding<F> {
+        #[pin]
+        task: F,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Holding<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().task.poll(cx)
     }
 }

@@ -3,7 +3,9 @@
 //! when the grace period is over.
 
 use std::future::Future;
-use tokio_util::sync::CancellationToken;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 #[derive(Clone, Debug, Default)]
@@ -18,12 +20,9 @@ impl Tasks {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let kill = self.kill.clone();
-        self.tracker.spawn(async move {
-            tokio::select! {
-                () = task => {}
-                () = kill.cancelled() => {}
-            }
+        self.tracker.spawn(Killable {
+            task,
+            kill: self.kill.clone().cancelled_owned(),
         });
     }
 
@@ -47,6 +46,31 @@ impl Tasks {
     /// Ends every task now (their connections are closed as they drop).
     pub fn kill(&self) {
         self.kill.cancel();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A task that ends early when killed. A plain future rather than an
+    /// `async` block around `select!`: that would hold the task twice
+    /// (the captured future, and the one being polled), and a connection's
+    /// task is most of what an idle connection costs.
+    struct Killable<F> {
+        #[pin]
+        task: F,
+        #[pin]
+        kill: WaitForCancellationFutureOwned,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Killable<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.task.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        this.kill.poll(cx)
     }
 }
 

@@ -36,13 +36,22 @@
 //!                                 prints OK sent= ok= failed= and FAILURE lines
 //! weft-testapp tcp-client ADDR MODE  client of banner/halfclose; `idle` reads the
 //!                                 banner, then waits silently until closed
+//! weft-testapp hold ADDR N h1|h2  N idle connections, held until killed
+//! weft-testapp probe ADDR N       N GET /hello, each on a new connection: latency
+//! weft-testapp h2-abuse ADDR KIND MILLIS [noread]
+//!                                 HTTP/2 floods: settings, ping, window-update,
+//!                                 continuation, streams
+//! weft-testapp h1-abuse ADDR KIND HTTP/1: headers, line, chunks
+//!                                 (see hostile.rs for each)
 //! ```
 //!
 //! Servers print `LISTENING ADDR` once bound; clients print `OK ...` lines
 //! or `FAILED reason` and exit 1.
 #![forbid(unsafe_code)]
 
+mod frames;
 mod grpc;
+mod hostile;
 mod http;
 mod load;
 mod rapid_reset;
@@ -60,6 +69,12 @@ fn main() -> ExitCode {
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| usage())
     };
+    // Argument i as a number, `d` when absent.
+    let num = |i: usize, d: u64| -> u64 {
+        args.get(i)
+            .map_or(Ok(d), |s| s.parse())
+            .unwrap_or_else(|_| usage())
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -73,33 +88,26 @@ fn main() -> ExitCode {
                 Ok((books, ratings)) => web::serve(addr(1), books, ratings).await,
                 Err(e) => Err(e),
             },
-            Some("grpc-client") => {
-                let num = |i: usize, d: u64| {
-                    args.get(i)
-                        .map_or(Ok(d), |s| s.parse())
-                        .unwrap_or_else(|_| usage())
-                };
-                grpc::client(addr(1), num(2, 20), num(3, 10)).await
-            }
-            Some("rapid-reset") => {
-                let n = args
-                    .get(2)
-                    .map_or(Ok(10_000), |s| s.parse())
-                    .unwrap_or_else(|_| usage());
-                rapid_reset::client(addr(1), n).await
-            }
+            Some("grpc-client") => grpc::client(addr(1), num(2, 20), num(3, 10)).await,
+            Some("rapid-reset") => rapid_reset::client(addr(1), num(2, 10_000)).await,
             Some("banner") => tcp::banner(addr(1)).await,
             Some("halfclose") => tcp::halfclose(addr(1)).await,
             Some("ws-client") => ws::client(addr(1), args.get(2).map_or("hello", |s| s)).await,
             Some("load") => {
-                let num = |i: usize, d: u64| {
-                    args.get(i)
-                        .map_or(Ok(d), |s| s.parse())
-                        .unwrap_or_else(|_| usage())
-                };
                 let duration = std::time::Duration::from_millis(num(3, 1000));
                 load::run(addr(1), num(2, 100), duration, num(4, 4)).await
             }
+            Some("hold") => {
+                let kind = args.get(3).map_or("h1", |s| s);
+                hostile::hold(addr(1), num(2, 10_000), kind).await
+            }
+            Some("probe") => hostile::probe(addr(1), num(2, 100)).await,
+            Some("h2-abuse") => {
+                let kind = args.get(2).map_or("", |s| s);
+                let read = args.get(4).map(String::as_str) != Some("noread");
+                hostile::h2_abuse(addr(1), kind, num(3, 2000), read).await
+            }
+            Some("h1-abuse") => hostile::h1_abuse(addr(1), args.get(2).map_or("", |s| s)).await,
             Some("tcp-client") => tcp::client(addr(1), args.get(2).map_or("", |s| s)).await,
             _ => usage(),
         }
