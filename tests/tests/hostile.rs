@@ -350,6 +350,10 @@ fn a_big_request_and_response_stream_through_two_proxies_in_bounded_memory() {
     let _app = app(&server);
     let server_proxy = start_proxy(&server, &[], &[]);
     let client_proxy = start_proxy(&client, &[], &[]);
+    let idle: Vec<u64> = [&client_proxy, &server_proxy]
+        .iter()
+        .map(|p| p.memory().unwrap().0)
+        .collect();
     let mib = big_body_mib();
     let n = mib * 1024 * 1024;
     let url = |path: &str| format!("http://{}:8080{path}", server.ip);
@@ -387,16 +391,29 @@ fn a_big_request_and_response_stream_through_two_proxies_in_bounded_memory() {
         rate(down_took),
         rate(up_took)
     );
-    for (name, proxy) in [("client", &client_proxy), ("server", &server_proxy)] {
+    for ((name, proxy), idle) in [("client", &client_proxy), ("server", &server_proxy)]
+        .into_iter()
+        .zip(idle)
+    {
         let (rss, peak) = proxy.memory().unwrap();
         println!(
-            "{name} proxy after {mib} MiB each way: RSS {} KiB, peak {} KiB",
+            "{name} proxy after {mib} MiB each way: RSS {} KiB (idle {} KiB), peak {} KiB",
             rss / 1024,
+            idle / 1024,
             peak / 1024
         );
+        // Streaming adds next to nothing to what the proxy holds idle.
         assert!(
-            peak < 16 * 1024 * 1024,
-            "{name} proxy peak RSS {peak} bytes"
+            peak.saturating_sub(idle) < 6 * 1024 * 1024,
+            "{name} proxy peak RSS {peak} bytes, idle {idle}"
         );
+        // The bound, for the binary that ships: a debug build's own
+        // pages make its idle RSS about 13 MB already.
+        if !cfg!(debug_assertions) {
+            assert!(
+                peak < 16 * 1024 * 1024,
+                "{name} proxy peak RSS {peak} bytes"
+            );
+        }
     }
 }
