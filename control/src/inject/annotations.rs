@@ -109,7 +109,7 @@ pub fn plan(annotations: &BTreeMap<String, String>, settings: &Settings) -> Resu
     Ok(Plan {
         proxy_image: check(PROXY_IMAGE, &image)?.unwrap_or_else(|| settings.proxy_image.clone()),
         init_image: settings.init_image.clone(),
-        log_level: check(PROXY_LOG_LEVEL, &log_filter)?
+        log_level: check(PROXY_LOG_LEVEL, &annotation_log_filter)?
             .unwrap_or_else(|| settings.proxy_log_level.clone()),
         cpu_request,
         cpu_limit,
@@ -184,6 +184,28 @@ fn log_filter(v: &str) -> Result<(), String> {
         .map_err(|e| format!("'{v}' is not a log filter (like info or warn,weft_proxy=debug): {e}"))
 }
 
+/// The longest `weft.dev/proxy-log-level` a pod may carry.
+const MAX_ANNOTATION_LOG_FILTER: usize = 512;
+
+/// A pod's log filter: `target=level` directives only. The span and field
+/// filters of the full syntax (`target[span{field=value}]=level`) compile
+/// field values to regexes, which a pod author could make slow to compile
+/// in the webhook and in every proxy start (the `flags` fuzz target found
+/// a 300-byte value taking 250 ms in a debug build); operators keep the
+/// full syntax in the proxy's own `--log`.
+fn annotation_log_filter(v: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_:.,=- ".contains(c);
+    if v.len() > MAX_ANNOTATION_LOG_FILTER || !v.chars().all(plain) {
+        return Err(format!(
+            "'{}' is not a log filter for a pod: only comma-separated target=level directives \
+             (like info or warn,weft_proxy=debug: letters, digits and _ : . - =), at most \
+             {MAX_ANNOTATION_LOG_FILTER} characters",
+            v.chars().take(80).collect::<String>()
+        ));
+    }
+    log_filter(v)
+}
+
 fn boolean(v: &str) -> Result<(), String> {
     match v.trim() {
         "true" | "false" => Ok(()),
@@ -240,6 +262,35 @@ pub fn log_filter_arg(v: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `flags` fuzz target (a slow unit): a field filter whose
+    /// value compiles to a regex took 80-250 ms to parse in a debug build
+    /// (seconds under the fuzzer). A pod's filter takes no span or field
+    /// filters, and is refused before it is parsed.
+    #[test]
+    fn a_pods_log_filter_takes_no_span_or_field_filters() {
+        let found = "wan,catedwan,cated[aq{{{{level=yyyy\0\0\0\0\0\0\0\0\01.m100100.m1.!1001000";
+        for v in [
+            found,
+            "weft_proxy[conn{dst=10.0.0.1}]=debug",
+            &"a".repeat(513),
+        ] {
+            let err = annotation_log_filter(v).unwrap_err();
+            assert!(
+                err.contains("only comma-separated target=level"),
+                "{v:?}: {err}"
+            );
+        }
+        for v in [
+            "info",
+            "warn,weft_proxy=debug",
+            "weft_proxy::http=trace,h2=warn",
+        ] {
+            assert_eq!(annotation_log_filter(v), Ok(()), "{v}");
+        }
+        // The proxy's own --log keeps the full syntax.
+        assert!(log_filter_arg("weft_proxy[conn{dst=10.0.0.1}]=debug").is_ok());
+    }
 
     /// Found by the `flags` fuzz target: tracing-subscriber 0.3.23 slices a
     /// directive inside a multi-byte character and panics (the webhook's
