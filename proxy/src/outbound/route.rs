@@ -340,14 +340,22 @@ fn modified_path(m: &PathModifier, path: &str, prefix: Option<&str>) -> String {
     }
 }
 
+/// Sets the request's path (its query kept). A path that does not start
+/// with `/` (an empty replacement, or a prefix that cut inside a segment)
+/// gets one: an empty request target is not HTTP (the `route` fuzz target
+/// found one). A path that cannot be a URI's leaves the request as it was.
 fn set_path<B>(req: &mut Request<B>, path: &str) {
     let uri = req.uri();
+    let slash = if path.starts_with('/') { "" } else { "/" };
     let pq = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
+        Some(q) => format!("{slash}{path}?{q}"),
+        None => format!("{slash}{path}"),
+    };
+    let Ok(pq) = pq.parse() else {
+        return;
     };
     let mut parts = uri.clone().into_parts();
-    parts.path_and_query = pq.parse().ok();
+    parts.path_and_query = Some(pq);
     if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
     }

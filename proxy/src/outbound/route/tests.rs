@@ -573,3 +573,21 @@ fn a_regex_that_does_not_compile_matches_nothing() {
         80
     );
 }
+
+/// Found by the `route` fuzz target: a rewrite to an empty path left the
+/// request with an empty target.
+#[test]
+fn a_rewritten_path_always_starts_with_a_slash() {
+    for (path, want) in [("", "/?a=1"), ("v2/x", "/v2/x?a=1"), ("/ok", "/ok?a=1")] {
+        let mut req = Request::get("/old?a=1").body(()).unwrap();
+        set_path(&mut req, path);
+        assert_eq!(req.uri().to_string(), want, "{path:?}");
+    }
+    let mut req = Request::get("/old").body(()).unwrap();
+    set_path(&mut req, "/bad path");
+    assert_eq!(
+        req.uri(),
+        "/old",
+        "a path no URI takes leaves the request as it was"
+    );
+}
