@@ -328,6 +328,8 @@ async fn a_client_that_fails_its_body_is_answered_400_and_not_retried() {
             .contains("weft-proxy-error: client body failed\r\n"),
         "{head}"
     );
-    assert_eq!(app.requests(), 1, "streamed once, not sent again");
+    // Streamed once (the app may or may not have seen its head before the
+    // body failed), never sent again.
+    assert!(app.requests() <= 1, "sent {} times", app.requests());
     assert_eq!(proxy.metric(&retries(web.addr)).await, 0.0);
 }
