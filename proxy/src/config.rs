@@ -113,6 +113,16 @@ pub struct Config {
     #[arg(long, env = "WEFT_PROXY_H2_MAX_PENDING_RESETS", default_value_t = 20)]
     pub h2_max_pending_resets: usize,
 
+    /// Most HTTP/2 control frames (SETTINGS, PING, WINDOW_UPDATE, PRIORITY,
+    /// empty DATA/HEADERS/CONTINUATION, unknown types; not the
+    /// acknowledgements of SETTINGS and PING) one client
+    /// connection may send within a second, beyond one per 256 bytes the
+    /// proxy wrote to it; past it the connection is closed, counted in
+    /// weft_tcp_refused_total{reason="http2_flood"}.
+    #[arg(long, env = "WEFT_PROXY_H2_MAX_CONTROL_FRAMES", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_max_control_frames: u32,
+
     /// Most connections open at once (inbound and outbound); further clients
     /// wait in the kernel's accept queue; each one accepted while the limit
     /// holds waits for a slot, counted in

@@ -10,6 +10,7 @@
 //! | `forward.rs` | one client connection's forwarding state; a request in, a response out |
 //! | `dispatch.rs` | the deadline and the retries around a request |
 //! | `send.rs` | one attempt: to an address or a balanced endpoint |
+//! | `flood.rs` | an HTTP/2 client's control-frame budget |
 //! | `upgrade.rs` | WebSocket / h2c upgrades spliced after 101 |
 //! | `body.rs` | the body type sent upstream and answered with |
 //! | `replay.rs` | a request's body shared by its attempts, kept up to 64 KiB |
@@ -24,6 +25,7 @@
 pub mod body;
 pub mod deadline;
 mod dispatch;
+mod flood;
 pub mod forward;
 pub mod headers;
 mod replay;
@@ -37,7 +39,7 @@ use std::net::SocketAddr;
 use crate::discovery::Dest;
 
 pub use forward::Forward;
-pub use server::HttpServer;
+pub use server::{Ended, HttpServer};
 
 pub use body::{Body, BodyError};
 

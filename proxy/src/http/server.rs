@@ -2,7 +2,8 @@
 //! upgrades) or HTTP/2, each request handed to the direction's handler
 //! (boxed for HTTP/2, whose streams are spawned tasks);
 //! after shutdown, HTTP/1 finishes its request in flight and HTTP/2 sends
-//! GOAWAY and lets its streams finish.
+//! GOAWAY and lets its streams finish. An HTTP/2 client that floods control
+//! frames is cut off (`flood.rs`).
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -12,12 +13,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::flood::Guarded;
 use super::Body;
 use crate::client::Client;
 use crate::config::Config;
@@ -39,6 +42,8 @@ pub struct HttpServer {
     pub client: Arc<Client>,
     /// Whether 5xx responses count as endpoint failures.
     pub accrual_5xx: bool,
+    /// Control frames an HTTP/2 client may send a second (`flood.rs`).
+    h2_max_control_frames: u32,
     /// Upgraded (WebSocket, h2c) connections outlive the HTTP connection
     /// they came from: they are tracked here so that a drain waits for them.
     pub tasks: Tasks,
@@ -72,12 +77,20 @@ impl HttpServer {
                 config.pool_idle_timeout,
             )),
             accrual_5xx: config.failure_accrual_5xx,
+            h2_max_control_frames: config.h2_max_control_frames,
             tasks,
         }
     }
 
-    /// Serves an HTTP/2 (`h2`) or HTTP/1 client connection.
-    pub async fn serve<I, H, F>(&self, h2: bool, io: I, handle: H, shutdown: CancellationToken)
+    /// Serves an HTTP/2 (`h2`) or HTTP/1 client connection: `Flooded` when
+    /// it was cut off for flooding (the caller counts it).
+    pub async fn serve<I, H, F>(
+        &self,
+        h2: bool,
+        io: I,
+        handle: H,
+        shutdown: CancellationToken,
+    ) -> Ended
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>) -> F + Send + 'static,
@@ -86,7 +99,8 @@ impl HttpServer {
         if h2 {
             self.serve_h2(io, handle, shutdown).await
         } else {
-            self.serve_h1(io, handle, shutdown).await
+            self.serve_h1(io, handle, shutdown).await;
+            Ended::Done
         }
     }
 
@@ -108,7 +122,7 @@ impl HttpServer {
 
     /// Serves an HTTP/2 client connection; after `shutdown` it sends GOAWAY
     /// and lets the streams in flight finish.
-    pub async fn serve_h2<I, H, F>(&self, io: I, handle: H, shutdown: CancellationToken)
+    pub async fn serve_h2<I, H, F>(&self, io: I, handle: H, shutdown: CancellationToken) -> Ended
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>) -> F + Send + 'static,
@@ -118,9 +132,25 @@ impl HttpServer {
         // spawn (and every move of the task) moves a pointer rather than
         // the request's whole state.
         let boxed = move |req| Box::pin(handle(req));
+        let flooded = Arc::new(AtomicBool::new(false));
+        let io = Guarded::new(io, self.h2_max_control_frames, flooded.clone());
         let conn = std::pin::pin!(self.h2.serve_connection(TokioIo::new(io), service(boxed)));
-        log_conn_error(until_shutdown(conn, |c| c.graceful_shutdown(), shutdown).await);
+        let result = until_shutdown(conn, |c| c.graceful_shutdown(), shutdown).await;
+        if flooded.load(Ordering::Relaxed) {
+            info!("HTTP/2 client flooding control frames: closed");
+            return Ended::Flooded;
+        }
+        log_conn_error(result);
+        Ended::Done
     }
+}
+
+/// How a client connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Done,
+    /// Cut off: the client flooded control frames (`flood.rs`).
+    Flooded,
 }
 
 /// `handle` as hyper's service (the proxy answers every request itself,

@@ -170,7 +170,10 @@ async fn forward<O, I>(
                 }
             }
         };
-        return shared.http.serve(h2, io, handle, shutdown).await;
+        if shared.http.serve(h2, io, handle, shutdown).await == crate::http::Ended::Flooded {
+            shared.metrics.refused(IN, "http2_flood");
+        }
+        return;
     }
     if let Err(denied) = check::<()>(port, client.as_deref(), None, &decisions) {
         debug!(%denied, "connection refused by policy");

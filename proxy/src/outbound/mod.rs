@@ -147,7 +147,9 @@ where
             }
         }
     };
-    shared.http.serve(h2, io, handle, shutdown).await
+    if shared.http.serve(h2, io, handle, shutdown).await == crate::http::Ended::Flooded {
+        shared.metrics.refused(OUT, "http2_flood");
+    }
 }
 
 /// Opaque TCP: one upstream connection (to an endpoint picked once, with

@@ -233,7 +233,7 @@ impl Metrics {
         );
         weft.register(
             "tcp_refused",
-            "Connections refused before any forwarding, by reason",
+            "Connections refused before any forwarding, or cut off for abuse (http2_flood), by reason",
             m.refused.clone(),
         );
         weft.register(

@@ -163,9 +163,10 @@ impl Tracer {
     /// proxy as the next hop's parent, and returns that span when it is
     /// sampled.
     pub fn start(&self, headers: &mut HeaderMap, kind: SpanKind) -> Option<Box<Recording>> {
-        let ctx = match propagate::extract(headers) {
+        let carried = propagate::carries_context(headers);
+        let ctx = match carried.then(|| propagate::extract(headers)).flatten() {
             Some(ctx) => ctx,
-            None if self.threshold == 0 || propagate::denied(headers) => return None,
+            None if self.threshold == 0 || (carried && propagate::denied(headers)) => return None,
             None if u64::from(rand::random::<u32>()) >= self.threshold => return None,
             None => {
                 let own = span_id();

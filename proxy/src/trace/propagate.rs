@@ -68,6 +68,17 @@ pub struct Context {
     pub sampling: Sampling,
 }
 
+/// Whether any of `headers` is one of the formats' (one pass over the
+/// names). Most requests carry none: one pass over a request's few names
+/// costs less than the lookups of `extract` (callgrind: 489 instructions
+/// for the three lookups of a request without context).
+pub fn carries_context(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        let n = name.as_str().as_bytes();
+        n == b"b3" || n == b"traceparent" || n.starts_with(b"x-b3-")
+    })
+}
+
 /// The context of `headers`, if any format carries a valid one.
 pub fn extract(headers: &HeaderMap) -> Option<Context> {
     if let Some(v) = headers.get(&TRACEPARENT) {

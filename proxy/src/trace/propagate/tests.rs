@@ -250,3 +250,28 @@ fn a_root_context_is_a_sampled_w3c_one() {
         (trace, OWN, Sampling::Sampled)
     );
 }
+
+#[test]
+fn context_headers_are_found_in_one_pass_and_only_they() {
+    for name in [
+        "traceparent",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "x-b3-sampled",
+        "x-b3-flags",
+    ] {
+        let h = headers(&[("host", "web"), (name, "0"), ("accept", "*/*")]);
+        assert!(carries_context(&h), "{name}");
+    }
+    for name in ["tracestate", "b4", "traceparents", "x-b3", "x-b2-traceid"] {
+        let h = headers(&[("host", "web"), (name, "0")]);
+        assert!(!carries_context(&h), "{name}");
+        assert_eq!(extract(&h), None, "{name}");
+    }
+    assert!(!carries_context(&HeaderMap::new()));
+    // Whatever carries a context is found by the pass.
+    let h = headers(&[("traceparent", &format!("00-{TRACE}-{SPAN}-01"))]);
+    assert!(carries_context(&h) && extract(&h).is_some());
+}
