@@ -177,6 +177,25 @@ async fn head_sampling_starts_traces_only_when_asked() {
 }
 
 #[test]
+fn addresses_and_methods_as_attribute_values() {
+    for a in [
+        "0.0.0.0",
+        "10.244.0.7",
+        "192.168.100.255",
+        "1.20.3.99",
+        "::1",
+        "fd00:10:244::7",
+    ] {
+        let ip: std::net::IpAddr = a.parse().unwrap();
+        assert_eq!(super::ip(ip).as_str(), a);
+    }
+    for m in ["GET", "POST", "PATCH", "PURGE"] {
+        let method = Method::from_bytes(m.as_bytes()).unwrap();
+        assert_eq!(super::method(&method).as_str(), m);
+    }
+}
+
+#[test]
 fn service_names_as_operators_read_them() {
     assert_eq!(service_name("web.shop.svc.cluster.local:80"), "web.shop:80");
     assert_eq!(service_name("10.96.0.10:80"), "10.96.0.10:80");
