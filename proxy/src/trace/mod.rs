@@ -11,7 +11,8 @@
 //! | `collector.rs` | the exporter dials the collector through discovery and mesh TLS |
 //!
 //! Cost: with no collector configured nothing here runs. With one, a
-//! request without context costs the header lookups; one with an
+//! request without context costs one pass over its header names (63
+//! instructions in the outbound proxy, callgrind); one with an
 //! unsampled context also has its ids rewritten (one small header value);
 //! only a sampled request builds a span (its attributes, its name) and
 //! hands it to the queue, never waiting for the collector.
