@@ -177,13 +177,19 @@ async fn ready_waits_for_the_control_plane() {
     let unreached = Refusing::new();
     let addr = unreached.addr;
     let proxy = Proxy::launch(OrigDst::default(), &[format!("--control-addr={addr}")]);
-    let r = proxy.admin_get("/ready").await.unwrap();
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
-    assert!(
-        r.body.contains("the control plane has not been reached"),
-        "{}",
-        r.body
-    );
+    // Plain "not ready" until the listeners run (the admin server may
+    // answer first), then the reason: 503 throughout.
+    eventually("/ready names the unreached control plane", async || {
+        let r = proxy.admin_get("/ready").await?;
+        anyhow::ensure!(r.status == StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+        anyhow::ensure!(
+            r.body.contains("the control plane has not been reached"),
+            "{}",
+            r.body
+        );
+        Ok(())
+    })
+    .await;
     assert_eq!(
         proxy.admin_get("/live").await.unwrap().status,
         StatusCode::OK
