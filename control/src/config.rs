@@ -59,6 +59,7 @@ impl Config {
             identity_token_audience: "weft".into(),
             leaf_lifetime: Duration::from_secs(24 * 3600),
             max_watches_per_connection: 10_000,
+            max_connections: 10_000,
             default_inbound_policy: DefaultPolicy::AllUnauthenticated,
             webhook: false,
             webhook_addr: "127.0.0.1:0".parse().expect("an address"),
@@ -269,6 +270,17 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_watches_per_connection: u32,
+
+    /// gRPC client connections served at once (a proxy holds one); past
+    /// it the next connection waits in the listen backlog until one
+    /// closes, counted in weft_control_connection_limit_waits_total.
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
 
     /// What pods that no SMI TrafficTarget selects accept inbound:
     /// all-unauthenticated (everyone, as without the mesh),

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod authz;
 pub mod check;
 pub mod config;
+pub mod conn_limit;
 pub mod discovery;
 pub mod encoded;
 pub mod events;

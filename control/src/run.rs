@@ -179,6 +179,7 @@ pub async fn run(
         _ => vec![],
     };
 
+    let connection_waits = crate::conn_limit::register(&mut registry);
     let ready = Readiness::new(pending_rx, issuer).with_webhook(cert);
     let admin = Arc::new(Admin {
         registry,
@@ -222,7 +223,11 @@ pub async fn run(
             // Without TCP_NODELAY a small update written after another
             // waits for the client's delayed ACK: 40-50 ms for one change in
             // fifty in weft-control-bench (its p99 at 500 watchers).
-            tonic::transport::server::TcpIncoming::from(bound.grpc).with_nodelay(Some(true)),
+            crate::conn_limit::limit(
+                tonic::transport::server::TcpIncoming::from(bound.grpc).with_nodelay(Some(true)),
+                config.max_connections as usize,
+                connection_waits,
+            ),
             async move {
                 shutdown.await;
                 // Draining: every health status NOT_SERVING first.

@@ -911,3 +911,43 @@ async fn streams_of_any_call_on_one_connection_are_bounded_too() {
         rss_held.saturating_sub(rss_before) * 1024 / STREAMS as u64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_connections_the_next_waits_counted_and_is_served_once_one_closes() {
+    const MAX: usize = 3;
+    const WAITS: &str = "weft_control_connection_limit_waits_total";
+    let dir = Dir::new("connections");
+    dir.write("web.yaml", &service("web", "10.96.0.10", &["10.0.0.1"]));
+    let control = dir.control(&[format!("--max-connections={MAX}")]).await;
+    let mut held = Vec::new();
+    for _ in 0..MAX {
+        let channel = control.channel().await;
+        let (stream, eps) = snapshot(&channel, "web.shop:80").await;
+        assert_eq!(eps, ["10.0.0.1:8080"]);
+        held.push((channel, stream));
+    }
+    assert_eq!(control.metric(WAITS).await, 0.0);
+
+    // One more: connected (the kernel's backlog), counted, not served.
+    let extra = control.channel().await;
+    let mut waiting = tokio::spawn(async move { snapshot(&extra, "web.shop:80").await.1 });
+    control.until_metric(WAITS, 1.0).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "served past --max-connections={MAX}"
+    );
+    // The others are still served on their connections.
+    let (_again, eps) = snapshot(&held[0].0, "web.shop:80").await;
+    assert_eq!(eps, ["10.0.0.1:8080"]);
+
+    // One closes: the one waiting is served.
+    drop(held.pop());
+    let eps = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert_eq!(eps, ["10.0.0.1:8080"]);
+    println!("--max-connections={MAX}: the next connection waited, counted, and was served once one closed");
+}
