@@ -259,6 +259,7 @@ class Render(unittest.TestCase):
                 "--cluster-domain=cluster.local",
                 "--trust-domain=cluster.local",
                 "--max-watches-per-connection=10000",
+                "--max-connections=10000",
                 "--identity-secret=weft-system/weft-issuer",
                 "--identity-token-audience=weft",
                 "--leaf-lifetime=24h",
