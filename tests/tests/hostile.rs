@@ -296,7 +296,10 @@ fn http2_floods_are_cut_off_or_bounded_and_others_are_served() {
                 assert!(num(&out, "sent") < 1_000_000, "{out}");
                 floods += 1;
                 let cut = t.metric(FLOODED);
-                assert!(cut >= floods as f64, "{FLOODED} {cut} after {floods} floods");
+                assert!(
+                    cut >= floods as f64,
+                    "{FLOODED} {cut} after {floods} floods"
+                );
             }
         }
         assert!(
