@@ -147,19 +147,21 @@ impl Budget {
     /// Spends one frame; false: the client is flooding.
     fn spend(&mut self) -> bool {
         self.spent += 1;
-        let earned = (self.written / BYTES_PER_FRAME).min(u64::from(u32::MAX)) as u32;
-        if self.spent <= self.max.saturating_add(earned) {
+        if self.spent <= self.max {
             return true;
         }
         let now = Instant::now();
-        if now.duration_since(self.since) < WINDOW {
-            return false;
+        if now.duration_since(self.since) >= WINDOW {
+            // An old window (its credit with it): this frame begins a new
+            // one.
+            self.since = now;
+            self.spent = 1;
+            self.written = 0;
+            return true;
         }
-        // An old window: this frame begins a new one.
-        self.since = now;
-        self.spent = 1;
-        self.written = 0;
-        true
+        // Past `max` within the window: what was written in it pays.
+        let earned = (self.written / BYTES_PER_FRAME).min(u64::from(u32::MAX)) as u32;
+        self.spent <= self.max.saturating_add(earned)
     }
 }
 
@@ -353,6 +355,27 @@ mod tests {
         assert!(error.is_none(), "{error:?}");
         let (_, error) = flood_of(201, 100, 25_600).await;
         assert!(error.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn credit_for_bytes_written_lasts_only_its_window() {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let flooded = Arc::new(AtomicBool::new(false));
+        let mut guarded = Guarded::new(server, 100, flooded.clone());
+        // 100 frames of credit, then a second goes by: the 101st frame
+        // begins a new window, without the credit, and the 201st is one
+        // too many in it (with the credit carried over, 301 would be).
+        guarded.write_all(&[0; 25_600]).await.unwrap();
+        tokio::time::advance(WINDOW).await;
+        let mut bytes = PRI.to_vec();
+        for _ in 0..201 {
+            bytes.extend(frame(0x6, 0, &[0; 8]));
+        }
+        client.write_all(&bytes).await.unwrap();
+        let mut buf = vec![0; bytes.len()];
+        let e = guarded.read_exact(&mut buf).await.unwrap_err();
+        assert!(is_flood(&e), "{e}");
+        assert!(flooded.load(Ordering::Relaxed));
     }
 
     #[tokio::test(start_paused = true)]
