@@ -117,7 +117,7 @@ pub struct Config {
     /// empty DATA/HEADERS/CONTINUATION, unknown types; not the
     /// acknowledgements of SETTINGS and PING) one client
     /// connection may send within a second, beyond one per 256 bytes the
-    /// proxy wrote to it; past it the connection is closed, counted in
+    /// proxy wrote to it in that second; past it the connection is closed, counted in
     /// weft_tcp_refused_total{reason="http2_flood"}.
     #[arg(long, env = "WEFT_PROXY_H2_MAX_CONTROL_FRAMES", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..))]

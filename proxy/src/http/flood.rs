@@ -10,7 +10,7 @@
 //! of what the client sends (9 bytes per frame; payloads are skipped, not
 //! looked at) and fails the connection's reads once the client has sent
 //! more than `max` such frames within one second, beyond one for every
-//! 256 bytes the proxy wrote to it (a client downloading fast sends
+//! 256 bytes the proxy wrote to it in that second (a client downloading fast sends
 //! WINDOW_UPDATEs, and some PINGs, in proportion to what it receives). h2
 //! then closes the connection; the server counts it.
 //!
