@@ -199,9 +199,6 @@ fn tracer(
     (resolver, tls): (Option<Arc<Resolver>>, Option<Arc<Tls>>),
     stop: CancellationToken,
 ) -> Result<Option<Tracing>, String> {
-    use opentelemetry::KeyValue;
-    use opentelemetry_otlp::WithTonicConfig;
-    use opentelemetry_sdk::trace::SpanExporter as _;
     let Some(addr) = &config.trace_collector_addr else {
         return Ok(None);
     };
@@ -222,39 +219,31 @@ fn tracer(
         },
     );
     let channel = endpoint.connect_with_connector_lazy(dialer);
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_channel(channel)
-        .build()
-        .map_err(|e| format!("the span exporter for {addr}: {e}"))?;
     let service = config
         .trace_service_name
-        .clone()
+        .as_deref()
         .filter(|s| !s.is_empty())
-        .or_else(|| (!config.pod_name.is_empty()).then(|| config.pod_name.clone()))
-        .unwrap_or_else(|| "weft-proxy".to_owned());
-    let mut attrs = vec![
-        KeyValue::new("service.name", service),
-        KeyValue::new("weft.version", env!("CARGO_PKG_VERSION")),
+        .or_else(|| (!config.pod_name.is_empty()).then_some(config.pod_name.as_str()))
+        .unwrap_or("weft-proxy");
+    let mut resource = vec![
+        ("service.name", service),
+        ("weft.version", env!("CARGO_PKG_VERSION")),
     ];
     for (key, value) in [
         ("k8s.pod.name", &config.pod_name),
         ("k8s.namespace.name", &config.pod_namespace),
     ] {
         if !value.is_empty() {
-            attrs.push(KeyValue::new(key, value.clone()));
+            resource.push((key, value));
         }
     }
     if let Some(node) = &config.node_name {
-        attrs.push(KeyValue::new("k8s.node.name", node.clone()));
+        resource.push(("k8s.node.name", node));
     }
-    exporter.set_resource(
-        &opentelemetry_sdk::Resource::builder_empty()
-            .with_attributes(attrs)
-            .build(),
-    );
+    let encoder = crate::trace::wire::Encoder::new(&resource);
+    let exporter = crate::trace::collector::Otlp::new(channel);
     let metrics = crate::trace::export::ExportMetrics::register(registry);
-    let (queue, task) = crate::trace::export::spawn(exporter, metrics, stop);
+    let (queue, task) = crate::trace::export::spawn(exporter, encoder, metrics, stop);
     info!(collector = %addr, sample_percent = config.trace_sample_percent, "tracing on");
     Ok(Some((
         Arc::new(Tracer::new(queue, config.trace_sample_percent)),

@@ -166,8 +166,8 @@ impl Forward {
 
     /// This proxy's mesh identity, when its outbound requests speak mesh
     /// TLS.
-    pub fn own_id(&self) -> Option<&str> {
-        self.mesh.as_ref().map(|m| &*m.client)
+    pub fn own_id(&self) -> Option<&Arc<str>> {
+        self.mesh.as_ref().map(|m| &m.client)
     }
 
     /// How this connection's upstream connections are made.

@@ -30,7 +30,7 @@ use crate::http::{Forward, Target};
 use crate::shared::Shared;
 use crate::telemetry::{Direction, MeshIds, Protocol};
 use crate::tls::Alpn;
-use crate::trace::{SpanKind, Traced};
+use crate::trace::SpanKind;
 use crate::transport::connect::Remote;
 use crate::transport::io::Counted;
 use crate::transport::opaque;
@@ -131,7 +131,9 @@ async fn forward<O, I>(
                 let mut span = tracer
                     .as_ref()
                     .and_then(|(t, _)| t.start(req.headers_mut(), SpanKind::Server));
-                let traced = span.as_ref().map(|_| Traced::of(&req, orig));
+                if let Some(span) = &mut span {
+                    span.request(&req, orig);
+                }
                 // The Service the client proxy named (trusted from a mesh
                 // peer only), never passed on to the app.
                 let service = match span {
@@ -152,19 +154,12 @@ async fn forward<O, I>(
                             .await
                     }
                 };
-                match (span, traced, tracer) {
-                    (Some(mut span), Some(traced), Some((tracer, server))) => {
+                match (span, tracer) {
+                    (Some(mut span), Some((tracer, server))) => {
                         // The server's identity is this proxy's, the
                         // client's the one its certificate proved.
                         span.server_id.clone_from(server);
-                        traced.finish(
-                            tracer,
-                            span,
-                            None,
-                            service.as_deref(),
-                            rsp,
-                            client.as_deref(),
-                        )
+                        tracer.finish(span, None, service.as_ref(), rsp, client.as_ref())
                     }
                     _ => rsp,
                 }

@@ -29,7 +29,7 @@ use crate::http::{Forward, Target};
 use crate::shared::Shared;
 use crate::telemetry::{Direction, MeshIds, Protocol};
 use crate::tls::Alpn;
-use crate::trace::{SpanKind, Traced};
+use crate::trace::SpanKind;
 use crate::transport::connect::Remote;
 use crate::transport::io::Counted;
 use crate::transport::opaque;
@@ -86,7 +86,9 @@ where
             let mut span = tracer
                 .as_ref()
                 .and_then(|t| t.start(req.headers_mut(), SpanKind::Client));
-            let traced = span.as_ref().map(|_| Traced::of(&req, orig));
+            if let Some(span) = &mut span {
+                span.request(&req, orig);
+            }
             let service = match (&span, view) {
                 (Some(_), Resolved::Service(dest)) => dest.policy.load().service.clone(),
                 _ => None,
@@ -134,15 +136,10 @@ where
                     rsp
                 }
             };
-            match (span, traced, tracer) {
-                (Some(span), Some(traced), Some(tracer)) => traced.finish(
-                    tracer,
-                    span,
-                    route_name,
-                    service.as_deref(),
-                    rsp,
-                    fwd.own_id(),
-                ),
+            match (span, tracer) {
+                (Some(span), Some(tracer)) => {
+                    tracer.finish(span, route_name, service.as_ref(), rsp, fwd.own_id())
+                }
                 _ => rsp,
             }
         }

@@ -77,8 +77,8 @@ impl<'a> Routed<'a> {
 
     /// The rule's name (`<kind>/<namespace>/<name>`), when a route rule
     /// matched.
-    pub fn route_name(&self) -> Option<&'a str> {
-        self.rule.map(|r| &*r.name)
+    pub fn route_name(&self) -> Option<&'a Arc<str>> {
+        self.rule.map(|r| &r.name)
     }
 
     /// The rule's mirror, if it has one.

@@ -9,15 +9,11 @@
 use bytes::Bytes;
 use http::HeaderMap;
 use hyper::body::{Body, Frame, SizeHint};
-use opentelemetry::trace::{SpanKind, Status};
-use opentelemetry::KeyValue;
-use opentelemetry_sdk::trace::SpanData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::SystemTime;
 
-use super::export::Queue;
+use super::Recording;
 use crate::telemetry::metrics::GrpcStatuses;
 
 /// A response body, with the span of its request when that is sampled,
@@ -25,62 +21,9 @@ use crate::telemetry::metrics::GrpcStatuses;
 #[derive(Debug)]
 pub struct Spanned<B: Body> {
     inner: B,
-    open: Option<Box<Open>>,
+    open: Option<Box<Recording>>,
     grpc: Option<Arc<GrpcStatuses>>,
 }
-
-/// A span waiting for the end of its response body.
-#[derive(Debug)]
-pub struct Open {
-    data: SpanData,
-    queue: Queue,
-    /// Whether the response is gRPC (its status is read from trailers).
-    grpc: bool,
-}
-
-impl Open {
-    pub(super) fn new(data: SpanData, queue: Queue, response: &HeaderMap) -> Self {
-        let grpc = response
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        Self { data, queue, grpc }
-    }
-
-    /// The gRPC status of the trailers, on the span (a trailers-only
-    /// response had it in its headers, read when the span was opened).
-    fn trailers(&mut self, trailers: &HeaderMap) {
-        if let Some(code) = grpc_status(trailers) {
-            status_code(&mut self.data, code);
-        }
-    }
-
-    /// Queues the span, ended now; `complete`: the body was read to its
-    /// end.
-    pub(crate) fn end(mut self, complete: bool) {
-        if !complete {
-            // The client went away (or the upstream failed) mid-body.
-            self.data
-                .attributes
-                .push(KeyValue::new("weft.response.incomplete", true));
-            if self.data.status == Status::Unset {
-                self.data.status = Status::error("response body not finished");
-            }
-        } else if self.grpc
-            && !self
-                .data
-                .attributes
-                .iter()
-                .any(|kv| kv.key.as_str() == GRPC_STATUS)
-        {
-            // A gRPC response must end with a status.
-            self.data.status = Status::error("gRPC response without grpc-status");
-        }
-        self.data.end_time = SystemTime::now();
-        self.queue.push(self.data);
-    }
-}
-
-const GRPC_STATUS: &str = "rpc.grpc.status_code";
 
 /// `grpc-status` of `headers`, when it holds a number.
 pub(super) fn grpc_status(headers: &HeaderMap) -> Option<i64> {
@@ -88,24 +31,6 @@ pub(super) fn grpc_status(headers: &HeaderMap) -> Option<i64> {
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i64>().ok())
-}
-
-/// Puts gRPC status `code` on `data`, and the span status OpenTelemetry's
-/// gRPC conventions give it: a client span errs on any status but OK, a
-/// server span only on those that mean the server failed.
-pub(super) fn status_code(data: &mut SpanData, code: i64) {
-    data.attributes.retain(|kv| kv.key.as_str() != GRPC_STATUS);
-    data.attributes.push(KeyValue::new(GRPC_STATUS, code));
-    // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE,
-    // DATA_LOSS.
-    let server_fault = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
-    let failed = match data.span_kind {
-        SpanKind::Server => server_fault,
-        _ => code != 0,
-    };
-    if failed && data.status == Status::Unset {
-        data.status = Status::error(format!("grpc-status {code}"));
-    }
 }
 
 impl<B: Body> Spanned<B> {
@@ -129,7 +54,7 @@ impl<B: Body> Spanned<B> {
     }
 
     /// This body, ending `open` when it ends.
-    pub fn traced(mut self, open: Box<Open>) -> Self {
+    pub fn traced(mut self, open: Box<Recording>) -> Self {
         self.open = Some(open);
         self
     }
@@ -167,8 +92,8 @@ where
         if let Some(open) = &mut this.open {
             match &frame {
                 Some(Ok(f)) => {
-                    if let Some(trailers) = f.trailers_ref() {
-                        open.trailers(trailers);
+                    if let Some(code) = f.trailers_ref().and_then(grpc_status) {
+                        open.grpc = Some(code);
                     }
                     if this.inner.is_end_stream() {
                         this.open.take().expect("open").end(true);

@@ -1,4 +1,4 @@
-//! How the span exporter reaches the collector: like the app's own
+//! The OTLP/gRPC client ([`Otlp`]), and how it reaches the collector: like the app's own
 //! traffic, through this proxy's discovery and mesh TLS. The proxy's own
 //! connections are never redirected by weft-init (its uid is exempt), so
 //! the exporter's gRPC channel dials with this instead of plain TCP:
@@ -98,5 +98,96 @@ impl tonic::codegen::Service<http::Uri> for Dialer {
 
     fn call(&mut self, _: http::Uri) -> Self::Future {
         Box::pin(self.clone().dial())
+    }
+}
+
+/// The collector's OTLP/gRPC `TraceService`, called with requests
+/// [`wire`](super::wire) encoded: tonic's client, with a codec that sends
+/// bytes as they are.
+#[derive(Debug)]
+pub struct Otlp {
+    grpc: tonic::client::Grpc<tonic::transport::Channel>,
+}
+
+const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+impl Otlp {
+    pub fn new(channel: tonic::transport::Channel) -> Self {
+        Self {
+            grpc: tonic::client::Grpc::new(channel),
+        }
+    }
+}
+
+impl super::export::Export for Otlp {
+    async fn send(&mut self, request: bytes::Bytes) -> Result<u64, tonic::Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("the collector: {e}")))?;
+        let rsp = self
+            .grpc
+            .unary(
+                tonic::Request::new(request),
+                http::uri::PathAndQuery::from_static(EXPORT),
+                Encoded,
+            )
+            .await?;
+        let rejected = rsp
+            .into_inner()
+            .partial_success
+            .map_or(0, |p| p.rejected_spans);
+        Ok(u64::try_from(rejected).unwrap_or(0))
+    }
+}
+
+/// Sends a request already encoded; decodes the collector's answer.
+#[derive(Clone, Copy, Debug)]
+struct Encoded;
+
+type Answer = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+
+impl tonic::codec::Codec for Encoded {
+    type Encode = bytes::Bytes;
+    type Decode = Answer;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self {
+        *self
+    }
+}
+
+impl tonic::codec::Encoder for Encoded {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Encoded {
+    type Item = Answer;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Answer>, tonic::Status> {
+        use prost::Message;
+        Answer::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("the collector's answer: {e}")))
     }
 }

@@ -4,17 +4,24 @@
 //! A request never waits for the collector: a span is handed over with a
 //! `try_send`, and when the queue is full (the collector down or slow for
 //! longer than the queue lasts) it is dropped and counted. While a batch
-//! is being exported (and retried by the exporter), new spans fill the
-//! queue and then drop: memory stays bounded by the queue and one batch.
+//! is being exported (and retried), new spans fill the
+//! queue and then drop: memory stays bounded by the queue and one encoded
+//! batch.
 
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
+
+use super::wire::Encoder;
+use super::Recording;
 
 /// Spans held between the data path and the exporter.
 pub const QUEUE: usize = 2048;
@@ -22,8 +29,14 @@ pub const QUEUE: usize = 2048;
 pub const BATCH: usize = 512;
 /// How long a span waits for its batch to fill.
 pub const FLUSH: Duration = Duration::from_secs(1);
-/// An export call that takes longer counts as failed.
+/// How long a batch is tried (each attempt, and the waits between them)
+/// before it is dropped.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The wait after a batch's first retryable failure; it doubles up to
+/// [`MAX_BACKOFF`], plus up to [`JITTER`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub const MAX_BACKOFF: Duration = Duration::from_millis(1600);
+pub const JITTER: Duration = Duration::from_millis(100);
 /// How long shutdown waits for the last spans to leave.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
@@ -43,7 +56,7 @@ impl ExportMetrics {
         let weft = registry.sub_registry_with_prefix("weft_trace");
         weft.register(
             "spans_dropped",
-            "Spans dropped: the export queue was full or their batch failed every attempt",
+            "Spans dropped: the export queue was full, their batch failed every attempt, or the collector rejected them",
             m.dropped.clone(),
         );
         weft.register(
@@ -53,7 +66,7 @@ impl ExportMetrics {
         );
         weft.register(
             "exports",
-            "Export calls to the collector, by result (ok, error)",
+            "Export calls to the collector, by result: ok, retried (a retryable error, the batch tried again), error (the batch dropped)",
             m.exports.clone(),
         );
         m
@@ -64,6 +77,14 @@ impl ExportMetrics {
     }
 }
 
+/// Where encoded batches go: the collector over OTLP/gRPC
+/// (`collector::Otlp`), or a test's fake.
+pub trait Export: Send + 'static {
+    /// Sends one `ExportTraceServiceRequest`; `Ok`: how many of its spans
+    /// the collector rejected (OTLP's partial success).
+    fn send(&mut self, request: Bytes) -> impl Future<Output = Result<u64, tonic::Status>> + Send;
+}
+
 /// The data path's end of the queue.
 ///
 /// The export task is not woken by each span: once a batch has begun it
@@ -71,72 +92,100 @@ impl ExportMetrics {
 /// batch waiting (`full`), then takes what is queued. A wake-up per span
 /// (a receiver parked in `recv`) cost a cross-thread wake, most of a
 /// sampled request's tracing cost in `benches/trace.rs`.
+///
+/// One `Arc`: each sampled span holds a clone.
 #[derive(Clone, Debug)]
-pub struct Queue {
-    tx: mpsc::Sender<SpanData>,
+pub struct Queue(Arc<Sender>);
+
+#[derive(Debug)]
+struct Sender {
+    tx: mpsc::Sender<Box<Recording>>,
     dropped: Counter,
-    full: std::sync::Arc<Notify>,
+    full: Notify,
     batch: usize,
 }
 
 impl Queue {
     /// Hands `span` to the exporter, or drops and counts it: never waits.
-    pub fn push(&self, span: SpanData) {
-        if self.tx.try_send(span).is_err() {
-            self.dropped.inc();
-        } else if self.tx.max_capacity() - self.tx.capacity() >= self.batch {
-            self.full.notify_one();
+    pub(crate) fn push(&self, span: Box<Recording>) {
+        let q = &*self.0;
+        if q.tx.try_send(span).is_err() {
+            q.dropped.inc();
+        } else if q.tx.max_capacity() - q.tx.capacity() >= q.batch {
+            q.full.notify_one();
         }
     }
 }
 
-/// Starts the export task: spans pushed to the returned queue go to
-/// `exporter` until `stop`, when what is queued gets [`SHUTDOWN_FLUSH`] to
-/// leave. The task ends once stopped and drained (its handle says when).
-pub fn spawn<E>(
+#[cfg(test)]
+impl Queue {
+    /// A queue nobody reads, for tests that only build spans.
+    pub(crate) fn detached() -> Self {
+        let (tx, _) = mpsc::channel(1);
+        Self(Arc::new(Sender {
+            tx,
+            dropped: Counter::default(),
+            full: Notify::new(),
+            batch: 1,
+        }))
+    }
+}
+
+/// Starts the export task: spans pushed to the returned queue are
+/// encoded by `encoder` and sent to `exporter` until `stop`, when what is
+/// queued gets [`SHUTDOWN_FLUSH`] to leave. The task ends once stopped and
+/// drained (its handle says when).
+pub fn spawn<E: Export>(
     exporter: E,
+    encoder: Encoder,
     metrics: ExportMetrics,
     stop: CancellationToken,
-) -> (Queue, tokio::task::JoinHandle<()>)
-where
-    E: SpanExporter + 'static,
-{
-    spawn_with(exporter, metrics, stop, QUEUE, BATCH, FLUSH)
+) -> (Queue, tokio::task::JoinHandle<()>) {
+    spawn_with((exporter, encoder), metrics, stop, QUEUE, BATCH, FLUSH)
 }
 
 /// [`spawn`] with its sizes given (tests use small ones).
-pub fn spawn_with<E>(
-    exporter: E,
+pub fn spawn_with<E: Export>(
+    (exporter, encoder): (E, Encoder),
     metrics: ExportMetrics,
     stop: CancellationToken,
     queue: usize,
     batch: usize,
     flush: Duration,
-) -> (Queue, tokio::task::JoinHandle<()>)
-where
-    E: SpanExporter + 'static,
-{
+) -> (Queue, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(queue);
-    let full = std::sync::Arc::new(Notify::new());
-    let q = Queue {
+    let sender = Arc::new(Sender {
         tx,
         dropped: metrics.dropped.clone(),
-        full: full.clone(),
+        full: Notify::new(),
         batch,
+    });
+    let q = Queue(sender.clone());
+    let out = Out {
+        exporter,
+        encoder,
+        metrics,
+        batch: Vec::with_capacity(batch),
     };
-    let task = tokio::spawn(run(exporter, metrics, (rx, full), stop, batch, flush));
+    let task = tokio::spawn(run(out, (rx, sender), stop, batch, flush));
     (q, task)
 }
 
-async fn run<E: SpanExporter>(
+/// The export task's side.
+struct Out<E> {
     exporter: E,
+    encoder: Encoder,
     metrics: ExportMetrics,
-    (mut rx, full): (mpsc::Receiver<SpanData>, std::sync::Arc<Notify>),
+    batch: Vec<Box<Recording>>,
+}
+
+async fn run<E: Export>(
+    mut out: Out<E>,
+    (mut rx, sender): (mpsc::Receiver<Box<Recording>>, Arc<Sender>),
     stop: CancellationToken,
     max: usize,
     flush: Duration,
 ) {
-    let mut batch = Vec::with_capacity(max);
     loop {
         // The first span of a batch (the one wake-up a batch costs when the
         // queue was empty)...
@@ -145,18 +194,18 @@ async fn run<E: SpanExporter>(
             _ = stop.cancelled() => None,
         };
         let Some(first) = first else { break };
-        batch.push(first);
+        out.batch.push(first);
         // ...then the rest, taken at once when the batch is old or full.
         if rx.len() + 1 < max {
             tokio::select! {
                 () = tokio::time::sleep(flush) => {}
-                () = full.notified() => {}
+                () = sender.full.notified() => {}
                 () = stop.cancelled() => {}
             }
         }
-        while batch.len() < max {
+        while out.batch.len() < max {
             match rx.try_recv() {
-                Ok(s) => batch.push(s),
+                Ok(s) => out.batch.push(s),
                 Err(_) => break,
             }
         }
@@ -164,50 +213,89 @@ async fn run<E: SpanExporter>(
             // Exported below, within the shutdown bound.
             break;
         }
-        export(&exporter, &metrics, &mut batch).await;
+        out.export().await;
     }
     // Stopped: what is queued gets one bounded chance.
     rx.close();
     let last = async {
         // The batch in hand may already be full.
         loop {
-            if batch.len() >= max {
-                export(&exporter, &metrics, &mut batch).await;
+            if out.batch.len() >= max {
+                out.export().await;
             }
             match rx.recv().await {
-                Some(span) => batch.push(span),
+                Some(span) => out.batch.push(span),
                 None => break,
             }
         }
-        if !batch.is_empty() {
-            export(&exporter, &metrics, &mut batch).await;
+        if !out.batch.is_empty() {
+            out.export().await;
         }
     };
     if tokio::time::timeout(SHUTDOWN_FLUSH, last).await.is_err() {
         warn!("spans still queued at shutdown were not exported");
     }
-    let _ = exporter.shutdown();
 }
 
-/// Exports `batch` (emptied: sent, or dropped and counted). The exporter
-/// itself tries a batch again on the errors OTLP calls retryable, with
-/// backoff, within [`EXPORT_TIMEOUT`]: a second loop here would only copy
-/// every batch to keep it.
-async fn export<E: SpanExporter>(exporter: &E, metrics: &ExportMetrics, batch: &mut Vec<SpanData>) {
-    let spans = std::mem::take(batch);
-    let n = spans.len() as u64;
-    let error = match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await {
-        Ok(Ok(())) => {
-            metrics.export("ok");
-            metrics.exported.inc_by(n);
-            return;
-        }
-        Ok(Err(error)) => error.to_string(),
-        Err(_) => format!("no answer within {EXPORT_TIMEOUT:?}"),
-    };
-    metrics.export("error");
-    metrics.dropped.inc_by(n);
-    warn!(spans = n, %error, "span export failed: spans dropped");
+impl<E: Export> Out<E> {
+    /// Encodes and exports the batch (emptied: sent, or dropped and
+    /// counted). A retryable failure is tried again with backoff, within
+    /// [`EXPORT_TIMEOUT`]; the encoded request is kept for that, the spans
+    /// freed at once.
+    async fn export(&mut self) {
+        let n = self.batch.len() as u64;
+        let request = self.encoder.encode(&self.batch);
+        self.batch.clear();
+        let deadline = Instant::now() + EXPORT_TIMEOUT;
+        let mut backoff = FIRST_BACKOFF;
+        let m = &self.metrics;
+        let error =
+            loop {
+                let status =
+                    match tokio::time::timeout_at(deadline, self.exporter.send(request.clone()))
+                        .await
+                    {
+                        Ok(Ok(rejected)) => {
+                            m.export("ok");
+                            let rejected = rejected.min(n);
+                            m.exported.inc_by(n - rejected);
+                            if rejected > 0 {
+                                m.dropped.inc_by(rejected);
+                                warn!(spans = rejected, "the collector rejected spans: dropped");
+                            }
+                            return;
+                        }
+                        Ok(Err(status)) => status,
+                        Err(_) => break format!("no answer within {EXPORT_TIMEOUT:?}"),
+                    };
+                let wait = backoff + JITTER.mul_f64(rand::random::<f64>());
+                if !retryable(status.code()) || Instant::now() + wait >= deadline {
+                    break status.to_string();
+                }
+                m.export("retried");
+                debug!(error = %status, ?wait, "span export failed: trying again");
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            };
+        m.export("error");
+        m.dropped.inc_by(n);
+        warn!(spans = n, %error, "span export failed: spans dropped");
+    }
+}
+
+/// The gRPC codes after which OTLP says an export may be tried again.
+fn retryable(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Cancelled
+            | DeadlineExceeded
+            | ResourceExhausted
+            | Aborted
+            | OutOfRange
+            | Unavailable
+            | DataLoss
+    )
 }
 
 #[cfg(test)]

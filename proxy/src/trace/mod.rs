@@ -6,9 +6,10 @@
 //! | file | what |
 //! |---|---|
 //! | `propagate.rs` | W3C, B3 single and B3 multi-header: read, rewritten |
-//! | `export.rs` | the bounded queue and the batch export task |
+//! | `export.rs` | the bounded queue, the batch export task and its retries |
+//! | `wire.rs` | a batch of spans as an OTLP `ExportTraceServiceRequest` |
 //! | `body.rs` | the span ends with the response body (gRPC status from trailers) |
-//! | `collector.rs` | the exporter dials the collector through discovery and mesh TLS |
+//! | `collector.rs` | the OTLP/gRPC client, dialling the collector through discovery and mesh TLS |
 //!
 //! Cost: with no collector configured nothing here runs. With one, a
 //! request without context costs one pass over its header names (63
@@ -21,21 +22,25 @@ pub mod body;
 pub mod collector;
 pub mod export;
 pub mod propagate;
+pub mod wire;
 
 use http::header::HeaderMap;
-pub use opentelemetry::trace::SpanKind;
-use opentelemetry::trace::{Event, SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use body::Open;
 pub use body::Spanned;
 use export::Queue;
 use propagate::Context;
+
+/// Which side of a call a span stands for: the outbound proxy's is the
+/// CLIENT side, the inbound proxy's the SERVER side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    Client,
+    Server,
+}
 
 /// Whether this proxy takes part in traces, and where its spans go.
 #[derive(Debug)]
@@ -44,11 +49,13 @@ pub struct Tracer {
     /// Head sampling of requests without context: a random `u32` below
     /// this starts a trace (0: never).
     threshold: u64,
-    scope: InstrumentationScope,
 }
 
-/// A sampled request's span while the request is in flight. Boxed: only
-/// sampled requests carry one.
+/// A sampled request's span, from the request's arrival to the end of its
+/// response body, then in the export queue until it is encoded
+/// (`wire.rs`). It holds what the span says as the proxy already has it
+/// (ids, the method, shared names): no attribute is built on the data
+/// path. Boxed: only sampled requests carry one.
 #[derive(Debug)]
 pub struct Recording {
     trace_id: [u8; 16],
@@ -56,100 +63,54 @@ pub struct Recording {
     parent: Option<[u8; 8]>,
     kind: SpanKind,
     start: SystemTime,
+    end: SystemTime,
+    method: http::Method,
+    /// `host:port` the client addressed (its `:authority` or `Host`), else
+    /// the original destination.
+    authority: String,
+    name: Name,
+    /// The span is named after the route that matched (`http.route`).
+    routed: bool,
+    status: u16,
+    /// The client's mesh identity (inbound: the one its certificate proved;
+    /// outbound: this proxy's).
+    client_id: Option<Arc<str>>,
     /// The endpoint (or address) the request went to, last attempt's.
     pub endpoint: Option<SocketAddr>,
-    /// Attempts that were retried, as span events.
-    pub events: Vec<Event>,
     /// The `weft-proxy-error` reason, when the proxy answered itself.
     pub error: Option<&'static str>,
     /// The server's mesh identity (outbound: the one the connection
     /// proved).
     pub server_id: Option<Arc<str>>,
+    /// The response is gRPC: its status is expected, in its trailers (or
+    /// its headers, trailers-only).
+    grpc_response: bool,
+    /// `grpc-status`, once read.
+    grpc: Option<i64>,
+    /// The response body did not end (the client went away, or the
+    /// upstream failed, mid-body).
+    incomplete: bool,
+    /// Attempts that were retried, as span events.
+    retries: Vec<Retry>,
+    queue: Queue,
 }
 
-/// What the proxy knows of a request once answered, for its span.
+/// What a span is named after (its name is written when it is encoded).
 #[derive(Debug)]
-pub struct Done<'a> {
-    /// Route name, else `<service>.<ns>:<port>`.
-    pub name: &'a str,
-    pub method: &'a http::Method,
-    pub route: Option<&'a str>,
-    pub status: http::StatusCode,
-    pub response: &'a HeaderMap,
-    /// The client's mesh identity (inbound: the one its certificate proved;
-    /// outbound: this proxy's).
-    pub client_id: Option<&'a str>,
-    pub authority: Option<&'a str>,
+enum Name {
+    /// A route's name, or the Service's `name.ns:port` as discovery gave it.
+    Shared(Arc<str>),
+    /// The authority as addressed, shortened by [`service_name`].
+    Addressed,
 }
 
-/// What a sampled request's span needs of the request, taken before the
-/// request goes on (only for sampled requests).
+/// A retried attempt, a span event.
 #[derive(Debug)]
-pub struct Traced {
-    method: http::Method,
-    /// `host:port` the client addressed (its `:authority` or `Host`), else
-    /// the original destination.
-    authority: String,
-}
-
-impl Traced {
-    pub fn of<B>(req: &http::Request<B>, orig: SocketAddr) -> Self {
-        // `orig` names a request without any authority (HTTP/1.0).
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok());
-        let authority = match host {
-            Some(h) if h.contains(':') => h.to_owned(),
-            // No port: the scheme's (the app speaks plain HTTP). Not
-            // `format!`: its machinery was most of this function's cost.
-            Some(h) => {
-                let mut a = String::with_capacity(h.len() + 3);
-                a.push_str(h);
-                a.push_str(":80");
-                a
-            }
-            None => orig.to_string(),
-        };
-        Self {
-            method: req.method().clone(),
-            authority,
-        }
-    }
-
-    /// Ends `span` with the response, once its body has ended: the
-    /// response goes on with the span in its body, which queues it. The
-    /// span is named by its route when one matched, else by its Service
-    /// (`service`, as discovery names it), else by the authority as
-    /// addressed.
-    pub fn finish<B: hyper::body::Body>(
-        &self,
-        tracer: &Tracer,
-        span: Box<Recording>,
-        route: Option<&str>,
-        service: Option<&str>,
-        rsp: http::Response<Spanned<B>>,
-        client_id: Option<&str>,
-    ) -> http::Response<Spanned<B>> {
-        let name = match route.or(service) {
-            Some(r) => Cow::Borrowed(r),
-            None => service_name(&self.authority),
-        };
-        let open = tracer.finish(
-            span,
-            Done {
-                name: &name,
-                method: &self.method,
-                route,
-                status: rsp.status(),
-                response: rsp.headers(),
-                client_id,
-                authority: Some(&self.authority),
-            },
-        );
-        rsp.map(|body| body.traced(open))
-    }
+struct Retry {
+    at: SystemTime,
+    /// Counting from 1.
+    attempt: u32,
+    outcome: String,
 }
 
 impl Tracer {
@@ -160,9 +121,6 @@ impl Tracer {
         Self {
             queue,
             threshold: (p * f64::from(u32::MAX)).round() as u64 + u64::from(p > 0.0),
-            scope: InstrumentationScope::builder("weft-proxy")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
         }
     }
 
@@ -179,159 +137,157 @@ impl Tracer {
                 let own = span_id();
                 let root = propagate::root(trace_id(), own);
                 propagate::inject(headers, &root, own);
-                return Some(Box::new(Recording::new(&root, own, None, kind)));
+                return Some(self.recording(&root, own, None, kind));
             }
         };
         let own = span_id();
         propagate::inject(headers, &ctx, own);
         ctx.sampling
             .sampled()
-            .then(|| Box::new(Recording::new(&ctx, own, Some(ctx.span_id), kind)))
+            .then(|| self.recording(&ctx, own, Some(ctx.span_id), kind))
     }
 
-    /// Fills in `span` with what `done` says: the span, to be queued for
-    /// export when the response body ends ([`Spanned`]).
-    // Boxed as the request carried it: unboxing at the caller would copy
-    // it for nothing.
-    #[allow(clippy::boxed_local)]
-    pub fn finish(&self, span: Box<Recording>, done: Done<'_>) -> Box<Open> {
-        let response = done.response;
-        let data = (*span).into_data(done, &self.scope);
-        Box::new(Open::new(data, self.queue.clone(), response))
-    }
-}
-
-impl Recording {
-    fn new(ctx: &Context, own: [u8; 8], parent: Option<[u8; 8]>, kind: SpanKind) -> Self {
-        Self {
+    fn recording(
+        &self,
+        ctx: &Context,
+        own: [u8; 8],
+        parent: Option<[u8; 8]>,
+        kind: SpanKind,
+    ) -> Box<Recording> {
+        let now = SystemTime::now();
+        Box::new(Recording {
             trace_id: ctx.trace_id,
             span_id: own,
             parent,
             kind,
-            start: SystemTime::now(),
+            start: now,
+            end: now,
+            method: http::Method::GET,
+            authority: String::new(),
+            name: Name::Addressed,
+            routed: false,
+            status: 0,
+            client_id: None,
             endpoint: None,
-            events: Vec::new(),
             error: None,
             server_id: None,
-        }
+            grpc_response: false,
+            grpc: None,
+            incomplete: false,
+            retries: Vec::new(),
+            queue: self.queue.clone(),
+        })
+    }
+
+    /// Ends `span` with the response, once its body has ended: the
+    /// response goes on with the span in its body, which queues it. The
+    /// span is named by its route when one matched, else by its Service
+    /// (`service`, as discovery names it), else by the authority as
+    /// addressed (see [`Recording::request`]).
+    pub fn finish<B: hyper::body::Body>(
+        &self,
+        mut span: Box<Recording>,
+        route: Option<&Arc<str>>,
+        service: Option<&Arc<str>>,
+        rsp: http::Response<Spanned<B>>,
+        client_id: Option<&Arc<str>>,
+    ) -> http::Response<Spanned<B>> {
+        span.name = match route.or(service) {
+            Some(name) => Name::Shared(name.clone()),
+            None => Name::Addressed,
+        };
+        span.routed = route.is_some();
+        span.status = rsp.status().as_u16();
+        span.client_id = client_id.cloned();
+        span.response(rsp.headers());
+        rsp.map(|body| body.traced(span))
+    }
+}
+
+impl Recording {
+    /// Takes what the span needs of the request before it goes on.
+    pub fn request<B>(&mut self, req: &http::Request<B>, orig: SocketAddr) {
+        self.method = req.method().clone();
+        // `orig` names a request without any authority (HTTP/1.0).
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok());
+        self.authority = match host {
+            Some(h) if h.contains(':') => h.to_owned(),
+            // No port: the scheme's (the app speaks plain HTTP). Not
+            // `format!`: its machinery was most of this function's cost.
+            Some(h) => {
+                let mut a = String::with_capacity(h.len() + 3);
+                a.push_str(h);
+                a.push_str(":80");
+                a
+            }
+            None => orig.to_string(),
+        };
     }
 
     /// A retried attempt, `attempt` counting from 1, and what it got.
     pub fn retried(&mut self, attempt: u32, outcome: String) {
-        self.events.push(Event::new(
-            "retry",
-            SystemTime::now(),
-            vec![
-                KeyValue::new("weft.attempt", i64::from(attempt)),
-                KeyValue::new("weft.attempt.outcome", outcome),
-            ],
-            0,
-        ));
+        self.retries.push(Retry {
+            at: SystemTime::now(),
+            attempt,
+            outcome,
+        });
     }
 
-    fn into_data(self, done: Done<'_>, scope: &InstrumentationScope) -> SpanData {
-        let mut attributes = Vec::with_capacity(12);
-        attributes.push(KeyValue::new("http.request.method", method(done.method)));
-        attributes.push(KeyValue::new(
-            "http.response.status_code",
-            i64::from(done.status.as_u16()),
-        ));
-        if let Some(route) = done.route {
-            attributes.push(KeyValue::new("http.route", route.to_owned()));
+    /// What the response's headers say: whether it is gRPC, and its status
+    /// when it is trailers-only (an error, typically; others have it in
+    /// their trailers, `body.rs`).
+    fn response(&mut self, headers: &HeaderMap) {
+        self.grpc_response = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if let Some(code) = body::grpc_status(headers) {
+            self.grpc = Some(code);
         }
-        if let Some(authority) = done.authority {
-            attributes.push(KeyValue::new("server.address", authority.to_owned()));
-        }
-        if let Some(ep) = self.endpoint {
-            attributes.push(KeyValue::new("network.peer.address", ip(ep.ip())));
-            attributes.push(KeyValue::new("network.peer.port", i64::from(ep.port())));
-        }
-        if let Some(id) = done.client_id {
-            attributes.push(KeyValue::new("weft.client.id", id.to_owned()));
-        }
-        if let Some(id) = &self.server_id {
-            attributes.push(KeyValue::new("weft.server.id", id.clone()));
-        }
+    }
+
+    /// Queues the span, ended now; `complete`: the body was read to its
+    /// end.
+    pub(crate) fn end(mut self: Box<Self>, complete: bool) {
+        self.incomplete = !complete;
+        self.end = SystemTime::now();
+        let queue = self.queue.clone();
+        queue.push(self);
+    }
+
+    /// The span's status: `None` unset, else ERROR with its message. In
+    /// order: the proxy's own error, a 5xx (or a 4xx on the client side),
+    /// the gRPC status as OpenTelemetry's gRPC conventions read it (a
+    /// client span errs on any status but OK, a server span only on those
+    /// that mean the server failed), a body that did not end, a gRPC
+    /// response without a status.
+    fn error_status(&self) -> Option<Cow<'static, str>> {
         if let Some(reason) = self.error {
-            attributes.push(KeyValue::new("weft.proxy_error", reason));
+            return Some(reason.into());
         }
-        let status = match self.error {
-            Some(reason) => Status::error(reason),
-            None if done.status.is_server_error() => Status::error(""),
-            None if self.kind == SpanKind::Client && done.status.is_client_error() => {
-                Status::error("")
+        let http = self.status >= 500 || (self.kind == SpanKind::Client && self.status >= 400);
+        if http {
+            return Some("".into());
+        }
+        if let Some(code) = self.grpc {
+            // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+            // UNAVAILABLE, DATA_LOSS.
+            let server_fault = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
+            if code != 0 && (self.kind == SpanKind::Client || server_fault) {
+                return Some(format!("grpc-status {code}").into());
             }
-            None => Status::Unset,
-        };
-        let mut data = SpanData {
-            span_context: SpanContext::new(
-                TraceId::from_bytes(self.trace_id),
-                SpanId::from_bytes(self.span_id),
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::NONE,
-            ),
-            parent_span_id: self.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
-            parent_span_is_remote: self.parent.is_some(),
-            span_kind: self.kind,
-            name: Cow::Owned(done.name.to_owned()),
-            start_time: self.start,
-            end_time: SystemTime::now(),
-            attributes,
-            dropped_attributes_count: 0,
-            events: events(self.events),
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: scope.clone(),
-        };
-        // A trailers-only gRPC response (an error, typically) has its
-        // status in its headers; others in their trailers (`body.rs`).
-        if let Some(code) = body::grpc_status(done.response) {
-            body::status_code(&mut data, code);
         }
-        data
+        if self.incomplete {
+            Some("response body not finished".into())
+        } else if self.grpc_response && self.grpc.is_none() {
+            Some("gRPC response without grpc-status".into())
+        } else {
+            None
+        }
     }
-}
-
-/// A request method as an attribute value: the standard ones without an
-/// allocation.
-fn method(m: &http::Method) -> opentelemetry::Value {
-    const KNOWN: [&str; 9] = [
-        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
-    ];
-    match KNOWN.iter().find(|k| **k == m.as_str()) {
-        Some(k) => (*k).into(),
-        None => m.as_str().to_owned().into(),
-    }
-}
-
-/// An address as an attribute value. IPv4 written by hand: `to_string`
-/// went through the formatting machinery, 1,340 instructions a span
-/// (callgrind, `benches/trace.rs`), the most expensive attribute.
-fn ip(ip: std::net::IpAddr) -> opentelemetry::Value {
-    let std::net::IpAddr::V4(v4) = ip else {
-        return ip.to_string().into();
-    };
-    let mut s = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            s.push('.');
-        }
-        if octet >= 100 {
-            s.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            s.push(char::from(b'0' + octet / 10 % 10));
-        }
-        s.push(char::from(b'0' + octet % 10));
-    }
-    s.into()
-}
-
-fn events(list: Vec<Event>) -> SpanEvents {
-    let mut e = SpanEvents::default();
-    e.events = list;
-    e
 }
 
 /// The header in which a client proxy tells the server proxy which
@@ -347,9 +303,9 @@ pub fn tell_service(headers: &mut HeaderMap, service: &str) {
 }
 
 /// Takes [`WEFT_DST`] out of a request: its value, when it has one.
-pub fn told_service(headers: &mut HeaderMap) -> Option<String> {
+pub fn told_service(headers: &mut HeaderMap) -> Option<Arc<str>> {
     let v = headers.remove(&WEFT_DST)?;
-    v.to_str().ok().map(str::to_owned)
+    v.to_str().ok().map(Arc::from)
 }
 
 /// A new span id (never all zero).

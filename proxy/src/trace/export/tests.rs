@@ -1,21 +1,21 @@
 use super::*;
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::InstrumentationScope;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use crate::trace::{SpanKind, Tracer};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Mutex;
 use tokio::sync::{Notify, Semaphore};
 
-/// A collector in the test's hands: it records batches, fails while told
-/// to, and answers only as many calls as it is given permits.
+/// A collector in the test's hands: it records batches (as it decoded
+/// them), fails with `failing` (a gRPC code; 0: OK) while told to, rejects
+/// `rejecting` spans of each, and answers only as many calls as it is given
+/// permits.
 #[derive(Debug, Clone)]
 struct Fake {
     batches: Arc<Mutex<Vec<usize>>>,
-    failing: Arc<AtomicBool>,
+    calls: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    failing: Arc<AtomicI32>,
+    rejecting: Arc<AtomicU64>,
     permits: Arc<Semaphore>,
     called: Arc<Notify>,
 }
@@ -24,7 +24,9 @@ impl Fake {
     fn new(open: bool) -> Self {
         Self {
             batches: Arc::default(),
+            calls: Arc::default(),
             failing: Arc::default(),
+            rejecting: Arc::default(),
             permits: Arc::new(Semaphore::new(if open {
                 Semaphore::MAX_PERMITS
             } else {
@@ -37,42 +39,52 @@ impl Fake {
     fn exported(&self) -> usize {
         self.batches.lock().unwrap().iter().sum()
     }
+
+    fn fail(&self, code: tonic::Code) {
+        self.failing.store(code as i32, Ordering::SeqCst);
+    }
 }
 
-impl SpanExporter for Fake {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+impl Export for Fake {
+    async fn send(&mut self, request: Bytes) -> Result<u64, tonic::Status> {
+        self.calls.lock().unwrap().push(tokio::time::Instant::now());
         self.called.notify_one();
         self.permits.acquire().await.unwrap().forget();
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(OTelSdkError::InternalFailure("collector down".into()));
+        let code = tonic::Code::from(self.failing.load(Ordering::SeqCst));
+        if code != tonic::Code::Ok {
+            return Err(tonic::Status::new(code, "collector down"));
         }
-        self.batches.lock().unwrap().push(batch.len());
-        Ok(())
+        let req = ExportTraceServiceRequest::decode(request).expect("a valid request");
+        let n = req.resource_spans[0].scope_spans[0].spans.len();
+        self.batches.lock().unwrap().push(n);
+        Ok(self.rejecting.load(Ordering::SeqCst))
     }
 }
 
-fn span(n: u8) -> SpanData {
-    SpanData {
-        span_context: SpanContext::new(
-            TraceId::from_bytes([1; 16]),
-            SpanId::from_bytes([n.max(1); 8]),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::NONE,
-        ),
-        parent_span_id: SpanId::INVALID,
-        parent_span_is_remote: false,
-        span_kind: SpanKind::Client,
-        name: "web.shop:80".into(),
-        start_time: SystemTime::UNIX_EPOCH,
-        end_time: SystemTime::UNIX_EPOCH,
-        attributes: vec![],
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status: Status::Unset,
-        instrumentation_scope: InstrumentationScope::builder("test").build(),
-    }
+fn spawn_fake(
+    fake: &Fake,
+    metrics: &ExportMetrics,
+    stop: &CancellationToken,
+    queue: usize,
+    batch: usize,
+) -> (Queue, tokio::task::JoinHandle<()>) {
+    let encoder = Encoder::new(&[("service.name", "test")]);
+    spawn_with(
+        (fake.clone(), encoder),
+        metrics.clone(),
+        stop.clone(),
+        queue,
+        batch,
+        FLUSH,
+    )
+}
+
+/// A sampled span, ready to be queued on `queue`.
+fn span(queue: &Queue) -> Box<Recording> {
+    let tracer = Tracer::new(queue.clone(), 100.0);
+    tracer
+        .start(&mut http::HeaderMap::new(), SpanKind::Client)
+        .expect("100%: sampled")
 }
 
 fn result(m: &ExportMetrics, r: &'static str) -> u64 {
@@ -84,9 +96,9 @@ async fn spans_leave_in_batches_of_at_most_the_batch_size() {
     let fake = Fake::new(true);
     let metrics = ExportMetrics::default();
     let stop = CancellationToken::new();
-    let (queue, task) = spawn_with(fake.clone(), metrics.clone(), stop.clone(), 64, 4, FLUSH);
-    for n in 0..10 {
-        queue.push(span(n));
+    let (queue, task) = spawn_fake(&fake, &metrics, &stop, 64, 4);
+    for _ in 0..10 {
+        queue.push(span(&queue));
     }
     // Two full batches at once; the last two after the flush interval
     // (the paused clock advances to it).
@@ -104,10 +116,10 @@ async fn a_partial_batch_leaves_after_the_flush_interval() {
     let fake = Fake::new(true);
     let metrics = ExportMetrics::default();
     let stop = CancellationToken::new();
-    let (queue, _task) = spawn_with(fake.clone(), metrics.clone(), stop.clone(), 64, 100, FLUSH);
+    let (queue, _task) = spawn_fake(&fake, &metrics, &stop, 64, 100);
     let called = fake.called.notified();
     let at = tokio::time::Instant::now();
-    queue.push(span(1));
+    queue.push(span(&queue));
     called.await;
     assert!(at.elapsed() >= FLUSH, "waited {:?}", at.elapsed());
     stop.cancel();
@@ -119,15 +131,15 @@ async fn a_stuck_collector_never_blocks_a_push_and_the_overflow_is_counted() {
     let fake = Fake::new(false);
     let metrics = ExportMetrics::default();
     let stop = CancellationToken::new();
-    let (queue, task) = spawn_with(fake.clone(), metrics.clone(), stop.clone(), 8, 2, FLUSH);
+    let (queue, task) = spawn_fake(&fake, &metrics, &stop, 8, 2);
     let called = fake.called.notified();
-    queue.push(span(1));
-    queue.push(span(2));
+    queue.push(span(&queue));
+    queue.push(span(&queue));
     called.await;
     // One batch (2) is in the collector's hands; the queue holds 8; the
     // rest is dropped, each push returning at once.
-    for n in 0..20 {
-        queue.push(span(n));
+    for _ in 0..20 {
+        queue.push(span(&queue));
     }
     assert_eq!(metrics.dropped.get(), 12);
     // Once the collector answers, the held batch and the queue go through.
@@ -141,13 +153,14 @@ async fn a_stuck_collector_never_blocks_a_push_and_the_overflow_is_counted() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_collector_drops_its_batches_and_export_resumes_when_it_returns() {
     let fake = Fake::new(true);
-    fake.failing.store(true, Ordering::SeqCst);
+    // Not a code OTLP retries: the batch is dropped at once.
+    fake.fail(tonic::Code::Internal);
     let metrics = ExportMetrics::default();
     let stop = CancellationToken::new();
-    let (queue, task) = spawn_with(fake.clone(), metrics.clone(), stop.clone(), 64, 3, FLUSH);
+    let (queue, task) = spawn_fake(&fake, &metrics, &stop, 64, 3);
     let called = fake.called.notified();
-    for n in 0..3 {
-        queue.push(span(n));
+    for _ in 0..3 {
+        queue.push(span(&queue));
     }
     called.await;
     tokio::task::yield_now().await;
@@ -156,9 +169,9 @@ async fn a_failing_collector_drops_its_batches_and_export_resumes_when_it_return
         tokio::task::yield_now().await;
     }
     assert_eq!(metrics.dropped.get(), 3);
-    fake.failing.store(false, Ordering::SeqCst);
-    for n in 0..3 {
-        queue.push(span(n));
+    fake.fail(tonic::Code::Ok);
+    for _ in 0..3 {
+        queue.push(span(&queue));
     }
     stop.cancel();
     task.await.unwrap();
@@ -171,12 +184,119 @@ async fn shutdown_flushes_what_is_queued_within_a_bound() {
     let fake = Fake::new(false);
     let metrics = ExportMetrics::default();
     let stop = CancellationToken::new();
-    let (queue, task) = spawn_with(fake.clone(), metrics.clone(), stop.clone(), 64, 100, FLUSH);
-    queue.push(span(1));
+    let (queue, task) = spawn_fake(&fake, &metrics, &stop, 64, 100);
+    queue.push(span(&queue));
     stop.cancel();
     // The collector never answers: shutdown still ends, after the bound.
     let at = tokio::time::Instant::now();
     task.await.unwrap();
     assert!(at.elapsed() <= SHUTDOWN_FLUSH + FLUSH, "{:?}", at.elapsed());
     assert_eq!(fake.exported(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retryable_failure_is_tried_again_with_backoff_and_then_goes_through() {
+    let fake = Fake::new(true);
+    fake.fail(tonic::Code::Unavailable);
+    let metrics = ExportMetrics::default();
+    let stop = CancellationToken::new();
+    let (queue, task) = spawn_fake(&fake, &metrics, &stop, 64, 2);
+    queue.push(span(&queue));
+    queue.push(span(&queue));
+    // Three failed attempts, then the collector is back.
+    while fake.calls.lock().unwrap().len() < 3 {
+        fake.called.notified().await;
+    }
+    fake.fail(tonic::Code::Ok);
+    while fake.exported() == 0 {
+        fake.called.notified().await;
+        tokio::task::yield_now().await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+    let calls = fake.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    // Waits of 100, 200 and 400 ms, each with up to JITTER more.
+    for (i, pair) in calls.windows(2).enumerate() {
+        let wait = pair[1] - pair[0];
+        let base = FIRST_BACKOFF * 2u32.pow(i as u32);
+        assert!(wait >= base && wait <= base + JITTER, "wait {i}: {wait:?}");
+    }
+    assert_eq!(result(&metrics, "retried"), 3);
+    assert_eq!((result(&metrics, "ok"), result(&metrics, "error")), (1, 0));
+    assert_eq!((metrics.exported.get(), metrics.dropped.get()), (2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_failing_for_the_whole_export_timeout_is_dropped_and_the_next_tried() {
+    let fake = Fake::new(true);
+    fake.fail(tonic::Code::Unavailable);
+    let metrics = ExportMetrics::default();
+    let stop = CancellationToken::new();
+    let (queue, task) = spawn_fake(&fake, &metrics, &stop, 64, 1);
+    let at = tokio::time::Instant::now();
+    queue.push(span(&queue));
+    while result(&metrics, "error") == 0 {
+        fake.called.notified().await;
+        tokio::task::yield_now().await;
+    }
+    let gave_up = at.elapsed();
+    assert!(gave_up <= FLUSH + EXPORT_TIMEOUT, "{gave_up:?}");
+    assert!(
+        gave_up >= EXPORT_TIMEOUT - MAX_BACKOFF - JITTER,
+        "{gave_up:?}"
+    );
+    assert_eq!(metrics.dropped.get(), 1);
+    // Backoff capped: about 10 s of attempts, not 4.
+    let calls = fake.calls.lock().unwrap().len();
+    assert!((8..=12).contains(&calls), "{calls} attempts");
+    // The collector is back: the next span goes through.
+    fake.fail(tonic::Code::Ok);
+    queue.push(span(&queue));
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!((fake.exported(), metrics.exported.get()), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_collector_that_never_answers_is_given_up_on_at_the_export_timeout() {
+    let fake = Fake::new(false);
+    let metrics = ExportMetrics::default();
+    let stop = CancellationToken::new();
+    let (queue, _task) = spawn_fake(&fake, &metrics, &stop, 64, 1);
+    let called = fake.called.notified();
+    queue.push(span(&queue));
+    called.await;
+    let at = tokio::time::Instant::now();
+    while result(&metrics, "error") == 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        at.elapsed() >= EXPORT_TIMEOUT - Duration::from_millis(100),
+        "{:?}",
+        at.elapsed()
+    );
+    assert_eq!(
+        fake.calls.lock().unwrap().len(),
+        1,
+        "no retry past the deadline"
+    );
+    assert_eq!(metrics.dropped.get(), 1);
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn spans_the_collector_rejects_are_counted_as_dropped() {
+    let fake = Fake::new(true);
+    fake.rejecting.store(1, Ordering::SeqCst);
+    let metrics = ExportMetrics::default();
+    let stop = CancellationToken::new();
+    let (queue, task) = spawn_fake(&fake, &metrics, &stop, 64, 3);
+    for _ in 0..3 {
+        queue.push(span(&queue));
+    }
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!((metrics.exported.get(), metrics.dropped.get()), (2, 1));
+    assert_eq!(result(&metrics, "ok"), 1);
 }
