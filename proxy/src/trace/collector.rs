@@ -1,7 +1,8 @@
-//! The OTLP/gRPC client ([`Otlp`]), and how it reaches the collector: like the app's own
-//! traffic, through this proxy's discovery and mesh TLS. The proxy's own
-//! connections are never redirected by weft-init (its uid is exempt), so
-//! the exporter's gRPC channel dials with this instead of plain TCP:
+//! The OTLP/gRPC client ([`Otlp`]), and how it reaches the collector:
+//! like the app's own traffic, through this proxy's discovery and mesh
+//! TLS. The proxy's own connections are never redirected by weft-init
+//! (its uid is exempt), so the exporter's gRPC channel dials with this
+//! instead of plain TCP:
 //!
 //! - the collector's `host:port` is looked up (a Service name resolves to
 //!   its ClusterIP), then asked of discovery like any original destination;
@@ -145,7 +146,23 @@ impl super::export::Export for Otlp {
 #[derive(Clone, Copy, Debug)]
 struct Encoded;
 
-type Answer = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+/// OTLP's `ExportTraceServiceResponse`: the two fields the proxy reads,
+/// declared here rather than taken from opentelemetry-proto, whose
+/// generated trace types come only with its `trace` feature, which builds
+/// the whole opentelemetry SDK into the proxy.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Answer {
+    #[prost(message, optional, tag = "1")]
+    partial_success: Option<PartialSuccess>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PartialSuccess {
+    #[prost(int64, tag = "1")]
+    rejected_spans: i64,
+    #[prost(string, tag = "2")]
+    error_message: String,
+}
 
 impl tonic::codec::Codec for Encoded {
     type Encode = bytes::Bytes;
@@ -189,5 +206,36 @@ impl tonic::codec::Decoder for Encoded {
         Answer::decode(src)
             .map(Some)
             .map_err(|e| tonic::Status::internal(format!("the collector's answer: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+    use prost::Message;
+
+    #[test]
+    fn the_collectors_answer_decodes_as_opentelemetry_proto_writes_it() {
+        let full = ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 7,
+                error_message: "too old".into(),
+            }),
+        };
+        let ours = Answer::decode(full.encode_to_vec().as_slice()).unwrap();
+        let partial = ours.partial_success.expect("partial success");
+        assert_eq!(
+            (partial.rejected_spans, &*partial.error_message),
+            (7, "too old")
+        );
+        let none = Answer::decode(
+            ExportTraceServiceResponse::default()
+                .encode_to_vec()
+                .as_slice(),
+        );
+        assert_eq!(none.unwrap().partial_success, None);
     }
 }
