@@ -29,6 +29,13 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// `te: trailers` stays: it says the client can take trailers, which gRPC
 /// and chunked responses may carry end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the names first: most requests and responses carry
+    // none of these, and the ten lookups below that then find nothing were
+    // 1,450 instructions a message, 2,900 a request in each proxy, 9% of
+    // it (callgrind, `weft-bench --callgrind`, HTTP/1.1).
+    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Headers named by Connection, if any (the common request has none).
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
@@ -62,6 +69,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+}
+
+/// Whether `name` is one [`strip_hop_by_hop`] may remove without
+/// `Connection` naming it.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+        || name == header::TE
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
 
 #[cfg(test)]
@@ -110,5 +125,29 @@ mod tests {
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
         assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        // The one pass that lets a message without any skip the lookups
+        // must see each of them.
+        for name in [
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            let mut h = map(&[(name, "x"), ("host", "example")]);
+            strip_hop_by_hop(&mut h, false);
+            let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(left, ["host"], "{name}");
+        }
+        let mut h = map(&[("host", "example"), ("accept", "*/*")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2, "nothing hop-by-hop: untouched");
     }
 }

@@ -15,8 +15,11 @@
 //! request without context costs one pass over its header names (63
 //! instructions in the outbound proxy, callgrind); one with an
 //! unsampled context also has its ids rewritten (one small header value);
-//! only a sampled request builds a span (its attributes, its name) and
-//! hands it to the queue, never waiting for the collector.
+//! only a sampled request records a span: a [`Recording`] of what the
+//! proxy already holds (ids, the method, shared names), queued when the
+//! response body ends, never waiting for the collector. Its attributes are
+//! written only by the export task, straight into the OTLP request
+//! (`wire.rs`). The README's tracing section has the figures.
 
 pub mod body;
 pub mod collector;
@@ -32,7 +35,7 @@ use std::time::SystemTime;
 
 pub use body::Spanned;
 use export::Queue;
-use propagate::Context;
+use propagate::{Context, Seen};
 
 /// Which side of a call a span stands for: the outbound proxy's is the
 /// CLIENT side, the inbound proxy's the SERVER side.
@@ -128,7 +131,16 @@ impl Tracer {
     /// proxy as the next hop's parent, and returns that span when it is
     /// sampled.
     pub fn start(&self, headers: &mut HeaderMap, kind: SpanKind) -> Option<Box<Recording>> {
-        let carried = propagate::carries_context(headers);
+        let seen = propagate::scan(headers);
+        if let Seen::W3c(ctx) = seen {
+            let own = span_id();
+            propagate::rewrite_traceparent(headers, &ctx, own);
+            return ctx
+                .sampling
+                .sampled()
+                .then(|| self.recording(&ctx, own, Some(ctx.span_id), kind));
+        }
+        let carried = seen == Seen::Other;
         let ctx = match carried.then(|| propagate::extract(headers)).flatten() {
             Some(ctx) => ctx,
             None if self.threshold == 0 || (carried && propagate::denied(headers)) => return None,
@@ -330,11 +342,23 @@ fn trace_id() -> [u8; 16] {
 
 /// `name` (a Service's `name.ns.svc.<domain>:port`) as operators read
 /// it: `name.ns:port`.
+///
+/// Written without `split_once(".svc.")` and `format!`: the substring
+/// searcher's set-up and the formatting machinery were 500 instructions a
+/// span (callgrind, `weft-bench --callgrind`).
 pub fn service_name(authority: &str) -> Cow<'_, str> {
     let (host, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
-    match host.split_once(".svc.") {
-        Some((short, _)) if !port.is_empty() => Cow::Owned(format!("{short}:{port}")),
-        Some((short, _)) => Cow::Borrowed(short),
+    let b = host.as_bytes();
+    let svc = (0..b.len()).find(|&i| b[i] == b'.' && b[i..].starts_with(b".svc."));
+    match svc.map(|i| &host[..i]) {
+        Some(short) if !port.is_empty() => {
+            let mut name = String::with_capacity(short.len() + 1 + port.len());
+            name.push_str(short);
+            name.push(':');
+            name.push_str(port);
+            Cow::Owned(name)
+        }
+        Some(short) => Cow::Borrowed(short),
         None => Cow::Borrowed(authority),
     }
 }

@@ -232,6 +232,13 @@ fn service_names_as_operators_read_them() {
     assert_eq!(service_name("web.shop.svc.cluster.local:80"), "web.shop:80");
     assert_eq!(service_name("10.96.0.10:80"), "10.96.0.10:80");
     assert_eq!(service_name("web.shop.svc.cluster.local"), "web.shop");
+    assert_eq!(
+        service_name("svc.shop.svc.cluster.local:8080"),
+        "svc.shop:8080"
+    );
+    assert_eq!(service_name("web.svcx.example:80"), "web.svcx.example:80");
+    assert_eq!(service_name(".svc.:1"), ":1");
+    assert_eq!(service_name(""), "");
 }
 
 /// A response body of fixed frames, for the span's end.

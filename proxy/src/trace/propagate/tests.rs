@@ -263,15 +263,42 @@ fn context_headers_are_found_in_one_pass_and_only_they() {
         "x-b3-flags",
     ] {
         let h = headers(&[("host", "web"), (name, "0"), ("accept", "*/*")]);
-        assert!(carries_context(&h), "{name}");
+        assert_eq!(scan(&h), Seen::Other, "{name}");
     }
     for name in ["tracestate", "b4", "traceparents", "x-b3", "x-b2-traceid"] {
         let h = headers(&[("host", "web"), (name, "0")]);
-        assert!(!carries_context(&h), "{name}");
+        assert_eq!(scan(&h), Seen::Nothing, "{name}");
         assert_eq!(extract(&h), None, "{name}");
     }
-    assert!(!carries_context(&HeaderMap::new()));
-    // Whatever carries a context is found by the pass.
-    let h = headers(&[("traceparent", &format!("00-{TRACE}-{SPAN}-01"))]);
-    assert!(carries_context(&h) && extract(&h).is_some());
+    assert_eq!(scan(&HeaderMap::new()), Seen::Nothing);
+    // A sole valid traceparent is read by the pass, as `extract` reads it.
+    let tp = format!("00-{TRACE}-{SPAN}-01");
+    let h = headers(&[("host", "web"), ("traceparent", &tp)]);
+    assert_eq!(scan(&h), Seen::W3c(extract(&h).unwrap()));
+    // With B3 beside it, or a second one, `extract` decides.
+    let h = headers(&[("traceparent", &tp), ("b3", "0")]);
+    assert_eq!(scan(&h), Seen::Other);
+    let mut h = headers(&[("traceparent", &tp)]);
+    h.append("traceparent", HeaderValue::from_static("garbage"));
+    assert_eq!(scan(&h), Seen::Other);
+}
+
+#[test]
+fn a_sole_traceparent_is_rewritten_in_place_as_inject_would() {
+    let tp = format!("00-{TRACE}-{SPAN}-01");
+    let own = [0xab; 8];
+    let mut fast = headers(&[("host", "web"), ("traceparent", &tp), ("accept", "*/*")]);
+    let Seen::W3c(ctx) = scan(&fast) else {
+        panic!("read by the pass")
+    };
+    rewrite_traceparent(&mut fast, &ctx, own);
+    let mut slow = headers(&[("host", "web"), ("traceparent", &tp), ("accept", "*/*")]);
+    let read = extract(&slow).unwrap();
+    inject(&mut slow, &read, own);
+    assert_eq!(fast, slow);
+    assert_eq!(fast.len(), 3);
+    assert_eq!(
+        fast["traceparent"],
+        format!("00-{TRACE}-abababababababab-01").as_str()
+    );
 }

@@ -272,6 +272,6 @@ fn ipv4_addresses_in_dotted_decimal() {
         "255.255.255.255",
     ] {
         let ip: std::net::Ipv4Addr = a.parse().unwrap();
-        assert_eq!(ipv4(ip, &mut [0; 15]), a);
+        assert_eq!(ipv4(ip, &mut [0; 15]), a.as_bytes());
     }
 }
