@@ -176,6 +176,9 @@ struct Out<E> {
     exporter: E,
     encoder: Encoder,
     metrics: ExportMetrics,
+    // The spans stay boxed as the queue carried them: unboxing would copy
+    // each one (a few hundred bytes) only to drop it after encoding.
+    #[allow(clippy::vec_box)]
     batch: Vec<Box<Recording>>,
 }
 
