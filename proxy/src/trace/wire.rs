@@ -88,9 +88,9 @@ const FLAGS_IS_REMOTE: u32 = 0x200;
 /// An attribute's value (`AnyValue`).
 #[derive(Clone, Copy, Debug)]
 enum Value<'a> {
-    Str(&'a str),
-    /// A string's UTF-8 bytes.
-    Bytes(&'a [u8]),
+    /// A string, as its UTF-8 bytes (what the wire carries: the one value
+    /// that is not a `&str` is a dotted-decimal address written here).
+    Str(&'a [u8]),
     Int(i64),
     Bool(bool),
 }
@@ -101,7 +101,7 @@ impl Encoder {
     pub fn new(resource: &[(&str, &str)]) -> Self {
         let mut attrs = Vec::new();
         for (k, v) in resource {
-            key_value(&mut attrs, RESOURCE_ATTRIBUTES, k, Value::Str(v));
+            key_value(&mut attrs, RESOURCE_ATTRIBUTES, k, Value::Str(v.as_bytes()));
         }
         let mut r = Vec::new();
         bytes(&mut r, RESOURCE_SPANS_RESOURCE, &attrs);
@@ -170,29 +170,33 @@ fn span(buf: &mut Vec<u8>, s: &Recording) {
     fixed64(buf, SPAN_END, nanos(s.end));
 
     let attr = |buf: &mut Vec<u8>, key: &str, value| key_value(buf, SPAN_ATTRIBUTES, key, value);
-    attr(buf, "http.request.method", Value::Str(s.method.as_str()));
+    attr(
+        buf,
+        "http.request.method",
+        Value::Str(s.method.as_str().as_bytes()),
+    );
     attr(
         buf,
         "http.response.status_code",
         Value::Int(i64::from(s.status)),
     );
     if let (true, Name::Shared(route)) = (s.routed, &s.name) {
-        attr(buf, "http.route", Value::Str(route));
+        attr(buf, "http.route", Value::Str(route.as_bytes()));
     }
     if !s.authority.is_empty() {
-        attr(buf, "server.address", Value::Str(&s.authority));
+        attr(buf, "server.address", Value::Str(s.authority.as_bytes()));
     }
     if let Some(ep) = s.endpoint {
         peer(buf, ep);
     }
     if let Some(id) = &s.client_id {
-        attr(buf, "weft.client.id", Value::Str(id));
+        attr(buf, "weft.client.id", Value::Str(id.as_bytes()));
     }
     if let Some(id) = &s.server_id {
-        attr(buf, "weft.server.id", Value::Str(id));
+        attr(buf, "weft.server.id", Value::Str(id.as_bytes()));
     }
     if let Some(reason) = s.error {
-        attr(buf, "weft.proxy_error", Value::Str(reason));
+        attr(buf, "weft.proxy_error", Value::Str(reason.as_bytes()));
     }
     if let Some(code) = s.grpc {
         attr(buf, "rpc.grpc.status_code", Value::Int(code));
@@ -203,7 +207,7 @@ fn span(buf: &mut Vec<u8>, s: &Recording) {
 
     for r in &s.retries {
         let attempt = ("weft.attempt", Value::Int(i64::from(r.attempt)));
-        let outcome = ("weft.attempt.outcome", Value::Str(&r.outcome));
+        let outcome = ("weft.attempt.outcome", Value::Str(r.outcome.as_bytes()));
         let len = 1 + 8 + field_len("retry".len()) + kv_len(attempt) + kv_len(outcome);
         key_ld(buf, SPAN_EVENTS);
         encode_varint(len as u64, buf);
@@ -251,7 +255,7 @@ fn peer(buf: &mut Vec<u8>, ep: SocketAddr) {
         buf,
         SPAN_ATTRIBUTES,
         "network.peer.address",
-        Value::Bytes(addr),
+        Value::Str(addr),
     );
     key_value(
         buf,
@@ -299,7 +303,6 @@ fn field_len(len: usize) -> usize {
 fn value_len(v: Value<'_>) -> usize {
     match v {
         Value::Str(s) => field_len(s.len()),
-        Value::Bytes(s) => field_len(s.len()),
         Value::Int(i) => 1 + encoded_len_varint(i as u64),
         Value::Bool(_) => 2,
     }
@@ -320,8 +323,7 @@ fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: Value<'_>) {
     key_ld(buf, KEY_VALUE_VALUE);
     encode_varint(any as u64, buf);
     match value {
-        Value::Str(s) => string(buf, ANY_STRING, s),
-        Value::Bytes(s) => bytes(buf, ANY_STRING, s),
+        Value::Str(s) => bytes(buf, ANY_STRING, s),
         Value::Bool(b) => varint(buf, ANY_BOOL, u64::from(b)),
         // Two's complement, as protobuf writes an `int64`.
         Value::Int(i) => varint(buf, ANY_INT, i as u64),
