@@ -176,7 +176,10 @@ async fn forward<O, I>(
         return;
     }
     let connector = &shared.http.client.connector;
-    match connector.connect(&Remote::plain(app), Alpn::Opaque).await {
+    // Boxed, as on the outbound side: connecting is this task's largest
+    // state, and inline every connection's task (HTTP ones too) would
+    // carry its space.
+    match Box::pin(connector.connect(&Remote::plain(app), Alpn::Opaque)).await {
         Ok(server) => {
             let activity = io.activity();
             opaque::forward(io, activity, server, shared.config.tcp_idle_timeout).await

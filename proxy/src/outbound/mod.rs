@@ -159,7 +159,10 @@ where
     let connector = &shared.http.client.connector;
     let attempt = |remote: Remote| async move {
         let started = Instant::now();
-        let server = connector.connect(&remote, Alpn::Opaque).await?;
+        // Boxed: connecting (TCP, the TLS handshake) is the connection
+        // task's largest state, needed once; inline, every opaque
+        // connection's task would keep its space while it forwards.
+        let server = Box::pin(connector.connect(&remote, Alpn::Opaque)).await?;
         let mesh = remote.identity.filter(|_| connector.tls.is_some());
         Ok((server, started.elapsed(), mesh))
     };

@@ -42,8 +42,11 @@ impl Remote {
     }
 }
 
-/// An upstream connection: plain TCP, or mesh TLS over it.
-pub type Io = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+/// An upstream connection: plain TCP, or mesh TLS over it. The TLS stream
+/// is boxed: rustls' connection state is 1.1 KB, and every future that
+/// holds the connection (the HTTP client connection's task, the opaque
+/// forward) would otherwise carry that space for plain TCP too.
+pub type Io = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// Opens upstream connections.
 #[derive(Clone, Debug)]
@@ -62,7 +65,7 @@ impl Connector {
             (Some(tls), Some(id)) => tls
                 .connect(tcp, remote.addr, id, alpn)
                 .await
-                .map(Either::Right)
+                .map(|stream| Either::Right(Box::new(stream)))
                 .map_err(|e| match e {
                     ConnectError::NoIdentity { .. } => ProxyError::NoIdentity(remote.addr),
                     e => ProxyError::Tls(remote.addr, e.to_string()),
