@@ -176,9 +176,8 @@ async fn forward<O, I>(
         return;
     }
     let connector = &shared.http.client.connector;
-    // Boxed, as on the outbound side: connecting is this task's largest
-    // state, and inline every connection's task (HTTP ones too) would
-    // carry its space.
+    // Boxed: connecting is this task's largest state, needed once
+    // (`run::small_task`).
     match Box::pin(connector.connect(&Remote::plain(app), Alpn::Opaque)).await {
         Ok(server) => {
             let activity = io.activity();

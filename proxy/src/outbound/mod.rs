@@ -159,9 +159,9 @@ where
     let connector = &shared.http.client.connector;
     let attempt = |remote: Remote| async move {
         let started = Instant::now();
-        // Boxed: connecting (TCP, the TLS handshake) is the connection
-        // task's largest state, needed once; inline, every opaque
-        // connection's task would keep its space while it forwards.
+        // Boxed: connecting is the task's largest state, needed once
+        // (`run::small_task`). Not in `Connector::connect` itself: the
+        // HTTP clients call it inside a future already boxed.
         let server = Box::pin(connector.connect(&remote, Alpn::Opaque)).await?;
         let mesh = remote.identity.filter(|_| connector.tls.is_some());
         Ok((server, started.elapsed(), mesh))
