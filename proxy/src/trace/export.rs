@@ -242,7 +242,8 @@ async fn run<E: Export>(
 
 impl<E: Export> Out<E> {
     /// Encodes and exports the batch (emptied: sent, or dropped and
-    /// counted). A retryable failure is tried again with backoff, within
+    /// counted). A retryable failure is tried again with backoff (or after
+    /// the wait the collector asked for in a `RetryInfo`), within
     /// [`EXPORT_TIMEOUT`]; the encoded request is kept for that, the spans
     /// freed at once.
     async fn export(&mut self) {
@@ -271,8 +272,10 @@ impl<E: Export> Out<E> {
                         Ok(Err(status)) => status,
                         Err(_) => break format!("no answer within {EXPORT_TIMEOUT:?}"),
                     };
-                let wait = backoff + JITTER.mul_f64(rand::random::<f64>());
-                if !retryable(status.code()) || Instant::now() + wait >= deadline {
+                // The collector's own wait (OTLP's throttling), else ours.
+                let asked = retry_delay(&status);
+                let wait = asked.unwrap_or_else(|| backoff + JITTER.mul_f64(rand::random::<f64>()));
+                if !retryable(status.code(), asked.is_some()) || Instant::now() + wait >= deadline {
                     break status.to_string();
                 }
                 m.export("retried");
@@ -286,19 +289,48 @@ impl<E: Export> Out<E> {
     }
 }
 
-/// The gRPC codes after which OTLP says an export may be tried again.
-fn retryable(code: tonic::Code) -> bool {
+/// Whether OTLP says an export that failed with `code` may be tried
+/// again: `RESOURCE_EXHAUSTED` only when the collector said when
+/// (`throttled`: its status carried a `RetryInfo`), since without one it
+/// may mean a batch that will never fit.
+fn retryable(code: tonic::Code, throttled: bool) -> bool {
     use tonic::Code::*;
-    matches!(
-        code,
-        Cancelled
-            | DeadlineExceeded
-            | ResourceExhausted
-            | Aborted
-            | OutOfRange
-            | Unavailable
-            | DataLoss
-    )
+    match code {
+        ResourceExhausted => throttled,
+        Cancelled | DeadlineExceeded | Aborted | OutOfRange | Unavailable | DataLoss => true,
+        _ => false,
+    }
+}
+
+/// `google.rpc.Status`, which tonic hands over as the status's details
+/// (the `grpc-status-details-bin` trailer): only its details.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// `google.rpc.RetryInfo`: how long the server asks the client to wait.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<prost_types::Duration>,
+}
+
+const RETRY_INFO: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// The wait a collector asked for with a `RetryInfo` in its status (OTLP's
+/// throttling); `None` when it gave none, or one that does not decode or
+/// is negative.
+fn retry_delay(status: &tonic::Status) -> Option<Duration> {
+    use prost::Message;
+    if status.details().is_empty() {
+        return None;
+    }
+    let details = RpcStatus::decode(status.details()).ok()?.details;
+    let info = details.iter().find(|any| any.type_url == RETRY_INFO)?;
+    let delay = RetryInfo::decode(info.value.as_slice()).ok()?.retry_delay?;
+    Duration::try_from(delay).ok()
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ struct Fake {
     calls: Arc<Mutex<Vec<tokio::time::Instant>>>,
     failing: Arc<AtomicI32>,
     rejecting: Arc<AtomicU64>,
+    /// The failing status's details (`grpc-status-details-bin`).
+    details: Arc<Mutex<Bytes>>,
     permits: Arc<Semaphore>,
     called: Arc<Notify>,
 }
@@ -27,6 +29,7 @@ impl Fake {
             calls: Arc::default(),
             failing: Arc::default(),
             rejecting: Arc::default(),
+            details: Arc::default(),
             permits: Arc::new(Semaphore::new(if open {
                 Semaphore::MAX_PERMITS
             } else {
@@ -43,6 +46,29 @@ impl Fake {
     fn fail(&self, code: tonic::Code) {
         self.failing.store(code as i32, Ordering::SeqCst);
     }
+
+    /// Fails with `code` and a `RetryInfo` asking for `delay`, as a
+    /// collector that throttles does.
+    fn throttle(&self, code: tonic::Code, delay: Duration) {
+        let info = RetryInfo {
+            retry_delay: Some(delay.try_into().unwrap()),
+        };
+        let status = RpcStatus {
+            details: vec![
+                // Another detail first: the RetryInfo is found among them.
+                prost_types::Any {
+                    type_url: "type.googleapis.com/google.rpc.DebugInfo".into(),
+                    value: vec![1, 2, 3],
+                },
+                prost_types::Any {
+                    type_url: RETRY_INFO.into(),
+                    value: info.encode_to_vec(),
+                },
+            ],
+        };
+        *self.details.lock().unwrap() = status.encode_to_vec().into();
+        self.fail(code);
+    }
 }
 
 impl Export for Fake {
@@ -52,7 +78,8 @@ impl Export for Fake {
         self.permits.acquire().await.unwrap().forget();
         let code = tonic::Code::from(self.failing.load(Ordering::SeqCst));
         if code != tonic::Code::Ok {
-            return Err(tonic::Status::new(code, "collector down"));
+            let details = self.details.lock().unwrap().clone();
+            return Err(tonic::Status::with_details(code, "collector down", details));
         }
         let req = ExportTraceServiceRequest::decode(request).expect("a valid request");
         let n = req.resource_spans[0].scope_spans[0].spans.len();
@@ -299,4 +326,82 @@ async fn spans_the_collector_rejects_are_counted_as_dropped() {
     task.await.unwrap();
     assert_eq!((metrics.exported.get(), metrics.dropped.get()), (2, 1));
     assert_eq!(result(&metrics, "ok"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_collector_that_asks_for_a_wait_gets_it() {
+    for code in [tonic::Code::Unavailable, tonic::Code::ResourceExhausted] {
+        let fake = Fake::new(true);
+        let asked = Duration::from_millis(2500);
+        fake.throttle(code, asked);
+        let metrics = ExportMetrics::default();
+        let stop = CancellationToken::new();
+        let (queue, task) = spawn_fake(&fake, &metrics, &stop, 64, 1);
+        queue.push(span(&queue));
+        while fake.calls.lock().unwrap().len() < 2 {
+            fake.called.notified().await;
+        }
+        fake.fail(tonic::Code::Ok);
+        while fake.exported() == 0 {
+            fake.called.notified().await;
+            tokio::task::yield_now().await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        let calls = fake.calls.lock().unwrap().clone();
+        // The collector's wait each time, not the 100 ms backoff, and no
+        // jitter added to it.
+        for pair in calls.windows(2) {
+            assert_eq!(pair[1] - pair[0], asked, "{code:?}: {calls:?}");
+        }
+        assert_eq!(calls.len(), 3, "{code:?}");
+        assert_eq!(result(&metrics, "retried"), 2, "{code:?}");
+        assert_eq!((metrics.exported.get(), metrics.dropped.get()), (1, 0));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn resource_exhausted_without_a_retry_info_is_not_tried_again() {
+    let fake = Fake::new(true);
+    fake.fail(tonic::Code::ResourceExhausted);
+    let metrics = ExportMetrics::default();
+    let stop = CancellationToken::new();
+    let (queue, task) = spawn_fake(&fake, &metrics, &stop, 64, 1);
+    queue.push(span(&queue));
+    while result(&metrics, "error") == 0 {
+        fake.called.notified().await;
+        tokio::task::yield_now().await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(fake.calls.lock().unwrap().len(), 1);
+    assert_eq!(result(&metrics, "retried"), 0);
+    assert_eq!(metrics.dropped.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_past_the_export_timeout_drops_the_batch_at_once() {
+    let fake = Fake::new(true);
+    fake.throttle(tonic::Code::Unavailable, EXPORT_TIMEOUT * 2);
+    let metrics = ExportMetrics::default();
+    let stop = CancellationToken::new();
+    let (queue, task) = spawn_fake(&fake, &metrics, &stop, 64, 1);
+    let called = fake.called.notified();
+    queue.push(span(&queue));
+    called.await;
+    let at = tokio::time::Instant::now();
+    // A bounded number of turns (a loop of yields would never let the
+    // paused clock reach a wait, were there one).
+    for _ in 0..100 {
+        if result(&metrics, "error") == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(result(&metrics, "error"), 1, "dropped");
+    assert_eq!(at.elapsed(), Duration::ZERO, "dropped without waiting");
+    assert_eq!(fake.calls.lock().unwrap().len(), 1);
+    assert_eq!(metrics.dropped.get(), 1);
+    stop.cancel();
+    task.await.unwrap();
 }
