@@ -14,6 +14,9 @@
 //! ```text
 //! cargo bench -p weft-proxy --bench trace
 //! ```
+//!
+//! The last, `encode`, is the export task's share alone: a batch of 512
+//! such spans written as OTLP (per span: its time / 512).
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -116,6 +119,31 @@ fn bench(c: &mut Criterion) {
             },
             criterion::BatchSize::SmallInput,
         )
+    });
+
+    // The export task's share: a batch of spans like the one above, as
+    // OTLP (per span: the time / 512).
+    let server: Arc<str> = "spiffe://cluster.local/ns/shop/sa/web".into();
+    let batch: Vec<_> = (0..512)
+        .map(|_| {
+            let mut req = Request::new(());
+            *req.headers_mut() = sampled.clone();
+            let mut span = tracer
+                .start(req.headers_mut(), SpanKind::Client)
+                .expect("sampled");
+            span.request(&req, orig);
+            span.endpoint = Some("10.244.0.7:8080".parse().unwrap());
+            span.server_id = Some(server.clone());
+            span
+        })
+        .collect();
+    let mut encoder = Encoder::new(&[
+        ("service.name", "web"),
+        ("k8s.pod.name", "web-7d4b9c8f6-x2x9q"),
+        ("k8s.namespace.name", "shop"),
+    ]);
+    c.bench_function("trace/encode: a batch of 512 spans", |b| {
+        b.iter(|| black_box(encoder.encode(&batch)))
     });
     stop.cancel();
 }

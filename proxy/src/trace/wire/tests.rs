@@ -275,3 +275,57 @@ fn ipv4_addresses_in_dotted_decimal() {
         assert_eq!(ipv4(ip, &mut [0; 15]), a.as_bytes());
     }
 }
+
+#[test]
+fn resource_names_of_any_length_and_long_values() {
+    // Past the constant keys' limit, and values past one varint byte.
+    let long_name = "k8s.deployment.annotation.an-operators-very-long-key";
+    assert!(long_name.len() > MAX_CONST_KEY + 2);
+    let long_value = "v".repeat(300);
+    let mut enc = Encoder::new(&[("service.name", "web"), (long_name, &long_value)]);
+    let bytes = enc.encode(&[recording(SpanKind::Client, false)]);
+    let got = ExportTraceServiceRequest::decode(bytes.clone()).expect("decodes");
+    let resource = got.resource_spans[0].resource.clone().expect("a resource");
+    assert_eq!(
+        resource.attributes,
+        vec![
+            str_kv("service.name", "web"),
+            str_kv(long_name, &long_value)
+        ]
+    );
+    assert_eq!(&got.encode_to_vec()[..], &bytes[..], "prost's bytes");
+}
+
+#[test]
+fn a_span_named_by_its_address_is_named_as_operators_read_it() {
+    let cases = [
+        ("web.shop.svc.cluster.local:8080", "web.shop:8080"),
+        ("web.shop.svc.cluster.local", "web.shop"),
+        ("10.96.0.10:80", "10.96.0.10:80"),
+        ("web.svcx.example:80", "web.svcx.example:80"),
+    ];
+    let mut batch = Vec::new();
+    let mut want = Vec::new();
+    for (authority, name) in cases {
+        let mut s = recording(SpanKind::Client, false);
+        s.status = 200;
+        s.authority = authority.into();
+        want.push(Span {
+            trace_id: s.trace_id.to_vec(),
+            span_id: s.span_id.to_vec(),
+            name: name.into(),
+            kind: span::SpanKind::Client as i32,
+            start_time_unix_nano: super::nanos(s.start),
+            end_time_unix_nano: super::nanos(s.end),
+            attributes: vec![
+                str_kv("http.request.method", "GET"),
+                int_kv("http.response.status_code", 200),
+                str_kv("server.address", authority),
+            ],
+            flags: 0x101,
+            ..Default::default()
+        });
+        batch.push(s);
+    }
+    check(&batch, want);
+}
