@@ -327,9 +327,14 @@ fn http1_huge_heads_are_refused_and_a_million_chunks_stream() {
             "headers" => assert_eq!(status, "431", "{out}"),
             // Past 8 KiB without a line end, detection gives up on HTTP:
             // the connection goes to the app as opaque TCP (streamed, in
-            // 16 KiB buffers), and the app's HTTP server refuses it.
+            // 16 KiB buffers), and the app's HTTP server refuses it. It
+            // closes with the rest of the line unread, so its kernel
+            // resets the connection, and a reset can overtake the answer
+            // (Linux drops what a socket closed that way has not sent):
+            // then the client reads no status at all (seen once, in a
+            // full CI run). What this proves is the opaque count below.
             "line" => {
-                assert!(status == "431" || status == "414", "{out}");
+                assert!(matches!(status, "431" | "414" | "none"), "{out}");
                 assert_eq!(t.metric(opaque), opaque_before + 1.0, "{opaque}");
             }
             _ => {
