@@ -53,6 +53,13 @@ fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
     h
 }
 
+/// The resource both encoders write.
+const RESOURCE: &[(&str, &str)] = &[
+    ("service.name", "web"),
+    ("k8s.pod.name", "web-7d4b9c8f6-x2x9q"),
+    ("k8s.namespace.name", "shop"),
+];
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -60,11 +67,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let stop = CancellationToken::new();
-    let encoder = Encoder::new(&[
-        ("service.name", "web"),
-        ("k8s.pod.name", "web-7d4b9c8f6-x2x9q"),
-        ("k8s.namespace.name", "shop"),
-    ]);
+    let encoder = Encoder::new(RESOURCE);
     let (queue, _task) =
         rt.block_on(async { spawn(Discard, encoder, ExportMetrics::default(), stop.clone()) });
     let tracer = Tracer::new(queue, 0.0);
@@ -137,11 +140,7 @@ fn bench(c: &mut Criterion) {
             span
         })
         .collect();
-    let mut encoder = Encoder::new(&[
-        ("service.name", "web"),
-        ("k8s.pod.name", "web-7d4b9c8f6-x2x9q"),
-        ("k8s.namespace.name", "shop"),
-    ]);
+    let mut encoder = Encoder::new(RESOURCE);
     c.bench_function("trace/encode: a batch of 512 spans", |b| {
         b.iter(|| black_box(encoder.encode(&batch)))
     });

@@ -103,7 +103,7 @@ pub struct Recording {
 enum Name {
     /// A route's name, or the Service's `name.ns:port` as discovery gave it.
     Shared(Arc<str>),
-    /// The authority as addressed, shortened by [`service_name`].
+    /// The authority as addressed, shortened by [`service_parts`].
     Addressed,
 }
 
@@ -340,23 +340,10 @@ fn trace_id() -> [u8; 16] {
     }
 }
 
-/// `name` (a Service's `name.ns.svc.<domain>:port`) as operators read
-/// it: `name.ns:port`.
-pub fn service_name(authority: &str) -> Cow<'_, str> {
-    match service_parts(authority) {
-        (short, "") => Cow::Borrowed(short),
-        (short, port) => {
-            let mut name = String::with_capacity(short.len() + 1 + port.len());
-            name.push_str(short);
-            name.push(':');
-            name.push_str(port);
-            Cow::Owned(name)
-        }
-    }
-}
-
-/// [`service_name`] in two parts, the name and the port (`""`: none, or
-/// kept in the name), so that the encoder writes it without building it.
+/// `authority` (a Service's `name.ns.svc.<domain>:port`) as operators read
+/// it, `name.ns:port`, in two parts: the name and the port (`""`: none, or
+/// kept in the name), which the encoder writes without building the
+/// string.
 ///
 /// Written without `split_once(".svc.")` and `format!`: the substring
 /// searcher's set-up and the formatting machinery were 500 instructions a

@@ -227,6 +227,15 @@ async fn head_sampling_starts_traces_only_when_asked() {
     stop_half.cancel();
 }
 
+/// The span name [`service_parts`] makes of `authority`, as the encoder
+/// writes it.
+fn service_name(authority: &str) -> String {
+    match service_parts(authority) {
+        (name, "") => name.to_owned(),
+        (name, port) => format!("{name}:{port}"),
+    }
+}
+
 #[test]
 fn service_names_as_operators_read_them() {
     assert_eq!(service_name("web.shop.svc.cluster.local:80"), "web.shop:80");

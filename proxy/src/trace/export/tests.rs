@@ -47,6 +47,19 @@ impl Fake {
         self.failing.store(code as i32, Ordering::SeqCst);
     }
 
+    /// Waits for `failures` calls, then answers OK and waits for the
+    /// batch to go through.
+    async fn recover_after(&self, failures: usize) {
+        while self.calls.lock().unwrap().len() < failures {
+            self.called.notified().await;
+        }
+        self.fail(tonic::Code::Ok);
+        while self.exported() == 0 {
+            self.called.notified().await;
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Fails with `code` and a `RetryInfo` asking for `delay`, as a
     /// collector that throttles does.
     fn throttle(&self, code: tonic::Code, delay: Duration) {
@@ -231,14 +244,7 @@ async fn a_retryable_failure_is_tried_again_with_backoff_and_then_goes_through()
     queue.push(span(&queue));
     queue.push(span(&queue));
     // Three failed attempts, then the collector is back.
-    while fake.calls.lock().unwrap().len() < 3 {
-        fake.called.notified().await;
-    }
-    fake.fail(tonic::Code::Ok);
-    while fake.exported() == 0 {
-        fake.called.notified().await;
-        tokio::task::yield_now().await;
-    }
+    fake.recover_after(3).await;
     stop.cancel();
     task.await.unwrap();
     let calls = fake.calls.lock().unwrap().clone();
@@ -338,14 +344,7 @@ async fn a_collector_that_asks_for_a_wait_gets_it() {
         let stop = CancellationToken::new();
         let (queue, task) = spawn_fake(&fake, &metrics, &stop, 64, 1);
         queue.push(span(&queue));
-        while fake.calls.lock().unwrap().len() < 2 {
-            fake.called.notified().await;
-        }
-        fake.fail(tonic::Code::Ok);
-        while fake.exported() == 0 {
-            fake.called.notified().await;
-            tokio::task::yield_now().await;
-        }
+        fake.recover_after(2).await;
         stop.cancel();
         task.await.unwrap();
         let calls = fake.calls.lock().unwrap().clone();
