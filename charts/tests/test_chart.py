@@ -311,12 +311,21 @@ class Render(unittest.TestCase):
 
         self.assertIn("--proxy-native-sidecar=false", args_of(render(CASES["classic-sidecars"])[0]))
 
-        # The collector reaches the injector, and nothing else changes.
-        traced = args_of(render(CASES["tracing"])[0])
+        # The collector reaches the injector and weft-control's own spans,
+        # and nothing else changes.
+        traced_objects = render(CASES["tracing"])[0]
+        traced = args_of(traced_objects)
         self.assertIn("--proxy-trace-collector-addr=otel-collector.tracing:4317", traced)
+        self.assertIn("--trace-collector-addr=otel-collector.tracing:4317", traced)
         self.assertEqual(
-            [a for a in traced if not a.startswith("--proxy-trace-collector-addr=")],
+            [a for a in traced if not a.startswith(("--proxy-trace-collector-addr=", "--trace-collector-addr="))],
             args_of(render(ISSUER_VALUES)[0]),
+        )
+        # The spans' resource: the pod's name, namespace and node.
+        container = one(traced_objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        self.assertEqual(
+            {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]},
+            {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "NODE_NAME": "spec.nodeName"},
         )
 
         objects, _ = render(CASES["one-replica"])

@@ -25,6 +25,11 @@ pub enum Source {
     Files(PathBuf),
 }
 
+/// `--trace-collector-addr`: kept as written once it is a usable address.
+fn trace_collector(s: &str) -> Result<String, String> {
+    crate::trace::collector_uri(s).map(|_| s.to_owned())
+}
+
 fn source(s: &str) -> Result<Source, String> {
     if s == "kube" {
         return Ok(Source::Kube);
@@ -67,6 +72,8 @@ impl Config {
             webhook_configuration: String::new(),
             publish_trust_anchors: false,
             inject: crate::inject::Settings::default(),
+            trace_collector_addr: None,
+            trace_service_name: "weft-control".into(),
         }
     }
 }
@@ -359,6 +366,21 @@ pub struct Config {
     /// Log filter (tracing syntax); WEFT_LOG or RUST_LOG when unset.
     #[arg(long, env = "WEFT_CONTROL_LOG")]
     pub log: Option<String>,
+
+    /// Where weft-control's own spans go: an OpenTelemetry collector's
+    /// OTLP/gRPC address, `host:port` (a Jaeger's 4317; the proxies'
+    /// collector). A span per Certify call and per object change, from the
+    /// source seeing it to its publication. Unset: no span is recorded.
+    #[arg(long, env = "WEFT_CONTROL_TRACE_COLLECTOR_ADDR", value_parser = trace_collector)]
+    pub trace_collector_addr: Option<String>,
+
+    /// The `service.name` of weft-control's spans.
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_TRACE_SERVICE_NAME",
+        default_value = "weft-control"
+    )]
+    pub trace_service_name: String,
 }
 
 #[cfg(test)]

@@ -20,4 +20,5 @@ pub mod ready;
 pub mod run;
 pub mod sources;
 pub mod stat;
+pub mod trace;
 pub mod webhook;

@@ -105,8 +105,24 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // Spans (--trace-collector-addr): started on the runtime, which
+        // drives the exporter's channel; the last ones sent after run ends.
+        let spans = match &config.trace_collector_addr {
+            Some(addr) => {
+                let uri = weft_control::trace::collector_uri(addr).map_err(anyhow::Error::msg)?;
+                Some(
+                    weft_control::trace::init(&uri, &config.trace_service_name)
+                        .map_err(anyhow::Error::msg)?,
+                )
+            }
+            None => None,
+        };
         let bound = Bound::bind(&config).await?;
-        run(config, bound, terminated()).await
+        let result = run(config, bound, terminated()).await;
+        if let Some(spans) = spans {
+            let _ = tokio::task::spawn_blocking(move || spans.shutdown()).await;
+        }
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

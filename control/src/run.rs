@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use weft_proto::identity::v1::identity_server::IdentityServer;
@@ -97,7 +97,7 @@ pub async fn run(
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let hub = Arc::new(Hub::default());
-    let (changes_tx, changes_rx) = mpsc::channel(1024);
+    let (changes_tx, changes_rx) = model::apply::Changes::channel(1024);
     let source_name = match &config.source {
         Source::Kube => kube::SOURCE,
         Source::Files(_) => files::SOURCE,

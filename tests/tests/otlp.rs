@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Spa
 use serde_json::json;
 use std::net::SocketAddr;
 use std::process::Command;
+use std::time::Duration;
 
 use weft_tests::otlp::{edges, query, InPod};
 use weft_tests::*;
@@ -306,4 +307,177 @@ fn spans_from_the_sdk_and_otlp_exporter_the_proxy_uses_read_back_as_their_tree()
         "{tags}"
     );
     provider.shutdown().unwrap();
+}
+
+/// A port free on loopback now (for a process that prints no address).
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+const SHOP_WEB: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.0.10
+  clusterIPs: [\"10.96.0.10\"]
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [\"10.244.0.2\"]
+  conditions: {ready: true}
+";
+
+#[test]
+fn weft_control_spans_each_certify_call_and_each_change_up_to_its_publication() {
+    use weft_proto::identity::v1 as pb;
+    let dir = std::env::temp_dir().join(format!("weft-control-spans-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    weft_tests::mesh::identity(&dir, &["web"]);
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(dir.join("manifests/web.yaml"), SHOP_WEB).unwrap();
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let receiver = weft_tests::otlp::Receiver::start(local, local).unwrap();
+    let grpc = free_port();
+    let mut cmd = Command::new(bin("weft-control"));
+    cmd.arg("--source")
+        .arg(dir.join("manifests"))
+        .arg(format!("--grpc-addr={grpc}"))
+        .arg(format!("--admin-addr={}", free_port()))
+        .arg("--poll-interval=100ms")
+        .arg("--identity-dir")
+        .arg(dir.join("ca"))
+        .arg("--identity-tokens")
+        .arg(dir.join("tokens.yaml"))
+        .arg(format!("--trace-collector-addr={}", receiver.grpc_addr()))
+        .env("POD_NAME", "weft-control-0");
+    let mut control = Proc::spawn("weft-control", cmd).unwrap();
+    let rt = runtime();
+
+    // A refused Certify (the token is nobody's), as a child of the caller's span.
+    let status = rt.block_on(async {
+        let channel = loop {
+            match tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let mut client = pb::identity_client::IdentityClient::new(channel);
+        let mut request = tonic::Request::new(pb::CertifyRequest {
+            identity: mesh::shop_id("web"),
+            token: "nobody's".into(),
+            certificate_signing_request: vec![],
+        });
+        request.metadata_mut().insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        client.certify(request).await.unwrap_err()
+    });
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let named = |name: &'static str| {
+        move |s: &[weft_tests::otlp::RecordedSpan]| s.iter().any(|s| s.name == name)
+    };
+    let spans = rt.block_on(receiver.until(
+        |s| named("weft.identity.v1.Identity/Certify")(s) && named("apply EndpointSlice")(s),
+        WAIT,
+    ));
+    let certify = spans
+        .iter()
+        .find(|s| s.name == "weft.identity.v1.Identity/Certify")
+        .unwrap();
+    assert_eq!(certify.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(certify.parent.as_deref(), Some("00f067aa0ba902b7"));
+    assert_eq!(certify.kind, weft_tests::otlp::Kind::Server);
+    assert_eq!(certify.attr("rpc.grpc.status_code").as_deref(), Some("16"));
+    assert_eq!(certify.attr("weft.identity"), Some(mesh::shop_id("web")));
+    // The caller's error, not the server's: no ERROR status, a "refused" event.
+    assert_eq!(certify.status, weft_tests::otlp::Status::Unset);
+    assert!(
+        certify.events.iter().any(|e| e.name == "refused"),
+        "{:?}",
+        certify.events
+    );
+    assert_eq!(certify.service(), "weft-control");
+    assert_eq!(certify.attr("client.address").as_deref(), Some("127.0.0.1"));
+    let resource = |key: &str| certify.resource.get(key).map(ToString::to_string);
+    assert_eq!(resource("k8s.pod.name").as_deref(), Some("weft-control-0"));
+    assert!(resource("service.version").is_some());
+
+    let slice = spans
+        .iter()
+        .find(|s| s.name == "apply EndpointSlice")
+        .unwrap();
+    assert_eq!(slice.parent, None);
+    assert_eq!(slice.attr("weft.change").as_deref(), Some("apply"));
+    assert_eq!(slice.attr("weft.source").as_deref(), Some("files"));
+    assert_eq!(slice.attr("k8s.namespace.name").as_deref(), Some("shop"));
+    assert_eq!(slice.attr("weft.object.name").as_deref(), Some("web-1"));
+    assert_eq!(slice.attr("weft.published.services").as_deref(), Some("1"));
+    assert_eq!(slice.status, weft_tests::otlp::Status::Unset);
+    let received = slice.events.iter().find(|e| e.name == "model received");
+    let received = received.expect("the model's receipt is an event");
+    assert!(slice.start_unix_nano <= received.time_unix_nano);
+    assert!(received.time_unix_nano <= slice.end_unix_nano);
+
+    // A refused object: its span says why, with status ERROR.
+    std::fs::write(
+        dir.join("manifests/bad.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: shop}\nspec:\n  ports: [{port: 70000}]\n",
+    )
+    .unwrap();
+    let spans = rt.block_on(receiver.until(
+        |s| {
+            s.iter()
+                .any(|s| s.attr("weft.object.name").as_deref() == Some("bad"))
+        },
+        WAIT,
+    ));
+    let bad = spans
+        .iter()
+        .find(|s| s.attr("weft.object.name").as_deref() == Some("bad"))
+        .unwrap();
+    assert_eq!(bad.name, "apply Service");
+    assert!(
+        matches!(&bad.status, weft_tests::otlp::Status::Error(m) if m.contains("70000")),
+        "{:?}",
+        bad.status
+    );
+
+    // Deleting the file: a delete span per object, sent before exit.
+    std::fs::remove_file(dir.join("manifests/web.yaml")).unwrap();
+    rt.block_on(receiver.until(
+        |s| {
+            s.iter()
+                .any(|s| s.attr("weft.change").as_deref() == Some("delete"))
+        },
+        WAIT,
+    ));
+    assert_eq!(control.terminate(WAIT).unwrap(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn weft_control_refuses_a_collector_that_is_not_an_address_with_64() {
+    let out = Command::new(bin("weft-control"))
+        .args(["--source", ".", "--trace-collector-addr", "jaeger"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = stderr(&out);
+    assert!(err.contains("--trace-collector-addr"), "{err}");
+    assert!(err.contains("not host:port"), "{err}");
 }

@@ -57,6 +57,57 @@ impl pb::identity_server::Identity for IdentityService {
         &self,
         request: Request<pb::CertifyRequest>,
     ) -> Result<Response<pb::CertifyResponse>, Status> {
+        use opentelemetry::trace::{Span as _, Status as SpanStatus};
+        use opentelemetry::KeyValue;
+        let mut span = crate::trace::certify_span(request.metadata());
+        if !crate::trace::recording(&span) {
+            return self.issue(request).await;
+        }
+        span.set_attribute(KeyValue::new(
+            "weft.identity",
+            request.get_ref().identity.clone(),
+        ));
+        if let Some(addr) = request.remote_addr() {
+            let ip = addr.ip().to_canonical().to_string();
+            span.set_attribute(KeyValue::new("client.address", ip));
+        }
+        let result = self.issue(request).await;
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
+        if let Err(status) = &result {
+            // OpenTelemetry's rule for gRPC servers: a refusal of the
+            // caller's request (a bad token, a wrong identity) is the
+            // caller's error, not this span's; the server's own failures are.
+            let ours = matches!(
+                code,
+                tonic::Code::Unknown
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unimplemented
+                    | tonic::Code::Internal
+                    | tonic::Code::Unavailable
+                    | tonic::Code::DataLoss
+            );
+            let message = status.message().to_owned();
+            if ours {
+                span.set_status(SpanStatus::error(message));
+            } else {
+                span.add_event("refused", vec![KeyValue::new("message", message)]);
+            }
+        }
+        span.end();
+        result
+    }
+}
+
+impl IdentityService {
+    /// Certify itself: parse, review, sign.
+    async fn issue(
+        &self,
+        request: Request<pb::CertifyRequest>,
+    ) -> Result<Response<pb::CertifyResponse>, Status> {
         let client = request.remote_addr().map(|a| a.ip().to_canonical());
         let req = request.into_inner();
         let authority = self.issuer.current().ok_or_else(|| {

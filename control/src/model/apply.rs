@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
@@ -45,6 +45,36 @@ pub enum Change {
     Synced(&'static str),
 }
 
+/// The sources' end of the model's queue: each change is stamped with
+/// when its source saw it, the start of its span (`crate::trace`).
+#[derive(Clone, Debug)]
+pub struct Changes(mpsc::Sender<Seen>);
+
+/// A change and when its source handed it over.
+#[derive(Debug)]
+pub struct Seen {
+    pub at: SystemTime,
+    pub change: Change,
+}
+
+/// The model task is gone (shutting down).
+#[derive(Debug)]
+pub struct Closed;
+
+impl Changes {
+    /// A queue of at most `bound` changes and its receiving end, for [`run`].
+    pub fn channel(bound: usize) -> (Self, mpsc::Receiver<Seen>) {
+        let (tx, rx) = mpsc::channel(bound);
+        (Self(tx), rx)
+    }
+
+    /// Queues `change` (waiting while the queue is full).
+    pub async fn send(&self, change: Change) -> Result<(), Closed> {
+        let at = SystemTime::now();
+        self.0.send(Seen { at, change }).await.map_err(|_| Closed)
+    }
+}
+
 /// Applies changes until every sender is gone. `synced` lists the sources
 /// still syncing; it empties as they report.
 ///
@@ -52,7 +82,7 @@ pub enum Change {
 /// (the kube source), published as Warning Events on the object.
 pub async fn run(
     mut store: Store,
-    mut changes: mpsc::Receiver<Change>,
+    mut changes: mpsc::Receiver<Seen>,
     hub: Arc<Hub>,
     policies: Arc<PolicyHub>,
     metrics: Metrics,
@@ -61,8 +91,9 @@ pub async fn run(
 ) {
     let mut reported = Reported::default();
     let mut target_problems = TargetProblems::default();
-    while let Some(change) = changes.recv().await {
+    while let Some(Seen { at, change }) = changes.recv().await {
         let started = Instant::now();
+        let mut span = Span::of(&change, at);
         let routing;
         let policy;
         let touched = match change {
@@ -78,6 +109,7 @@ pub async fn run(
                 }
                 Err(reason) => {
                     let (kind, key) = (object.kind(), object.key());
+                    span.refused(&reason);
                     refuse(
                         source,
                         &origin,
@@ -97,6 +129,7 @@ pub async fn run(
                 key,
                 reason,
             } => {
+                span.refused(&reason);
                 refuse(
                     source,
                     &origin,
@@ -143,6 +176,59 @@ pub async fn run(
         metrics
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());
+        span.published(touched.services.len(), touched.pod_ips.len());
+    }
+}
+
+/// A change's span ([`crate::trace::change_span`]) while tracing is on:
+/// from its source seeing it, through the model receiving it (an event),
+/// to the publication of what it touched, or its refusal (status ERROR).
+struct Span(Option<opentelemetry::global::BoxedSpan>);
+
+impl Span {
+    fn of(change: &Change, seen: SystemTime) -> Self {
+        use opentelemetry::trace::Span as _;
+        use opentelemetry::KeyValue;
+        let (kind, (ns, name), op, source) = match change {
+            Change::Apply { source, object, .. } => (object.kind(), object.key(), "apply", *source),
+            Change::Refused {
+                source, kind, key, ..
+            } => (*kind, key.clone(), "apply", *source),
+            Change::Delete { kind, key } => (*kind, key.clone(), "delete", ""),
+            Change::Synced(_) => return Self(None),
+        };
+        let mut span = crate::trace::change_span(kind.as_str(), seen);
+        if !crate::trace::recording(&span) {
+            return Self(None);
+        }
+        span.set_attribute(KeyValue::new("weft.change", op));
+        if !source.is_empty() {
+            span.set_attribute(KeyValue::new("weft.source", source));
+        }
+        if !ns.is_empty() {
+            span.set_attribute(KeyValue::new("k8s.namespace.name", ns));
+        }
+        span.set_attribute(KeyValue::new("weft.object.name", name));
+        span.add_event("model received", vec![]);
+        Self(Some(span))
+    }
+
+    fn refused(&mut self, reason: &str) {
+        use opentelemetry::trace::{Span as _, Status};
+        if let Some(mut span) = self.0.take() {
+            span.set_status(Status::error(reason.to_owned()));
+            span.end();
+        }
+    }
+
+    fn published(&mut self, services: usize, pods: usize) {
+        use opentelemetry::trace::Span as _;
+        use opentelemetry::KeyValue;
+        if let Some(mut span) = self.0.take() {
+            span.set_attribute(KeyValue::new("weft.published.services", services as i64));
+            span.set_attribute(KeyValue::new("weft.published.pods", pods as i64));
+            span.end();
+        }
     }
 }
 

@@ -21,11 +21,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
+
 use tracing::{info, warn};
 
 use super::parse;
 use crate::metrics::Metrics;
+use crate::model::apply::Changes;
 use crate::model::{Change, Kind, ObjKey, Object};
 
 pub const SOURCE: &str = "files";
@@ -46,14 +47,14 @@ struct FileState {
 pub struct FilesSource {
     dir: PathBuf,
     files: HashMap<PathBuf, FileState>,
-    changes: mpsc::Sender<Change>,
+    changes: Changes,
     metrics: Metrics,
     /// Files larger are refused unread.
     max_bytes: u64,
 }
 
 impl FilesSource {
-    pub fn new(dir: PathBuf, changes: mpsc::Sender<Change>, metrics: Metrics) -> Self {
+    pub fn new(dir: PathBuf, changes: Changes, metrics: Metrics) -> Self {
         Self {
             dir,
             files: HashMap::new(),

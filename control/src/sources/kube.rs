@@ -35,11 +35,12 @@ use kube::{Api, Client, Resource};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+
 use tracing::{info, warn};
 
 use super::decode::{Decode, Decoded};
 use crate::metrics::Metrics;
+use crate::model::apply::Changes;
 use crate::model::authz::smi::TrafficTarget;
 use crate::model::routes::{gateway, smi, ObjectKind, RouteObject};
 use crate::model::{Change, Kind, ObjKey, Object};
@@ -60,12 +61,7 @@ pub async fn client(api_server: Option<&str>) -> anyhow::Result<Client> {
 
 /// Starts one watcher per kind (and per namespace when `namespaces` is not
 /// empty); reports `Synced` once every one of them listed once.
-pub fn spawn(
-    client: Client,
-    namespaces: &[String],
-    changes: mpsc::Sender<Change>,
-    metrics: Metrics,
-) {
+pub fn spawn(client: Client, namespaces: &[String], changes: Changes, metrics: Metrics) {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {
@@ -168,7 +164,7 @@ fn crd_unavailable(error: &watcher::Error) -> bool {
 
 #[derive(Clone, Debug)]
 struct Ctx {
-    changes: mpsc::Sender<Change>,
+    changes: Changes,
     metrics: Metrics,
     /// Watchers that have not finished their first list.
     pending: Arc<AtomicUsize>,
