@@ -371,7 +371,7 @@ pub struct Config {
     /// OTLP/gRPC address, `host:port` (a Jaeger's 4317; the proxies'
     /// collector). A span per Certify call and per object change, from the
     /// source seeing it to its publication. Unset: no span is recorded.
-    #[arg(long, env = "WEFT_CONTROL_TRACE_COLLECTOR_ADDR", value_parser = trace_collector)]
+    #[arg(long, env = "WEFT_CONTROL_TRACE_COLLECTOR_ADDR", value_name = "HOST:PORT", value_parser = trace_collector)]
     pub trace_collector_addr: Option<String>,
 
     /// The `service.name` of weft-control's spans.

@@ -21,6 +21,10 @@ authority: weft.identity.v1.Identity/Certify signs a proxy's CSR for its
 SPIFFE identity once its ServiceAccount token is checked (TokenReview in a
 cluster, --identity-tokens otherwise).
 
+With --trace-collector-addr it sends its own spans over OTLP/gRPC: one per
+Certify call, and one per object change from its source seeing it to its
+publication to the proxies (see the README's \"Tracing\").
+
 Every flag is also an environment variable (shown below). Durations are
 written as in Go and Kubernetes, numbers with a unit run together: 500ms,
 1.5s, 2m, 24h, 1h30m (units ns, us, ms, s, m, h; a bare 0 is zero). Exit
