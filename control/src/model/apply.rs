@@ -189,18 +189,21 @@ impl Span {
     fn of(change: &Change, seen: SystemTime) -> Self {
         use opentelemetry::trace::Span as _;
         use opentelemetry::KeyValue;
-        let (kind, (ns, name), op, source) = match change {
-            Change::Apply { source, object, .. } => (object.kind(), object.key(), "apply", *source),
-            Change::Refused {
-                source, kind, key, ..
-            } => (*kind, key.clone(), "apply", *source),
-            Change::Delete { kind, key } => (*kind, key.clone(), "delete", ""),
+        let kind = match change {
+            Change::Apply { object, .. } => object.kind(),
+            Change::Refused { kind, .. } | Change::Delete { kind, .. } => *kind,
             Change::Synced(_) => return Self(None),
         };
         let mut span = crate::trace::change_span(kind.as_str(), seen);
         if !crate::trace::recording(&span) {
             return Self(None);
         }
+        let ((ns, name), op, source) = match change {
+            Change::Apply { source, object, .. } => (object.key(), "apply", *source),
+            Change::Refused { source, key, .. } => (key.clone(), "apply", *source),
+            Change::Delete { key, .. } => (key.clone(), "delete", ""),
+            Change::Synced(_) => return Self(None),
+        };
         span.set_attribute(KeyValue::new("weft.change", op));
         if !source.is_empty() {
             span.set_attribute(KeyValue::new("weft.source", source));
