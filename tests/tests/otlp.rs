@@ -363,6 +363,8 @@ fn weft_control_spans_each_certify_call_and_each_change_up_to_its_publication() 
 
     // A refused Certify (the token is nobody's), as a child of the caller's span.
     let status = rt.block_on(async {
+        // weft-control prints no address: its port is dialled until it answers.
+        let deadline = std::time::Instant::now() + WAIT;
         let channel = loop {
             match tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
                 .unwrap()
@@ -370,6 +372,9 @@ fn weft_control_spans_each_certify_call_and_each_change_up_to_its_publication() 
                 .await
             {
                 Ok(c) => break c,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("weft-control did not listen on {grpc} within {WAIT:?}: {e}")
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
