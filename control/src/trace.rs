@@ -40,21 +40,7 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// `host:port`, or `http://host:port` / `https://host:port`. Returned as the
 /// URI the exporter dials.
 pub fn collector_uri(addr: &str) -> Result<String, String> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let parsed: http::Uri = uri
-        .parse()
-        .map_err(|e| format!("'{addr}' is not an address: {e}"))?;
-    if !matches!(parsed.scheme_str(), Some("http" | "https")) {
-        return Err(format!("'{addr}': the scheme must be http or https"));
-    }
-    match parsed.authority() {
-        Some(a) if !a.host().is_empty() && a.port_u16().is_some() => Ok(uri),
-        _ => Err(format!("'{addr}' is not host:port (a collector's OTLP/gRPC port, like jaeger-collector.tracing:4317)")),
-    }
+    weft_proto::grpc_uri(addr)
 }
 
 /// The tracer provider in use; [`Tracing::shutdown`] sends what is queued.
@@ -200,10 +186,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn without_init_spans_are_not_recorded() {
-        let span = change_span("Service", SystemTime::now());
-        assert!(!recording(&span));
+    /// A call's metadata with a sampled W3C `traceparent`.
+    fn traced() -> tonic::metadata::MetadataMap {
         let mut metadata = tonic::metadata::MetadataMap::new();
         metadata.insert(
             "traceparent",
@@ -211,19 +195,20 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        let span = certify_span(&metadata);
+        metadata
+    }
+
+    #[test]
+    fn without_init_spans_are_not_recorded() {
+        let span = change_span("Service", SystemTime::now());
+        assert!(!recording(&span));
+        let span = certify_span(&traced());
         assert!(!recording(&span));
     }
 
     #[test]
     fn a_certify_call_is_a_child_of_its_traceparent() {
-        let mut metadata = tonic::metadata::MetadataMap::new();
-        metadata.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
+        let metadata = traced();
         let cx = TraceContextPropagator::new().extract(&Metadata(&metadata));
         let parent = cx.span().span_context().clone();
         assert_eq!(

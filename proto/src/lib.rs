@@ -52,3 +52,25 @@ pub mod policy {
         tonic::include_proto!("weft.policy.v1");
     }
 }
+
+/// The URI a gRPC client dials for `addr` as weft's flags take it
+/// (`host:port`, or `http://` / `https://` with one), or why it cannot be
+/// one: weft-proxy's control-plane and collector addresses and
+/// weft-control's `--trace-collector-addr` check it here alike.
+pub fn grpc_uri(addr: &str) -> Result<String, String> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let parsed: tonic::codegen::http::Uri = uri
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an address: {e}"))?;
+    if !matches!(parsed.scheme_str(), Some("http" | "https")) {
+        return Err(format!("{addr:?}: the scheme must be http or https"));
+    }
+    match parsed.authority() {
+        Some(a) if !a.host().is_empty() && a.port_u16().is_some() => Ok(uri),
+        _ => Err(format!("{addr:?} is not host:port")),
+    }
+}

@@ -10,7 +10,6 @@ use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Spa
 use serde_json::json;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
 
 use weft_tests::otlp::{edges, query, InPod};
 use weft_tests::*;
@@ -309,14 +308,6 @@ fn spans_from_the_sdk_and_otlp_exporter_the_proxy_uses_read_back_as_their_tree()
     provider.shutdown().unwrap();
 }
 
-/// A port free on loopback now (for a process that prints no address).
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 const SHOP_WEB: &str = "apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: shop}
@@ -345,39 +336,39 @@ fn weft_control_spans_each_certify_call_and_each_change_up_to_its_publication() 
     std::fs::write(dir.join("manifests/web.yaml"), SHOP_WEB).unwrap();
     let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let receiver = weft_tests::otlp::Receiver::start(local, local).unwrap();
-    let grpc = free_port();
-    let mut cmd = Command::new(bin("weft-control"));
-    cmd.arg("--source")
+    // weft-control logs the addresses it bound to stderr: through a shell
+    // that execs it (the same pid, for SIGTERM), the log is what Proc reads.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "exec \"$0\" \"$@\" 2>&1"])
+        .arg(bin("weft-control"))
+        .arg("--source")
         .arg(dir.join("manifests"))
-        .arg(format!("--grpc-addr={grpc}"))
-        .arg(format!("--admin-addr={}", free_port()))
+        .args(["--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0"])
         .arg("--poll-interval=100ms")
         .arg("--identity-dir")
         .arg(dir.join("ca"))
         .arg("--identity-tokens")
         .arg(dir.join("tokens.yaml"))
         .arg(format!("--trace-collector-addr={}", receiver.grpc_addr()))
-        .env("POD_NAME", "weft-control-0");
+        .env("POD_NAME", "weft-control-0")
+        .env("WEFT_CONTROL_LOG", "info");
     let mut control = Proc::spawn("weft-control", cmd).unwrap();
+    let serving = loop {
+        let line = control.line(WAIT).unwrap();
+        if line.contains("weft-control serving") {
+            break line;
+        }
+    };
+    let grpc: SocketAddr = field(&serving, "grpc").parse().unwrap();
     let rt = runtime();
 
     // A refused Certify (the token is nobody's), as a child of the caller's span.
     let status = rt.block_on(async {
-        // weft-control prints no address: its port is dialled until it answers.
-        let deadline = std::time::Instant::now() + WAIT;
-        let channel = loop {
-            match tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-                .unwrap()
-                .connect()
-                .await
-            {
-                Ok(c) => break c,
-                Err(e) if std::time::Instant::now() > deadline => {
-                    panic!("weft-control did not listen on {grpc} within {WAIT:?}: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        };
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let mut client = pb::identity_client::IdentityClient::new(channel);
         let mut request = tonic::Request::new(pb::CertifyRequest {
             identity: mesh::shop_id("web"),

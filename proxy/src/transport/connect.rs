@@ -78,21 +78,7 @@ impl Connector {
 /// A control-plane address (`host:port`, or a URI `http://host:port`) as a
 /// gRPC endpoint; an error says what is wrong with it.
 pub fn grpc_endpoint(addr: &str) -> Result<tonic::transport::Endpoint, String> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let parsed: http::Uri = uri
-        .parse()
-        .map_err(|e| format!("{addr:?} is not an address: {e}"))?;
-    if !matches!(parsed.scheme_str(), Some("http" | "https")) {
-        return Err(format!("{addr:?}: the scheme must be http or https"));
-    }
-    match parsed.authority() {
-        Some(a) if !a.host().is_empty() && a.port_u16().is_some() => {}
-        _ => return Err(format!("{addr:?} is not host:port")),
-    }
+    let uri = weft_proto::grpc_uri(addr)?;
     tonic::transport::Endpoint::from_shared(uri).map_err(|e| format!("{addr:?}: {e}"))
 }
 
